@@ -1,0 +1,7 @@
+//! acs-identity-operator: Azure Communication Services identities and access tokens for
+//! Kubernetes workloads.
+//!
+//! - [`acs`]: the ACS Identity data-plane client (connection strings, HMAC signing, operations).
+//!   It knows nothing about Kubernetes.
+
+pub mod acs;
