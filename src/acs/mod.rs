@@ -8,3 +8,6 @@ pub mod signing;
 
 pub use access_key::{AccessKey, InvalidAccessKey};
 pub use connection_string::{ConnectionString, ConnectionStringError};
+pub mod model;
+
+pub use model::{API_VERSION, Scope};
