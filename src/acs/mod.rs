@@ -11,3 +11,8 @@ pub use connection_string::{ConnectionString, ConnectionStringError};
 pub mod model;
 
 pub use model::{API_VERSION, Scope};
+pub mod client;
+pub mod error;
+
+pub use client::{AcsClient, ClientOptions, CreatedIdentity, IssuedToken, TokenLifetime};
+pub use error::{AcsError, ServiceError};

@@ -1,0 +1,432 @@
+//! A typed client for the four Identity operations the operator needs, over reqwest.
+//!
+//! Every call has a timeout. Nothing is retried here: a retried create could mint a second
+//! identity (the API has no idempotency key), and for the other calls the caller decides.
+
+use super::error::{AcsError, parse_retry_after};
+use super::model::{
+    API_VERSION, AccessTokenBody, CreateIdentityRequest, CreateIdentityResponse, IssueTokenRequest,
+    MAX_TOKEN_LIFETIME_MINUTES, MIN_TOKEN_LIFETIME_MINUTES, Scope, encode_identity_id,
+};
+use super::{AccessKey, ConnectionString, signing};
+use jiff::Timestamp;
+use reqwest::{Method, StatusCode};
+use std::fmt;
+use std::time::{Duration, SystemTime};
+use url::Url;
+
+/// A token lifetime the service accepts: 60..=1440 minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TokenLifetime(u32);
+
+impl TokenLifetime {
+    pub const MAX: TokenLifetime = TokenLifetime(MAX_TOKEN_LIFETIME_MINUTES);
+
+    pub fn from_minutes(minutes: u32) -> Result<Self, AcsError> {
+        if (MIN_TOKEN_LIFETIME_MINUTES..=MAX_TOKEN_LIFETIME_MINUTES).contains(&minutes) {
+            Ok(Self(minutes))
+        } else {
+            Err(AcsError::InvalidRequest(format!(
+                "token lifetime {minutes} min is outside [{MIN_TOKEN_LIFETIME_MINUTES}, {MAX_TOKEN_LIFETIME_MINUTES}]"
+            )))
+        }
+    }
+
+    pub fn minutes(self) -> u32 {
+        self.0
+    }
+}
+
+/// An access token as ACS issued it. The token text is redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_on: Timestamp,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token", &"<redacted>")
+            .field("expires_on", &self.expires_on)
+            .finish()
+    }
+}
+
+impl TryFrom<AccessTokenBody> for IssuedToken {
+    type Error = AcsError;
+
+    fn try_from(body: AccessTokenBody) -> Result<Self, AcsError> {
+        let expires_on = body.expires_on.parse::<Timestamp>().map_err(|e| {
+            AcsError::InvalidResponse(format!(
+                "expiresOn {:?} is not a timestamp: {e}",
+                body.expires_on
+            ))
+        })?;
+        if body.token.is_empty() {
+            return Err(AcsError::InvalidResponse("empty token".into()));
+        }
+        Ok(Self {
+            token: body.token,
+            expires_on,
+        })
+    }
+}
+
+/// A new identity and, when requested, its first token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedIdentity {
+    pub id: String,
+    pub token: Option<IssuedToken>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Upper bound for one whole call (connect, send, read).
+    pub timeout: Duration,
+    /// Extra PEM certificates to trust besides the system roots (e.g. the emulator's CA).
+    pub extra_ca_pem: Option<Vec<u8>>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            extra_ca_pem: None,
+        }
+    }
+}
+
+/// The ACS Identity data-plane client for one resource.
+#[derive(Clone)]
+pub struct AcsClient {
+    http: reqwest::Client,
+    endpoint: Url,
+    key: AccessKey,
+    timeout: Duration,
+}
+
+impl fmt::Debug for AcsClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AcsClient")
+            .field("endpoint", &self.endpoint.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AcsClient {
+    pub fn new(connection: &ConnectionString, options: ClientOptions) -> Result<Self, AcsError> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("acs-identity-operator/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &options.extra_ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| AcsError::Config(format!("CA bundle is not valid PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(AcsError::Config("CA bundle holds no certificate".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| AcsError::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            endpoint: connection.endpoint.clone(),
+            key: connection.access_key.clone(),
+            timeout: options.timeout,
+        })
+    }
+
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    /// `POST /identities` with no token.
+    pub async fn create_identity(&self) -> Result<String, AcsError> {
+        let created = self.create(&CreateIdentityRequest::default()).await?;
+        Ok(created.id)
+    }
+
+    /// `POST /identities` with `createTokenWithScopes`: identity and first token in one call.
+    pub async fn create_identity_with_token(
+        &self,
+        scopes: &[Scope],
+        lifetime: TokenLifetime,
+    ) -> Result<(String, IssuedToken), AcsError> {
+        let request = CreateIdentityRequest {
+            create_token_with_scopes: Some(scope_names(scopes)?),
+            expires_in_minutes: Some(lifetime.minutes().into()),
+        };
+        let created = self.create(&request).await?;
+        let token = created.token.ok_or_else(|| {
+            AcsError::InvalidResponse("create with scopes returned no accessToken".into())
+        })?;
+        Ok((created.id, token))
+    }
+
+    /// `POST /identities/{id}/:issueAccessToken`.
+    pub async fn issue_token(
+        &self,
+        identity_id: &str,
+        scopes: &[Scope],
+        lifetime: TokenLifetime,
+    ) -> Result<IssuedToken, AcsError> {
+        let request = IssueTokenRequest {
+            scopes: Some(scope_names(scopes)?),
+            expires_in_minutes: Some(lifetime.minutes().into()),
+        };
+        let body = serde_json::to_vec(&request).expect("request serializes");
+        let url = self.url(&format!(
+            "identities/{}/:issueAccessToken",
+            encode_identity_id(identity_id)
+        ));
+        let (status, bytes) = self.send(Method::POST, url, body).await?;
+        expect_status(status, StatusCode::OK, &bytes)?;
+        let token: AccessTokenBody = parse_json(&bytes)?;
+        token.try_into()
+    }
+
+    /// `POST /identities/{id}/:revokeAccessTokens`: invalidates every token issued so far.
+    pub async fn revoke_tokens(&self, identity_id: &str) -> Result<(), AcsError> {
+        let url = self.url(&format!(
+            "identities/{}/:revokeAccessTokens",
+            encode_identity_id(identity_id)
+        ));
+        let (status, bytes) = self.send(Method::POST, url, Vec::new()).await?;
+        expect_status(status, StatusCode::NO_CONTENT, &bytes)
+    }
+
+    /// `DELETE /identities/{id}`: removes the identity and invalidates its tokens.
+    pub async fn delete_identity(&self, identity_id: &str) -> Result<(), AcsError> {
+        let url = self.url(&format!("identities/{}", encode_identity_id(identity_id)));
+        let (status, bytes) = self.send(Method::DELETE, url, Vec::new()).await?;
+        expect_status(status, StatusCode::NO_CONTENT, &bytes)
+    }
+
+    async fn create(&self, request: &CreateIdentityRequest) -> Result<CreatedIdentity, AcsError> {
+        let body = serde_json::to_vec(request).expect("request serializes");
+        let (status, bytes) = self
+            .send(Method::POST, self.url("identities"), body)
+            .await?;
+        expect_status(status, StatusCode::CREATED, &bytes)?;
+        parse_create_response(&bytes)
+    }
+
+    fn url(&self, path: &str) -> Url {
+        let mut url = self.endpoint.clone();
+        // The path is built from encoded segments; set it verbatim so what is signed is sent.
+        url.set_path(path);
+        url.set_query(Some(&format!("api-version={API_VERSION}")));
+        url
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Vec<u8>), AcsError> {
+        let signed =
+            signing::sign_request(&self.key, method.as_str(), &url, &body, SystemTime::now());
+        let mut request = self
+            .http
+            .request(method, url)
+            .header("x-ms-date", signed.x_ms_date)
+            .header("x-ms-content-sha256", signed.x_ms_content_sha256)
+            .header("authorization", signed.authorization)
+            .header("accept", "application/json");
+        if !body.is_empty() {
+            request = request.header("content-type", "application/json");
+        }
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        let status = response.status();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = parse_retry_after(
+            header("retry-after").as_deref(),
+            header("retry-after-ms")
+                .or_else(|| header("x-ms-retry-after-ms"))
+                .as_deref(),
+            SystemTime::now(),
+        );
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?;
+        if !status.is_success() {
+            return Err(AcsError::from_response(
+                status.as_u16(),
+                retry_after,
+                &bytes,
+            ));
+        }
+        Ok((status, bytes.to_vec()))
+    }
+
+    fn transport_error(&self, error: reqwest::Error) -> AcsError {
+        if error.is_timeout() {
+            return AcsError::Timeout(self.timeout);
+        }
+        // The chain of sources says why (refused, TLS, DNS); URLs carry no secrets.
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        AcsError::Transport(message)
+    }
+}
+
+fn scope_names(scopes: &[Scope]) -> Result<Vec<String>, AcsError> {
+    if scopes.is_empty() {
+        return Err(AcsError::InvalidRequest(
+            "at least one scope is required".into(),
+        ));
+    }
+    Ok(scopes.iter().map(|s| s.as_str().to_string()).collect())
+}
+
+fn expect_status(status: StatusCode, expected: StatusCode, body: &[u8]) -> Result<(), AcsError> {
+    if status == expected {
+        return Ok(());
+    }
+    // Another 2xx than the API defines: the call may have taken effect, so it is not retriable.
+    Err(AcsError::InvalidResponse(format!(
+        "expected HTTP {expected}, got {status} ({} bytes)",
+        body.len()
+    )))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AcsError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| AcsError::InvalidResponse(format!("body does not parse: {e}")))
+}
+
+/// Reads a `201` body of `POST /identities`.
+pub fn parse_create_response(bytes: &[u8]) -> Result<CreatedIdentity, AcsError> {
+    let response: CreateIdentityResponse = parse_json(bytes)?;
+    if response.identity.id.is_empty() {
+        return Err(AcsError::InvalidResponse("empty identity id".into()));
+    }
+    Ok(CreatedIdentity {
+        id: response.identity.id,
+        token: response
+            .access_token
+            .map(IssuedToken::try_from)
+            .transpose()?,
+    })
+}
+
+/// Reads a `200` body of `:issueAccessToken`.
+pub fn parse_token_response(bytes: &[u8]) -> Result<IssuedToken, AcsError> {
+    parse_json::<AccessTokenBody>(bytes)?.try_into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetime_bounds_are_inclusive() {
+        assert!(TokenLifetime::from_minutes(59).is_err());
+        assert_eq!(TokenLifetime::from_minutes(60).unwrap().minutes(), 60);
+        assert_eq!(
+            TokenLifetime::from_minutes(1440).unwrap(),
+            TokenLifetime::MAX
+        );
+        assert!(TokenLifetime::from_minutes(1441).is_err());
+    }
+
+    #[test]
+    fn expires_on_parses_service_and_sdk_forms() {
+        for (text, nanos) in [
+            ("2022-11-16T09:47:55.688402+00:00", 688_402_000),
+            ("2023-06-28T07:30:12.7039383+00:00", 703_938_300),
+            ("2023-06-28T07:30:12Z", 0),
+        ] {
+            let token =
+                parse_token_response(format!(r#"{{"token":"t","expiresOn":"{text}"}}"#).as_bytes())
+                    .unwrap();
+            assert_eq!(token.expires_on.subsec_nanosecond(), nanos, "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_success_bodies_are_invalid_responses() {
+        for body in [
+            &b"not json"[..],
+            br#"{"token":"t"}"#,
+            br#"{"token":"t","expiresOn":"tomorrow"}"#,
+            br#"{"token":"","expiresOn":"2023-06-28T07:30:12Z"}"#,
+        ] {
+            assert!(matches!(
+                parse_token_response(body),
+                Err(AcsError::InvalidResponse(_))
+            ));
+        }
+        assert!(matches!(
+            parse_create_response(br#"{"identity":{"id":""}}"#),
+            Err(AcsError::InvalidResponse(_))
+        ));
+    }
+
+    #[test]
+    fn empty_scopes_are_refused_before_sending() {
+        assert!(matches!(scope_names(&[]), Err(AcsError::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn urls_keep_the_encoded_id_and_api_version() {
+        let cs: ConnectionString = "endpoint=https://h:8443/;accesskey=pw==".parse().unwrap();
+        let client = AcsClient::new(&cs, ClientOptions::default()).unwrap();
+        let url = client.url(&format!(
+            "identities/{}/:issueAccessToken",
+            encode_identity_id("8:acs:r_u")
+        ));
+        assert_eq!(
+            url.as_str(),
+            "https://h:8443/identities/8%3Aacs%3Ar_u/:issueAccessToken?api-version=2023-10-01"
+        );
+    }
+
+    #[test]
+    fn debug_hides_key_and_tokens() {
+        let cs: ConnectionString = "endpoint=https://h/;accesskey=c2VjcmV0".parse().unwrap();
+        let client = AcsClient::new(&cs, ClientOptions::default()).unwrap();
+        assert!(!format!("{client:?}").contains("c2VjcmV0"));
+        let token = IssuedToken {
+            token: "eyJhbGciOi".into(),
+            expires_on: Timestamp::UNIX_EPOCH,
+        };
+        assert!(!format!("{token:?}").contains("eyJhbGciOi"));
+    }
+
+    #[test]
+    fn bad_ca_bundle_is_a_config_error() {
+        let cs: ConnectionString = "endpoint=https://h/;accesskey=pw==".parse().unwrap();
+        let options = ClientOptions {
+            extra_ca_pem: Some(b"not a certificate".to_vec()),
+            ..ClientOptions::default()
+        };
+        assert!(matches!(
+            AcsClient::new(&cs, options),
+            Err(AcsError::Config(_))
+        ));
+    }
+}

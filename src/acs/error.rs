@@ -1,0 +1,249 @@
+//! Typed ACS failures: what went wrong, and whether trying again can help.
+
+use super::model::{ErrorBody, ErrorResponse};
+use std::fmt;
+use std::time::Duration;
+
+/// The `error` object of an ACS error response (or what could be salvaged of a non-JSON body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceError {
+    pub code: String,
+    pub message: String,
+    pub target: Option<String>,
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.code.is_empty(), &self.target) {
+            (true, _) => f.write_str(&self.message),
+            (false, Some(target)) => write!(f, "{}: {} (target {target})", self.code, self.message),
+            (false, None) => write!(f, "{}: {}", self.code, self.message),
+        }
+    }
+}
+
+impl ServiceError {
+    /// Reads an error body; a body that is not the ACS error shape is kept (truncated) as the
+    /// message so the operator can still say what the server answered.
+    pub fn from_body(body: &[u8]) -> Self {
+        match serde_json::from_slice::<ErrorResponse>(body) {
+            Ok(ErrorResponse {
+                error:
+                    ErrorBody {
+                        code,
+                        message,
+                        target,
+                    },
+            }) => Self {
+                code,
+                message,
+                target,
+            },
+            Err(_) => {
+                let text = String::from_utf8_lossy(body);
+                let mut message: String = text.chars().take(200).collect();
+                if message.is_empty() {
+                    message = "(empty body)".into();
+                }
+                Self {
+                    code: String::new(),
+                    message,
+                    target: None,
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AcsError {
+    /// 404: the identity is unknown to ACS (never existed, or deleted).
+    #[error("ACS identity not found (HTTP 404): {0}")]
+    NotFound(ServiceError),
+    /// 429: over the resource's rate limit; `retry_after` from the `Retry-After` header.
+    #[error("ACS throttled the request (HTTP 429){}", retry_after_suffix(.retry_after))]
+    Throttled {
+        retry_after: Option<Duration>,
+        error: ServiceError,
+    },
+    /// 401/403: the key or token is wrong, or lacks permission. Retrying will not help.
+    #[error("ACS refused the credentials (HTTP {status}): {error}")]
+    Unauthorized { status: u16, error: ServiceError },
+    /// Any other 4xx: the request itself is wrong (validation errors and the like).
+    #[error("ACS rejected the request (HTTP {status}): {error}")]
+    Rejected { status: u16, error: ServiceError },
+    /// 5xx or 408: the service is failing; another attempt later may succeed.
+    #[error("ACS is unavailable (HTTP {status}): {error}")]
+    Unavailable { status: u16, error: ServiceError },
+    #[error("ACS did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("could not reach ACS: {0}")]
+    Transport(String),
+    /// A success status with a body that is not what the API defines.
+    #[error("unexpected ACS response: {0}")]
+    InvalidResponse(String),
+    /// An argument the service would reject anyway, caught before sending.
+    #[error("invalid ACS request: {0}")]
+    InvalidRequest(String),
+    /// The client could not be built (e.g. an unreadable CA bundle).
+    #[error("invalid ACS client configuration: {0}")]
+    Config(String),
+}
+
+impl AcsError {
+    /// Whether the same call may succeed if tried again later, unchanged.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            AcsError::Throttled { .. }
+                | AcsError::Unavailable { .. }
+                | AcsError::Timeout(_)
+                | AcsError::Transport(_)
+        )
+    }
+
+    /// The HTTP status ACS answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            AcsError::NotFound(_) => Some(404),
+            AcsError::Throttled { .. } => Some(429),
+            AcsError::Unauthorized { status, .. }
+            | AcsError::Rejected { status, .. }
+            | AcsError::Unavailable { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The ACS `error.code`, if the service sent one.
+    pub fn service_code(&self) -> Option<&str> {
+        let error = match self {
+            AcsError::NotFound(error)
+            | AcsError::Throttled { error, .. }
+            | AcsError::Unauthorized { error, .. }
+            | AcsError::Rejected { error, .. }
+            | AcsError::Unavailable { error, .. } => error,
+            _ => return None,
+        };
+        (!error.code.is_empty()).then_some(error.code.as_str())
+    }
+
+    /// Classifies a non-success response.
+    pub fn from_response(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Self {
+        let error = ServiceError::from_body(body);
+        match status {
+            404 => AcsError::NotFound(error),
+            429 => AcsError::Throttled { retry_after, error },
+            401 | 403 => AcsError::Unauthorized { status, error },
+            408 | 500..=599 => AcsError::Unavailable { status, error },
+            _ => AcsError::Rejected { status, error },
+        }
+    }
+}
+
+fn retry_after_suffix(retry_after: &Option<Duration>) -> String {
+    match retry_after {
+        Some(d) => format!(", retry after {}s", d.as_secs_f64()),
+        None => String::new(),
+    }
+}
+
+/// Reads `Retry-After` (seconds or an HTTP date) and the millisecond variants Azure uses.
+pub fn parse_retry_after(
+    retry_after: Option<&str>,
+    retry_after_ms: Option<&str>,
+    now: std::time::SystemTime,
+) -> Option<Duration> {
+    if let Some(ms) = retry_after_ms.and_then(|v| v.trim().parse::<u64>().ok()) {
+        return Some(Duration::from_millis(ms));
+    }
+    let value = retry_after?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn classifies_statuses() {
+        let body = br#"{"error":{"code":"X","message":"m"}}"#;
+        let cases = [
+            (400, false, "Rejected"),
+            (401, false, "Unauthorized"),
+            (403, false, "Unauthorized"),
+            (404, false, "NotFound"),
+            (408, true, "Unavailable"),
+            (409, false, "Rejected"),
+            (429, true, "Throttled"),
+            (500, true, "Unavailable"),
+            (503, true, "Unavailable"),
+        ];
+        for (status, retriable, variant) in cases {
+            let err = AcsError::from_response(status, None, body);
+            assert_eq!(err.is_retriable(), retriable, "{status}");
+            assert!(format!("{err:?}").starts_with(variant), "{status}: {err:?}");
+            assert_eq!(err.status(), Some(status));
+            assert_eq!(err.service_code(), Some("X"));
+        }
+    }
+
+    #[test]
+    fn non_json_error_bodies_are_kept_short() {
+        let err = ServiceError::from_body(&[b'x'; 1000]);
+        assert_eq!(err.code, "");
+        assert_eq!(err.message.len(), 200);
+        assert_eq!(ServiceError::from_body(b"").message, "(empty body)");
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(
+            parse_retry_after(Some("7"), None, now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after(Some("7"), Some("1500"), now),
+            Some(Duration::from_millis(1500))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(Some(&later), None, now),
+            Some(Duration::from_secs(30))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(Some(&earlier), None, now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after(Some("soon"), None, now), None);
+        assert_eq!(parse_retry_after(None, None, SystemTime::now()), None);
+    }
+
+    #[test]
+    fn display_includes_code_message_and_retry_hint() {
+        let err = AcsError::from_response(
+            429,
+            Some(Duration::from_secs(3)),
+            br#"{"error":{"code":"TooManyRequests","message":"slow down"}}"#,
+        );
+        assert_eq!(
+            err.to_string(),
+            "ACS throttled the request (HTTP 429), retry after 3s"
+        );
+        let err = AcsError::from_response(
+            400,
+            None,
+            br#"{"error":{"code":"ValidationError","message":"bad","target":"ExpiresInMinutes"}}"#,
+        );
+        assert_eq!(
+            err.to_string(),
+            "ACS rejected the request (HTTP 400): ValidationError: bad (target ExpiresInMinutes)"
+        );
+    }
+}
