@@ -1,0 +1,371 @@
+//! What to do next with one identity: a chain of small predicates over what is stored (status
+//! and Secret) and what is wanted (spec), each naming its reason — the shape of cert-manager's
+//! re-issuance policies. No I/O: the controller gathers the facts and carries out the answer.
+
+use crate::acs::Scope;
+use jiff::Timestamp;
+use std::fmt;
+
+/// Everything that, if it changes, requires a new token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenParams {
+    /// Sorted and free of duplicates, so order in the spec does not matter.
+    pub scopes: Vec<Scope>,
+    pub lifetime_minutes: u32,
+    /// Fingerprint of the connection (endpoint and key) the token was issued through: a rotated
+    /// key revokes the tokens issued with the old one.
+    pub connection: String,
+}
+
+impl TokenParams {
+    pub fn new(scopes: &[Scope], lifetime_minutes: u32, connection: String) -> Self {
+        let mut scopes = scopes.to_vec();
+        scopes.sort();
+        scopes.dedup();
+        Self {
+            scopes,
+            lifetime_minutes,
+            connection,
+        }
+    }
+}
+
+/// The token the operator last wrote, as recorded in status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedRecord {
+    pub identity_id: String,
+    pub params: TokenParams,
+    pub expires_on: Timestamp,
+    pub renewal_time: Timestamp,
+}
+
+/// How the target Secret compares with what the operator last wrote there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretState {
+    Missing,
+    /// Exists but is not controlled by this AcsIdentity: never overwritten.
+    Foreign,
+    /// Token data differs from the recorded token (edited, or written by an older attempt).
+    TokenChanged,
+    /// Token intact, but labels, annotations or other keys differ from what they should be.
+    MetadataDrift,
+    Current,
+}
+
+/// The facts one decision is made from.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    /// `spec.identityId` when adopting, else `status.identityId` once created.
+    pub identity_id: Option<&'a str>,
+    pub wanted: &'a TokenParams,
+    pub issued: Option<&'a IssuedRecord>,
+    pub secret: SecretState,
+    /// The refresh annotation holds a value not yet handled.
+    pub refresh_requested: bool,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueReason {
+    FirstToken,
+    IdentityChanged,
+    RefreshRequested,
+    SpecChanged,
+    ConnectionChanged,
+    SecretMissing,
+    SecretEdited,
+    Expired,
+    Due,
+}
+
+impl fmt::Display for IssueReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IssueReason::FirstToken => "no token issued yet",
+            IssueReason::IdentityChanged => "identity changed",
+            IssueReason::RefreshRequested => "refresh requested by annotation",
+            IssueReason::SpecChanged => "scopes or lifetime changed",
+            IssueReason::ConnectionChanged => "connection changed",
+            IssueReason::SecretMissing => "Secret missing",
+            IssueReason::SecretEdited => "Secret token edited",
+            IssueReason::Expired => "token expired",
+            IssueReason::Due => "renewal due",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The Secret name is taken by an object this identity does not own.
+    SecretConflict,
+    /// No identity yet: create one together with its first token (one ACS call).
+    CreateIdentity,
+    /// Issue a new token for the existing identity.
+    Issue(IssueReason),
+    /// The token is fine but the Secret's metadata drifted: rewrite it, no ACS call.
+    RewriteSecret,
+    /// Nothing to do until the renewal time.
+    UpToDate { renew_at: Timestamp },
+}
+
+/// Decides the next action. The order matters: a conflict blocks everything, and the first
+/// reason to re-issue wins so the Event names the most specific cause.
+pub fn decide(o: &Observed<'_>) -> Decision {
+    if o.secret == SecretState::Foreign {
+        return Decision::SecretConflict;
+    }
+    let Some(identity_id) = o.identity_id else {
+        return Decision::CreateIdentity;
+    };
+    let Some(issued) = o.issued else {
+        return Decision::Issue(IssueReason::FirstToken);
+    };
+    let reasons = [
+        (
+            issued.identity_id != identity_id,
+            IssueReason::IdentityChanged,
+        ),
+        (o.refresh_requested, IssueReason::RefreshRequested),
+        (
+            issued.params.scopes != o.wanted.scopes
+                || issued.params.lifetime_minutes != o.wanted.lifetime_minutes,
+            IssueReason::SpecChanged,
+        ),
+        (
+            issued.params.connection != o.wanted.connection,
+            IssueReason::ConnectionChanged,
+        ),
+        (o.secret == SecretState::Missing, IssueReason::SecretMissing),
+        (
+            o.secret == SecretState::TokenChanged,
+            IssueReason::SecretEdited,
+        ),
+        (o.now >= issued.expires_on, IssueReason::Expired),
+        (o.now >= issued.renewal_time, IssueReason::Due),
+    ];
+    if let Some((_, reason)) = reasons.into_iter().find(|(applies, _)| *applies) {
+        return Decision::Issue(reason);
+    }
+    if o.secret == SecretState::MetadataDrift {
+        return Decision::RewriteSecret;
+    }
+    Decision::UpToDate {
+        renew_at: issued.renewal_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    fn params() -> TokenParams {
+        TokenParams::new(&[Scope::Voip, Scope::Chat], 1440, "conn-a".into())
+    }
+
+    fn record() -> IssuedRecord {
+        IssuedRecord {
+            identity_id: "8:acs:r_1".into(),
+            params: params(),
+            expires_on: at(2000),
+            renewal_time: at(1500),
+        }
+    }
+
+    fn observed<'a>(wanted: &'a TokenParams, issued: Option<&'a IssuedRecord>) -> Observed<'a> {
+        Observed {
+            identity_id: Some("8:acs:r_1"),
+            wanted,
+            issued,
+            secret: SecretState::Current,
+            refresh_requested: false,
+            now: at(1000),
+        }
+    }
+
+    #[test]
+    fn up_to_date_waits_for_the_renewal_time() {
+        let (wanted, rec) = (params(), record());
+        assert_eq!(
+            decide(&observed(&wanted, Some(&rec))),
+            Decision::UpToDate { renew_at: at(1500) }
+        );
+    }
+
+    #[test]
+    fn scope_order_and_duplicates_do_not_matter() {
+        let rec = record();
+        let wanted = TokenParams::new(
+            &[Scope::Chat, Scope::Voip, Scope::Chat],
+            1440,
+            "conn-a".into(),
+        );
+        assert_eq!(wanted, params());
+        assert!(matches!(
+            decide(&observed(&wanted, Some(&rec))),
+            Decision::UpToDate { .. }
+        ));
+    }
+
+    #[test]
+    fn table_of_reasons() {
+        let rec = record();
+        let base = params();
+        let other_scopes = TokenParams::new(&[Scope::Chat], 1440, "conn-a".into());
+        let other_lifetime = TokenParams::new(&[Scope::Chat, Scope::Voip], 60, "conn-a".into());
+        let other_conn = TokenParams::new(&[Scope::Chat, Scope::Voip], 1440, "conn-b".into());
+        type Tweak = fn(&mut Observed<'_>);
+        let cases: Vec<(&str, &TokenParams, Option<&IssuedRecord>, Tweak, Decision)> = vec![
+            (
+                "foreign secret blocks all",
+                &base,
+                None,
+                |o| {
+                    o.secret = SecretState::Foreign;
+                    o.identity_id = None
+                },
+                Decision::SecretConflict,
+            ),
+            (
+                "no identity",
+                &base,
+                None,
+                |o| o.identity_id = None,
+                Decision::CreateIdentity,
+            ),
+            (
+                "no identity, secret missing",
+                &base,
+                None,
+                |o| {
+                    o.identity_id = None;
+                    o.secret = SecretState::Missing
+                },
+                Decision::CreateIdentity,
+            ),
+            (
+                "identity but never issued",
+                &base,
+                None,
+                |_| {},
+                Decision::Issue(IssueReason::FirstToken),
+            ),
+            (
+                "adopted a different identity",
+                &base,
+                Some(&rec),
+                |o| o.identity_id = Some("8:acs:r_2"),
+                Decision::Issue(IssueReason::IdentityChanged),
+            ),
+            (
+                "refresh annotation",
+                &base,
+                Some(&rec),
+                |o| o.refresh_requested = true,
+                Decision::Issue(IssueReason::RefreshRequested),
+            ),
+            (
+                "scopes changed",
+                &other_scopes,
+                Some(&rec),
+                |_| {},
+                Decision::Issue(IssueReason::SpecChanged),
+            ),
+            (
+                "lifetime changed",
+                &other_lifetime,
+                Some(&rec),
+                |_| {},
+                Decision::Issue(IssueReason::SpecChanged),
+            ),
+            (
+                "connection rotated",
+                &other_conn,
+                Some(&rec),
+                |_| {},
+                Decision::Issue(IssueReason::ConnectionChanged),
+            ),
+            (
+                "secret deleted",
+                &base,
+                Some(&rec),
+                |o| o.secret = SecretState::Missing,
+                Decision::Issue(IssueReason::SecretMissing),
+            ),
+            (
+                "secret edited",
+                &base,
+                Some(&rec),
+                |o| o.secret = SecretState::TokenChanged,
+                Decision::Issue(IssueReason::SecretEdited),
+            ),
+            (
+                "one second before renewal",
+                &base,
+                Some(&rec),
+                |o| o.now = at(1499),
+                Decision::UpToDate { renew_at: at(1500) },
+            ),
+            (
+                "exactly at renewal",
+                &base,
+                Some(&rec),
+                |o| o.now = at(1500),
+                Decision::Issue(IssueReason::Due),
+            ),
+            (
+                "past renewal",
+                &base,
+                Some(&rec),
+                |o| o.now = at(1999),
+                Decision::Issue(IssueReason::Due),
+            ),
+            (
+                "exactly at expiry",
+                &base,
+                Some(&rec),
+                |o| o.now = at(2000),
+                Decision::Issue(IssueReason::Expired),
+            ),
+            (
+                "long after expiry",
+                &base,
+                Some(&rec),
+                |o| o.now = at(99_999),
+                Decision::Issue(IssueReason::Expired),
+            ),
+            (
+                "metadata drift only",
+                &base,
+                Some(&rec),
+                |o| o.secret = SecretState::MetadataDrift,
+                Decision::RewriteSecret,
+            ),
+            (
+                "drift and due: issue wins",
+                &base,
+                Some(&rec),
+                |o| {
+                    o.secret = SecretState::MetadataDrift;
+                    o.now = at(1600)
+                },
+                Decision::Issue(IssueReason::Due),
+            ),
+            (
+                "refresh beats spec change",
+                &other_scopes,
+                Some(&rec),
+                |o| o.refresh_requested = true,
+                Decision::Issue(IssueReason::RefreshRequested),
+            ),
+        ];
+        for (name, wanted, issued, tweak, expected) in cases {
+            let mut o = observed(wanted, issued);
+            tweak(&mut o);
+            assert_eq!(decide(&o), expected, "{name}");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! When a token is renewed: from the lifetime ACS actually granted (`expiresOn` minus the
+//! issue time), never from the lifetime that was asked for.
+
+use jiff::{SignedDuration, Timestamp};
+use std::time::Duration;
+
+/// How far ahead of expiry a token is renewed, as the user wrote it in the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewBefore {
+    /// Renew at two thirds of the lifetime (the default, as cert-manager does).
+    Default,
+    /// Renew this long before expiry.
+    Fixed(Duration),
+    /// Renew when this percentage (1..=99) of the lifetime remains.
+    Percentage(u8),
+}
+
+/// The margin before expiry at which to renew a token of `lifetime`.
+///
+/// A fixed margin that would renew at or before issuance (margin ≥ lifetime) would re-issue in a
+/// loop; like cert-manager, it falls back to the default then.
+pub fn renewal_margin(lifetime: Duration, renew_before: RenewBefore) -> Duration {
+    let default = lifetime / 3;
+    match renew_before {
+        RenewBefore::Default => default,
+        RenewBefore::Fixed(margin) if margin < lifetime => margin,
+        RenewBefore::Fixed(_) => default,
+        RenewBefore::Percentage(p) => lifetime.mul_f64(f64::from(p.clamp(1, 99)) / 100.0),
+    }
+}
+
+/// The widest random shift earlier that spreads renewals of tokens issued together: a tenth
+/// of the margin, at most ten minutes.
+pub fn jitter_window(margin: Duration) -> Duration {
+    (margin / 10).min(Duration::from_secs(600))
+}
+
+/// When to renew a token issued at `issued_at` that expires at `expires_on`.
+///
+/// `jitter` in `[0, 1)` moves the time earlier within [`jitter_window`], never later. A token
+/// that was already expired when issued (clock skew) is due immediately.
+pub fn renewal_time(
+    issued_at: Timestamp,
+    expires_on: Timestamp,
+    renew_before: RenewBefore,
+    jitter: f64,
+) -> Timestamp {
+    let Ok(lifetime) = Duration::try_from(expires_on.duration_since(issued_at)) else {
+        return issued_at;
+    };
+    let margin = renewal_margin(lifetime, renew_before);
+    let shift = jitter_window(margin).mul_f64(jitter.clamp(0.0, 1.0));
+    let before_expiry = SignedDuration::try_from(margin + shift).unwrap_or(SignedDuration::MAX);
+    expires_on
+        .checked_sub(before_expiry)
+        .unwrap_or(issued_at)
+        .max(issued_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn margin_table() {
+        let day = 24 * HOUR;
+        let cases = [
+            (day, RenewBefore::Default, 8 * HOUR),
+            (
+                day,
+                RenewBefore::Fixed(Duration::from_secs(20 * 60)),
+                Duration::from_secs(1200),
+            ),
+            (day, RenewBefore::Fixed(day), 8 * HOUR),
+            (day, RenewBefore::Fixed(2 * day), 8 * HOUR),
+            (day, RenewBefore::Percentage(1), Duration::from_secs(864)),
+            (
+                day,
+                RenewBefore::Percentage(99),
+                Duration::from_secs(85_536),
+            ),
+            (day, RenewBefore::Percentage(0), Duration::from_secs(864)),
+            (
+                day,
+                RenewBefore::Percentage(100),
+                Duration::from_secs(85_536),
+            ),
+            (
+                Duration::from_secs(60),
+                RenewBefore::Default,
+                Duration::from_secs(20),
+            ),
+            (
+                Duration::from_secs(3),
+                RenewBefore::Default,
+                Duration::from_secs(1),
+            ),
+            (Duration::ZERO, RenewBefore::Default, Duration::ZERO),
+        ];
+        for (lifetime, renew_before, expected) in cases {
+            assert_eq!(
+                renewal_margin(lifetime, renew_before),
+                expected,
+                "{lifetime:?} {renew_before:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn schedule_uses_the_granted_lifetime_not_the_requested_one() {
+        // Asked for 24 h, ACS granted 60 s (e.g. the emulator's --token-lifetime-seconds).
+        let renew = renewal_time(at(1000), at(1060), RenewBefore::Default, 0.0);
+        assert_eq!(renew, at(1040));
+    }
+
+    #[test]
+    fn jitter_only_moves_earlier_and_stays_in_its_window() {
+        let issued = at(0);
+        let expires = at(86_400);
+        let latest = renewal_time(issued, expires, RenewBefore::Default, 0.0);
+        assert_eq!(latest, at(57_600));
+        for jitter in [0.0, 0.25, 0.5, 0.999, 1.0, 7.0, -3.0] {
+            let t = renewal_time(issued, expires, RenewBefore::Default, jitter);
+            assert!(t <= latest, "jitter {jitter} made it later");
+            assert!(
+                t >= at(57_600 - 600),
+                "jitter {jitter} beyond the 10 min window"
+            );
+        }
+    }
+
+    #[test]
+    fn tiny_and_degenerate_lifetimes_never_schedule_before_issue() {
+        for (issued, expires) in [(100, 101), (100, 100), (100, 50)] {
+            for rb in [
+                RenewBefore::Default,
+                RenewBefore::Percentage(99),
+                RenewBefore::Fixed(HOUR),
+            ] {
+                let t = renewal_time(at(issued), at(expires), rb, 0.9);
+                assert!(t >= at(issued), "{issued}->{expires} {rb:?}: {t}");
+                assert!(
+                    t <= at(expires.max(issued)),
+                    "{issued}->{expires} {rb:?}: {t}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn percentages_at_the_edges() {
+        let one = renewal_time(at(0), at(10_000), RenewBefore::Percentage(1), 0.0);
+        assert_eq!(one, at(9_900));
+        let ninety_nine = renewal_time(at(0), at(10_000), RenewBefore::Percentage(99), 0.0);
+        assert_eq!(ninety_nine, at(100));
+    }
+}
