@@ -1,1 +1,168 @@
-fn main() {}
+//! `acs-emulator`: a local ACS Identity endpoint. Prints one line,
+//! `connection string: endpoint=<url>;accesskey=<key>`, on stdout once it accepts requests,
+//! serves until SIGTERM or SIGINT, then exits 0. Logs go to stderr. See EMULATOR.md.
+
+use acs_identity_operator::acs::AccessKey;
+use acs_identity_operator::emulator::throttle::ThrottleConfig;
+use acs_identity_operator::emulator::{EmulatorConfig, TlsPem, serve};
+use clap::Parser;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use url::Url;
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Local emulator of the Azure Communication Services Identity API"
+)]
+struct Cli {
+    /// Address to listen on; port 0 picks a free port (the printed endpoint shows it).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+
+    /// The resource's access key (base64), which clients sign requests with. A random key is
+    /// generated when absent.
+    #[arg(long, env = "ACS_EMULATOR_ACCESS_KEY", hide_env_values = true)]
+    access_key: Option<String>,
+
+    /// PEM certificate chain to serve HTTPS with (leaf first).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Give every token this lifetime, whatever the request asks (to watch refreshes happen).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    token_lifetime_seconds: Option<u64>,
+
+    /// `default` (the service's limits per 30 s), `off`, or `operation=count,...` (others keep
+    /// their default). Operations: createIdentity, createUserAndToken, issueToken,
+    /// revokeTokens, deleteIdentity.
+    #[arg(long, default_value = "default", value_parser = parse_throttle)]
+    throttle: ThrottleConfig,
+
+    /// Length of a throttling window.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    throttle_window_seconds: u64,
+
+    /// Largest accepted difference between x-ms-date and the emulator's clock; 0 accepts any.
+    #[arg(long, default_value_t = 900)]
+    max_clock_skew_seconds: u64,
+
+    /// Resource GUID that starts every identity id (random when absent).
+    #[arg(long)]
+    resource_id: Option<String>,
+
+    /// Endpoint to print instead of the one derived from --listen (e.g. behind a port map).
+    #[arg(long)]
+    public_endpoint: Option<Url>,
+}
+
+fn parse_throttle(spec: &str) -> Result<ThrottleConfig, String> {
+    ThrottleConfig::parse(spec).map_err(|e| e.to_string())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("acs-emulator: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let config = config(&cli)?;
+    // Handlers first: a signal that arrives right after the line is printed must be caught.
+    let signals = Signals::install()?;
+    let listener = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
+    let emulator = serve(config, listener).await.map_err(|e| e.to_string())?;
+
+    let mut stdout = std::io::stdout().lock();
+    let line = format!(
+        "connection string: {}",
+        emulator.connection_string().expose()
+    );
+    // A closed stdout must not stop the emulator: the line is a convenience.
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+    drop(stdout);
+
+    let signal = signals.next().await;
+    tracing::info!(signal, "shutting down");
+    emulator.shutdown().await;
+    Ok(())
+}
+
+fn config(cli: &Cli) -> Result<EmulatorConfig, String> {
+    let access_key = match &cli.access_key {
+        Some(key) => AccessKey::from_base64(key).map_err(|e| format!("--access-key: {e}"))?,
+        None => AccessKey::from_base64(&random_key()).map_err(|e| e.to_string())?,
+    };
+    let mut config = EmulatorConfig::new(access_key);
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        config.tls = Some(TlsPem::from_files(cert, key).map_err(|e| e.to_string())?);
+    }
+    config.token_lifetime = cli.token_lifetime_seconds.map(Duration::from_secs);
+    config.max_clock_skew =
+        (cli.max_clock_skew_seconds > 0).then(|| Duration::from_secs(cli.max_clock_skew_seconds));
+    config.throttle = ThrottleConfig {
+        window_seconds: cli.throttle_window_seconds,
+        ..cli.throttle.clone()
+    };
+    if let Some(id) = &cli.resource_id {
+        let guid_like = !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+        if !guid_like {
+            return Err("--resource-id must be a GUID (hex digits and dashes)".into());
+        }
+        config.resource_id = Some(id.to_ascii_lowercase());
+    }
+    config.public_endpoint.clone_from(&cli.public_endpoint);
+    Ok(config)
+}
+
+fn random_key() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind| signal(kind).map_err(|e| format!("cannot handle signals: {e}"));
+        Ok(Self {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The emulator's admin API: what a test needs to see and steer that the ACS API itself does
+//! not offer. Served on the same listener as the data plane, without authentication (the
+//! emulator is a local tool), JSON in and out. Admin requests are not counted, throttled or
+//! faulted.
+//!
+//! | request | body | answer |
+//! |---|---|---|
+//! | `GET /admin/health` | – | `200 {"status":"ok"}` |
+//! | `GET /admin/identities` | – | `200 {"identities":[{"id":"8:acs:…","deleted":false,"tokensIssued":2,"revocations":1}]}`, oldest first, deleted ones included |
+//! | `POST /admin/tokens:verify` | `{"token":"…"}` | `200 {"valid":true,"reason":"ok"}`; `reason` is one of `ok`, `expired`, `revoked`, `deleted`, `unknown` (not issued by this emulator instance), `malformed` |
+//! | `GET /admin/stats` | – | `200 {"total":7,"operations":{"issueToken":{"200":5,"429":1},"unknown":{"404":1}}}`: data-plane requests by operation and answered status |
+//! | `DELETE /admin/stats` | – | `204`, counters back to zero |
+//! | `POST /admin/faults` | see below | `201 {"faults":[…pending…]}` |
+//! | `GET /admin/faults` | – | `200 {"faults":[…pending, with remaining counts…]}` |
+//! | `DELETE /admin/faults` | – | `204`, no faults pending |
+//! | `GET /admin/throttle` | – | `200` the throttle configuration (below) |
+//! | `POST /admin/throttle` | a throttle configuration | `200` the configuration now in force; windows restart |
+//!
+//! A fault: `{"operation":"issueToken","count":2,"status":503,"retryAfterSeconds":2}` makes the
+//! next two `issueToken` requests answer 503 with `Retry-After: 2`;
+//! `{"operation":null,"count":1,"delayMs":1500}` delays the next data-plane request of any
+//! operation by 1.5 s and then serves it normally; `status` and `delayMs` together delay, then
+//! fail. `operation` is one of `createIdentity` (matches both kinds of create),
+//! `createUserAndToken`, `issueToken`, `revokeTokens`, `deleteIdentity`, or `null` for any;
+//! `count` defaults to 1; `status` must be 400..=599. Faults are applied before authentication,
+//! in the order they were added, one per request. The error body is
+//! `{"error":{"code":"ServiceUnavailable"|"TooManyRequests"|"InternalServerError"|"InjectedFault","message":"…"}}`.
+//!
+//! A throttle configuration:
+//! `{"enabled":true,"windowSeconds":30,"limits":{"createIdentity":1000,"createUserAndToken":1000,"issueToken":1000,"revokeTokens":500,"deleteIdentity":500}}`.
+//! Every field may be left out: `enabled` defaults to true, `windowSeconds` to 30, and an
+//! operation missing from `limits` keeps its service default. `{"enabled":false}` turns
+//! throttling off.
+//!
+//! Malformed admin requests answer `400 {"error":{"code":"BadRequest","message":"…"}}`.
+
+use super::faults::FaultSpec;
+use super::responses::{AcsError, HttpResponse, admin_json};
+use super::routes::AdminRoute;
+use super::service::{App, lock, parse_body};
+use super::throttle::ThrottleConfig;
+use hyper::StatusCode;
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IdentityView {
+    id: String,
+    deleted: bool,
+    tokens_issued: u64,
+    revocations: u64,
+}
+
+#[derive(Serialize)]
+struct IdentitiesView {
+    identities: Vec<IdentityView>,
+}
+
+#[derive(Default, Deserialize)]
+struct VerifyRequest {
+    token: Option<String>,
+}
+
+/// Throttle configuration as posted: every field optional.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ThrottleUpdate {
+    enabled: Option<bool>,
+    window_seconds: Option<u64>,
+    #[serde(default)]
+    limits: std::collections::BTreeMap<String, u32>,
+}
+
+pub(super) fn handle(app: &App, route: AdminRoute, body: &[u8]) -> HttpResponse {
+    match answer(app, route, body) {
+        Ok(response) => response,
+        Err(error) => error.to_response(),
+    }
+}
+
+fn answer(app: &App, route: AdminRoute, body: &[u8]) -> Result<HttpResponse, AcsError> {
+    Ok(match route {
+        AdminRoute::Health => admin_json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        AdminRoute::ListIdentities => {
+            let identities: Vec<IdentityView> = app
+                .identities
+                .store()
+                .summaries()
+                .into_iter()
+                .map(|s| IdentityView {
+                    id: s.id,
+                    deleted: s.deleted,
+                    tokens_issued: s.tokens_issued,
+                    revocations: s.revocations,
+                })
+                .collect();
+            admin_json(StatusCode::OK, &IdentitiesView { identities })
+        }
+        AdminRoute::VerifyToken => {
+            let request: VerifyRequest = parse_body(body).map_err(bad_request)?;
+            let token = request
+                .token
+                .ok_or_else(|| bad_request("`token` is required"))?;
+            let verdict = app.identities.verify(&token, SystemTime::now());
+            admin_json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "valid": verdict == super::identity_api::TokenVerdict::Ok,
+                    "reason": verdict,
+                }),
+            )
+        }
+        AdminRoute::Stats => admin_json(StatusCode::OK, &app.stats.view()),
+        AdminRoute::ResetStats => {
+            app.stats.reset();
+            super::responses::no_content()
+        }
+        AdminRoute::ListFaults => faults_view(app, StatusCode::OK),
+        AdminRoute::AddFault => {
+            let spec: FaultSpec = serde_json::from_slice(body).map_err(bad_request)?;
+            lock(&app.faults).add(&spec).map_err(bad_request)?;
+            faults_view(app, StatusCode::CREATED)
+        }
+        AdminRoute::ClearFaults => {
+            lock(&app.faults).clear();
+            super::responses::no_content()
+        }
+        AdminRoute::GetThrottle => admin_json(StatusCode::OK, lock(&app.throttle).config()),
+        AdminRoute::SetThrottle => {
+            let update: ThrottleUpdate = parse_body(body).map_err(bad_request)?;
+            let defaults = ThrottleConfig::default();
+            let config = ThrottleConfig {
+                enabled: update.enabled.unwrap_or(true),
+                window_seconds: update.window_seconds.unwrap_or(defaults.window_seconds),
+                limits: update.limits,
+            }
+            .normalized()
+            .map_err(bad_request)?;
+            let mut throttle = lock(&app.throttle);
+            throttle.reconfigure(config);
+            admin_json(StatusCode::OK, throttle.config())
+        }
+    })
+}
+
+fn faults_view(app: &App, status: StatusCode) -> HttpResponse {
+    let pending = lock(&app.faults).pending();
+    admin_json(status, &serde_json::json!({ "faults": pending }))
+}
+
+fn bad_request(reason: impl std::fmt::Display) -> AcsError {
+    AcsError::new(StatusCode::BAD_REQUEST, "BadRequest", reason.to_string())
+}

@@ -1,0 +1,319 @@
+//! The four Identity operations on the emulated resource, after authentication: validate the
+//! body for the api-version, change the store, mint tokens, and shape the service's answer.
+
+use super::responses::AcsError;
+use super::state::{IdentityNotFound, IdentityStore, Standing};
+use super::tokens::{MintedToken, TokenClaims, TokenError, TokenMinter};
+use super::validation::{self, ScopeField};
+use crate::acs::Scope;
+use crate::acs::model::{
+    AccessTokenBody, CreateIdentityRequest, CreateIdentityResponse, IdentityBody, IssueTokenRequest,
+};
+use serde::Serialize;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What `POST /admin/tokens:verify` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenVerdict {
+    Ok,
+    Expired,
+    Revoked,
+    Deleted,
+    Unknown,
+    Malformed,
+}
+
+/// The emulated resource: its identities and the key its tokens are signed with.
+#[derive(Debug)]
+pub struct IdentityService {
+    store: IdentityStore,
+    minter: TokenMinter,
+    /// `--token-lifetime-seconds`: replaces every requested or default lifetime.
+    lifetime_override: Option<Duration>,
+}
+
+impl IdentityService {
+    pub fn new(
+        store: IdentityStore,
+        minter: TokenMinter,
+        lifetime_override: Option<Duration>,
+    ) -> Self {
+        Self {
+            store,
+            minter,
+            lifetime_override,
+        }
+    }
+
+    pub fn store(&self) -> &IdentityStore {
+        &self.store
+    }
+
+    /// `POST /identities`, with a first token when `createTokenWithScopes` is given.
+    pub fn create(
+        &self,
+        version: &str,
+        body: &CreateIdentityRequest,
+        now: SystemTime,
+    ) -> Result<CreateIdentityResponse, AcsError> {
+        let minutes = validation::lifetime_minutes(body.expires_in_minutes, version)?;
+        let scopes = body
+            .create_token_with_scopes
+            .as_deref()
+            .map(|raw| validation::scopes(raw, version, ScopeField::CreateTokenWithScopes))
+            .transpose()?;
+        let id = self.store.create();
+        let access_token = match scopes {
+            Some(scopes) => Some(self.mint(&id, &scopes, minutes, now)?),
+            None => None,
+        };
+        Ok(CreateIdentityResponse {
+            identity: IdentityBody { id },
+            access_token,
+        })
+    }
+
+    /// `POST /identities/{id}/:issueAccessToken`.
+    pub fn issue_token(
+        &self,
+        version: &str,
+        id: &str,
+        body: &IssueTokenRequest,
+        now: SystemTime,
+    ) -> Result<AccessTokenBody, AcsError> {
+        let scopes = validation::required_scopes(body.scopes.as_deref(), version)?;
+        let minutes = validation::lifetime_minutes(body.expires_in_minutes, version)?;
+        self.mint(id, &scopes, minutes, now)
+    }
+
+    /// `POST /identities/{id}/:revokeAccessTokens`.
+    pub fn revoke(&self, id: &str) -> Result<(), AcsError> {
+        self.store
+            .revoke(id)
+            .map_err(|_| AcsError::identity_not_found(id))
+    }
+
+    /// `DELETE /identities/{id}`.
+    pub fn delete(&self, id: &str) -> Result<(), AcsError> {
+        self.store
+            .delete(id)
+            .map_err(|_| AcsError::identity_not_found(id))
+    }
+
+    /// Whether a token would be honoured now, and if not, why.
+    pub fn verify(&self, token: &str, now: SystemTime) -> TokenVerdict {
+        let claims = match self.minter.read(token) {
+            Ok(claims) => claims,
+            Err(TokenError::Malformed) => return TokenVerdict::Malformed,
+            Err(TokenError::ForeignSignature) => return TokenVerdict::Unknown,
+        };
+        match self.store.standing(&claims.identity_id(), claims.seq) {
+            Standing::Unknown => TokenVerdict::Unknown,
+            Standing::Deleted => TokenVerdict::Deleted,
+            Standing::Revoked => TokenVerdict::Revoked,
+            Standing::Active if unix_seconds(now) >= claims.exp => TokenVerdict::Expired,
+            Standing::Active => TokenVerdict::Ok,
+        }
+    }
+
+    fn mint(
+        &self,
+        id: &str,
+        scopes: &[Scope],
+        minutes: u32,
+        now: SystemTime,
+    ) -> Result<AccessTokenBody, AcsError> {
+        let seq = self
+            .store
+            .issue_token(id)
+            .map_err(|IdentityNotFound| AcsError::identity_not_found(id))?;
+        let lifetime = self
+            .lifetime_override
+            .unwrap_or(Duration::from_secs(u64::from(minutes) * 60));
+        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let iat = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
+        // Round up so a token lives at least as long as asked.
+        let expiry = since_epoch.saturating_add(lifetime);
+        let exp = i64::try_from(expiry.as_secs() + u64::from(expiry.subsec_nanos() > 0))
+            .unwrap_or(i64::MAX);
+        let claims = TokenClaims {
+            skypeid: id.strip_prefix("8:").unwrap_or(id).to_string(),
+            scp: 1792,
+            csi: iat.to_string(),
+            iat,
+            exp,
+            acs_scope: scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            resource_id: self.store.resource_id().to_string(),
+            jti: super::state::random_uuid(),
+            seq,
+        };
+        let MintedToken { token, expires_on } = self.minter.mint(&claims);
+        Ok(AccessTokenBody { token, expires_on })
+    }
+}
+
+fn unix_seconds(at: SystemTime) -> i64 {
+    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V: &str = "2023-10-01";
+
+    fn service(lifetime_override: Option<Duration>) -> IdentityService {
+        IdentityService::new(
+            IdentityStore::new("2dee53b4-368b-45b4-ab52-8493fb117652".into()),
+            TokenMinter::new([9; 32]),
+            lifetime_override,
+        )
+    }
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_795_000_000_250)
+    }
+
+    fn issue(scopes: &[&str], minutes: Option<i64>) -> IssueTokenRequest {
+        IssueTokenRequest {
+            scopes: Some(scopes.iter().map(|s| s.to_string()).collect()),
+            expires_in_minutes: minutes,
+        }
+    }
+
+    fn exp_of(service: &IdentityService, token: &str) -> i64 {
+        service.minter.read(token).unwrap().exp
+    }
+
+    #[test]
+    fn create_without_scopes_mints_no_token() {
+        let service = service(None);
+        let created = service
+            .create(V, &CreateIdentityRequest::default(), now())
+            .unwrap();
+        assert!(created.access_token.is_none());
+        assert!(created.identity.id.starts_with("8:acs:2dee53b4-"));
+    }
+
+    #[test]
+    fn create_with_scopes_mints_a_token_with_the_asked_lifetime() {
+        let service = service(None);
+        let body = CreateIdentityRequest {
+            create_token_with_scopes: Some(vec!["chat".into(), "voip".into()]),
+            expires_in_minutes: Some(60),
+        };
+        let created = service.create(V, &body, now()).unwrap();
+        let token = created.access_token.unwrap();
+        let claims = service.minter.read(&token.token).unwrap();
+        assert_eq!(claims.acs_scope, "chat,voip");
+        assert_eq!(claims.identity_id(), created.identity.id);
+        assert_eq!(claims.exp, 1_795_000_000 + 3600 + 1);
+        assert_eq!(claims.iat, 1_795_000_000);
+        let expires_on: jiff::Timestamp = token.expires_on.parse().unwrap();
+        assert_eq!(expires_on.as_second(), claims.exp);
+    }
+
+    #[test]
+    fn invalid_create_bodies_create_nothing() {
+        let service = service(None);
+        let body = CreateIdentityRequest {
+            create_token_with_scopes: Some(vec!["chat".into()]),
+            expires_in_minutes: Some(59),
+        };
+        assert!(service.create(V, &body, now()).is_err());
+        assert!(service.store().summaries().is_empty());
+    }
+
+    #[test]
+    fn default_lifetime_is_a_day_and_the_override_wins() {
+        let service = service(None);
+        let id = service.store().create();
+        let token = service
+            .issue_token(V, &id, &issue(&["chat"], None), now())
+            .unwrap();
+        assert_eq!(exp_of(&service, &token.token), 1_795_000_000 + 86_400 + 1);
+
+        let quick = self::service(Some(Duration::from_secs(5)));
+        let id = quick.store().create();
+        let token = quick
+            .issue_token(V, &id, &issue(&["voip"], Some(600)), now())
+            .unwrap();
+        assert_eq!(exp_of(&quick, &token.token), 1_795_000_006);
+    }
+
+    #[test]
+    fn verdicts_follow_the_identity_lifecycle() {
+        let service = service(Some(Duration::from_secs(60)));
+        let id = service.store().create();
+        let first = service
+            .issue_token(V, &id, &issue(&["chat"], None), now())
+            .unwrap()
+            .token;
+        assert_eq!(service.verify(&first, now()), TokenVerdict::Ok);
+        let later = now() + Duration::from_secs(61);
+        assert_eq!(service.verify(&first, later), TokenVerdict::Expired);
+
+        service.revoke(&id).unwrap();
+        assert_eq!(service.verify(&first, now()), TokenVerdict::Revoked);
+        let second = service
+            .issue_token(V, &id, &issue(&["chat"], None), now())
+            .unwrap()
+            .token;
+        assert_eq!(service.verify(&second, now()), TokenVerdict::Ok);
+
+        service.delete(&id).unwrap();
+        assert_eq!(service.verify(&second, now()), TokenVerdict::Deleted);
+        let error = service
+            .issue_token(V, &id, &issue(&["chat"], None), now())
+            .unwrap_err();
+        assert_eq!(error.status, hyper::StatusCode::NOT_FOUND);
+        assert_eq!(service.revoke(&id).unwrap_err().code, "IdentityNotFound");
+        assert_eq!(service.delete(&id).unwrap_err().code, "IdentityNotFound");
+    }
+
+    #[test]
+    fn foreign_and_garbage_tokens() {
+        let service = service(None);
+        let other = self::service(None);
+        let other_minter = IdentityService::new(
+            IdentityStore::new("r".into()),
+            TokenMinter::new([1; 32]),
+            None,
+        );
+        let id = other_minter.store().create();
+        let foreign = other_minter
+            .issue_token(V, &id, &issue(&["chat"], None), now())
+            .unwrap()
+            .token;
+        assert_eq!(service.verify(&foreign, now()), TokenVerdict::Unknown);
+        assert_eq!(service.verify("nope", now()), TokenVerdict::Malformed);
+        // Same secret, different store: the identity is unknown here.
+        let id = other.store().create();
+        let token = other
+            .issue_token(V, &id, &issue(&["chat"], None), now())
+            .unwrap()
+            .token;
+        assert_eq!(service.verify(&token, now()), TokenVerdict::Unknown);
+    }
+
+    #[test]
+    fn issue_validates_before_touching_the_store() {
+        let service = service(None);
+        let id = service.store().create();
+        let missing = IssueTokenRequest::default();
+        assert_eq!(
+            service
+                .issue_token(V, &id, &missing, now())
+                .unwrap_err()
+                .target,
+            Some("Scopes")
+        );
+        assert_eq!(service.store().summaries()[0].tokens_issued, 0);
+    }
+}

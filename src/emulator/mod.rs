@@ -1,0 +1,227 @@
+//! A local, wire-compatible emulator of the ACS Identity data plane, for offline development
+//! and for proving clients (ours and the official SDKs) without Azure.
+//!
+//! It serves create identity (optionally with a first token), issue token, revoke tokens and
+//! delete identity for the GA api-versions in [`crate::acs::model::SUPPORTED_API_VERSIONS`],
+//! verifies the HMAC signature of every request against its access key, mints JWT-shaped
+//! tokens, throttles like the service, and offers an admin API ([`admin`]) to inspect state,
+//! inject faults and read counters. `EMULATOR.md` at the repository root is the user guide.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use acs_identity_operator::acs::AccessKey;
+//! use acs_identity_operator::emulator::{EmulatorConfig, serve};
+//! let key = AccessKey::from_base64("ZW11bGF0b3ItdGVzdC1rZXktMDEyMzQ1Njc4OWFiY2RlZg==")?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let emulator = serve(EmulatorConfig::new(key), listener).await?;
+//! let connection_string = emulator.connection_string(); // holds the key: never log it
+//! emulator.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+pub mod auth;
+pub mod faults;
+pub mod identity_api;
+pub mod operation;
+pub mod responses;
+pub mod routes;
+mod server;
+pub mod service;
+pub mod state;
+pub mod stats;
+pub mod throttle;
+pub mod tls;
+pub mod tokens;
+pub mod validation;
+
+use crate::acs::{AccessKey, ConnectionString};
+use faults::FaultPlan;
+use identity_api::IdentityService;
+use service::App;
+use state::IdentityStore;
+use stats::RequestStats;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use throttle::{Throttle, ThrottleConfig};
+use tokens::TokenMinter;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use url::Url;
+
+pub use operation::Operation;
+pub use tls::TlsPem;
+
+/// How to run an emulator.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// The resource's access key: every request must be signed with it.
+    pub access_key: AccessKey,
+    /// Serve HTTPS with this certificate; plain HTTP when `None`.
+    pub tls: Option<TlsPem>,
+    /// Replaces every token lifetime (`--token-lifetime-seconds`).
+    pub token_lifetime: Option<Duration>,
+    /// Largest accepted distance between `x-ms-date` and the emulator's clock; `None` accepts
+    /// any date.
+    pub max_clock_skew: Option<Duration>,
+    pub throttle: ThrottleConfig,
+    /// The resource GUID in every identity id; random when `None`.
+    pub resource_id: Option<String>,
+    /// The endpoint to advertise in the connection string instead of the derived one (e.g.
+    /// behind a port mapping).
+    pub public_endpoint: Option<Url>,
+}
+
+impl EmulatorConfig {
+    /// Defaults: plain HTTP, service lifetimes, 15 minutes of clock skew, service throttling.
+    pub fn new(access_key: AccessKey) -> Self {
+        Self {
+            access_key,
+            tls: None,
+            token_lifetime: None,
+            max_clock_skew: Some(auth::DEFAULT_MAX_CLOCK_SKEW),
+            throttle: ThrottleConfig::default(),
+            resource_id: None,
+            public_endpoint: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot read the listener's address: {0}")]
+    Listener(#[from] std::io::Error),
+    #[error("invalid throttle configuration: {0}")]
+    Throttle(#[from] throttle::ThrottleConfigError),
+}
+
+/// A running emulator. Dropping the handle stops it too.
+#[derive(Debug)]
+pub struct EmulatorHandle {
+    local_addr: SocketAddr,
+    connection_string: ConnectionString,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl EmulatorHandle {
+    /// The address actually bound (the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn endpoint(&self) -> &Url {
+        &self.connection_string.endpoint
+    }
+
+    /// Endpoint and key for a client. It holds the key: never log it.
+    pub fn connection_string(&self) -> ConnectionString {
+        self.connection_string.clone()
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (a few seconds at most),
+    /// and returns when the server is down.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if let Err(error) = self.task.await {
+            tracing::warn!(%error, "emulator task ended abnormally");
+        }
+    }
+
+    /// Whether the server stopped by itself (it only does if it panicked).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Starts serving on `listener` and returns once it is accepting.
+pub async fn serve(
+    config: EmulatorConfig,
+    listener: TcpListener,
+) -> Result<EmulatorHandle, EmulatorError> {
+    let local_addr = listener.local_addr()?;
+    let acceptor = config.tls.as_ref().map(TlsPem::acceptor).transpose()?;
+    let throttle = config.throttle.clone().normalized()?;
+    let endpoint = config
+        .public_endpoint
+        .clone()
+        .unwrap_or_else(|| derived_endpoint(local_addr, acceptor.is_some()));
+    let resource_id = config
+        .resource_id
+        .clone()
+        .unwrap_or_else(state::random_uuid);
+    let app = Arc::new(App {
+        identities: IdentityService::new(
+            IdentityStore::new(resource_id),
+            TokenMinter::random(),
+            config.token_lifetime,
+        ),
+        verifier: auth::Verifier::new(config.access_key.clone(), config.max_clock_skew),
+        throttle: Mutex::new(Throttle::new(throttle)),
+        faults: Mutex::new(FaultPlan::default()),
+        stats: RequestStats::default(),
+        scheme: if acceptor.is_some() { "https" } else { "http" },
+    });
+    let (shutdown, stop) = watch::channel(false);
+    let task = tokio::spawn(server::run(listener, acceptor, app, stop));
+    tracing::info!(%endpoint, tls = config.tls.is_some(), "ACS emulator listening");
+    Ok(EmulatorHandle {
+        local_addr,
+        connection_string: ConnectionString {
+            endpoint,
+            access_key: config.access_key,
+        },
+        shutdown,
+        task,
+    })
+}
+
+/// The endpoint clients should use. With TLS on a loopback or wildcard address it is
+/// `https://localhost:PORT/`: certificates for local use name `localhost` (and usually
+/// 127.0.0.1 too), and the SDKs sign whatever host the endpoint names. Without TLS it is the
+/// numeric address (`http://127.0.0.1:PORT/`), which needs no name resolution.
+pub fn derived_endpoint(addr: SocketAddr, tls: bool) -> Url {
+    let port = addr.port();
+    let ip = addr.ip();
+    let host = match (tls, ip) {
+        (true, ip) if ip.is_loopback() || ip.is_unspecified() => "localhost".to_string(),
+        (false, IpAddr::V4(v4)) if v4.is_unspecified() => "127.0.0.1".to_string(),
+        (false, IpAddr::V6(v6)) if v6.is_unspecified() => "[::1]".to_string(),
+        (_, IpAddr::V4(v4)) => v4.to_string(),
+        (_, IpAddr::V6(v6)) => format!("[{v6}]"),
+    };
+    let scheme = if tls { "https" } else { "http" };
+    // Built from an IP address or "localhost" and a port: always a valid URL.
+    Url::parse(&format!("{scheme}://{host}:{port}/")).expect("valid endpoint URL")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_for_each_kind_of_listen_address() {
+        let cases = [
+            ("127.0.0.1:8443", true, "https://localhost:8443/"),
+            ("0.0.0.0:8443", true, "https://localhost:8443/"),
+            ("[::1]:8443", true, "https://localhost:8443/"),
+            ("192.0.2.7:8443", true, "https://192.0.2.7:8443/"),
+            ("127.0.0.1:8080", false, "http://127.0.0.1:8080/"),
+            ("0.0.0.0:8080", false, "http://127.0.0.1:8080/"),
+            ("[::]:8080", false, "http://[::1]:8080/"),
+            ("[2001:db8::1]:8080", false, "http://[2001:db8::1]:8080/"),
+        ];
+        for (addr, tls, expected) in cases {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert_eq!(
+                derived_endpoint(addr, tls).as_str(),
+                expected,
+                "{addr} {tls}"
+            );
+        }
+    }
+}

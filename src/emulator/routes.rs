@@ -1,0 +1,193 @@
+//! Maps a request's method and raw path to what the emulator should do with it. Pure: no
+//! state, no I/O, so every path form the SDKs send is checked in a table test.
+
+use hyper::Method;
+use percent_encoding::percent_decode_str;
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Acs(AcsRoute),
+    Admin(AdminRoute),
+    /// No such resource or method; answered 404.
+    NotFound,
+}
+
+/// A data-plane request. Identity ids are percent-decoded: the SDKs send `8%3Aacs%3A…`, the
+/// Python aiohttp transport sends `8:acs:…`, and both name the same identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcsRoute {
+    Create,
+    IssueToken(String),
+    RevokeTokens(String),
+    Delete(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminRoute {
+    Health,
+    ListIdentities,
+    VerifyToken,
+    Stats,
+    ResetStats,
+    ListFaults,
+    AddFault,
+    ClearFaults,
+    GetThrottle,
+    SetThrottle,
+}
+
+pub fn route(method: &Method, raw_path: &str) -> Route {
+    if let Some(rest) = raw_path.strip_prefix("/admin/") {
+        return admin_route(method, rest).map_or(Route::NotFound, Route::Admin);
+    }
+    acs_route(method, raw_path).map_or(Route::NotFound, Route::Acs)
+}
+
+fn acs_route(method: &Method, raw_path: &str) -> Option<AcsRoute> {
+    let rest = raw_path.strip_prefix("/identities")?;
+    if rest.is_empty() || rest == "/" {
+        return (method == Method::POST).then_some(AcsRoute::Create);
+    }
+    let rest = rest.strip_prefix('/')?;
+    let (raw_id, action) = match rest.split_once('/') {
+        Some((id, action)) => (id, Some(action)),
+        None => (rest, None),
+    };
+    let id = decode_id(raw_id)?;
+    match (method, action) {
+        (&Method::DELETE, None) => Some(AcsRoute::Delete(id)),
+        (&Method::POST, Some(":issueAccessToken")) => Some(AcsRoute::IssueToken(id)),
+        (&Method::POST, Some(":revokeAccessTokens")) => Some(AcsRoute::RevokeTokens(id)),
+        _ => None,
+    }
+}
+
+fn decode_id(raw: &str) -> Option<String> {
+    let id = percent_decode_str(raw).decode_utf8().ok()?;
+    (!id.is_empty()).then(|| id.into_owned())
+}
+
+fn admin_route(method: &Method, rest: &str) -> Option<AdminRoute> {
+    use AdminRoute::*;
+    Some(match (method, rest) {
+        (&Method::GET, "health") => Health,
+        (&Method::GET, "identities") => ListIdentities,
+        (&Method::POST, "tokens:verify") => VerifyToken,
+        (&Method::GET, "stats") => Stats,
+        (&Method::DELETE, "stats") => ResetStats,
+        (&Method::GET, "faults") => ListFaults,
+        (&Method::POST, "faults") => AddFault,
+        (&Method::DELETE, "faults") => ClearFaults,
+        (&Method::GET, "throttle") => GetThrottle,
+        (&Method::POST, "throttle") => SetThrottle,
+        _ => return None,
+    })
+}
+
+/// The `api-version` query parameter, if present (first occurrence).
+pub fn api_version(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(name, _)| name == "api-version")
+        .map(|(_, value)| value.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "8:acs:2dee53b4-368b-45b4-ab52-8493fb117652_00000005-14a2-493b-8a72";
+    const ENCODED: &str = "8%3Aacs%3A2dee53b4-368b-45b4-ab52-8493fb117652_00000005-14a2-493b-8a72";
+
+    #[test]
+    fn data_plane_paths_in_both_encodings() {
+        let cases = [
+            (Method::POST, "/identities".to_string(), AcsRoute::Create),
+            (Method::POST, "/identities/".to_string(), AcsRoute::Create),
+            (
+                Method::POST,
+                format!("/identities/{ENCODED}/:issueAccessToken"),
+                AcsRoute::IssueToken(ID.into()),
+            ),
+            (
+                Method::POST,
+                format!("/identities/{ID}/:issueAccessToken"),
+                AcsRoute::IssueToken(ID.into()),
+            ),
+            (
+                Method::POST,
+                format!("/identities/{ENCODED}/:revokeAccessTokens"),
+                AcsRoute::RevokeTokens(ID.into()),
+            ),
+            (
+                Method::DELETE,
+                format!("/identities/{ENCODED}"),
+                AcsRoute::Delete(ID.into()),
+            ),
+            (
+                Method::DELETE,
+                format!("/identities/{ID}"),
+                AcsRoute::Delete(ID.into()),
+            ),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(
+                route(&method, &path),
+                Route::Acs(expected),
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_paths_and_methods_are_not_found() {
+        let cases = [
+            (Method::GET, "/identities".to_string()),
+            (Method::GET, format!("/identities/{ENCODED}")),
+            (Method::POST, format!("/identities/{ENCODED}")),
+            (
+                Method::POST,
+                format!("/identities/{ENCODED}/issueAccessToken"),
+            ),
+            (Method::POST, format!("/identities/{ENCODED}/:other")),
+            (Method::POST, "/identities//:issueAccessToken".to_string()),
+            (
+                Method::POST,
+                "/identities/%FF%FE/:issueAccessToken".to_string(),
+            ),
+            (Method::POST, "/identitiesX".to_string()),
+            (Method::POST, "/".to_string()),
+            (Method::GET, "/admin/nothing".to_string()),
+            (Method::POST, "/admin/identities".to_string()),
+        ];
+        for (method, path) in cases {
+            assert_eq!(route(&method, &path), Route::NotFound, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn admin_paths() {
+        assert_eq!(
+            route(&Method::POST, "/admin/tokens:verify"),
+            Route::Admin(AdminRoute::VerifyToken)
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/admin/faults"),
+            Route::Admin(AdminRoute::ClearFaults)
+        );
+    }
+
+    #[test]
+    fn api_version_is_read_from_the_query() {
+        assert_eq!(
+            api_version(Some("api-version=2023-10-01")).as_deref(),
+            Some("2023-10-01")
+        );
+        assert_eq!(
+            api_version(Some("x=1&api-version=2021-03-07&api-version=2")).as_deref(),
+            Some("2021-03-07")
+        );
+        assert_eq!(api_version(Some("x=1")), None);
+        assert_eq!(api_version(None), None);
+    }
+}

@@ -1,0 +1,303 @@
+//! One request through the emulator. Data-plane requests pass, in this order: routing, body
+//! read, injected faults, HMAC authentication, api-version, throttling, body validation and
+//! the operation itself; each step can answer instead. Every data-plane answer carries the
+//! service's headers and is counted. Admin requests go to [`super::admin`].
+
+use super::admin;
+use super::auth::{SignedRequest, Verifier};
+use super::faults::FaultPlan;
+use super::identity_api::IdentityService;
+use super::operation::Operation;
+use super::responses::{self, AcsError, HttpResponse};
+use super::routes::{self, AcsRoute, Route};
+use super::stats::{RequestStats, UNROUTED};
+use super::throttle::{Admission, Throttle, retry_after_seconds};
+use super::validation;
+use crate::acs::model::{CreateIdentityRequest, IssueTokenRequest};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Body;
+use hyper::header::HOST;
+use hyper::http::request::Parts;
+use hyper::{Request, StatusCode};
+use serde::de::DeserializeOwned;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime};
+
+/// Request bodies of this API are tiny; anything bigger is refused unread.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Everything the emulator knows, shared by all connections.
+#[derive(Debug)]
+pub struct App {
+    pub(super) identities: IdentityService,
+    pub(super) verifier: Verifier,
+    pub(super) throttle: Mutex<Throttle>,
+    pub(super) faults: Mutex<FaultPlan>,
+    pub(super) stats: RequestStats,
+    /// `https` or `http`, for the URI quoted in api-version errors.
+    pub(super) scheme: &'static str,
+}
+
+/// A data-plane request with its body parsed (or the reason it could not be).
+enum Call {
+    Create(Result<CreateIdentityRequest, AcsError>),
+    IssueToken(String, Result<IssueTokenRequest, AcsError>),
+    Revoke(String),
+    Delete(String),
+}
+
+impl Call {
+    fn new(route: AcsRoute, body: &[u8]) -> Self {
+        match route {
+            AcsRoute::Create => Call::Create(parse_body(body)),
+            AcsRoute::IssueToken(id) => Call::IssueToken(id, parse_body(body)),
+            AcsRoute::RevokeTokens(id) => Call::Revoke(id),
+            AcsRoute::Delete(id) => Call::Delete(id),
+        }
+    }
+
+    /// Creating with a first token is throttled and counted as `createUserAndToken`.
+    fn operation(&self) -> Operation {
+        match self {
+            Call::Create(Ok(body)) if body.create_token_with_scopes.is_some() => {
+                Operation::CreateUserAndToken
+            }
+            Call::Create(_) => Operation::CreateIdentity,
+            Call::IssueToken(..) => Operation::IssueToken,
+            Call::Revoke(_) => Operation::RevokeTokens,
+            Call::Delete(_) => Operation::DeleteIdentity,
+        }
+    }
+}
+
+impl App {
+    pub async fn handle<B>(&self, request: Request<B>) -> HttpResponse
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
+        let route = routes::route(&parts.method, parts.uri.path());
+        let body = match read_body(body).await {
+            Ok(body) => body,
+            Err(error) => return self.finish(UNROUTED, error.to_response(), &parts, started),
+        };
+        match route {
+            Route::Admin(route) => admin::handle(self, route, &body),
+            Route::NotFound => {
+                let error = AcsError::route_not_found(parts.method.as_str(), parts.uri.path());
+                self.finish(UNROUTED, error.to_response(), &parts, started)
+            }
+            Route::Acs(route) => {
+                let call = Call::new(route, &body);
+                let operation = call.operation();
+                let response = match self.serve(call, &parts, &body).await {
+                    Ok(response) => response,
+                    Err(error) => error.to_response(),
+                };
+                self.finish(operation.name(), response, &parts, started)
+            }
+        }
+    }
+
+    async fn serve(
+        &self,
+        call: Call,
+        parts: &Parts,
+        body: &[u8],
+    ) -> Result<HttpResponse, AcsError> {
+        let operation = call.operation();
+        self.inject_fault(operation).await?;
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
+        let signed = SignedRequest {
+            method: parts.method.as_str(),
+            target,
+            headers: &parts.headers,
+            authority: parts.uri.authority().map(|a| a.as_str()),
+            body,
+        };
+        if let Err(reason) = self.verifier.verify(&signed, SystemTime::now()) {
+            tracing::info!(%operation, %reason, "request denied");
+            return Err(AcsError::denied(reason));
+        }
+        let requested = routes::api_version(parts.uri.query());
+        let version = validation::api_version(requested.as_deref(), &self.request_uri(parts))?;
+        if let Admission::Throttled { retry_after } =
+            lock(&self.throttle).admit(operation, Instant::now())
+        {
+            let seconds = retry_after_seconds(retry_after);
+            return Err(AcsError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                format!("Rate limit exceeded for {operation}. Retry after {seconds} seconds."),
+            )
+            .with_retry_after(Some(seconds)));
+        }
+        let now = SystemTime::now();
+        let identities = &self.identities;
+        Ok(match call {
+            Call::Create(body) => {
+                let created = identities.create(version, &body?, now)?;
+                responses::success_json(StatusCode::CREATED, &created)
+            }
+            Call::IssueToken(id, body) => {
+                let token = identities.issue_token(version, &id, &body?, now)?;
+                responses::success_json(StatusCode::OK, &token)
+            }
+            Call::Revoke(id) => {
+                identities.revoke(&id)?;
+                responses::no_content()
+            }
+            Call::Delete(id) => {
+                identities.delete(&id)?;
+                responses::no_content()
+            }
+        })
+    }
+
+    /// Applies the next matching injected fault: waits, then answers its status if it has one.
+    async fn inject_fault(&self, operation: Operation) -> Result<(), AcsError> {
+        let Some(fault) = lock(&self.faults).take(operation) else {
+            return Ok(());
+        };
+        if let Some(delay) = fault.delay {
+            tokio::time::sleep(delay).await;
+        }
+        let Some(status) = fault.status else {
+            return Ok(());
+        };
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let code = match status {
+            StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
+            StatusCode::INTERNAL_SERVER_ERROR => "InternalServerError",
+            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+            _ => "InjectedFault",
+        };
+        Err(AcsError::new(
+            status,
+            code,
+            "Fault injected through the emulator admin API.",
+        )
+        .with_retry_after(fault.retry_after_seconds))
+    }
+
+    fn request_uri(&self, parts: &Parts) -> String {
+        let host = parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("localhost");
+        format!("{}://{host}{}", self.scheme, parts.uri.path())
+    }
+
+    fn finish(
+        &self,
+        operation: &'static str,
+        mut response: HttpResponse,
+        parts: &Parts,
+        started: Instant,
+    ) -> HttpResponse {
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        self.stats.record(operation, status);
+        tracing::debug!(
+            operation,
+            status,
+            elapsed_us = elapsed.as_micros() as u64,
+            "served"
+        );
+        responses::add_service_headers(
+            &mut response,
+            parts.headers.get("x-ms-client-request-id"),
+            elapsed,
+        );
+        response
+    }
+}
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while these locks are held; recover rather than propagate if it did.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn read_body<B>(body: B) -> Result<Bytes, AcsError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(AcsError::body_too_large(MAX_BODY_BYTES))
+        }
+        Err(error) => Err(AcsError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestBody",
+            format!("The request body could not be read: {error}"),
+        )),
+    }
+}
+
+/// An empty body (the SDKs send `Content-Length: 0` on create) or JSON `null` reads as `{}`.
+pub(super) fn parse_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, AcsError> {
+    let text = body.trim_ascii();
+    if text.is_empty() {
+        return Ok(T::default());
+    }
+    // serde would also read a struct from a JSON array; the service takes objects only.
+    if text.first() == Some(&b'[') {
+        return Err(AcsError::malformed_body("expected a JSON object"));
+    }
+    serde_json::from_slice::<Option<T>>(text)
+        .map(Option::unwrap_or_default)
+        .map_err(AcsError::malformed_body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_null_and_spaced_bodies() {
+        let empty: CreateIdentityRequest = parse_body(b"").unwrap();
+        assert_eq!(empty, CreateIdentityRequest::default());
+        let null: CreateIdentityRequest = parse_body(b"null").unwrap();
+        assert_eq!(null, CreateIdentityRequest::default());
+        let python: CreateIdentityRequest =
+            parse_body(br#"{"createTokenWithScopes": ["chat", "voip"], "expiresInMinutes": 60}"#)
+                .unwrap();
+        assert_eq!(python.expires_in_minutes, Some(60));
+        let old_python: IssueTokenRequest =
+            parse_body(br#"{"scopes":["chat"],"expiresInMinutes":null}"#).unwrap();
+        assert_eq!(old_python.expires_in_minutes, None);
+    }
+
+    #[test]
+    fn malformed_bodies_are_bad_requests() {
+        for body in [
+            &b"{"[..],
+            b"[]",
+            br#"{"scopes":"chat"}"#,
+            br#"{"expiresInMinutes":60.5}"#,
+        ] {
+            let error = parse_body::<IssueTokenRequest>(body).unwrap_err();
+            assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn create_with_scopes_is_its_own_operation() {
+        let plain = Call::new(AcsRoute::Create, b"");
+        assert_eq!(plain.operation(), Operation::CreateIdentity);
+        let with_token = Call::new(AcsRoute::Create, br#"{"createTokenWithScopes":["chat"]}"#);
+        assert_eq!(with_token.operation(), Operation::CreateUserAndToken);
+        let nulls = Call::new(AcsRoute::Create, br#"{"createTokenWithScopes":null}"#);
+        assert_eq!(nulls.operation(), Operation::CreateIdentity);
+    }
+}

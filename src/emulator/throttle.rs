@@ -1,0 +1,295 @@
+//! ACS throttling: each operation may be called a limited number of times per fixed window
+//! (30 s, limits from PROTOCOL.md §4); calls over the limit are refused with 429 and a
+//! `Retry-After` of the seconds left in the window. Time is passed in, so the windows are
+//! tested without sleeping.
+
+use super::operation::Operation;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
+
+/// Limits per operation and window; `enabled: false` lets everything through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThrottleConfig {
+    pub enabled: bool,
+    pub window_seconds: u64,
+    /// Calls allowed per window, by operation name.
+    pub limits: BTreeMap<String, u32>,
+}
+
+impl Default for ThrottleConfig {
+    /// The service's documented limits.
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_seconds: DEFAULT_WINDOW.as_secs(),
+            limits: Operation::ALL
+                .into_iter()
+                .map(|op| (op.name().to_string(), op.default_limit_per_window()))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ThrottleConfigError {
+    #[error("throttle limit `{0}` is not of the form operation=count")]
+    NotAPair(String),
+    #[error(transparent)]
+    UnknownOperation(#[from] super::operation::UnknownOperation),
+    #[error("throttle limit for `{0}` is not a non-negative integer")]
+    BadCount(String),
+    #[error("throttle window must be at least one second")]
+    ZeroWindow,
+}
+
+impl ThrottleConfig {
+    pub fn off() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    /// `off`, `default`, or `op=n,op=n` (operations not named keep their default limit).
+    pub fn parse(spec: &str) -> Result<Self, ThrottleConfigError> {
+        match spec.trim() {
+            "off" => return Ok(Self::off()),
+            "default" | "" => return Ok(Self::default()),
+            _ => {}
+        }
+        let mut config = Self::default();
+        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, count) = pair
+                .split_once('=')
+                .ok_or_else(|| ThrottleConfigError::NotAPair(pair.to_string()))?;
+            let op: Operation = name.trim().parse()?;
+            let count = count
+                .trim()
+                .parse()
+                .map_err(|_| ThrottleConfigError::BadCount(op.name().to_string()))?;
+            config.limits.insert(op.name().to_string(), count);
+        }
+        Ok(config)
+    }
+
+    /// Checks names and the window; fills in defaults for operations not named.
+    pub fn normalized(mut self) -> Result<Self, ThrottleConfigError> {
+        if self.window_seconds == 0 {
+            return Err(ThrottleConfigError::ZeroWindow);
+        }
+        let mut limits = Self::default().limits;
+        for (name, count) in self.limits {
+            let op: Operation = name.parse()?;
+            limits.insert(op.name().to_string(), count);
+        }
+        self.limits = limits;
+        Ok(self)
+    }
+
+    fn limit(&self, op: Operation) -> u32 {
+        self.limits
+            .get(op.name())
+            .copied()
+            .unwrap_or_else(|| op.default_limit_per_window())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    Throttled { retry_after: Duration },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    used: u32,
+}
+
+/// Fixed-window counters, one per operation.
+#[derive(Debug)]
+pub struct Throttle {
+    config: ThrottleConfig,
+    windows: HashMap<Operation, Window>,
+}
+
+impl Throttle {
+    pub fn new(config: ThrottleConfig) -> Self {
+        Self {
+            config,
+            windows: HashMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &ThrottleConfig {
+        &self.config
+    }
+
+    /// Replaces the limits and starts fresh windows.
+    pub fn reconfigure(&mut self, config: ThrottleConfig) {
+        self.config = config;
+        self.windows.clear();
+    }
+
+    /// Counts one call of `op` at `now`, or refuses it.
+    pub fn admit(&mut self, op: Operation, now: Instant) -> Admission {
+        if !self.config.enabled {
+            return Admission::Admitted;
+        }
+        let length = Duration::from_secs(self.config.window_seconds.max(1));
+        let limit = self.config.limit(op);
+        let window = self.windows.entry(op).or_insert(Window {
+            start: now,
+            used: 0,
+        });
+        let elapsed = now.saturating_duration_since(window.start);
+        if elapsed >= length {
+            *window = Window {
+                start: now,
+                used: 0,
+            };
+        }
+        if window.used < limit {
+            window.used += 1;
+            return Admission::Admitted;
+        }
+        let left = length.saturating_sub(now.saturating_duration_since(window.start));
+        Admission::Throttled { retry_after: left }
+    }
+}
+
+/// `Retry-After` in whole seconds, rounded up and at least 1.
+pub fn retry_after_seconds(left: Duration) -> u64 {
+    let whole = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    whole.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limited(spec: &str) -> Throttle {
+        Throttle::new(ThrottleConfig::parse(spec).unwrap())
+    }
+
+    #[test]
+    fn admits_up_to_the_limit_then_refuses_with_time_left() {
+        let mut throttle = limited("issueToken=3");
+        let t0 = Instant::now();
+        for i in 0..3 {
+            let at = t0 + Duration::from_secs(i);
+            assert_eq!(
+                throttle.admit(Operation::IssueToken, at),
+                Admission::Admitted
+            );
+        }
+        let at = t0 + Duration::from_millis(10_500);
+        assert_eq!(
+            throttle.admit(Operation::IssueToken, at),
+            Admission::Throttled {
+                retry_after: Duration::from_millis(19_500)
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_window_starts_after_thirty_seconds() {
+        let mut throttle = limited("revokeTokens=1");
+        let t0 = Instant::now();
+        assert_eq!(
+            throttle.admit(Operation::RevokeTokens, t0),
+            Admission::Admitted
+        );
+        let almost = t0 + Duration::from_millis(29_999);
+        assert!(matches!(
+            throttle.admit(Operation::RevokeTokens, almost),
+            Admission::Throttled { .. }
+        ));
+        let next = t0 + DEFAULT_WINDOW;
+        assert_eq!(
+            throttle.admit(Operation::RevokeTokens, next),
+            Admission::Admitted
+        );
+    }
+
+    #[test]
+    fn operations_have_separate_windows() {
+        let mut throttle = limited("createIdentity=1,createUserAndToken=1");
+        let t0 = Instant::now();
+        assert_eq!(
+            throttle.admit(Operation::CreateIdentity, t0),
+            Admission::Admitted
+        );
+        assert_eq!(
+            throttle.admit(Operation::CreateUserAndToken, t0),
+            Admission::Admitted
+        );
+        assert!(matches!(
+            throttle.admit(Operation::CreateIdentity, t0),
+            Admission::Throttled { .. }
+        ));
+        assert_eq!(
+            throttle.admit(Operation::IssueToken, t0),
+            Admission::Admitted
+        );
+    }
+
+    #[test]
+    fn default_limits_are_the_documented_ones() {
+        let mut throttle = Throttle::new(ThrottleConfig::default());
+        let t0 = Instant::now();
+        let admitted = (0..1200)
+            .filter(|_| throttle.admit(Operation::DeleteIdentity, t0) == Admission::Admitted)
+            .count();
+        assert_eq!(admitted, 500);
+        let admitted = (0..1200)
+            .filter(|_| throttle.admit(Operation::IssueToken, t0) == Admission::Admitted)
+            .count();
+        assert_eq!(admitted, 1000);
+    }
+
+    #[test]
+    fn off_admits_everything_and_reconfigure_resets() {
+        let mut throttle = limited("issueToken=0");
+        let t0 = Instant::now();
+        assert!(matches!(
+            throttle.admit(Operation::IssueToken, t0),
+            Admission::Throttled { .. }
+        ));
+        throttle.reconfigure(ThrottleConfig::off());
+        for _ in 0..5000 {
+            assert_eq!(
+                throttle.admit(Operation::IssueToken, t0),
+                Admission::Admitted
+            );
+        }
+    }
+
+    #[test]
+    fn parse_rejects_nonsense() {
+        assert!(ThrottleConfig::parse("issueToken").is_err());
+        assert!(ThrottleConfig::parse("issue=3").is_err());
+        assert!(ThrottleConfig::parse("issueToken=-1").is_err());
+        assert_eq!(ThrottleConfig::parse("off").unwrap(), ThrottleConfig::off());
+        assert_eq!(
+            ThrottleConfig::parse("default").unwrap(),
+            ThrottleConfig::default()
+        );
+        let config = ThrottleConfig {
+            window_seconds: 0,
+            ..ThrottleConfig::default()
+        };
+        assert_eq!(config.normalized(), Err(ThrottleConfigError::ZeroWindow));
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_seconds(Duration::from_millis(19_500)), 20);
+        assert_eq!(retry_after_seconds(Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+    }
+}

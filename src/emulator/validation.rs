@@ -1,0 +1,241 @@
+//! The service's request rules that depend on the api-version: which versions exist, which
+//! scopes each knows, and when `expiresInMinutes` is allowed and in what range. Pure
+//! functions answering the exact (or, where unrecorded, the emulator's) error.
+
+use super::responses::AcsError;
+use crate::acs::Scope;
+use crate::acs::model::{
+    MAX_TOKEN_LIFETIME_MINUTES, MIN_TOKEN_LIFETIME_MINUTES, SUPPORTED_API_VERSIONS,
+};
+use hyper::StatusCode;
+
+/// The first api-version that takes `expiresInMinutes`.
+const LIFETIME_SINCE: &str = "2022-10-01";
+
+/// Which request field a scope list came from, for the error `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeField {
+    /// `scopes` of `:issueAccessToken`.
+    Scopes,
+    /// `createTokenWithScopes` of `POST /identities`.
+    CreateTokenWithScopes,
+}
+
+impl ScopeField {
+    fn target(self) -> &'static str {
+        match self {
+            ScopeField::Scopes => "Scopes",
+            ScopeField::CreateTokenWithScopes => "CreateTokenWithScopes",
+        }
+    }
+}
+
+/// A supported api-version, or the 400 the service gives for others. `request_uri` is the
+/// scheme, authority and path, as the service quotes it.
+pub fn api_version(requested: Option<&str>, request_uri: &str) -> Result<&'static str, AcsError> {
+    let Some(requested) = requested else {
+        return Err(AcsError::new(
+            StatusCode::BAD_REQUEST,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        ));
+    };
+    SUPPORTED_API_VERSIONS
+        .iter()
+        .copied()
+        .find(|v| *v == requested)
+        .ok_or_else(|| {
+            AcsError::new(
+                StatusCode::BAD_REQUEST,
+                "UnsupportedApiVersion",
+                format!(
+                    "The HTTP resource that matches the request URI '{request_uri}' does not support the API version '{requested}'."
+                ),
+            )
+        })
+}
+
+/// The requested scopes, each known and available in `version`; an empty list is refused.
+/// Duplicates are dropped, order kept.
+pub fn scopes(raw: &[String], version: &str, field: ScopeField) -> Result<Vec<Scope>, AcsError> {
+    if raw.is_empty() {
+        return Err(AcsError::validation(
+            format!("{}: At least one scope is required.", field.target()),
+            field.target(),
+        ));
+    }
+    let mut scopes = Vec::with_capacity(raw.len());
+    for name in raw {
+        let scope = match name.parse::<Scope>() {
+            Ok(scope) if scope.since_api_version() <= version => scope,
+            Ok(scope) => {
+                return Err(AcsError::validation(
+                    format!(
+                        "Scope '{name}' is not supported in api-version '{version}'; it requires api-version '{}' or later.",
+                        scope.since_api_version()
+                    ),
+                    field.target(),
+                ));
+            }
+            Err(_) => {
+                return Err(AcsError::validation(
+                    format!(
+                        "Scope '{name}' is not valid. Valid scopes for api-version '{version}' are: {}.",
+                        scopes_in(version).join(", ")
+                    ),
+                    field.target(),
+                ));
+            }
+        };
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    Ok(scopes)
+}
+
+/// `scopes` of `:issueAccessToken` is required.
+pub fn required_scopes(raw: Option<&[String]>, version: &str) -> Result<Vec<Scope>, AcsError> {
+    let raw =
+        raw.ok_or_else(|| AcsError::validation("Scopes: The Scopes field is required.", "Scopes"))?;
+    scopes(raw, version, ScopeField::Scopes)
+}
+
+/// The token lifetime in minutes: default 1440, `[60, 1440]` from 2022-10-01 on, refused on
+/// older versions (which have no such field).
+pub fn lifetime_minutes(raw: Option<i64>, version: &str) -> Result<u32, AcsError> {
+    let Some(minutes) = raw else {
+        return Ok(MAX_TOKEN_LIFETIME_MINUTES);
+    };
+    if version < LIFETIME_SINCE {
+        return Err(AcsError::validation(
+            format!(
+                "ExpiresInMinutes is not supported in api-version '{version}'; it requires api-version '{LIFETIME_SINCE}' or later."
+            ),
+            "ExpiresInMinutes",
+        ));
+    }
+    let range = i64::from(MIN_TOKEN_LIFETIME_MINUTES)..=i64::from(MAX_TOKEN_LIFETIME_MINUTES);
+    if !range.contains(&minutes) {
+        return Err(AcsError::validation(
+            format!(
+                "ExpiresInMinutes value {minutes} is invalid. Value must be within the [{MIN_TOKEN_LIFETIME_MINUTES}, {MAX_TOKEN_LIFETIME_MINUTES}] interval."
+            ),
+            "ExpiresInMinutes",
+        ));
+    }
+    // In range, so it fits.
+    Ok(u32::try_from(minutes).unwrap_or(MAX_TOKEN_LIFETIME_MINUTES))
+}
+
+fn scopes_in(version: &str) -> Vec<&'static str> {
+    Scope::ALL
+        .into_iter()
+        .filter(|scope| scope.since_api_version() <= version)
+        .map(Scope::as_str)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn every_supported_version_is_accepted() {
+        for version in SUPPORTED_API_VERSIONS {
+            assert_eq!(api_version(Some(version), "u"), Ok(*version));
+        }
+    }
+
+    #[test]
+    fn unsupported_version_quotes_the_uri_like_the_service() {
+        let error = api_version(Some("2020-07-20-preview2"), "https://h/identities").unwrap_err();
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(error.code, "UnsupportedApiVersion");
+        assert_eq!(
+            error.message,
+            "The HTTP resource that matches the request URI 'https://h/identities' does not support the API version '2020-07-20-preview2'."
+        );
+        assert_eq!(
+            api_version(None, "u").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn lifetime_bounds_and_exact_messages() {
+        let v = "2023-10-01";
+        assert_eq!(lifetime_minutes(None, v), Ok(1440));
+        assert_eq!(lifetime_minutes(Some(60), v), Ok(60));
+        assert_eq!(lifetime_minutes(Some(1440), v), Ok(1440));
+        for bad in [59, 1441, 0, -5, i64::MAX] {
+            let error = lifetime_minutes(Some(bad), v).unwrap_err();
+            assert_eq!(error.code, "ValidationError");
+            assert_eq!(error.target, Some("ExpiresInMinutes"));
+            assert_eq!(
+                error.message,
+                format!(
+                    "ExpiresInMinutes value {bad} is invalid. Value must be within the [60, 1440] interval."
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn lifetime_needs_2022_10_01() {
+        assert!(lifetime_minutes(Some(60), "2022-06-01").is_err());
+        assert!(lifetime_minutes(Some(60), "2021-03-07").is_err());
+        assert_eq!(lifetime_minutes(None, "2021-03-07"), Ok(1440));
+        assert_eq!(lifetime_minutes(Some(60), "2022-10-01"), Ok(60));
+    }
+
+    #[test]
+    fn join_scopes_need_2023_10_01() {
+        let join = strings(&["chat.join"]);
+        let error = scopes(&join, "2023-08-01", ScopeField::Scopes).unwrap_err();
+        assert_eq!(error.target, Some("Scopes"));
+        assert!(error.message.contains("requires api-version '2023-10-01'"));
+        assert_eq!(
+            scopes(&join, "2023-10-01", ScopeField::Scopes),
+            Ok(vec![Scope::ChatJoin])
+        );
+        assert_eq!(
+            scopes(&join, "2025-06-30", ScopeField::Scopes),
+            Ok(vec![Scope::ChatJoin])
+        );
+    }
+
+    #[test]
+    fn unknown_and_empty_scopes_are_validation_errors() {
+        let error = scopes(
+            &strings(&["chat", "video"]),
+            "2021-03-07",
+            ScopeField::CreateTokenWithScopes,
+        )
+        .unwrap_err();
+        assert_eq!(error.target, Some("CreateTokenWithScopes"));
+        assert_eq!(
+            error.message,
+            "Scope 'video' is not valid. Valid scopes for api-version '2021-03-07' are: chat, voip."
+        );
+        assert!(scopes(&[], "2023-10-01", ScopeField::Scopes).is_err());
+        let missing = required_scopes(None, "2023-10-01").unwrap_err();
+        assert_eq!(missing.message, "Scopes: The Scopes field is required.");
+    }
+
+    #[test]
+    fn duplicates_are_dropped_in_order() {
+        assert_eq!(
+            scopes(
+                &strings(&["voip", "chat", "voip"]),
+                "2023-10-01",
+                ScopeField::Scopes
+            ),
+            Ok(vec![Scope::Voip, Scope::Chat])
+        );
+    }
+}
