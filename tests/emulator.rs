@@ -1,0 +1,944 @@
+//! The ACS emulator over real HTTP: every answer path of the data plane, the admin view after
+//! each step, faults, throttling, TLS, and the `acs-emulator` binary itself. Everything binds
+//! 127.0.0.1 and every wait is bounded.
+
+use acs_identity_operator::acs::model::SUPPORTED_API_VERSIONS;
+use acs_identity_operator::acs::{AccessKey, signing};
+use acs_identity_operator::emulator::throttle::ThrottleConfig;
+use acs_identity_operator::emulator::{EmulatorConfig, EmulatorHandle, TlsPem, serve};
+use base64::Engine;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant, SystemTime};
+use url::Url;
+
+const KEY: &str = "ZW11bGF0b3ItdGVzdC1rZXktMDEyMzQ1Njc4OWFiY2RlZg==";
+const V: &str = "2023-10-01";
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Emulator {
+    handle: EmulatorHandle,
+    http: reqwest::Client,
+    key: AccessKey,
+}
+
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    json: Value,
+}
+
+impl Answer {
+    fn error_code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or_default()
+    }
+
+    fn error_message(&self) -> &str {
+        self.json["error"]["message"].as_str().unwrap_or_default()
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or_default()
+    }
+}
+
+fn key() -> AccessKey {
+    AccessKey::from_base64(KEY).unwrap()
+}
+
+async fn start(configure: impl FnOnce(&mut EmulatorConfig)) -> Emulator {
+    let mut config = EmulatorConfig::new(key());
+    configure(&mut config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = serve(config, listener).await.unwrap();
+    Emulator {
+        handle,
+        http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
+        key: key(),
+    }
+}
+
+impl Emulator {
+    fn url(&self, path_and_query: &str) -> Url {
+        self.handle.endpoint().join(path_and_query).unwrap()
+    }
+
+    /// A request signed as the SDKs sign it.
+    async fn call(&self, method: &str, path_and_query: &str, body: &str) -> Answer {
+        self.call_as(&self.key, SystemTime::now(), method, path_and_query, body)
+            .await
+    }
+
+    async fn call_as(
+        &self,
+        key: &AccessKey,
+        at: SystemTime,
+        method: &str,
+        path_and_query: &str,
+        body: &str,
+    ) -> Answer {
+        let url = self.url(path_and_query);
+        let signature = signing::sign_request(key, method, &url, body.as_bytes(), at);
+        let request = self
+            .http
+            .request(method.parse().unwrap(), url)
+            .header("x-ms-date", signature.x_ms_date)
+            .header("x-ms-content-sha256", signature.x_ms_content_sha256)
+            .header("authorization", signature.authorization)
+            .header("x-ms-client-request-id", "3f6b2c1e-test")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        answer(request.send().await.unwrap()).await
+    }
+
+    async fn create(&self) -> String {
+        let created = self
+            .call("POST", &format!("/identities?api-version={V}"), "")
+            .await;
+        assert_eq!(created.status, 201, "{}", created.json);
+        created.json["identity"]["id"].as_str().unwrap().to_string()
+    }
+
+    async fn issue(&self, id: &str, body: &str) -> Answer {
+        self.call("POST", &issue_path(id, V), body).await
+    }
+
+    async fn admin_get(&self, path: &str) -> Value {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    async fn admin_send(&self, method: &str, path: &str, body: Value) -> Answer {
+        let request = self
+            .http
+            .request(method.parse().unwrap(), self.url(path))
+            .json(&body);
+        answer(request.send().await.unwrap()).await
+    }
+
+    async fn identity_view(&self, id: &str) -> Value {
+        let all = self.admin_get("/admin/identities").await;
+        all["identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    async fn verdict(&self, token: &str) -> String {
+        let answer = self
+            .admin_send("POST", "/admin/tokens:verify", json!({ "token": token }))
+            .await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json["valid"], answer.json["reason"] == "ok");
+        answer.json["reason"].as_str().unwrap().to_string()
+    }
+}
+
+async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    Answer {
+        status,
+        headers,
+        json,
+    }
+}
+
+fn encoded(id: &str) -> String {
+    id.replace(':', "%3A")
+}
+
+fn issue_path(id: &str, version: &str) -> String {
+    format!(
+        "/identities/{}/:issueAccessToken?api-version={version}",
+        encoded(id)
+    )
+}
+
+fn revoke_path(id: &str) -> String {
+    format!(
+        "/identities/{}/:revokeAccessTokens?api-version={V}",
+        encoded(id)
+    )
+}
+
+fn delete_path(id: &str) -> String {
+    format!("/identities/{}?api-version={V}", encoded(id))
+}
+
+/// The token payload as Python's SDK reads it: standard alphabet, `==` appended.
+fn python_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    let padded = format!("{payload}{}", "=".repeat((4 - payload.len() % 4) % 4));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(padded)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn identity_lifecycle_as_the_service_answers_it() {
+    let emulator = start(|_| {}).await;
+
+    let created = emulator
+        .call("POST", &format!("/identities?api-version={V}"), "")
+        .await;
+    assert_eq!(created.status, 201);
+    assert_eq!(
+        created.header("content-type"),
+        "application/json; charset=utf-8"
+    );
+    assert_eq!(created.header("x-ms-client-request-id"), "3f6b2c1e-test");
+    assert!(created.header("api-supported-versions").contains(V));
+    assert!(!created.header("ms-cv").is_empty());
+    let id = created.json["identity"]["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("8:acs:"), "{id}");
+    assert!(created.json.get("accessToken").is_none());
+    assert_eq!(
+        emulator.identity_view(&id).await,
+        json!({"id": id, "deleted": false, "tokensIssued": 0, "revocations": 0})
+    );
+
+    let issued = emulator.issue(&id, r#"{"scopes": ["chat"]}"#).await;
+    assert_eq!(issued.status, 200, "{}", issued.json);
+    let first = issued.json["token"].as_str().unwrap().to_string();
+    assert_eq!(emulator.verdict(&first).await, "ok");
+    assert_eq!(emulator.identity_view(&id).await["tokensIssued"], 1);
+
+    let revoked = emulator.call("POST", &revoke_path(&id), "").await;
+    assert_eq!(revoked.status, 204);
+    assert_eq!(revoked.json, Value::Null);
+    assert_eq!(emulator.verdict(&first).await, "revoked");
+    assert_eq!(emulator.identity_view(&id).await["revocations"], 1);
+
+    let second = emulator.issue(&id, r#"{"scopes":["voip"]}"#).await;
+    let second = second.json["token"].as_str().unwrap().to_string();
+    assert_eq!(emulator.verdict(&second).await, "ok");
+    assert_eq!(emulator.verdict(&first).await, "revoked");
+
+    let deleted = emulator.call("DELETE", &delete_path(&id), "").await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(emulator.verdict(&second).await, "deleted");
+    let view = emulator.identity_view(&id).await;
+    assert_eq!(view["deleted"], true);
+    assert_eq!(view["tokensIssued"], 2);
+
+    for gone in [
+        emulator.issue(&id, r#"{"scopes":["chat"]}"#).await,
+        emulator.call("POST", &revoke_path(&id), "").await,
+        emulator.call("DELETE", &delete_path(&id), "").await,
+    ] {
+        assert_eq!(gone.status, 404);
+        assert_eq!(gone.error_code(), "IdentityNotFound");
+        assert_eq!(gone.header("content-type"), "application/json");
+    }
+
+    let stats = emulator.admin_get("/admin/stats").await;
+    assert_eq!(stats["operations"]["createIdentity"]["201"], 1);
+    assert_eq!(stats["operations"]["issueToken"]["200"], 2);
+    assert_eq!(stats["operations"]["issueToken"]["404"], 1);
+    assert_eq!(stats["operations"]["revokeTokens"]["204"], 1);
+    assert_eq!(stats["operations"]["deleteIdentity"]["204"], 1);
+    assert_eq!(stats["total"], 8);
+    emulator.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn create_with_token_returns_a_token_the_sdks_can_read() {
+    let emulator = start(|_| {}).await;
+    let created = emulator
+        .call(
+            "POST",
+            &format!("/identities?api-version={V}"),
+            r#"{"createTokenWithScopes": ["chat", "voip"], "expiresInMinutes": 60}"#,
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    let id = created.json["identity"]["id"].as_str().unwrap();
+    let token = created.json["accessToken"]["token"].as_str().unwrap();
+    let expires_on = created.json["accessToken"]["expiresOn"].as_str().unwrap();
+
+    assert!(token.is_ascii());
+    let claims = python_claims(token);
+    assert_eq!(claims["acsScope"], "chat,voip");
+    assert_eq!(format!("8:{}", claims["skypeid"].as_str().unwrap()), id);
+    let exp = claims["exp"].as_i64().unwrap();
+    let iat = claims["iat"].as_i64().unwrap();
+    assert!((3600..=3601).contains(&(exp - iat)), "{claims}");
+    assert!(
+        expires_on.ends_with("+00:00") && expires_on.contains('.'),
+        "{expires_on}"
+    );
+    let parsed: jiff::Timestamp = expires_on.parse().unwrap();
+    assert_eq!(parsed.as_second(), exp);
+
+    assert_eq!(emulator.verdict(token).await, "ok");
+    let stats = emulator.admin_get("/admin/stats").await;
+    assert_eq!(stats["operations"]["createUserAndToken"]["201"], 1);
+}
+
+#[tokio::test]
+async fn every_supported_api_version_serves_every_operation() {
+    let emulator = start(|_| {}).await;
+    for version in SUPPORTED_API_VERSIONS {
+        let created = emulator
+            .call(
+                "POST",
+                &format!("/identities?api-version={version}"),
+                r#"{"createTokenWithScopes":["chat"]}"#,
+            )
+            .await;
+        assert_eq!(created.status, 201, "{version}: {}", created.json);
+        let id = created.json["identity"]["id"].as_str().unwrap();
+        let issued = emulator
+            .call("POST", &issue_path(id, version), r#"{"scopes":["voip"]}"#)
+            .await;
+        assert_eq!(issued.status, 200, "{version}: {}", issued.json);
+        let enc = encoded(id);
+        let revoke = format!("/identities/{enc}/:revokeAccessTokens?api-version={version}");
+        assert_eq!(emulator.call("POST", &revoke, "").await.status, 204);
+        let delete = format!("/identities/{enc}?api-version={version}");
+        assert_eq!(emulator.call("DELETE", &delete, "").await.status, 204);
+    }
+}
+
+#[tokio::test]
+async fn lifetimes_outside_60_to_1440_minutes_get_the_recorded_error() {
+    let emulator = start(|_| {}).await;
+    let id = emulator.create().await;
+    for minutes in [59, 1441] {
+        let expected = json!({"error": {
+            "code": "ValidationError",
+            "message": format!("ExpiresInMinutes value {minutes} is invalid. Value must be within the [60, 1440] interval."),
+            "target": "ExpiresInMinutes",
+        }});
+        let issue = emulator
+            .issue(
+                &id,
+                &format!(r#"{{"scopes":["chat"],"expiresInMinutes":{minutes}}}"#),
+            )
+            .await;
+        assert_eq!((issue.status, &issue.json), (400, &expected));
+        let create = emulator
+            .call(
+                "POST",
+                &format!("/identities?api-version={V}"),
+                &format!(r#"{{"createTokenWithScopes":["chat"],"expiresInMinutes":{minutes}}}"#),
+            )
+            .await;
+        assert_eq!((create.status, &create.json), (400, &expected));
+    }
+    for minutes in [60, 1440] {
+        let ok = emulator
+            .issue(
+                &id,
+                &format!(r#"{{"scopes":["chat"],"expiresInMinutes":{minutes}}}"#),
+            )
+            .await;
+        assert_eq!(ok.status, 200);
+    }
+    // Only the valid identity exists: invalid creates created nothing.
+    let all = emulator.admin_get("/admin/identities").await;
+    assert_eq!(all["identities"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn scope_and_field_rules_depend_on_the_api_version() {
+    let emulator = start(|_| {}).await;
+    let id = emulator.create().await;
+    let cases = [
+        (V, r#"{"scopes":["video"]}"#, "Scopes"),
+        (V, r#"{"scopes":[]}"#, "Scopes"),
+        (V, r#"{"scopes":null}"#, "Scopes"),
+        (V, "", "Scopes"),
+        ("2023-08-01", r#"{"scopes":["chat.join"]}"#, "Scopes"),
+        (
+            "2022-06-01",
+            r#"{"scopes":["chat"],"expiresInMinutes":60}"#,
+            "ExpiresInMinutes",
+        ),
+    ];
+    for (version, body, target) in cases {
+        let answer = emulator.call("POST", &issue_path(&id, version), body).await;
+        assert_eq!(answer.status, 400, "{version} {body}");
+        assert_eq!(answer.error_code(), "ValidationError", "{version} {body}");
+        assert_eq!(answer.json["error"]["target"], target, "{version} {body}");
+    }
+    let join = emulator
+        .issue(
+            &id,
+            r#"{"scopes":["chat.join","chat.join.limited","voip.join"]}"#,
+        )
+        .await;
+    assert_eq!(join.status, 200);
+    let unknown_on_create = emulator
+        .call(
+            "POST",
+            &format!("/identities?api-version={V}"),
+            r#"{"createTokenWithScopes":["everything"]}"#,
+        )
+        .await;
+    assert_eq!(unknown_on_create.status, 400);
+    assert_eq!(
+        unknown_on_create.json["error"]["target"],
+        "CreateTokenWithScopes"
+    );
+}
+
+#[tokio::test]
+async fn null_fields_read_as_absent_and_malformed_json_is_refused() {
+    let emulator = start(|_| {}).await;
+    // What azure-communication-identity 1.3.x sent.
+    let create = emulator
+        .call(
+            "POST",
+            "/identities?api-version=2022-10-01",
+            r#"{"createTokenWithScopes":null,"expiresInMinutes":null}"#,
+        )
+        .await;
+    assert_eq!(create.status, 201);
+    assert!(create.json.get("accessToken").is_none());
+    let id = create.json["identity"]["id"].as_str().unwrap();
+    let issue = emulator
+        .call(
+            "POST",
+            &issue_path(id, "2022-10-01"),
+            r#"{"scopes":["chat"],"expiresInMinutes":null}"#,
+        )
+        .await;
+    assert_eq!(issue.status, 200);
+
+    for body in [
+        "{",
+        r#"{"scopes":"chat"}"#,
+        "[]",
+        r#"{"scopes":["chat"],"expiresInMinutes":"60"}"#,
+    ] {
+        let bad = emulator.issue(id, body).await;
+        assert_eq!(bad.status, 400, "{body}");
+        assert_eq!(bad.header("content-type"), "application/json");
+        assert!(!bad.error_code().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn unsupported_or_missing_api_version_is_a_bad_request() {
+    let emulator = start(|_| {}).await;
+    let old = emulator
+        .call("POST", "/identities?api-version=2020-07-20-preview2", "")
+        .await;
+    assert_eq!(old.status, 400);
+    assert_eq!(old.error_code(), "UnsupportedApiVersion");
+    let endpoint = emulator.handle.endpoint().as_str().trim_end_matches('/');
+    assert_eq!(
+        old.error_message(),
+        format!(
+            "The HTTP resource that matches the request URI '{endpoint}/identities' does not support the API version '2020-07-20-preview2'."
+        )
+    );
+    let missing = emulator.call("POST", "/identities", "").await;
+    assert_eq!(missing.status, 400);
+    assert!(
+        emulator.admin_get("/admin/identities").await["identities"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn ids_work_percent_encoded_and_raw() {
+    let emulator = start(|_| {}).await;
+    let id = emulator.create().await;
+    let raw = emulator
+        .call(
+            "POST",
+            &format!("/identities/{id}/:issueAccessToken?api-version={V}"),
+            r#"{"scopes":["chat"]}"#,
+        )
+        .await;
+    assert_eq!(raw.status, 200, "{}", raw.json);
+    let encoded = emulator.issue(&id, r#"{"scopes":["chat"]}"#).await;
+    assert_eq!(encoded.status, 200);
+    let raw_delete = emulator
+        .call("DELETE", &format!("/identities/{id}?api-version={V}"), "")
+        .await;
+    assert_eq!(raw_delete.status, 204);
+    assert_eq!(emulator.identity_view(&id).await["tokensIssued"], 2);
+}
+
+#[tokio::test]
+async fn unknown_identities_are_not_found() {
+    let emulator = start(|_| {}).await;
+    let stranger =
+        "8:acs:00000000-0000-0000-0000-000000000000_00000000-0000-0000-0000-000000000001";
+    for answer in [
+        emulator.issue(stranger, r#"{"scopes":["chat"]}"#).await,
+        emulator.call("POST", &revoke_path(stranger), "").await,
+        emulator.call("DELETE", &delete_path(stranger), "").await,
+    ] {
+        assert_eq!(answer.status, 404);
+        assert_eq!(answer.error_code(), "IdentityNotFound");
+    }
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_are_denied() {
+    let emulator = start(|_| {}).await;
+    let path = format!("/identities?api-version={V}");
+
+    let wrong_key = AccessKey::from_base64("d3Jvbmcta2V5").unwrap();
+    let denied = emulator
+        .call_as(&wrong_key, SystemTime::now(), "POST", &path, "")
+        .await;
+    assert_eq!(denied.status, 401);
+    assert_eq!(
+        denied.json,
+        json!({"error": {"code": "Denied", "message": "Denied by the resource provider."}})
+    );
+
+    let skewed = SystemTime::now() - Duration::from_secs(16 * 60);
+    let late = emulator
+        .call_as(&emulator.key, skewed, "POST", &path, "")
+        .await;
+    assert_eq!(late.status, 401);
+    assert_eq!(late.error_code(), "Denied");
+    let slightly = SystemTime::now() - Duration::from_secs(14 * 60);
+    let fine = emulator
+        .call_as(&emulator.key, slightly, "POST", &path, "")
+        .await;
+    assert_eq!(fine.status, 201);
+
+    // Signed for one body, sent with another.
+    let url = emulator.url(&path);
+    let signature = signing::sign_request(&emulator.key, "POST", &url, b"", SystemTime::now());
+    let tampered = emulator
+        .http
+        .post(url.clone())
+        .header("x-ms-date", &signature.x_ms_date)
+        .header("x-ms-content-sha256", &signature.x_ms_content_sha256)
+        .header("authorization", &signature.authorization)
+        .body(r#"{"createTokenWithScopes":["chat"]}"#)
+        .send()
+        .await
+        .unwrap();
+    let tampered = answer(tampered).await;
+    assert_eq!(tampered.status, 401);
+    assert_eq!(
+        tampered.error_message(),
+        "Request 'x-ms-content-sha256' differs from generated content hash."
+    );
+
+    let unsigned = answer(emulator.http.post(url.clone()).send().await.unwrap()).await;
+    assert_eq!(unsigned.status, 401);
+    assert_eq!(unsigned.error_code(), "Denied");
+    let no_date = emulator
+        .http
+        .post(url)
+        .header("x-ms-content-sha256", &signature.x_ms_content_sha256)
+        .header("authorization", &signature.authorization)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer(no_date).await.status, 401);
+
+    let identities = emulator.admin_get("/admin/identities").await;
+    assert_eq!(identities["identities"].as_array().unwrap().len(), 1);
+    let stats = emulator.admin_get("/admin/stats").await;
+    assert_eq!(stats["operations"]["createIdentity"]["401"], 4);
+    assert_eq!(stats["operations"]["createUserAndToken"]["401"], 1);
+}
+
+#[tokio::test]
+async fn injected_faults_fail_or_delay_the_next_requests() {
+    let emulator = start(|_| {}).await;
+    let id = emulator.create().await;
+    let added = emulator
+        .admin_send(
+            "POST",
+            "/admin/faults",
+            json!({"operation": "issueToken", "count": 2, "status": 503, "retryAfterSeconds": 2}),
+        )
+        .await;
+    assert_eq!(added.status, 201);
+    assert_eq!(added.json["faults"][0]["count"], 2);
+
+    // Other operations are untouched.
+    assert_eq!(
+        emulator.call("POST", &revoke_path(&id), "").await.status,
+        204
+    );
+    for _ in 0..2 {
+        let failed = emulator.issue(&id, r#"{"scopes":["chat"]}"#).await;
+        assert_eq!(failed.status, 503);
+        assert_eq!(failed.header("retry-after"), "2");
+        assert_eq!(failed.error_code(), "ServiceUnavailable");
+    }
+    assert_eq!(
+        emulator.issue(&id, r#"{"scopes":["chat"]}"#).await.status,
+        200
+    );
+    assert_eq!(emulator.identity_view(&id).await["tokensIssued"], 1);
+
+    let delay = Duration::from_millis(400);
+    emulator
+        .admin_send(
+            "POST",
+            "/admin/faults",
+            json!({"operation": null, "delayMs": 400}),
+        )
+        .await;
+    let started = Instant::now();
+    let delayed = emulator.issue(&id, r#"{"scopes":["chat"]}"#).await;
+    assert!(started.elapsed() >= delay);
+    assert_eq!(delayed.status, 200);
+
+    emulator
+        .admin_send("POST", "/admin/faults", json!({"count": 5, "status": 500}))
+        .await;
+    assert_eq!(
+        emulator.admin_get("/admin/faults").await["faults"][0]["count"],
+        5
+    );
+    let cleared = emulator
+        .admin_send("DELETE", "/admin/faults", Value::Null)
+        .await;
+    assert_eq!(cleared.status, 204);
+    assert_eq!(
+        emulator.admin_get("/admin/faults").await,
+        json!({"faults": []})
+    );
+    assert_eq!(
+        emulator.issue(&id, r#"{"scopes":["chat"]}"#).await.status,
+        200
+    );
+
+    let invalid = emulator
+        .admin_send("POST", "/admin/faults", json!({"status": 200}))
+        .await;
+    assert_eq!(invalid.status, 400);
+    assert_eq!(invalid.error_code(), "BadRequest");
+
+    let stats = emulator.admin_get("/admin/stats").await;
+    assert_eq!(stats["operations"]["issueToken"]["503"], 2);
+}
+
+#[tokio::test]
+async fn over_the_limit_is_429_with_retry_after_until_reconfigured() {
+    let emulator = start(|config| {
+        config.throttle = ThrottleConfig::parse("issueToken=2").unwrap();
+    })
+    .await;
+    let id = emulator.create().await;
+    for _ in 0..2 {
+        assert_eq!(
+            emulator.issue(&id, r#"{"scopes":["chat"]}"#).await.status,
+            200
+        );
+    }
+    let throttled = emulator.issue(&id, r#"{"scopes":["chat"]}"#).await;
+    assert_eq!(throttled.status, 429);
+    let retry_after: u64 = throttled.header("retry-after").parse().unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    assert_eq!(throttled.error_code(), "TooManyRequests");
+    // Throttling is per operation.
+    assert_eq!(
+        emulator.call("POST", &revoke_path(&id), "").await.status,
+        204
+    );
+
+    let config = emulator
+        .admin_send("POST", "/admin/throttle", json!({"enabled": false}))
+        .await;
+    assert_eq!(config.status, 200);
+    assert_eq!(config.json["enabled"], false);
+    assert_eq!(
+        emulator.issue(&id, r#"{"scopes":["chat"]}"#).await.status,
+        200
+    );
+    let config = emulator
+        .admin_send(
+            "POST",
+            "/admin/throttle",
+            json!({"limits": {"issueToken": 0}}),
+        )
+        .await;
+    assert_eq!(config.json["limits"]["issueToken"], 0);
+    assert_eq!(config.json["limits"]["deleteIdentity"], 500);
+    assert_eq!(
+        emulator.issue(&id, r#"{"scopes":["chat"]}"#).await.status,
+        429
+    );
+    let bad = emulator
+        .admin_send("POST", "/admin/throttle", json!({"limits": {"nope": 1}}))
+        .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(emulator.identity_view(&id).await["tokensIssued"], 3);
+}
+
+#[tokio::test]
+async fn token_lifetime_override_makes_tokens_expire_in_seconds() {
+    let emulator = start(|config| config.token_lifetime = Some(Duration::from_secs(1))).await;
+    let id = emulator.create().await;
+    let issued = emulator
+        .issue(&id, r#"{"scopes":["chat"],"expiresInMinutes":1440}"#)
+        .await;
+    let token = issued.json["token"].as_str().unwrap();
+    let claims = python_claims(token);
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert!((1..=2).contains(&lifetime), "{claims}");
+    // Bounded poll: the token must turn expired within a few seconds.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if emulator.verdict(token).await == "expired" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "token never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn admin_answers_malformed_and_foreign_tokens() {
+    let emulator = start(|_| {}).await;
+    assert_eq!(emulator.verdict("not-a-token").await, "malformed");
+    let other = start(|_| {}).await;
+    let id = other.create().await;
+    let issued = other.issue(&id, r#"{"scopes":["chat"]}"#).await;
+    let foreign = issued.json["token"].as_str().unwrap();
+    assert_eq!(emulator.verdict(foreign).await, "unknown");
+    let missing = emulator
+        .admin_send("POST", "/admin/tokens:verify", json!({}))
+        .await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(
+        emulator.admin_get("/admin/health").await,
+        json!({"status": "ok"})
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_counted() {
+    let emulator = start(|_| {}).await;
+    let answer = emulator
+        .call("GET", &format!("/identities?api-version={V}"), "")
+        .await;
+    assert_eq!(answer.status, 404);
+    let stats = emulator.admin_get("/admin/stats").await;
+    assert_eq!(stats["operations"]["unknown"]["404"], 1);
+    let reset = emulator
+        .admin_send("DELETE", "/admin/stats", Value::Null)
+        .await;
+    assert_eq!(reset.status, 204);
+    assert_eq!(emulator.admin_get("/admin/stats").await["total"], 0);
+}
+
+struct TestCa {
+    ca_pem: String,
+    server: TlsPem,
+}
+
+/// A CA and a leaf for localhost and 127.0.0.1 signed by it, as the SDK tests use.
+fn test_ca() -> TestCa {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf_params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    TestCa {
+        ca_pem: ca.pem(),
+        server: TlsPem {
+            cert_chain: leaf.pem().into_bytes(),
+            private_key: leaf_key.serialize_pem().into_bytes(),
+        },
+    }
+}
+
+#[tokio::test]
+async fn serves_https_with_a_certificate_for_localhost() {
+    let ca = test_ca();
+    let mut emulator = start(|config| config.tls = Some(ca.server.clone())).await;
+    let endpoint = emulator.handle.endpoint().clone();
+    assert_eq!(endpoint.scheme(), "https");
+    assert_eq!(endpoint.host_str(), Some("localhost"));
+    let port = emulator.handle.local_addr().port();
+    // Resolve localhost to the address we bound, whatever the system resolver says.
+    emulator.http = reqwest::Client::builder()
+        .timeout(WAIT)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem.as_bytes()).unwrap())
+        .resolve("localhost", emulator.handle.local_addr())
+        .build()
+        .unwrap();
+    let id = emulator.create().await;
+    let issued = emulator.issue(&id, r#"{"scopes":["voip"]}"#).await;
+    assert_eq!(issued.status, 200);
+    assert_eq!(
+        emulator.call("DELETE", &delete_path(&id), "").await.status,
+        204
+    );
+    assert_eq!(emulator.identity_view(&id).await["deleted"], true);
+
+    // A client that does not trust the CA cannot talk to it.
+    let untrusting = reqwest::Client::builder()
+        .timeout(WAIT)
+        .resolve("localhost", emulator.handle.local_addr())
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{port}/admin/health");
+    assert!(untrusting.get(url).send().await.is_err());
+    emulator.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_stops_serving() {
+    let emulator = start(|_| {}).await;
+    let addr = emulator.handle.local_addr();
+    emulator.handle.shutdown().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+mod binary {
+    use super::*;
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    use tokio::process::{Child, Command};
+
+    /// Starts the real binary and reads its one stdout line.
+    async fn launch(extra: &[&str]) -> (Child, String, BufReader<tokio::process::ChildStdout>) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_acs-emulator"))
+            .args(["--listen", "127.0.0.1:0", "--access-key", KEY])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, stdout.read_line(&mut line))
+            .await
+            .expect("connection string line in time")
+            .unwrap();
+        (child, line, stdout)
+    }
+
+    async fn terminate(mut child: Child, mut stdout: BufReader<tokio::process::ChildStdout>) {
+        let pid = child.id().unwrap().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(killed.success());
+        let status = tokio::time::timeout(WAIT, child.wait())
+            .await
+            .expect("exit in time")
+            .unwrap();
+        assert_eq!(status.code(), Some(0));
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).await.unwrap();
+        assert_eq!(rest, "", "stdout carries only the connection string line");
+    }
+
+    fn endpoint_of(line: &str) -> Url {
+        let rest = line
+            .trim_end()
+            .strip_prefix("connection string: endpoint=")
+            .unwrap_or_else(|| panic!("unexpected line: {line}"));
+        let (endpoint, key) = rest.split_once(";accesskey=").unwrap();
+        assert_eq!(key, KEY);
+        Url::parse(endpoint).unwrap()
+    }
+
+    #[tokio::test]
+    async fn prints_the_connection_string_serves_and_exits_0_on_sigterm() {
+        let (child, line, stdout) = launch(&[]).await;
+        let endpoint = endpoint_of(&line);
+        assert_eq!(endpoint.scheme(), "http");
+        assert_eq!(endpoint.host_str(), Some("127.0.0.1"));
+        assert_ne!(endpoint.port(), Some(0));
+
+        let url = endpoint
+            .join(&format!("/identities?api-version={V}"))
+            .unwrap();
+        let signature = signing::sign_request(&key(), "POST", &url, b"", SystemTime::now());
+        let created = reqwest::Client::new()
+            .post(url)
+            .header("x-ms-date", signature.x_ms_date)
+            .header("x-ms-content-sha256", signature.x_ms_content_sha256)
+            .header("authorization", signature.authorization)
+            .timeout(WAIT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        terminate(child, stdout).await;
+    }
+
+    #[tokio::test]
+    async fn serves_tls_from_pem_files() {
+        let ca = test_ca();
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key_file = dir.path().join("key.pem");
+        std::fs::write(&cert, &ca.server.cert_chain).unwrap();
+        std::fs::write(&key_file, &ca.server.private_key).unwrap();
+        let (child, line, stdout) = launch(&[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key_file.to_str().unwrap(),
+            "--token-lifetime-seconds",
+            "5",
+        ])
+        .await;
+        let endpoint = endpoint_of(&line);
+        assert_eq!(endpoint.scheme(), "https");
+        assert_eq!(endpoint.host_str(), Some("localhost"));
+        let port = endpoint.port().unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem.as_bytes()).unwrap())
+            .resolve("localhost", ([127, 0, 0, 1], port).into())
+            .timeout(WAIT)
+            .build()
+            .unwrap();
+        let health = client
+            .get(endpoint.join("/admin/health").unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        terminate(child, stdout).await;
+    }
+
+    #[tokio::test]
+    async fn bad_arguments_exit_non_zero_without_printing() {
+        let output = Command::new(env!("CARGO_BIN_EXE_acs-emulator"))
+            .args(["--listen", "127.0.0.1:0", "--access-key", "not base64!"])
+            .output();
+        let output = tokio::time::timeout(WAIT, output).await.unwrap().unwrap();
+        assert!(!output.status.success());
+        assert!(output.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("not base64!"), "{stderr}");
+    }
+}
