@@ -3,10 +3,15 @@
 //!
 //! - [`acs`]: the ACS Identity data-plane client (connection strings, HMAC signing, operations).
 //!   It knows nothing about Kubernetes.
+//! - [`api`]: the custom resource types (AcsIdentity, AcsConnection, ClusterAcsConnection).
 //! - [`emulator`]: a local ACS Identity emulator (HMAC auth, tokens, throttling, admin API),
 //!   served by the `acs-emulator` binary.
+//! - [`controller`]: the reconcilers: thin orchestration of watches, policy and I/O.
 //! - [`policy`]: pure decisions (renewal schedule, backoff, next action, readiness), no I/O.
 
 pub mod acs;
+pub mod api;
+pub mod controller;
 pub mod emulator;
 pub mod policy;
+pub mod telemetry;

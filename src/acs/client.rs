@@ -4,6 +4,7 @@
 //! identity (the API has no idempotency key), and for the other calls the caller decides.
 
 use super::error::{AcsError, parse_retry_after};
+use super::limits::{AcsRateLimiter, Operation};
 use super::model::{
     API_VERSION, AccessTokenBody, CreateIdentityRequest, CreateIdentityResponse, IssueTokenRequest,
     MAX_TOKEN_LIFETIME_MINUTES, MIN_TOKEN_LIFETIME_MINUTES, Scope, encode_identity_id,
@@ -12,6 +13,7 @@ use super::{AccessKey, ConnectionString, signing};
 use jiff::Timestamp;
 use reqwest::{Method, StatusCode};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use url::Url;
 
@@ -86,6 +88,8 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Extra PEM certificates to trust besides the system roots (e.g. the emulator's CA).
     pub extra_ca_pem: Option<Vec<u8>>,
+    /// Waits before each call so that callers sharing it stay under the ACS rate limits.
+    pub rate_limiter: Option<Arc<AcsRateLimiter>>,
 }
 
 impl Default for ClientOptions {
@@ -93,6 +97,7 @@ impl Default for ClientOptions {
         Self {
             timeout: Duration::from_secs(30),
             extra_ca_pem: None,
+            rate_limiter: None,
         }
     }
 }
@@ -104,6 +109,7 @@ pub struct AcsClient {
     endpoint: Url,
     key: AccessKey,
     timeout: Duration,
+    rate_limiter: Option<Arc<AcsRateLimiter>>,
 }
 
 impl fmt::Debug for AcsClient {
@@ -139,6 +145,7 @@ impl AcsClient {
             endpoint: connection.endpoint.clone(),
             key: connection.access_key.clone(),
             timeout: options.timeout,
+            rate_limiter: options.rate_limiter,
         })
     }
 
@@ -148,7 +155,9 @@ impl AcsClient {
 
     /// `POST /identities` with no token.
     pub async fn create_identity(&self) -> Result<String, AcsError> {
-        let created = self.create(&CreateIdentityRequest::default()).await?;
+        let created = self
+            .create(Operation::CreateIdentity, &CreateIdentityRequest::default())
+            .await?;
         Ok(created.id)
     }
 
@@ -162,7 +171,9 @@ impl AcsClient {
             create_token_with_scopes: Some(scope_names(scopes)?),
             expires_in_minutes: Some(lifetime.minutes().into()),
         };
-        let created = self.create(&request).await?;
+        let created = self
+            .create(Operation::CreateIdentityWithToken, &request)
+            .await?;
         let token = created.token.ok_or_else(|| {
             AcsError::InvalidResponse("create with scopes returned no accessToken".into())
         })?;
@@ -185,7 +196,9 @@ impl AcsClient {
             "identities/{}/:issueAccessToken",
             encode_identity_id(identity_id)
         ));
-        let (status, bytes) = self.send(Method::POST, url, body).await?;
+        let (status, bytes) = self
+            .send(Operation::IssueToken, Method::POST, url, body)
+            .await?;
         expect_status(status, StatusCode::OK, &bytes)?;
         let token: AccessTokenBody = parse_json(&bytes)?;
         token.try_into()
@@ -197,21 +210,29 @@ impl AcsClient {
             "identities/{}/:revokeAccessTokens",
             encode_identity_id(identity_id)
         ));
-        let (status, bytes) = self.send(Method::POST, url, Vec::new()).await?;
+        let (status, bytes) = self
+            .send(Operation::RevokeTokens, Method::POST, url, Vec::new())
+            .await?;
         expect_status(status, StatusCode::NO_CONTENT, &bytes)
     }
 
     /// `DELETE /identities/{id}`: removes the identity and invalidates its tokens.
     pub async fn delete_identity(&self, identity_id: &str) -> Result<(), AcsError> {
         let url = self.url(&format!("identities/{}", encode_identity_id(identity_id)));
-        let (status, bytes) = self.send(Method::DELETE, url, Vec::new()).await?;
+        let (status, bytes) = self
+            .send(Operation::DeleteIdentity, Method::DELETE, url, Vec::new())
+            .await?;
         expect_status(status, StatusCode::NO_CONTENT, &bytes)
     }
 
-    async fn create(&self, request: &CreateIdentityRequest) -> Result<CreatedIdentity, AcsError> {
+    async fn create(
+        &self,
+        operation: Operation,
+        request: &CreateIdentityRequest,
+    ) -> Result<CreatedIdentity, AcsError> {
         let body = serde_json::to_vec(request).expect("request serializes");
         let (status, bytes) = self
-            .send(Method::POST, self.url("identities"), body)
+            .send(operation, Method::POST, self.url("identities"), body)
             .await?;
         expect_status(status, StatusCode::CREATED, &bytes)?;
         parse_create_response(&bytes)
@@ -227,10 +248,15 @@ impl AcsClient {
 
     async fn send(
         &self,
+        operation: Operation,
         method: Method,
         url: Url,
         body: Vec<u8>,
     ) -> Result<(StatusCode, Vec<u8>), AcsError> {
+        if let Some(limiter) = &self.rate_limiter {
+            limiter.acquire(operation).await;
+        }
+        // Signed after waiting for the limiter, so x-ms-date is the time of sending.
         let signed =
             signing::sign_request(&self.key, method.as_str(), &url, &body, SystemTime::now());
         let mut request = self

@@ -1,18 +1,18 @@
 //! The Azure Communication Services Identity data plane: connection strings, HMAC request
-//! signing, and a typed client for the operations the operator needs. Nothing here knows
-//! about Kubernetes.
+//! signing, rate limits, and a typed client for the operations the operator needs. Nothing
+//! here knows about Kubernetes.
 
 mod access_key;
+pub mod client;
 pub mod connection_string;
+pub mod error;
+pub mod limits;
+pub mod model;
 pub mod signing;
 
 pub use access_key::{AccessKey, InvalidAccessKey};
-pub use connection_string::{ConnectionString, ConnectionStringError};
-pub mod model;
-
-pub use model::{API_VERSION, Scope};
-pub mod client;
-pub mod error;
-
 pub use client::{AcsClient, ClientOptions, CreatedIdentity, IssuedToken, TokenLifetime};
+pub use connection_string::{ConnectionString, ConnectionStringError};
 pub use error::{AcsError, ServiceError};
+pub use limits::{AcsRateLimiter, Operation};
+pub use model::{API_VERSION, Scope};

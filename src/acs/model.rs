@@ -22,7 +22,19 @@ pub const MIN_TOKEN_LIFETIME_MINUTES: u32 = 60;
 pub const MAX_TOKEN_LIFETIME_MINUTES: u32 = 1440;
 
 /// A token scope. The five names are the service's exact strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum Scope {
     #[serde(rename = "chat")]
     Chat,

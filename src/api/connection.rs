@@ -1,0 +1,129 @@
+//! `AcsConnection` (namespaced) and `ClusterAcsConnection` (cluster-wide, optionally limited to
+//! some namespaces): how to reach one ACS resource. They hold references, never the secret.
+
+// kube-derive's repeated `printcolumn(...)` arguments look like duplicated attributes to clippy.
+#![allow(clippy::duplicated_attributes)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "acsoperator.io",
+    version = "v1alpha1",
+    kind = "AcsConnection",
+    namespaced,
+    doc = "How to reach one ACS resource, for AcsIdentities in this namespace.",
+    status = "AcsConnectionStatus",
+    shortname = "acsconn",
+    category = "acs",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("!(has(self.caBundle) && has(self.caSecretRef))")
+    .message("caBundle and caSecretRef are mutually exclusive"))]
+#[serde(rename_all = "camelCase")]
+pub struct AcsConnectionSpec {
+    /// The Secret key holding `endpoint=https://…;accesskey=…`, in this namespace.
+    pub connection_string_secret_ref: SecretKeyRef,
+    /// PEM certificates to trust for the endpoint besides the system roots (e.g. the emulator's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// Like caBundle, read from a Secret key in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "acsoperator.io",
+    version = "v1alpha1",
+    kind = "ClusterAcsConnection",
+    doc = "How to reach one ACS resource, for AcsIdentities in any allowed namespace.",
+    status = "AcsConnectionStatus",
+    shortname = "cacsconn",
+    category = "acs",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("!(has(self.caBundle) && has(self.caSecretRef))")
+    .message("caBundle and caSecretRef are mutually exclusive"))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterAcsConnectionSpec {
+    /// The Secret key holding the connection string; the namespace is required.
+    pub connection_string_secret_ref: NamespacedSecretKeyRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<NamespacedSecretKeyRef>,
+    /// Which namespaces' AcsIdentities may use this connection. Absent: all namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<AllowedNamespaces>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[serde(default = "default_key")]
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacedSecretKeyRef {
+    #[schemars(length(min = 1))]
+    pub namespace: String,
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[serde(default = "default_key")]
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+fn default_key() -> String {
+    "connectionString".into()
+}
+
+/// A namespace may use the connection if it is listed by name or matches the selector.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedNamespaces {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AcsConnectionStatus {
+    /// The endpoint parsed from the connection string (never the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,175 @@
+//! The `AcsIdentity` custom resource: one ACS identity and a Secret that always holds a fresh
+//! token for it.
+
+// kube-derive's repeated `printcolumn(...)` arguments look like duplicated attributes to clippy.
+#![allow(clippy::duplicated_attributes)]
+
+use super::duration::GoDuration;
+use crate::acs::Scope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "acsoperator.io",
+    version = "v1alpha1",
+    kind = "AcsIdentity",
+    namespaced,
+    status = "AcsIdentityStatus",
+    shortname = "acsid",
+    category = "acs",
+    doc = "An ACS identity and a Secret that always holds a fresh access token for it.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.tokenExpiresOn"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("!(has(self.renewBefore) && has(self.renewBeforePercentage))")
+    .message("renewBefore and renewBeforePercentage are mutually exclusive"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.identityId) || (has(self.identityId) && self.identityId == oldSelf.identityId)")
+    .message("identityId is immutable once set"))]
+#[serde(rename_all = "camelCase")]
+pub struct AcsIdentitySpec {
+    /// The AcsConnection (or ClusterAcsConnection) that says which ACS resource to use.
+    pub connection_ref: ConnectionRef,
+    /// Token scopes. Changing them issues a new token.
+    #[schemars(length(min = 1, max = 5))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t == s))").message("scopes must not repeat"))]
+    pub scopes: Vec<Scope>,
+    /// Requested token lifetime in minutes (60..1440). ACS may grant less; renewal follows what
+    /// it granted.
+    #[serde(default = "default_lifetime")]
+    #[schemars(range(min = 60, max = 1440))]
+    pub token_lifetime_minutes: u32,
+    /// Renew this long before expiry (Go duration, e.g. `20m`). Exclusive with
+    /// renewBeforePercentage; default: renew at 2/3 of the granted lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_before: Option<GoDuration>,
+    /// Renew when this percentage of the granted lifetime remains (1..99).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 99))]
+    pub renew_before_percentage: Option<u8>,
+    /// Name of the Secret to write (default: the AcsIdentity's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
+    /// Extra labels and annotations for the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+    /// Adopt this existing ACS identity instead of creating one. Immutable once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub identity_id: Option<String>,
+    /// What deleting this resource does in ACS.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn default_lifetime() -> u32 {
+    crate::acs::model::MAX_TOKEN_LIFETIME_MINUTES
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionRef {
+    #[serde(default)]
+    pub kind: ConnectionKind,
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ConnectionKind {
+    #[default]
+    AcsConnection,
+    ClusterAcsConnection,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+pub struct SecretTemplate {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Revoke the tokens and delete the ACS identity, then the Secret.
+    #[default]
+    Delete,
+    /// Keep the ACS identity; delete only the Secret.
+    Retain,
+}
+
+/// What the operator observed and did. Everything needed to decide without calling ACS after
+/// a restart lives here.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AcsIdentityStatus {
+    /// The ACS identity (created, or adopted from spec.identityId).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_on: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_issued_at: Option<Time>,
+    /// What the current token was issued for; a difference from the spec re-issues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_for: Option<IssuedFor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Consecutive failures; reset by a success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
+    /// The last value of the `acsoperator.io/refresh-requested` annotation that was handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_refresh_request: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// The inputs of the token now in the Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedFor {
+    pub scopes: Vec<Scope>,
+    pub token_lifetime_minutes: u32,
+    /// A one-way fingerprint of the connection's endpoint and key (not the key).
+    pub connection_fingerprint: String,
+    /// SHA-256 prefix of the token written, to notice edits of the Secret.
+    pub token_hash: String,
+}
+
+impl AcsIdentity {
+    /// The Secret this identity writes.
+    pub fn secret_name(&self) -> String {
+        self.spec
+            .secret_name
+            .clone()
+            .or_else(|| self.metadata.name.clone())
+            .unwrap_or_default()
+    }
+}
