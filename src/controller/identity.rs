@@ -1,0 +1,390 @@
+//! Reconciling one AcsIdentity: gather the facts, ask [`crate::policy`] what to do, do that one
+//! thing, record it. Deletion goes through the `acsoperator.io/cleanup` finalizer.
+
+use super::Context;
+use super::error::Error;
+use super::status::{self, Progress};
+use super::token_secret::{self, Expected, TokenContent};
+use crate::acs::{AcsError, IssuedToken, TokenLifetime};
+use crate::api::{AcsIdentity, AcsIdentityStatus, DeletionPolicy};
+use crate::policy::{
+    Decision, IssueReason, IssuedRecord, Observed, RenewBefore, TokenParams, decide, renewal_time,
+};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, Event as Finalizer};
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+pub const FINALIZER: &str = "acsoperator.io/cleanup";
+pub const REFRESH_ANNOTATION: &str = "acsoperator.io/refresh-requested";
+pub const SKIP_CLEANUP_ANNOTATION: &str = "acsoperator.io/skip-cleanup";
+
+/// Entry point for the controller: routes to apply or cleanup through the finalizer.
+pub async fn reconcile(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let api: Api<AcsIdentity> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer::finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            Finalizer::Apply(o) => apply(&o, &ctx).await,
+            Finalizer::Cleanup(o) => cleanup(&o, &ctx).await,
+        }
+    })
+    .await;
+    result.map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// Makes sure the Secret holds a valid token for the spec, and says when to look again.
+/// Failures are recorded in status and turned into a requeue here, so that backoff follows
+/// the token's expiry and ACS's Retry-After rather than a generic policy.
+async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let mut progress = Progress::from_status(obj.status.clone().unwrap_or_default(), now);
+    match ensure_token(obj, ctx, &mut progress).await {
+        Ok(event) => {
+            status::write(ctx, obj, progress.succeeded(obj)).await?;
+            if let Some((reason, note)) = event {
+                ctx.publish(obj, EventType::Normal, reason, note).await;
+            }
+            Ok(Action::requeue(until(
+                progress.renew_at(),
+                Timestamp::now(),
+            )))
+        }
+        Err(error) => {
+            warn!(category = error.category(), %error, "reconcile failed");
+            let (next_status, delay) = progress.failed(obj, &error);
+            status::write(ctx, obj, next_status).await?;
+            ctx.publish(obj, EventType::Warning, error.category(), error.to_string())
+                .await;
+            Ok(match delay {
+                Some(delay) => Action::requeue(delay),
+                None => Action::await_change(),
+            })
+        }
+    }
+}
+
+/// Does the one thing the policy asks for. Returns the Event to publish on success.
+async fn ensure_token(
+    obj: &AcsIdentity,
+    ctx: &Context,
+    progress: &mut Progress,
+) -> Result<Option<(&'static str, String)>, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let secret_name = obj.secret_name();
+    let connection = ctx
+        .connections
+        .resolve(&namespace, &obj.spec.connection_ref)
+        .await?;
+    let lifetime = TokenLifetime::from_minutes(obj.spec.token_lifetime_minutes)
+        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let wanted = TokenParams::new(
+        &obj.spec.scopes,
+        lifetime.minutes(),
+        connection.fingerprint.clone(),
+    );
+
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = secrets.get_opt(&secret_name).await?;
+    let status = progress.status().clone();
+    let issued = issued_record(&status);
+    let expected = issued
+        .as_ref()
+        .zip(status.issued_for.as_ref())
+        .map(|(r, f)| Expected {
+            token_hash: &f.token_hash,
+            expires_on: r.expires_on,
+            identity_id: &r.identity_id,
+        });
+    let secret_state = token_secret::observe(
+        existing.as_ref(),
+        &obj.uid().unwrap_or_default(),
+        expected.as_ref(),
+        obj.spec.secret_template.as_ref(),
+    );
+    let identity_id = obj.spec.identity_id.clone().or(status.identity_id.clone());
+    let refresh_request = unhandled_refresh_request(obj, &status);
+    if issued.as_ref().is_some_and(|r| r.params == wanted) {
+        progress.keep_current_token_if_valid(secret_state);
+    }
+    let decision = decide(&Observed {
+        identity_id: identity_id.as_deref(),
+        wanted: &wanted,
+        issued: issued.as_ref(),
+        secret: secret_state,
+        refresh_requested: refresh_request.is_some(),
+        now: progress.now(),
+    });
+
+    let renew_before = renew_before(obj);
+    match decision {
+        Decision::SecretConflict => Err(Error::SecretConflict(secret_name)),
+        Decision::UpToDate { .. } => Ok(None),
+        Decision::RewriteSecret => {
+            let content = existing
+                .as_ref()
+                .and_then(token_secret::read_content)
+                .ok_or_else(|| {
+                    Error::InvalidSpec("Secret content vanished while rewriting".into())
+                })?;
+            write_secret(&secrets, obj, &content, existing.as_ref()).await?;
+            Ok(None)
+        }
+        Decision::CreateIdentity => {
+            let (id, token) = connection
+                .client
+                .create_identity_with_token(&obj.spec.scopes, lifetime)
+                .await?;
+            info!(identity = %id, "created ACS identity");
+            // Persist the id before anything else can fail: ACS has no idempotent create, so a
+            // lost id would mean a second identity on the next attempt.
+            progress.set_identity(&id);
+            status::write(ctx, obj, progress.status().clone()).await?;
+            let note = format!("created ACS identity {id}");
+            store_token(
+                &secrets,
+                obj,
+                existing.as_ref(),
+                progress,
+                &id,
+                token,
+                &wanted,
+                renew_before,
+                refresh_request,
+            )
+            .await?;
+            Ok(Some(("IdentityCreated", note)))
+        }
+        Decision::Issue(reason) => {
+            let id = identity_id.expect("decide asks to issue only with an identity");
+            let token = connection
+                .client
+                .issue_token(&id, &obj.spec.scopes, lifetime)
+                .await
+                .map_err(|e| match e {
+                    AcsError::NotFound(_) => Error::IdentityNotFound {
+                        id: id.clone(),
+                        source: e,
+                    },
+                    e => Error::Acs(e),
+                })?;
+            info!(identity = %id, %reason, "issued token");
+            progress.set_identity(&id);
+            store_token(
+                &secrets,
+                obj,
+                existing.as_ref(),
+                progress,
+                &id,
+                token,
+                &wanted,
+                renew_before,
+                refresh_request,
+            )
+            .await?;
+            let event = if matches!(reason, IssueReason::Due | IssueReason::Expired) {
+                "TokenRenewed"
+            } else {
+                "TokenIssued"
+            };
+            Ok(Some((event, format!("issued a new token: {reason}"))))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn store_token(
+    secrets: &Api<Secret>,
+    obj: &AcsIdentity,
+    existing: Option<&Secret>,
+    progress: &mut Progress,
+    identity_id: &str,
+    token: IssuedToken,
+    wanted: &TokenParams,
+    renew_before: RenewBefore,
+    refresh_request: Option<String>,
+) -> Result<(), Error> {
+    let issued_at = progress.now();
+    let renew_at = renewal_time(
+        issued_at,
+        token.expires_on,
+        renew_before,
+        rand::random::<f64>(),
+    );
+    let content = TokenContent {
+        token: token.token,
+        expires_on: token.expires_on,
+        identity_id: identity_id.to_string(),
+    };
+    write_secret(secrets, obj, &content, existing).await?;
+    progress.record_token(&content, wanted, issued_at, renew_at, refresh_request);
+    Ok(())
+}
+
+/// Creates the Secret, or replaces our own at the version we read: never someone else's, and
+/// never over a concurrent change (409 → retried).
+async fn write_secret(
+    secrets: &Api<Secret>,
+    obj: &AcsIdentity,
+    content: &TokenContent,
+    existing: Option<&Secret>,
+) -> Result<(), Error> {
+    let secret = token_secret::desired(obj, content, existing);
+    let params = PostParams {
+        field_manager: Some(super::MANAGER.into()),
+        ..PostParams::default()
+    };
+    match existing {
+        None => secrets.create(&params, &secret).await?,
+        Some(_) => {
+            secrets
+                .replace(&obj.secret_name(), &params, &secret)
+                .await?
+        }
+    };
+    Ok(())
+}
+
+/// Revokes and deletes the identity (Delete policy) and deletes the Secret. Works when setup
+/// never completed, and can be skipped with the skip-cleanup annotation.
+async fn cleanup(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
+    let result = release(obj, ctx).await;
+    if let Err(error) = &result {
+        warn!(category = error.category(), %error, "cleanup failed");
+        ctx.publish(
+            obj,
+            EventType::Warning,
+            error.category(),
+            format!("cleanup failed: {error}"),
+        )
+        .await;
+    }
+    result.map(|()| Action::await_change())
+}
+
+async fn release(obj: &AcsIdentity, ctx: &Context) -> Result<(), Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let skip = obj
+        .annotations()
+        .get(SKIP_CLEANUP_ANNOTATION)
+        .map(String::as_str)
+        == Some("true");
+    let identity_id = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.identity_id.clone())
+        .or(obj.spec.identity_id.clone());
+    if let (false, DeletionPolicy::Delete, Some(id)) = (skip, obj.spec.deletion_policy, identity_id)
+    {
+        let connection = ctx
+            .connections
+            .resolve(&namespace, &obj.spec.connection_ref)
+            .await?;
+        if not_found_is_done(connection.client.revoke_tokens(&id).await)? {
+            ctx.publish(
+                obj,
+                EventType::Normal,
+                "TokensRevoked",
+                format!("revoked the tokens of {id}"),
+            )
+            .await;
+        }
+        if not_found_is_done(connection.client.delete_identity(&id).await)? {
+            ctx.publish(
+                obj,
+                EventType::Normal,
+                "IdentityDeleted",
+                format!("deleted ACS identity {id}"),
+            )
+            .await;
+        }
+        info!(identity = %id, "released ACS identity");
+    }
+    delete_owned_secret(ctx, obj, &namespace).await
+}
+
+/// `Ok(true)` when the call took effect, `Ok(false)` when ACS no longer knew the identity.
+fn not_found_is_done(result: Result<(), AcsError>) -> Result<bool, Error> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(AcsError::NotFound(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn delete_owned_secret(
+    ctx: &Context,
+    obj: &AcsIdentity,
+    namespace: &str,
+) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = obj.secret_name();
+    let Some(secret) = secrets.get_opt(&name).await? else {
+        return Ok(());
+    };
+    if !token_secret::is_controlled_by(&secret, &obj.uid().unwrap_or_default()) {
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: secret.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match secrets.delete(&name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn renew_before(obj: &AcsIdentity) -> RenewBefore {
+    match (&obj.spec.renew_before, obj.spec.renew_before_percentage) {
+        (Some(d), _) => RenewBefore::Fixed(d.value()),
+        (None, Some(p)) => RenewBefore::Percentage(p),
+        (None, None) => RenewBefore::Default,
+    }
+}
+
+/// The refresh annotation's value, when it has not been handled yet.
+fn unhandled_refresh_request(obj: &AcsIdentity, status: &AcsIdentityStatus) -> Option<String> {
+    let value = obj.annotations().get(REFRESH_ANNOTATION)?;
+    (status.handled_refresh_request.as_ref() != Some(value)).then(|| value.clone())
+}
+
+/// The token the status says was last written, if the record is complete.
+fn issued_record(status: &AcsIdentityStatus) -> Option<IssuedRecord> {
+    let issued = status.issued_for.as_ref()?;
+    Some(IssuedRecord {
+        identity_id: status.identity_id.clone()?,
+        params: TokenParams::new(
+            &issued.scopes,
+            issued.token_lifetime_minutes,
+            issued.connection_fingerprint.clone(),
+        ),
+        expires_on: status.token_expires_on.as_ref()?.0,
+        renewal_time: status.renewal_time.as_ref()?.0,
+    })
+}
+
+/// Time from `now` until `at`, at least a short moment so a due item cannot spin.
+fn until(at: Option<Timestamp>, now: Timestamp) -> Duration {
+    let floor = Duration::from_millis(500);
+    at.and_then(|at| Duration::try_from(at.duration_since(now)).ok())
+        .map_or(Duration::from_secs(3600), |d| d.max(floor))
+}
+
+pub fn object_ref(obj: &AcsIdentity) -> k8s_openapi::api::core::v1::ObjectReference {
+    obj.object_ref(&())
+}

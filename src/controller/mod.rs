@@ -1,0 +1,275 @@
+//! The controllers: thin orchestration around [`crate::policy`]. Watches feed reconciles;
+//! reconciles read state, ask policy, act once, and record the result.
+//!
+//! Watches: AcsIdentity (full objects), our own token Secrets (metadata only, selected by the
+//! managed-by label), AcsConnection/ClusterAcsConnection, and the metadata of Secrets, streamed
+//! without a cache, only to notice when a connection's Secret changes.
+
+pub mod connection_status;
+pub mod connections;
+pub mod error;
+pub mod identity;
+pub mod status;
+pub mod token_secret;
+
+use crate::acs::AcsRateLimiter;
+use crate::api::{AcsConnection, AcsIdentity, ClusterAcsConnection, ConnectionKind};
+use connections::Connections;
+use error::Error;
+use futures::{StreamExt, channel::mpsc};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// Field manager for every write, and the Events' reporting controller.
+pub const MANAGER: &str = "acs-identity-operator";
+
+/// How the operator runs.
+#[derive(Clone)]
+pub struct Settings {
+    /// Watch only this namespace (namespaced install); `None` watches the whole cluster.
+    pub namespace: Option<String>,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Upper bound of one ACS call.
+    pub acs_timeout: Duration,
+    /// Builds the rate limiter for each ACS endpoint.
+    pub rate_limiter: Arc<dyn Fn() -> AcsRateLimiter + Send + Sync>,
+    /// Name of this instance in Events (the pod name in a cluster).
+    pub instance: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            concurrency: 32,
+            acs_timeout: Duration::from_secs(30),
+            rate_limiter: Arc::new(AcsRateLimiter::at_acs_limits),
+            instance: None,
+        }
+    }
+}
+
+/// Shared by all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub connections: Connections,
+    recorder: Recorder,
+    identities: Store<AcsIdentity>,
+    nudge: mpsc::UnboundedSender<ObjectRef<AcsIdentity>>,
+    /// Consecutive Kubernetes API failures per object, for the generic error policy.
+    api_failures: Mutex<HashMap<ObjectRef<AcsIdentity>, u32>>,
+}
+
+impl Context {
+    /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.
+    pub async fn publish(&self, obj: &AcsIdentity, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self
+            .recorder
+            .publish(&event, &identity::object_ref(obj))
+            .await
+        {
+            warn!(error = %e, "could not publish Event");
+        }
+    }
+
+    /// Queues a reconcile of every identity that uses the given connection.
+    pub fn nudge_identities(&self, kind: ConnectionKind, namespace: Option<&str>, name: &str) {
+        let all = self.identities.state();
+        for r in connection_status::identities_using(&all, kind, namespace, name) {
+            let _ = self.nudge.unbounded_send(r);
+        }
+    }
+}
+
+/// Runs the controllers until a shutdown signal.
+pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> {
+    let ns = settings.namespace.clone();
+    type SecretMeta = PartialObjectMeta<Secret>;
+    let scoped = |c: &Client| -> (Api<AcsConnection>, Api<AcsIdentity>, Api<SecretMeta>) {
+        match &ns {
+            Some(ns) => (
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+            ),
+            None => (
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+            ),
+        }
+    };
+    let (connections_api, identities_api, secrets_api) = scoped(&client);
+    let watch_config = watcher::Config::default().any_semantic();
+
+    let namespaced_ctrl =
+        Controller::new(connections_api, watch_config.clone()).shutdown_on_signal();
+    // A namespaced install may not read cluster-scoped objects: its store simply stays empty.
+    let cluster_ctrl = ns.is_none().then(|| {
+        Controller::new(
+            Api::<ClusterAcsConnection>::all(client.clone()),
+            watch_config.clone(),
+        )
+        .shutdown_on_signal()
+    });
+    let cluster_store = match &cluster_ctrl {
+        Some(c) => c.store(),
+        None => reflector::store::<ClusterAcsConnection>().0,
+    };
+
+    let (nudge, nudges) = mpsc::unbounded();
+    let owned_secrets = watcher(
+        secrets_api.clone(),
+        watcher::Config::default().labels(token_secret::MANAGED_BY_SELECTOR),
+    )
+    .default_backoff()
+    .touched_objects();
+    let identity_ctrl = Controller::new(identities_api, watch_config.clone())
+        .owns_stream(owned_secrets)
+        .reconcile_on(nudges)
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+        .shutdown_on_signal();
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.into(),
+            instance: settings.instance.clone(),
+        },
+    );
+    let limiter = settings.rate_limiter.clone();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        connections: Connections::new(
+            client.clone(),
+            namespaced_ctrl.store(),
+            cluster_store.clone(),
+            settings.acs_timeout,
+            Box::new(move || limiter()),
+        ),
+        recorder,
+        identities: identity_ctrl.store(),
+        nudge,
+        api_failures: Mutex::default(),
+    });
+
+    // Identities must not be judged before the connections are known, or a restart would
+    // write ConnectionNotFound for every identity.
+    let namespaced_store = namespaced_ctrl.store();
+    let watch_cluster = cluster_ctrl.is_some();
+    let connections_ready = async move {
+        let _ = namespaced_store.wait_until_ready().await;
+        if watch_cluster {
+            let _ = cluster_store.wait_until_ready().await;
+        }
+        info!("connection caches synced");
+    };
+
+    let namespaced_run = namespaced_ctrl
+        .run(
+            connection_status::reconcile_namespaced,
+            connection_status::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|r| log_result("AcsConnection", r));
+    let cluster_run = async {
+        if let Some(c) = cluster_ctrl {
+            c.run(
+                connection_status::reconcile_cluster,
+                connection_status::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|r| log_result("ClusterAcsConnection", r))
+            .await;
+        }
+    };
+    let secret_watch = watch_connection_secrets(secrets_api, ctx.clone());
+    let identity_run = async {
+        connections_ready.await;
+        identity_ctrl
+            .run(reconcile_identity, identity_error_policy, ctx.clone())
+            .for_each(|r| log_result("AcsIdentity", r))
+            .await;
+    };
+    info!(namespace = ?settings.namespace, concurrency = settings.concurrency, "operator started");
+    tokio::select! {
+        _ = futures::future::join3(namespaced_run, cluster_run, identity_run) => {},
+        _ = secret_watch => {},
+    }
+    info!("operator stopped");
+    Ok(())
+}
+
+/// Streams Secret metadata (no cache) and, when a Secret that a connection reads changes,
+/// drops the cached client and re-checks the connections, which then nudge their identities.
+async fn watch_connection_secrets(secrets: Api<PartialObjectMeta<Secret>>, ctx: Arc<Context>) {
+    let stream = watcher(secrets, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .touched_objects();
+    futures::pin_mut!(stream);
+    while let Some(event) = stream.next().await {
+        let Ok(secret) = event else { continue };
+        let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+        let users = ctx.connections.connections_using_secret(&namespace, &name);
+        if users.is_empty() {
+            continue;
+        }
+        debug!(%namespace, %name, "connection Secret changed");
+        ctx.connections.forget_secret(&namespace, &name);
+        for (kind, conn_ns, conn_name) in users {
+            ctx.nudge_identities(kind, conn_ns.as_deref(), &conn_name);
+        }
+    }
+}
+
+async fn reconcile_identity(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(obj.as_ref());
+    let span = tracing::info_span!("reconcile", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    let _enter = span.enter();
+    drop(_enter);
+    let result = tracing::Instrument::instrument(identity::reconcile(obj, ctx.clone()), span).await;
+    if result.is_ok() {
+        ctx.api_failures.lock().expect("lock").remove(&key);
+    }
+    result
+}
+
+/// For failures `apply` could not record itself (the API server refused a write): back off
+/// exponentially per object.
+fn identity_error_policy(obj: Arc<AcsIdentity>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(obj.as_ref());
+    let mut failures = ctx.api_failures.lock().expect("lock");
+    let n = failures.entry(key).or_insert(0);
+    *n = n.saturating_add(1);
+    warn!(category = error.category(), %error, attempt = *n, "reconcile error");
+    Action::requeue(crate::policy::retry_delay(
+        *n,
+        error.retry_after(),
+        None,
+        rand::random::<f64>(),
+    ))
+}
+
+async fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(kind: &str, result: Result<T, E>) {
+    if let Err(e) = result {
+        debug!(kind, error = %e, "controller event");
+    }
+}

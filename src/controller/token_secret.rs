@@ -1,0 +1,318 @@
+//! The Secret that carries a token to workloads: what it must contain, and how the one found
+//! in the cluster compares with that.
+
+use crate::api::{AcsIdentity, SecretTemplate};
+use crate::policy::SecretState;
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+pub const MANAGED_BY_KEY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "acs-identity-operator";
+/// The label selector of the owned-Secret watch.
+pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=acs-identity-operator";
+
+pub const KEY_TOKEN: &str = "token";
+pub const KEY_EXPIRES_ON: &str = "expiresOn";
+pub const KEY_IDENTITY_ID: &str = "identityId";
+
+/// What the Secret holds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenContent {
+    pub token: String,
+    pub expires_on: Timestamp,
+    pub identity_id: String,
+}
+
+impl std::fmt::Debug for TokenContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenContent")
+            .field("token", &"<redacted>")
+            .field("expires_on", &self.expires_on)
+            .field("identity_id", &self.identity_id)
+            .finish()
+    }
+}
+
+/// 16 hex digits of SHA-256 of the token: enough to notice an edit, useless to an attacker.
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// RFC 3339 in UTC with whole seconds, as written into the Secret.
+pub fn format_expires_on(t: Timestamp) -> String {
+    t.round(jiff::Unit::Second).unwrap_or(t).to_string()
+}
+
+/// The Secret for `identity` holding `content`. Labels and annotations that others added to
+/// an existing Secret are kept; ours are put on top.
+pub fn desired(
+    identity: &AcsIdentity,
+    content: &TokenContent,
+    existing: Option<&Secret>,
+) -> Secret {
+    let template = identity.spec.secret_template.clone().unwrap_or_default();
+    let existing_meta = existing.map(|s| &s.metadata);
+    let mut labels = existing_meta
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    labels.extend(template.labels);
+    labels.insert(MANAGED_BY_KEY.into(), MANAGED_BY_VALUE.into());
+    let mut annotations = existing_meta
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default();
+    annotations.extend(template.annotations);
+    let data = BTreeMap::from([
+        (
+            KEY_TOKEN.to_string(),
+            ByteString(content.token.clone().into_bytes()),
+        ),
+        (
+            KEY_EXPIRES_ON.to_string(),
+            ByteString(format_expires_on(content.expires_on).into_bytes()),
+        ),
+        (
+            KEY_IDENTITY_ID.to_string(),
+            ByteString(content.identity_id.clone().into_bytes()),
+        ),
+    ]);
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(identity.secret_name()),
+            namespace: identity.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            owner_references: Some(vec![
+                identity
+                    .controller_owner_ref(&())
+                    .expect("identity has a name and uid"),
+            ]),
+            resource_version: existing_meta.and_then(|m| m.resource_version.clone()),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// Whether `secret` is controlled by the object with `owner_uid`.
+pub fn is_controlled_by(secret: &Secret, owner_uid: &str) -> bool {
+    secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == owner_uid)
+}
+
+/// Reads what the Secret holds, if it holds a complete token record.
+pub fn read_content(secret: &Secret) -> Option<TokenContent> {
+    let data = secret.data.as_ref()?;
+    let text = |key: &str| String::from_utf8(data.get(key)?.0.clone()).ok();
+    Some(TokenContent {
+        token: text(KEY_TOKEN)?,
+        expires_on: text(KEY_EXPIRES_ON)?.parse().ok()?,
+        identity_id: text(KEY_IDENTITY_ID)?,
+    })
+}
+
+/// The last token written, as status records it.
+pub struct Expected<'a> {
+    pub token_hash: &'a str,
+    pub expires_on: Timestamp,
+    pub identity_id: &'a str,
+}
+
+/// Compares the Secret found with what was last written and what the template asks for.
+pub fn observe(
+    secret: Option<&Secret>,
+    owner_uid: &str,
+    expected: Option<&Expected<'_>>,
+    template: Option<&SecretTemplate>,
+) -> SecretState {
+    let Some(secret) = secret else {
+        return SecretState::Missing;
+    };
+    if !is_controlled_by(secret, owner_uid) {
+        return SecretState::Foreign;
+    }
+    let (Some(expected), Some(content)) = (expected, read_content(secret)) else {
+        return SecretState::TokenChanged;
+    };
+    if token_hash(&content.token) != expected.token_hash {
+        return SecretState::TokenChanged;
+    }
+    let data_ok = format_expires_on(content.expires_on) == format_expires_on(expected.expires_on)
+        && content.identity_id == expected.identity_id
+        && secret.data.as_ref().is_some_and(|d| d.len() == 3);
+    let labels = secret.metadata.labels.clone().unwrap_or_default();
+    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    let template = template.cloned().unwrap_or_default();
+    let metadata_ok = labels.get(MANAGED_BY_KEY).map(String::as_str) == Some(MANAGED_BY_VALUE)
+        && template
+            .labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+        && template
+            .annotations
+            .iter()
+            .all(|(k, v)| annotations.get(k) == Some(v))
+        && secret.type_.as_deref().unwrap_or("Opaque") == "Opaque";
+    if data_ok && metadata_ok {
+        SecretState::Current
+    } else {
+        SecretState::MetadataDrift
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acs::Scope;
+    use crate::api::{AcsIdentitySpec, ConnectionRef};
+
+    fn identity() -> AcsIdentity {
+        let mut id = AcsIdentity::new(
+            "alice",
+            AcsIdentitySpec {
+                connection_ref: ConnectionRef {
+                    kind: Default::default(),
+                    name: "acs".into(),
+                },
+                scopes: vec![Scope::Chat],
+                token_lifetime_minutes: 60,
+                renew_before: None,
+                renew_before_percentage: None,
+                secret_name: None,
+                secret_template: Some(SecretTemplate {
+                    labels: [("team".to_string(), "a".to_string())].into(),
+                    annotations: [("note".to_string(), "x".to_string())].into(),
+                }),
+                identity_id: None,
+                deletion_policy: Default::default(),
+            },
+        );
+        id.metadata.namespace = Some("ns".into());
+        id.metadata.uid = Some("uid-1".into());
+        id
+    }
+
+    fn content() -> TokenContent {
+        TokenContent {
+            token: "tok-1".into(),
+            expires_on: Timestamp::from_second(2_000_000_000).unwrap(),
+            identity_id: "8:acs:r_1".into(),
+        }
+    }
+
+    fn expected_for(c: &TokenContent) -> (String, Timestamp, String) {
+        (token_hash(&c.token), c.expires_on, c.identity_id.clone())
+    }
+
+    fn state(secret: Option<&Secret>, owner: &str) -> SecretState {
+        let (hash, exp, id) = expected_for(&content());
+        let expected = Expected {
+            token_hash: &hash,
+            expires_on: exp,
+            identity_id: &id,
+        };
+        observe(
+            secret,
+            owner,
+            Some(&expected),
+            identity().spec.secret_template.as_ref(),
+        )
+    }
+
+    #[test]
+    fn the_written_secret_reads_back_as_current() {
+        let s = desired(&identity(), &content(), None);
+        assert_eq!(s.metadata.name.as_deref(), Some("alice"));
+        assert_eq!(s.type_.as_deref(), Some("Opaque"));
+        assert_eq!(read_content(&s), Some(content()));
+        assert_eq!(state(Some(&s), "uid-1"), SecretState::Current);
+        let data = s.data.unwrap();
+        assert_eq!(data[KEY_EXPIRES_ON].0, b"2033-05-18T03:33:20Z");
+    }
+
+    #[test]
+    fn states() {
+        let good = desired(&identity(), &content(), None);
+        assert_eq!(state(None, "uid-1"), SecretState::Missing);
+        assert_eq!(state(Some(&good), "someone-else"), SecretState::Foreign);
+
+        let mut unowned = good.clone();
+        unowned.metadata.owner_references = None;
+        assert_eq!(state(Some(&unowned), "uid-1"), SecretState::Foreign);
+
+        let mut edited = good.clone();
+        edited
+            .data
+            .as_mut()
+            .unwrap()
+            .insert(KEY_TOKEN.into(), ByteString(b"forged".to_vec()));
+        assert_eq!(state(Some(&edited), "uid-1"), SecretState::TokenChanged);
+
+        let mut emptied = good.clone();
+        emptied.data = None;
+        assert_eq!(state(Some(&emptied), "uid-1"), SecretState::TokenChanged);
+
+        let mut relabelled = good.clone();
+        relabelled.metadata.labels.as_mut().unwrap().remove("team");
+        assert_eq!(
+            state(Some(&relabelled), "uid-1"),
+            SecretState::MetadataDrift
+        );
+
+        let mut extra_key = good.clone();
+        extra_key
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("extra".into(), ByteString(vec![1]));
+        assert_eq!(state(Some(&extra_key), "uid-1"), SecretState::MetadataDrift);
+
+        let mut foreign_labels = good.clone();
+        foreign_labels
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("other".into(), "y".into());
+        assert_eq!(
+            state(Some(&foreign_labels), "uid-1"),
+            SecretState::Current,
+            "extra labels are fine"
+        );
+    }
+
+    #[test]
+    fn rewrite_keeps_labels_others_added() {
+        let mut existing = desired(&identity(), &content(), None);
+        existing
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("other".into(), "y".into());
+        existing.metadata.resource_version = Some("42".into());
+        let rewritten = desired(&identity(), &content(), Some(&existing));
+        let labels = rewritten.metadata.labels.unwrap();
+        assert_eq!(labels["other"], "y");
+        assert_eq!(labels[MANAGED_BY_KEY], MANAGED_BY_VALUE);
+        assert_eq!(rewritten.metadata.resource_version.as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn debug_hides_token() {
+        assert!(!format!("{:?}", content()).contains("tok-1"));
+    }
+}
