@@ -1,0 +1,187 @@
+//! The Rust ACS client runs the quickstart flow against the emulator over HTTP and HTTPS, and
+//! the emulator's admin view confirms each step took effect.
+
+mod common;
+
+use acs_identity_operator::acs::{
+    AcsClient, AcsError, ClientOptions, ConnectionString, Scope, TokenLifetime,
+};
+use common::{Admin, start_emulator, test_ca};
+use std::time::Duration;
+
+async fn quickstart_flow(client: &AcsClient, admin: &Admin) {
+    let day = TokenLifetime::MAX;
+
+    // Create a user, then issue a token for it.
+    let user = client.create_identity().await.unwrap();
+    assert!(user.starts_with("8:acs:"), "{user}");
+    assert_eq!(admin.identity(&user).await.unwrap()["tokensIssued"], 0);
+    let voip = client
+        .issue_token(&user, &[Scope::Voip], day)
+        .await
+        .unwrap();
+    assert_eq!(admin.verify(&voip.token).await, (true, "ok".into()));
+    let lifetime = voip.expires_on.duration_since(jiff::Timestamp::now());
+    assert!(
+        lifetime.as_secs() > 23 * 3600 && lifetime.as_secs() <= 24 * 3600,
+        "{lifetime:?}"
+    );
+
+    // Create a user and its token in one call, with a custom lifetime.
+    let hour = TokenLifetime::from_minutes(60).unwrap();
+    let (second, chat) = client
+        .create_identity_with_token(&[Scope::Chat, Scope::ChatJoin], hour)
+        .await
+        .unwrap();
+    assert_eq!(admin.identity(&second).await.unwrap()["tokensIssued"], 1);
+    let lifetime = chat.expires_on.duration_since(jiff::Timestamp::now());
+    assert!(
+        lifetime.as_secs() > 3500 && lifetime.as_secs() <= 3600,
+        "{lifetime:?}"
+    );
+
+    // Revoke: every token issued before is invalid, the identity still exists.
+    client.revoke_tokens(&user).await.unwrap();
+    assert_eq!(admin.verify(&voip.token).await, (false, "revoked".into()));
+    assert_eq!(admin.identity(&user).await.unwrap()["revocations"], 1);
+    let after = client
+        .issue_token(&user, &[Scope::Voip], day)
+        .await
+        .unwrap();
+    assert_eq!(admin.verify(&after.token).await, (true, "ok".into()));
+
+    // Delete: tokens die with it and the id becomes unknown.
+    client.delete_identity(&user).await.unwrap();
+    assert_eq!(admin.identity(&user).await.unwrap()["deleted"], true);
+    assert_eq!(admin.verify(&after.token).await, (false, "deleted".into()));
+    let gone = client
+        .issue_token(&user, &[Scope::Voip], day)
+        .await
+        .unwrap_err();
+    assert!(matches!(gone, AcsError::NotFound(_)), "{gone:?}");
+    assert!(matches!(
+        client.delete_identity(&user).await,
+        Err(AcsError::NotFound(_))
+    ));
+
+    // The untouched identity keeps a valid token throughout.
+    assert_eq!(admin.verify(&chat.token).await, (true, "ok".into()));
+}
+
+#[tokio::test]
+async fn rust_client_runs_the_quickstart_over_http() {
+    let emulator = start_emulator(|_| {}).await;
+    let admin = Admin::new(&emulator, None);
+    let client = AcsClient::new(&emulator.connection_string(), ClientOptions::default()).unwrap();
+    assert_eq!(client.endpoint().scheme(), "http");
+    quickstart_flow(&client, &admin).await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn rust_client_runs_the_quickstart_over_https_with_an_extra_ca() {
+    let ca = test_ca();
+    let emulator = start_emulator(|c| c.tls = Some(ca.server.clone())).await;
+    let admin = Admin::new(&emulator, Some(&ca.ca_pem));
+    // The emulator advertises https://localhost:PORT/; connect by address to stay on loopback.
+    let mut connection = emulator.connection_string();
+    connection.endpoint.set_host(Some("127.0.0.1")).unwrap();
+    let options = ClientOptions {
+        extra_ca_pem: Some(ca.ca_pem.clone().into_bytes()),
+        ..ClientOptions::default()
+    };
+    let client = AcsClient::new(&connection, options).unwrap();
+    assert_eq!(client.endpoint().scheme(), "https");
+    quickstart_flow(&client, &admin).await;
+
+    // Without the CA the same endpoint is refused at the TLS layer.
+    let untrusting = AcsClient::new(&connection, ClientOptions::default()).unwrap();
+    let err = untrusting.create_identity().await.unwrap_err();
+    assert!(matches!(err, AcsError::Transport(_)), "{err:?}");
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_key_is_unauthorized_and_not_retriable() {
+    let emulator = start_emulator(|_| {}).await;
+    let wrong: ConnectionString =
+        format!("endpoint={};accesskey=d3Jvbmcta2V5", emulator.endpoint())
+            .parse()
+            .unwrap();
+    let client = AcsClient::new(&wrong, ClientOptions::default()).unwrap();
+    let err = client.create_identity().await.unwrap_err();
+    assert!(
+        matches!(err, AcsError::Unauthorized { status: 401, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.service_code(), Some("Denied"));
+    assert!(!err.is_retriable());
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn injected_faults_map_to_typed_errors() {
+    let emulator = start_emulator(|_| {}).await;
+    let admin = Admin::new(&emulator, None);
+    let client = AcsClient::new(&emulator.connection_string(), ClientOptions::default()).unwrap();
+    let user = client.create_identity().await.unwrap();
+
+    admin
+        .post("admin/faults", serde_json::json!({"operation": "issueToken", "count": 1, "status": 429, "retryAfterSeconds": 7}))
+        .await;
+    let err = client
+        .issue_token(&user, &[Scope::Chat], TokenLifetime::MAX)
+        .await
+        .unwrap_err();
+    match &err {
+        AcsError::Throttled { retry_after, .. } => {
+            assert_eq!(*retry_after, Some(Duration::from_secs(7)))
+        }
+        other => panic!("expected Throttled, got {other:?}"),
+    }
+    assert!(err.is_retriable());
+
+    admin
+        .post(
+            "admin/faults",
+            serde_json::json!({"operation": "issueToken", "count": 1, "status": 503}),
+        )
+        .await;
+    let err = client
+        .issue_token(&user, &[Scope::Chat], TokenLifetime::MAX)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AcsError::Unavailable { status: 503, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_retriable());
+
+    // The faults are used up: the next call succeeds.
+    client
+        .issue_token(&user, &[Scope::Chat], TokenLifetime::MAX)
+        .await
+        .unwrap();
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_call_times_out() {
+    let emulator = start_emulator(|_| {}).await;
+    let admin = Admin::new(&emulator, None);
+    admin
+        .post(
+            "admin/faults",
+            serde_json::json!({"operation": null, "count": 1, "delayMs": 3000}),
+        )
+        .await;
+    let options = ClientOptions {
+        timeout: Duration::from_millis(300),
+        ..ClientOptions::default()
+    };
+    let client = AcsClient::new(&emulator.connection_string(), options).unwrap();
+    let err = client.create_identity().await.unwrap_err();
+    assert!(matches!(err, AcsError::Timeout(_)), "{err:?}");
+    assert!(err.is_retriable());
+    emulator.shutdown().await;
+}
