@@ -46,6 +46,9 @@ pub struct Settings {
     pub rate_limiter: Arc<dyn Fn() -> AcsRateLimiter + Send + Sync>,
     /// Name of this instance in Events (the pod name in a cluster).
     pub instance: Option<String>,
+    /// Called after each AcsIdentity reconcile with its namespace and name (for metrics and
+    /// for tests that must know an object was looked at even when nothing was written).
+    pub on_reconciled: Option<Arc<dyn Fn(&str, &str) + Send + Sync>>,
 }
 
 impl Default for Settings {
@@ -56,6 +59,7 @@ impl Default for Settings {
             acs_timeout: Duration::from_secs(30),
             rate_limiter: Arc::new(AcsRateLimiter::at_acs_limits),
             instance: None,
+            on_reconciled: None,
         }
     }
 }
@@ -69,6 +73,7 @@ pub struct Context {
     nudge: mpsc::UnboundedSender<ObjectRef<AcsIdentity>>,
     /// Consecutive Kubernetes API failures per object, for the generic error policy.
     api_failures: Mutex<HashMap<ObjectRef<AcsIdentity>, u32>>,
+    on_reconciled: Option<Arc<dyn Fn(&str, &str) + Send + Sync>>,
 }
 
 impl Context {
@@ -169,6 +174,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
         identities: identity_ctrl.store(),
         nudge,
         api_failures: Mutex::default(),
+        on_reconciled: settings.on_reconciled.clone(),
     });
 
     // Identities must not be judged before the connections are known, or a restart would
@@ -242,12 +248,14 @@ async fn watch_connection_secrets(secrets: Api<PartialObjectMeta<Secret>>, ctx: 
 
 async fn reconcile_identity(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(obj.as_ref());
-    let span = tracing::info_span!("reconcile", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
-    let _enter = span.enter();
-    drop(_enter);
+    let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let span = tracing::info_span!("reconcile", %namespace, %name);
     let result = tracing::Instrument::instrument(identity::reconcile(obj, ctx.clone()), span).await;
     if result.is_ok() {
         ctx.api_failures.lock().expect("lock").remove(&key);
+    }
+    if let Some(hook) = &ctx.on_reconciled {
+        hook(&namespace, &name);
     }
     result
 }
