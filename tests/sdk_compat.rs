@@ -716,6 +716,16 @@ async fn run_quickstart(
     args: &[OsString],
     env: &[(&str, OsString)],
 ) {
+    let mut flow = Flow {
+        sdk,
+        emulator,
+        started_at: jiff::Timestamp::now().as_second(),
+        expected: Expected::default(),
+        ids: BTreeMap::new(),
+        steps: Vec::new(),
+    };
+    // Before the script starts: the emulator is empty.
+    flow.check_emulator("start").await;
     let deadline = tokio::time::Instant::now() + SCRIPT_TIMEOUT;
     let mut child = Command::new(program)
         .args(args)
@@ -725,6 +735,11 @@ async fn run_quickstart(
             emulator.connection_string(),
         )
         .env("SDK_STEP_ACK", "1")
+        // Only the installed SDKs and the test CA: nothing from the caller's environment.
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .env_remove("NODE_PATH")
+        .env_remove("NODE_OPTIONS")
         .env("NO_PROXY", "localhost,127.0.0.1")
         .env("no_proxy", "localhost,127.0.0.1")
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -742,17 +757,6 @@ async fn run_quickstart(
         let _ = stderr.read_to_string(&mut text).await;
         text
     });
-
-    let mut flow = Flow {
-        sdk,
-        emulator,
-        started_at: jiff::Timestamp::now().as_second(),
-        expected: Expected::default(),
-        ids: BTreeMap::new(),
-        steps: Vec::new(),
-    };
-    // No request has been made yet: the emulator is empty.
-    flow.check_emulator("start").await;
 
     let mut other_output = Vec::new();
     let mut index = 0;
