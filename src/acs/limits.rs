@@ -93,7 +93,11 @@ fn quota(limit: u32) -> Quota {
     let burst = (((1.0 - FILL) * f64::from(limit)).floor() as u32).max(1);
     let refill = limit.saturating_sub(burst);
     // burst + refill = limit requests fit in any window; with no refill, one every 2 windows.
-    let period = if refill == 0 { WINDOW * 2 } else { WINDOW / refill };
+    let period = if refill == 0 {
+        WINDOW * 2
+    } else {
+        WINDOW / refill
+    };
     Quota::with_period(period)
         .expect("period is positive")
         .allow_burst(NonZeroU32::new(burst).expect("burst is at least 1"))
