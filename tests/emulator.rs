@@ -286,7 +286,7 @@ async fn create_with_token_returns_a_token_the_sdks_can_read() {
 
     assert_eq!(emulator.verdict(token).await, "ok");
     let stats = emulator.admin_get("/admin/stats").await;
-    assert_eq!(stats["operations"]["createUserAndToken"]["201"], 1);
+    assert_eq!(stats["operations"]["createIdentityWithToken"]["201"], 1);
 }
 
 #[tokio::test]
@@ -558,7 +558,7 @@ async fn unauthenticated_requests_are_denied() {
     assert_eq!(identities["identities"].as_array().unwrap().len(), 1);
     let stats = emulator.admin_get("/admin/stats").await;
     assert_eq!(stats["operations"]["createIdentity"]["401"], 4);
-    assert_eq!(stats["operations"]["createUserAndToken"]["401"], 1);
+    assert_eq!(stats["operations"]["createIdentityWithToken"]["401"], 1);
 }
 
 #[tokio::test]

@@ -41,7 +41,7 @@ struct Cli {
     token_lifetime_seconds: Option<u64>,
 
     /// `default` (the service's limits per 30 s), `off`, or `operation=count,...` (others keep
-    /// their default). Operations: createIdentity, createUserAndToken, issueToken,
+    /// their default). Operations: createIdentity, createIdentityWithToken, issueToken,
     /// revokeTokens, deleteIdentity.
     #[arg(long, default_value = "default", value_parser = parse_throttle)]
     throttle: ThrottleConfig,

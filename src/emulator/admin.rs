@@ -21,13 +21,14 @@
 //! `{"operation":null,"count":1,"delayMs":1500}` delays the next data-plane request of any
 //! operation by 1.5 s and then serves it normally; `status` and `delayMs` together delay, then
 //! fail. `operation` is one of `createIdentity` (matches both kinds of create),
-//! `createUserAndToken`, `issueToken`, `revokeTokens`, `deleteIdentity`, or `null` for any;
+//! `createIdentityWithToken` (alias `createUserAndToken`), `issueToken`, `revokeTokens`,
+//! `deleteIdentity`, or `null` for any;
 //! `count` defaults to 1; `status` must be 400..=599. Faults are applied before authentication,
 //! in the order they were added, one per request. The error body is
 //! `{"error":{"code":"ServiceUnavailable"|"TooManyRequests"|"InternalServerError"|"InjectedFault","message":"…"}}`.
 //!
 //! A throttle configuration:
-//! `{"enabled":true,"windowSeconds":30,"limits":{"createIdentity":1000,"createUserAndToken":1000,"issueToken":1000,"revokeTokens":500,"deleteIdentity":500}}`.
+//! `{"enabled":true,"windowSeconds":30,"limits":{"createIdentity":1000,"createIdentityWithToken":1000,"issueToken":1000,"revokeTokens":500,"deleteIdentity":500}}`.
 //! Every field may be left out: `enabled` defaults to true, `windowSeconds` to 30, and an
 //! operation missing from `limits` keeps its service default. `{"enabled":false}` turns
 //! throttling off.

@@ -71,7 +71,7 @@ impl Rule {
         let operation = spec
             .operation
             .as_deref()
-            .map(str::parse::<Operation>)
+            .map(super::operation::parse)
             .transpose()?;
         if spec.status.is_none() && spec.delay_ms.is_none() {
             return Err(FaultSpecError::NothingToDo);
@@ -102,7 +102,7 @@ impl Rule {
 
     fn to_spec(&self) -> FaultSpec {
         FaultSpec {
-            operation: self.operation.map(|op| op.name().to_string()),
+            operation: self.operation.map(|op| op.as_str().to_string()),
             count: self.remaining,
             status: self.fault.status,
             retry_after_seconds: self.fault.retry_after_seconds,
@@ -114,7 +114,8 @@ impl Rule {
     }
 
     fn applies_to(&self, op: Operation) -> bool {
-        self.operation.is_none_or(|wanted| wanted.covers(op))
+        self.operation
+            .is_none_or(|wanted| super::operation::covers(wanted, op))
     }
 }
 
@@ -195,7 +196,7 @@ mod tests {
         let mut plan = FaultPlan::default();
         plan.add(&spec(r#"{"operation":"createIdentity","status":429}"#))
             .unwrap();
-        assert!(plan.take(Operation::CreateUserAndToken).is_some());
+        assert!(plan.take(Operation::CreateIdentityWithToken).is_some());
     }
 
     #[test]

@@ -1,80 +1,38 @@
-//! The ACS Identity operations the emulator serves, named once so that throttling, fault
-//! injection and the request counters all speak of the same things.
+//! The ACS operations as the emulator's CLI and admin API name them. The operations and their
+//! limits are the client's ([`crate::acs::Operation`]): one vocabulary for both sides of the
+//! wire. This adds reading a name back, and what a fault's operation filter matches.
 
-use std::fmt;
-use std::str::FromStr;
+pub use crate::acs::Operation;
 
-/// One data-plane operation. Creating an identity together with its first token is its own
-/// operation because ACS throttles it separately (`createUserAndToken`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Operation {
-    CreateIdentity,
-    CreateUserAndToken,
-    IssueToken,
-    RevokeTokens,
-    DeleteIdentity,
-}
-
-impl Operation {
-    pub const ALL: [Operation; 5] = [
-        Operation::CreateIdentity,
-        Operation::CreateUserAndToken,
-        Operation::IssueToken,
-        Operation::RevokeTokens,
-        Operation::DeleteIdentity,
-    ];
-
-    /// The stable name used in the CLI, the admin API and the counters.
-    pub fn name(self) -> &'static str {
-        match self {
-            Operation::CreateIdentity => "createIdentity",
-            Operation::CreateUserAndToken => "createUserAndToken",
-            Operation::IssueToken => "issueToken",
-            Operation::RevokeTokens => "revokeTokens",
-            Operation::DeleteIdentity => "deleteIdentity",
-        }
-    }
-
-    /// Whether a fault or filter naming `self` applies to a request doing `actual`. Both
-    /// flavours of `POST /identities` are a `createIdentity`; `createUserAndToken` names only
-    /// the one that also mints a token.
-    pub fn covers(self, actual: Operation) -> bool {
-        self == actual
-            || (self == Operation::CreateIdentity && actual == Operation::CreateUserAndToken)
-    }
-
-    /// The service's documented limit per 30-second window (PROTOCOL.md §4).
-    pub fn default_limit_per_window(self) -> u32 {
-        match self {
-            Operation::CreateIdentity | Operation::CreateUserAndToken | Operation::IssueToken => {
-                1000
-            }
-            Operation::RevokeTokens | Operation::DeleteIdentity => 500,
-        }
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// The service documentation calls creating with a first token `createUserAndToken`; it is
+/// accepted as another name of [`Operation::CreateIdentityWithToken`].
+const ALIASES: [(&str, Operation); 1] =
+    [("createUserAndToken", Operation::CreateIdentityWithToken)];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown operation `{0}` (expected createIdentity, createUserAndToken, issueToken, revokeTokens or deleteIdentity)"
+    "unknown operation `{0}` (expected createIdentity, createIdentityWithToken, issueToken, revokeTokens or deleteIdentity)"
 )]
 pub struct UnknownOperation(pub String);
 
-impl FromStr for Operation {
-    type Err = UnknownOperation;
+/// An operation by its stable name ([`Operation::as_str`]) or alias.
+pub fn parse(name: &str) -> Result<Operation, UnknownOperation> {
+    let name = name.trim();
+    Operation::ALL
+        .into_iter()
+        .map(|op| (op.as_str(), op))
+        .chain(ALIASES)
+        .find(|(known, _)| *known == name)
+        .map(|(_, op)| op)
+        .ok_or_else(|| UnknownOperation(name.to_string()))
+}
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Operation::ALL
-            .into_iter()
-            .find(|op| op.name() == s.trim())
-            .ok_or_else(|| UnknownOperation(s.to_string()))
-    }
+/// Whether a filter naming `wanted` applies to a request doing `actual`: both kinds of
+/// `POST /identities` are a `createIdentity`; `createIdentityWithToken` names only the one that
+/// also mints a token.
+pub fn covers(wanted: Operation, actual: Operation) -> bool {
+    wanted == actual
+        || (wanted == Operation::CreateIdentity && actual == Operation::CreateIdentityWithToken)
 }
 
 #[cfg(test)]
@@ -82,17 +40,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip() {
+    fn names_and_alias_parse() {
         for op in Operation::ALL {
-            assert_eq!(op.name().parse::<Operation>(), Ok(op));
+            assert_eq!(parse(op.as_str()), Ok(op));
         }
-        assert!("issue".parse::<Operation>().is_err());
+        assert_eq!(
+            parse("createUserAndToken"),
+            Ok(Operation::CreateIdentityWithToken)
+        );
+        assert!(parse("issue").is_err());
     }
 
     #[test]
     fn create_covers_create_with_token_but_not_the_reverse() {
-        assert!(Operation::CreateIdentity.covers(Operation::CreateUserAndToken));
-        assert!(!Operation::CreateUserAndToken.covers(Operation::CreateIdentity));
-        assert!(!Operation::IssueToken.covers(Operation::RevokeTokens));
+        use Operation::*;
+        assert!(covers(CreateIdentity, CreateIdentityWithToken));
+        assert!(!covers(CreateIdentityWithToken, CreateIdentity));
+        assert!(!covers(IssueToken, RevokeTokens));
+        assert!(covers(IssueToken, IssueToken));
     }
 }

@@ -57,11 +57,11 @@ impl Call {
         }
     }
 
-    /// Creating with a first token is throttled and counted as `createUserAndToken`.
+    /// Creating with a first token is throttled and counted as `createIdentityWithToken`.
     fn operation(&self) -> Operation {
         match self {
             Call::Create(Ok(body)) if body.create_token_with_scopes.is_some() => {
-                Operation::CreateUserAndToken
+                Operation::CreateIdentityWithToken
             }
             Call::Create(_) => Operation::CreateIdentity,
             Call::IssueToken(..) => Operation::IssueToken,
@@ -97,7 +97,7 @@ impl App {
                     Ok(response) => response,
                     Err(error) => error.to_response(),
                 };
-                self.finish(operation.name(), response, &parts, started)
+                self.finish(operation.as_str(), response, &parts, started)
             }
         }
     }
@@ -122,7 +122,7 @@ impl App {
             body,
         };
         if let Err(reason) = self.verifier.verify(&signed, SystemTime::now()) {
-            tracing::info!(%operation, %reason, "request denied");
+            tracing::info!(operation = operation.as_str(), %reason, "request denied");
             return Err(AcsError::denied(reason));
         }
         let requested = routes::api_version(parts.uri.query());
@@ -134,7 +134,10 @@ impl App {
             return Err(AcsError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequests",
-                format!("Rate limit exceeded for {operation}. Retry after {seconds} seconds."),
+                format!(
+                    "Rate limit exceeded for {}. Retry after {seconds} seconds.",
+                    operation.as_str()
+                ),
             )
             .with_retry_after(Some(seconds)));
         }
@@ -296,7 +299,7 @@ mod tests {
         let plain = Call::new(AcsRoute::Create, b"");
         assert_eq!(plain.operation(), Operation::CreateIdentity);
         let with_token = Call::new(AcsRoute::Create, br#"{"createTokenWithScopes":["chat"]}"#);
-        assert_eq!(with_token.operation(), Operation::CreateUserAndToken);
+        assert_eq!(with_token.operation(), Operation::CreateIdentityWithToken);
         let nulls = Call::new(AcsRoute::Create, br#"{"createTokenWithScopes":null}"#);
         assert_eq!(nulls.operation(), Operation::CreateIdentity);
     }

@@ -28,7 +28,7 @@ impl Default for ThrottleConfig {
             window_seconds: DEFAULT_WINDOW.as_secs(),
             limits: Operation::ALL
                 .into_iter()
-                .map(|op| (op.name().to_string(), op.default_limit_per_window()))
+                .map(|op| (op.as_str().to_string(), op.acs_limit()))
                 .collect(),
         }
     }
@@ -66,12 +66,12 @@ impl ThrottleConfig {
             let (name, count) = pair
                 .split_once('=')
                 .ok_or_else(|| ThrottleConfigError::NotAPair(pair.to_string()))?;
-            let op: Operation = name.trim().parse()?;
+            let op = super::operation::parse(name)?;
             let count = count
                 .trim()
                 .parse()
-                .map_err(|_| ThrottleConfigError::BadCount(op.name().to_string()))?;
-            config.limits.insert(op.name().to_string(), count);
+                .map_err(|_| ThrottleConfigError::BadCount(op.as_str().to_string()))?;
+            config.limits.insert(op.as_str().to_string(), count);
         }
         Ok(config)
     }
@@ -83,8 +83,8 @@ impl ThrottleConfig {
         }
         let mut limits = Self::default().limits;
         for (name, count) in self.limits {
-            let op: Operation = name.parse()?;
-            limits.insert(op.name().to_string(), count);
+            let op = super::operation::parse(&name)?;
+            limits.insert(op.as_str().to_string(), count);
         }
         self.limits = limits;
         Ok(self)
@@ -92,9 +92,9 @@ impl ThrottleConfig {
 
     fn limit(&self, op: Operation) -> u32 {
         self.limits
-            .get(op.name())
+            .get(op.as_str())
             .copied()
-            .unwrap_or_else(|| op.default_limit_per_window())
+            .unwrap_or_else(|| op.acs_limit())
     }
 }
 
@@ -218,14 +218,14 @@ mod tests {
 
     #[test]
     fn operations_have_separate_windows() {
-        let mut throttle = limited("createIdentity=1,createUserAndToken=1");
+        let mut throttle = limited("createIdentity=1,createIdentityWithToken=1");
         let t0 = Instant::now();
         assert_eq!(
             throttle.admit(Operation::CreateIdentity, t0),
             Admission::Admitted
         );
         assert_eq!(
-            throttle.admit(Operation::CreateUserAndToken, t0),
+            throttle.admit(Operation::CreateIdentityWithToken, t0),
             Admission::Admitted
         );
         assert!(matches!(
