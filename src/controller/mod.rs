@@ -33,6 +33,9 @@ use tracing::{debug, info, warn};
 /// Field manager for every write, and the Events' reporting controller.
 pub const MANAGER: &str = "acs-identity-operator";
 
+/// Called after each AcsIdentity reconcile with its namespace and name.
+pub type ReconcileHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 /// How the operator runs.
 #[derive(Clone)]
 pub struct Settings {
@@ -48,7 +51,7 @@ pub struct Settings {
     pub instance: Option<String>,
     /// Called after each AcsIdentity reconcile with its namespace and name (for metrics and
     /// for tests that must know an object was looked at even when nothing was written).
-    pub on_reconciled: Option<Arc<dyn Fn(&str, &str) + Send + Sync>>,
+    pub on_reconciled: Option<ReconcileHook>,
 }
 
 impl Default for Settings {
@@ -73,7 +76,7 @@ pub struct Context {
     nudge: mpsc::UnboundedSender<ObjectRef<AcsIdentity>>,
     /// Consecutive Kubernetes API failures per object, for the generic error policy.
     api_failures: Mutex<HashMap<ObjectRef<AcsIdentity>, u32>>,
-    on_reconciled: Option<Arc<dyn Fn(&str, &str) + Send + Sync>>,
+    on_reconciled: Option<ReconcileHook>,
 }
 
 impl Context {
