@@ -2,22 +2,25 @@
 //! each step, faults, throttling, TLS, and the `acs-emulator` binary itself. Everything binds
 //! 127.0.0.1 and every wait is bounded.
 
+mod common;
+
 use acs_identity_operator::acs::model::SUPPORTED_API_VERSIONS;
 use acs_identity_operator::acs::{AccessKey, signing};
 use acs_identity_operator::emulator::throttle::ThrottleConfig;
-use acs_identity_operator::emulator::{EmulatorConfig, EmulatorHandle, TlsPem, serve};
+use acs_identity_operator::emulator::{EmulatorConfig, EmulatorHandle};
 use base64::Engine;
+use common::{Admin, TEST_KEY as KEY, start_emulator, test_ca};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime};
 use url::Url;
 
-const KEY: &str = "ZW11bGF0b3ItdGVzdC1rZXktMDEyMzQ1Njc4OWFiY2RlZg==";
 const V: &str = "2023-10-01";
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Emulator {
     handle: EmulatorHandle,
     http: reqwest::Client,
+    admin: Admin,
     key: AccessKey,
 }
 
@@ -49,11 +52,9 @@ fn key() -> AccessKey {
 }
 
 async fn start(configure: impl FnOnce(&mut EmulatorConfig)) -> Emulator {
-    let mut config = EmulatorConfig::new(key());
-    configure(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let handle = serve(config, listener).await.unwrap();
+    let handle = start_emulator(configure).await;
     Emulator {
+        admin: Admin::new(&handle, None),
         handle,
         http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
         key: key(),
@@ -106,9 +107,7 @@ impl Emulator {
     }
 
     async fn admin_get(&self, path: &str) -> Value {
-        let response = self.http.get(self.url(path)).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
+        self.admin.get(path).await
     }
 
     async fn admin_send(&self, method: &str, path: &str, body: Value) -> Answer {
@@ -120,23 +119,13 @@ impl Emulator {
     }
 
     async fn identity_view(&self, id: &str) -> Value {
-        let all = self.admin_get("/admin/identities").await;
-        all["identities"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|entry| entry["id"] == id)
-            .cloned()
-            .unwrap_or(Value::Null)
+        self.admin.identity(id).await.unwrap_or(Value::Null)
     }
 
     async fn verdict(&self, token: &str) -> String {
-        let answer = self
-            .admin_send("POST", "/admin/tokens:verify", json!({ "token": token }))
-            .await;
-        assert_eq!(answer.status, 200);
-        assert_eq!(answer.json["valid"], answer.json["reason"] == "ok");
-        answer.json["reason"].as_str().unwrap().to_string()
+        let (valid, reason) = self.admin.verify(token).await;
+        assert_eq!(valid, reason == "ok");
+        reason
     }
 }
 
@@ -745,34 +734,6 @@ async fn unknown_routes_are_404_and_counted() {
     assert_eq!(emulator.admin_get("/admin/stats").await["total"], 0);
 }
 
-struct TestCa {
-    ca_pem: String,
-    server: TlsPem,
-}
-
-/// A CA and a leaf for localhost and 127.0.0.1 signed by it, as the SDK tests use.
-fn test_ca() -> TestCa {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf_params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-    TestCa {
-        ca_pem: ca.pem(),
-        server: TlsPem {
-            cert_chain: leaf.pem().into_bytes(),
-            private_key: leaf_key.serialize_pem().into_bytes(),
-        },
-    }
-}
-
 #[tokio::test]
 async fn serves_https_with_a_certificate_for_localhost() {
     let ca = test_ca();
@@ -788,6 +749,7 @@ async fn serves_https_with_a_certificate_for_localhost() {
         .resolve("localhost", emulator.handle.local_addr())
         .build()
         .unwrap();
+    emulator.admin = Admin::new(&emulator.handle, Some(&ca.ca_pem));
     let id = emulator.create().await;
     let issued = emulator.issue(&id, r#"{"scopes":["voip"]}"#).await;
     assert_eq!(issued.status, 200);
