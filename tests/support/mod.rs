@@ -1,0 +1,45 @@
+//! Harness for integration tests against a real Kubernetes API server.
+//!
+//! Each test binary gets one cluster: either the one `KUBECONFIG` names (kind,
+//! AKS, ...) or, when that variable is unset, a local one started once by
+//! `tests/kube-apiserver/cluster up` (see its README for what that server does
+//! not do: no controllers, so no garbage collection and no namespace
+//! cascading; allow-all authorization). Every test gets its own namespace:
+//!
+//! ```ignore
+//! mod support;
+//!
+//! #[tokio::test]
+//! async fn secret_round_trips() {
+//!     let ns = support::TestNamespace::create("secret-round-trips").await;
+//!     let secrets: Api<Secret> = ns.api();
+//!     secrets.create(&PostParams::default(), &secret).await.unwrap();
+//!     // ... the namespace is deleted when `ns` is dropped, even on panic.
+//! }
+//! ```
+//!
+//! Every wait in a test is bounded: use [`within`].
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+mod cluster;
+mod namespace;
+
+#[allow(unused_imports)] // each test binary uses a different part of the harness
+pub use cluster::{client, cluster_config};
+pub use namespace::TestNamespace;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// How long a test waits for the server to do something it does at once.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Awaits `future` for at most [`TIMEOUT`], panicking with `what` if it takes
+/// longer, so a server that never answers fails the test instead of hanging it.
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(TIMEOUT, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {TIMEOUT:?} waiting for {what}"),
+    }
+}
