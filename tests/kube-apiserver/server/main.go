@@ -43,8 +43,8 @@ import (
 	noopoteltrace "go.opentelemetry.io/otel/trace/noop"
 )
 
-// options are the command line of the server: the upstream option structs that
-// apply to this server, nothing invented.
+// options are the command line of the server: the upstream option structs
+// (etcd, serving, admission, run) plus three flags of its own.
 type options struct {
 	run           *genericoptions.ServerRunOptions
 	etcd          *genericoptions.EtcdOptions
@@ -167,7 +167,8 @@ func run(ctx context.Context, o *options) error {
 	return front.PrepareRun().RunWithContext(ctx)
 }
 
-// newServers builds the front server and the apiextensions server it delegates to.
+// newServers builds the apiextensions server and the front server that
+// delegates to it, and returns the front one (which runs both).
 func newServers(o *options) (*genericapiserver.GenericAPIServer, error) {
 	frontConfig, err := newFrontConfig(o)
 	if err != nil {
