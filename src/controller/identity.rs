@@ -214,16 +214,15 @@ async fn store_token(
     renew_before: RenewBefore,
     refresh_request: Option<String>,
 ) -> Result<(), Error> {
-    let issued_at = progress.now();
-    let renew_at = renewal_time(
-        issued_at,
-        token.expires_on,
-        renew_before,
-        rand::random::<f64>(),
-    );
+    // Kubernetes keeps timestamps to the second: record what will read back identically, so
+    // the next reconcile finds status unchanged. Expiry rounds down (never claims more).
+    let issued_at = whole_seconds(progress.now());
+    let expires_on = whole_seconds(token.expires_on);
+    let jitter = rand::random::<f64>();
+    let renew_at = whole_seconds(renewal_time(issued_at, expires_on, renew_before, jitter));
     let content = TokenContent {
         token: token.token,
-        expires_on: token.expires_on,
+        expires_on,
         identity_id: identity_id.to_string(),
     };
     write_secret(secrets, obj, &content, existing).await?;
@@ -376,6 +375,11 @@ fn issued_record(status: &AcsIdentityStatus) -> Option<IssuedRecord> {
         expires_on: status.token_expires_on.as_ref()?.0,
         renewal_time: status.renewal_time.as_ref()?.0,
     })
+}
+
+/// `t` without its fraction of a second (rounded down).
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
 /// Time from `now` until `at`, at least a short moment so a due item cannot spin.

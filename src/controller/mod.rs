@@ -279,8 +279,12 @@ fn identity_error_policy(obj: Arc<AcsIdentity>, error: &Error, ctx: Arc<Context>
     ))
 }
 
-async fn log_result<T: std::fmt::Debug, E: std::fmt::Display>(kind: &str, result: Result<T, E>) {
+fn log_result<T, E: std::fmt::Display>(
+    kind: &'static str,
+    result: Result<T, E>,
+) -> futures::future::Ready<()> {
     if let Err(e) = result {
         debug!(kind, error = %e, "controller event");
     }
+    futures::future::ready(())
 }

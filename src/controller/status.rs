@@ -28,7 +28,8 @@ impl Progress {
     pub fn from_status(status: AcsIdentityStatus, now: Timestamp) -> Self {
         Self {
             status,
-            now,
+            // Status times are whole seconds on the server; keep `now` comparable.
+            now: Timestamp::from_second(now.as_second()).unwrap_or(now),
             current: None,
         }
     }

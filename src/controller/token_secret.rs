@@ -46,9 +46,11 @@ pub fn token_hash(token: &str) -> String {
         .collect()
 }
 
-/// RFC 3339 in UTC with whole seconds, as written into the Secret.
+/// RFC 3339 in UTC with whole seconds (rounded down), as written into the Secret.
 pub fn format_expires_on(t: Timestamp) -> String {
-    t.round(jiff::Unit::Second).unwrap_or(t).to_string()
+    Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string()
 }
 
 /// The Secret for `identity` holding `content`. Labels and annotations that others added to
