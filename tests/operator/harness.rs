@@ -1,0 +1,332 @@
+//! One test's world: its own namespace on the test cluster, its own ACS emulator, and an
+//! operator instance watching only that namespace (so tests run in parallel without seeing
+//! each other). The operator can be stopped and started again to test restarts.
+
+use crate::common::{Admin, TEST_KEY, start_emulator};
+use crate::support;
+use acs_identity_operator::api::{AcsConnection, AcsIdentity};
+use acs_identity_operator::controller::{self, Settings};
+use acs_identity_operator::emulator::{EmulatorConfig, EmulatorHandle};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::Client;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// How long any awaited condition may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(45);
+
+pub struct World {
+    pub client: Client,
+    pub ns: String,
+    pub emulator: Option<EmulatorHandle>,
+    pub admin: Admin,
+    operator: Option<JoinHandle<()>>,
+    /// Reconcile counts per identity name, from the operator's hook.
+    reconciled: Arc<(Mutex<HashMap<String, u64>>, Notify)>,
+    _namespace: support::TestNamespace,
+}
+
+/// Applies the operator's CRDs (server-side apply: idempotent across tests) and waits until
+/// the API server serves them.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [
+        acs_identity_operator::api::AcsIdentity::crd(),
+        AcsConnection::crd(),
+        acs_identity_operator::api::ClusterAcsConnection::crd(),
+    ] {
+        let name = crd.metadata.name.clone().unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("operator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+        support::within("CRD established", established)
+            .await
+            .unwrap();
+    }
+}
+
+impl World {
+    /// A namespace with an emulator, a connection Secret `acs-conn` and AcsConnection `acs`,
+    /// and a running operator.
+    pub async fn new(configure: impl FnOnce(&mut EmulatorConfig)) -> Self {
+        let namespace = support::TestNamespace::create(&test_name()).await;
+        let client = namespace.client();
+        let ns = namespace.name().to_string();
+        install_crds(&client).await;
+        let emulator = start_emulator(configure).await;
+        let admin = Admin::new(&emulator, None);
+        let mut world = World {
+            client,
+            ns,
+            admin,
+            emulator: Some(emulator),
+            operator: None,
+            reconciled: Arc::default(),
+            _namespace: namespace,
+        };
+        let connection_string = world.connection_string();
+        world
+            .put_secret("acs-conn", "connectionString", &connection_string)
+            .await;
+        world
+            .apply::<AcsConnection>(
+                "acs",
+                json!({"spec": {"connectionStringSecretRef": {"name": "acs-conn", "key": "connectionString"}}}),
+            )
+            .await;
+        world.start_operator();
+        world
+    }
+
+    pub fn connection_string(&self) -> String {
+        self.emulator.as_ref().unwrap().connection_string().expose()
+    }
+
+    pub fn start_operator(&mut self) {
+        assert!(self.operator.is_none(), "operator already running");
+        let reconciled = self.reconciled.clone();
+        let settings = Settings {
+            namespace: Some(self.ns.clone()),
+            concurrency: 8,
+            on_reconciled: Some(Arc::new(move |_ns: &str, name: &str| {
+                *reconciled
+                    .0
+                    .lock()
+                    .unwrap()
+                    .entry(name.to_string())
+                    .or_default() += 1;
+                reconciled.1.notify_waiters();
+            })),
+            ..Settings::default()
+        };
+        let client = self.client.clone();
+        self.operator = Some(tokio::spawn(async move {
+            controller::run(client, settings).await.unwrap();
+        }));
+    }
+
+    pub async fn stop_operator(&mut self) {
+        if let Some(task) = self.operator.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    pub fn reconcile_count(&self, name: &str) -> u64 {
+        self.reconciled
+            .0
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Waits until the operator has reconciled `name` more than `after` times.
+    pub async fn wait_reconciled(&self, name: &str, after: u64) {
+        let wait = async {
+            loop {
+                let notified = self.reconciled.1.notified();
+                if self.reconcile_count(name) > after {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("{name} was not reconciled within {WAIT:?}"));
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Server-side applies `body` (merged with apiVersion/kind/name) as the test's manager.
+    pub async fn apply<K>(&self, name: &str, mut body: Value) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        body["apiVersion"] = json!(K::api_version(&()));
+        body["kind"] = json!(K::kind(&()));
+        body["metadata"]["name"] = json!(name);
+        self.api::<K>()
+            .patch(
+                name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .unwrap()
+    }
+
+    pub async fn identity(&self, name: &str, spec: Value) -> AcsIdentity {
+        self.apply::<AcsIdentity>(name, json!({ "spec": spec }))
+            .await
+    }
+
+    pub async fn put_secret(&self, name: &str, key: &str, value: &str) {
+        self.apply::<Secret>(
+            name,
+            json!({"type": "Opaque", "stringData": { key: value }}),
+        )
+        .await;
+    }
+
+    pub async fn get<K>(&self, name: &str) -> Option<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.api::<K>().get_opt(name).await.unwrap()
+    }
+
+    pub async fn delete<K>(&self, name: &str)
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        match self.api::<K>().delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => panic!("delete {name}: {e}"),
+        }
+    }
+
+    /// Waits until the identity satisfies `check`, and returns it.
+    pub async fn wait_identity(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&AcsIdentity) -> bool,
+    ) -> AcsIdentity {
+        let cond = move |obj: Option<&AcsIdentity>| obj.is_some_and(&check);
+        match tokio::time::timeout(WAIT, await_condition(self.api::<AcsIdentity>(), name, cond))
+            .await
+        {
+            Ok(Ok(Some(obj))) => obj,
+            Ok(other) => panic!("waiting for {name} ({what}): {other:?}"),
+            Err(_) => {
+                let now = self.get::<AcsIdentity>(name).await;
+                panic!(
+                    "{name} not {what} within {WAIT:?}; last seen status: {:?}",
+                    now.and_then(|o| o.status)
+                )
+            }
+        }
+    }
+
+    pub async fn wait_ready(&self, name: &str) -> AcsIdentity {
+        // Ready for the current spec: the condition must have seen this generation.
+        self.wait_identity(name, "Ready", |o| {
+            ready_reason(o).0 == "True"
+                && o.status.as_ref().and_then(|s| s.observed_generation) == o.metadata.generation
+        })
+        .await
+    }
+
+    pub async fn wait_reason(&self, name: &str, reason: &str) -> AcsIdentity {
+        self.wait_identity(name, reason, |o| ready_reason(o).1 == reason)
+            .await
+    }
+
+    pub async fn wait_gone(&self, name: &str) {
+        let gone = await_condition(
+            self.api::<AcsIdentity>(),
+            name,
+            |o: Option<&AcsIdentity>| o.is_none(),
+        );
+        tokio::time::timeout(WAIT, gone)
+            .await
+            .unwrap_or_else(|_| panic!("{name} still exists after {WAIT:?}"))
+            .unwrap();
+    }
+
+    /// Waits until the Secret satisfies `check`.
+    pub async fn wait_secret(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(Option<&Secret>) -> bool,
+    ) -> Option<Secret> {
+        let wait = await_condition(self.api::<Secret>(), name, move |s: Option<&Secret>| {
+            check(s)
+        });
+        match tokio::time::timeout(WAIT, wait).await {
+            Ok(Ok(s)) => s,
+            other => panic!("Secret {name} not {what}: {other:?}"),
+        }
+    }
+
+    /// The Events about an object, as (reason, note).
+    pub async fn events_for(&self, name: &str) -> Vec<(String, String)> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = self.api();
+        api.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+}
+
+/// `(status, reason)` of the Ready condition, empty strings when absent.
+pub fn ready_reason(obj: &AcsIdentity) -> (String, String) {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| (c.status.clone(), c.reason.clone()))
+        .unwrap_or_default()
+}
+
+pub fn secret_text(secret: &Secret, key: &str) -> String {
+    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+pub fn status_of(obj: &AcsIdentity) -> &acs_identity_operator::api::AcsIdentityStatus {
+    obj.status.as_ref().expect("status")
+}
+
+/// The running test's name (the test thread is named after it), as a namespace hint.
+fn test_name() -> String {
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("operator");
+    name.rsplit("::").next().unwrap_or(name).replace('_', "-")
+}
+
+pub fn test_key() -> &'static str {
+    TEST_KEY
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(task) = self.operator.take() {
+            task.abort();
+        }
+    }
+}
