@@ -33,7 +33,11 @@ use std::collections::BTreeMap;
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.tokenExpiresOn"),
+    printcolumn(
+        name = "Expires",
+        type_ = "string",
+        json_path = ".status.tokenExpiresOn"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -56,6 +60,7 @@ pub struct AcsIdentitySpec {
     /// it granted.
     #[serde(default = "default_lifetime")]
     #[schemars(range(min = 60, max = 1440))]
+    #[schemars(extend("format" = "int32"))]
     pub token_lifetime_minutes: u32,
     /// Renew this long before expiry (Go duration, e.g. `20m`). Exclusive with
     /// renewBeforePercentage; default: renew at 2/3 of the granted lifetime.
@@ -64,6 +69,7 @@ pub struct AcsIdentitySpec {
     /// Renew when this percentage of the granted lifetime remains (1..99).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 99))]
+    #[schemars(extend("format" = "int32"))]
     pub renew_before_percentage: Option<u8>,
     /// Name of the Secret to write (default: the AcsIdentity's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,6 +147,7 @@ pub struct AcsIdentityStatus {
     pub observed_generation: Option<i64>,
     /// Consecutive failures; reset by a success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int32"))]
     pub failed_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure_time: Option<Time>,
@@ -156,6 +163,7 @@ pub struct AcsIdentityStatus {
 #[serde(rename_all = "camelCase")]
 pub struct IssuedFor {
     pub scopes: Vec<Scope>,
+    #[schemars(extend("format" = "int32"))]
     pub token_lifetime_minutes: u32,
     /// A one-way fingerprint of the connection's endpoint and key (not the key).
     pub connection_fingerprint: String,
