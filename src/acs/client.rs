@@ -1,8 +1,12 @@
 //! A typed client for the four Identity operations the operator needs, over reqwest.
 //!
-//! Every call has a timeout. Nothing is retried here: a retried create could mint a second
-//! identity (the API has no idempotency key), and for the other calls the caller decides.
+//! Requests are authenticated either with the resource's access key (HMAC-SHA256, from a
+//! connection string) or with an Entra ID bearer token from any `azure_core` token credential
+//! (see [`super::entra`]). Every call has a timeout. Nothing is retried here: a retried create
+//! could mint a second identity (the API has no idempotency key), and for the other calls the
+//! caller decides.
 
+use super::entra::{ACS_SCOPE, credential_error};
 use super::error::{AcsError, parse_retry_after};
 use super::limits::{AcsRateLimiter, Operation};
 use super::model::{
@@ -10,6 +14,7 @@ use super::model::{
     MAX_TOKEN_LIFETIME_MINUTES, MIN_TOKEN_LIFETIME_MINUTES, Scope, encode_identity_id,
 };
 use super::{AccessKey, ConnectionString, signing};
+use azure_core::credentials::TokenCredential;
 use jiff::Timestamp;
 use reqwest::{Method, StatusCode};
 use std::fmt;
@@ -102,12 +107,21 @@ impl Default for ClientOptions {
     }
 }
 
+/// How requests prove who sends them.
+#[derive(Clone)]
+enum Credential {
+    /// HMAC-SHA256 with the resource's access key.
+    AccessKey(AccessKey),
+    /// `Authorization: Bearer` with an Entra ID token for [`ACS_SCOPE`].
+    Bearer(Arc<dyn TokenCredential>),
+}
+
 /// The ACS Identity data-plane client for one resource.
 #[derive(Clone)]
 pub struct AcsClient {
     http: reqwest::Client,
     endpoint: Url,
-    key: AccessKey,
+    credential: Credential,
     timeout: Duration,
     rate_limiter: Option<Arc<AcsRateLimiter>>,
 }
@@ -116,34 +130,72 @@ impl fmt::Debug for AcsClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AcsClient")
             .field("endpoint", &self.endpoint.as_str())
+            .field("auth", &self.auth_scheme())
             .finish_non_exhaustive()
     }
 }
 
-impl AcsClient {
-    pub fn new(connection: &ConnectionString, options: ClientOptions) -> Result<Self, AcsError> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(options.timeout)
-            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("acs-identity-operator/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &options.extra_ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| AcsError::Config(format!("CA bundle is not valid PEM: {e}")))?;
-            if certs.is_empty() {
-                return Err(AcsError::Config("CA bundle holds no certificate".into()));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+/// The HTTP client of every ACS and Entra call: rustls (ring) with the system roots plus an
+/// optional PEM bundle, and bounded connect and total times.
+pub(crate) fn http_client(
+    timeout: Duration,
+    extra_ca_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, AcsError> {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("acs-identity-operator/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = extra_ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| AcsError::Config(format!("CA bundle is not valid PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(AcsError::Config("CA bundle holds no certificate".into()));
         }
-        let http = builder
-            .build()
-            .map_err(|e| AcsError::Config(format!("HTTP client: {e}")))?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| AcsError::Config(format!("HTTP client: {e}")))
+}
+
+impl AcsClient {
+    /// A client that signs with the access key of a connection string.
+    pub fn new(connection: &ConnectionString, options: ClientOptions) -> Result<Self, AcsError> {
+        Self::build(
+            connection.endpoint.clone(),
+            Credential::AccessKey(connection.access_key.clone()),
+            options,
+        )
+    }
+
+    /// A client that sends Entra ID bearer tokens from `credential` (e.g. a workload identity
+    /// from [`super::entra::WorkloadIdentity::credential`]). The endpoint must be https: a
+    /// bearer token is never sent in the clear (the official SDKs refuse it too).
+    pub fn with_bearer(
+        endpoint: Url,
+        credential: Arc<dyn TokenCredential>,
+        options: ClientOptions,
+    ) -> Result<Self, AcsError> {
+        if endpoint.scheme() != "https" {
+            return Err(AcsError::Config(format!(
+                "bearer authentication needs an https endpoint, not {endpoint}"
+            )));
+        }
+        Self::build(endpoint, Credential::Bearer(credential), options)
+    }
+
+    fn build(
+        endpoint: Url,
+        credential: Credential,
+        options: ClientOptions,
+    ) -> Result<Self, AcsError> {
         Ok(Self {
-            http,
-            endpoint: connection.endpoint.clone(),
-            key: connection.access_key.clone(),
+            http: http_client(options.timeout, options.extra_ca_pem.as_deref())?,
+            endpoint,
+            credential,
             timeout: options.timeout,
             rate_limiter: options.rate_limiter,
         })
@@ -151,6 +203,14 @@ impl AcsClient {
 
     pub fn endpoint(&self) -> &Url {
         &self.endpoint
+    }
+
+    /// `"HMAC-SHA256"` or `"Bearer"`: how this client authenticates (for logs and status).
+    pub fn auth_scheme(&self) -> &'static str {
+        match self.credential {
+            Credential::AccessKey(_) => "HMAC-SHA256",
+            Credential::Bearer(_) => "Bearer",
+        }
     }
 
     /// `POST /identities` with no token.
@@ -256,16 +316,24 @@ impl AcsClient {
         if let Some(limiter) = &self.rate_limiter {
             limiter.acquire(operation).await;
         }
-        // Signed after waiting for the limiter, so x-ms-date is the time of sending.
-        let signed =
-            signing::sign_request(&self.key, method.as_str(), &url, &body, SystemTime::now());
-        let mut request = self
-            .http
-            .request(method, url)
-            .header("x-ms-date", signed.x_ms_date)
-            .header("x-ms-content-sha256", signed.x_ms_content_sha256)
-            .header("authorization", signed.authorization)
-            .header("accept", "application/json");
+        // Authenticated after waiting for the limiter, so x-ms-date is the time of sending.
+        let mut request = match &self.credential {
+            Credential::AccessKey(key) => {
+                let signed =
+                    signing::sign_request(key, method.as_str(), &url, &body, SystemTime::now());
+                self.http
+                    .request(method, url)
+                    .header("x-ms-date", signed.x_ms_date)
+                    .header("x-ms-content-sha256", signed.x_ms_content_sha256)
+                    .header("authorization", signed.authorization)
+            }
+            Credential::Bearer(credential) => {
+                let token = self.bearer_token(credential.as_ref()).await?;
+                // bearer_auth marks the header sensitive: it never shows in Debug output.
+                self.http.request(method, url).bearer_auth(token.secret())
+            }
+        }
+        .header("accept", "application/json");
         if !body.is_empty() {
             request = request.header("content-type", "application/json");
         }
@@ -301,6 +369,22 @@ impl AcsClient {
             ));
         }
         Ok((status, bytes.to_vec()))
+    }
+
+    /// A token for [`ACS_SCOPE`], from the credential's cache while it is fresh. Bounded by the
+    /// call timeout: the credential's own retries must not hold a reconcile longer.
+    async fn bearer_token(
+        &self,
+        credential: &dyn TokenCredential,
+    ) -> Result<azure_core::credentials::Secret, AcsError> {
+        match tokio::time::timeout(self.timeout, credential.get_token(&[ACS_SCOPE], None)).await {
+            Ok(Ok(token)) => Ok(token.token),
+            Ok(Err(error)) => Err(credential_error(&error)),
+            Err(_) => Err(AcsError::Credential {
+                retriable: true,
+                message: format!("no token from the authority within {:?}", self.timeout),
+            }),
+        }
     }
 
     fn transport_error(&self, error: reqwest::Error) -> AcsError {
@@ -441,6 +525,35 @@ mod tests {
             expires_on: Timestamp::UNIX_EPOCH,
         };
         assert!(!format!("{token:?}").contains("eyJhbGciOi"));
+    }
+
+    /// A credential that must never be asked: these tests make no request.
+    #[derive(Debug)]
+    struct Unused;
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Unused {
+        async fn get_token(
+            &self,
+            _: &[&str],
+            _: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+            unreachable!("no request is made")
+        }
+    }
+
+    #[test]
+    fn bearer_clients_need_https() {
+        let https = Url::parse("https://h:8443/").unwrap();
+        let client =
+            AcsClient::with_bearer(https, Arc::new(Unused), ClientOptions::default()).unwrap();
+        assert_eq!(client.auth_scheme(), "Bearer");
+        assert!(format!("{client:?}").contains("Bearer"));
+        let http = Url::parse("http://127.0.0.1:8080/").unwrap();
+        assert!(matches!(
+            AcsClient::with_bearer(http, Arc::new(Unused), ClientOptions::default()),
+            Err(AcsError::Config(_))
+        ));
     }
 
     #[test]

@@ -88,6 +88,11 @@ pub enum AcsError {
     /// The client could not be built (e.g. an unreadable CA bundle).
     #[error("invalid ACS client configuration: {0}")]
     Config(String),
+    /// No Entra ID token for the bearer credential: the authority refused the workload
+    /// identity (`retriable: false`), or could not be reached or failed (`retriable: true`).
+    /// ACS was not called.
+    #[error("could not get an Entra ID token for ACS: {message}")]
+    Credential { retriable: bool, message: String },
 }
 
 impl AcsError {
@@ -99,6 +104,10 @@ impl AcsError {
                 | AcsError::Unavailable { .. }
                 | AcsError::Timeout(_)
                 | AcsError::Transport(_)
+                | AcsError::Credential {
+                    retriable: true,
+                    ..
+                }
         )
     }
 

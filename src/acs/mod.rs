@@ -1,10 +1,11 @@
 //! The Azure Communication Services Identity data plane: connection strings, HMAC request
-//! signing, rate limits, and a typed client for the operations the operator needs. Nothing
-//! here knows about Kubernetes.
+//! signing, Entra ID bearer credentials, rate limits, and a typed client for the operations
+//! the operator needs. Nothing here knows about Kubernetes.
 
 mod access_key;
 pub mod client;
 pub mod connection_string;
+pub mod entra;
 pub mod error;
 pub mod limits;
 pub mod model;
@@ -13,6 +14,7 @@ pub mod signing;
 pub use access_key::{AccessKey, InvalidAccessKey};
 pub use client::{AcsClient, ClientOptions, CreatedIdentity, IssuedToken, TokenLifetime};
 pub use connection_string::{ConnectionString, ConnectionStringError};
+pub use entra::{ACS_SCOPE, WorkloadIdentity};
 pub use error::{AcsError, ServiceError};
 pub use limits::{AcsRateLimiter, Operation};
 pub use model::{API_VERSION, Scope};

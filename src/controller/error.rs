@@ -66,6 +66,7 @@ impl Error {
                 AcsError::Rejected { .. } | AcsError::InvalidRequest(_) => "AcsRejected",
                 AcsError::InvalidResponse(_) => "AcsInvalidResponse",
                 AcsError::Config(_) => "InvalidCaBundle",
+                AcsError::Credential { .. } => "EntraTokenFailed",
             },
             Error::Kube(_) | Error::Finalizer(_) => "KubernetesError",
         }
