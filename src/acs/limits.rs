@@ -39,6 +39,15 @@ impl Operation {
         }
     }
 
+    /// The HTTP status ACS answers a successful request with.
+    pub fn success_status(self) -> u16 {
+        match self {
+            Operation::CreateIdentity | Operation::CreateIdentityWithToken => 201,
+            Operation::IssueToken => 200,
+            Operation::RevokeTokens | Operation::DeleteIdentity => 204,
+        }
+    }
+
     /// Requests allowed per [`WINDOW`] by the service (current service-limits documentation).
     pub fn acs_limit(self) -> u32 {
         match self {

@@ -1,8 +1,11 @@
 //! The operator binary: `run` the controllers, or print the `crds`.
 
 use acs_identity_operator::{api, controller, telemetry};
+use acs_identity_operator::{health, leader};
 use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -36,6 +39,20 @@ struct RunArgs {
     acs_timeout_seconds: u64,
     #[arg(long, value_enum, default_value = "text")]
     log_format: telemetry::LogFormat,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_bind: SocketAddr,
+    /// Run only while holding the leader Lease (for more than one replica).
+    #[arg(long)]
+    leader_election: bool,
+    /// Namespace of the leader Lease; default: the pod's namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    #[arg(long, default_value = "acs-identity-operator")]
+    leader_election_lease: String,
+    /// Seconds a leader may go without renewing before another replica takes over.
+    #[arg(long, default_value_t = 15)]
+    leader_election_duration_seconds: u64,
 }
 
 #[tokio::main]
@@ -67,11 +84,51 @@ async fn run(args: RunArgs) -> ExitCode {
         instance: std::env::var("POD_NAME").ok(),
         ..controller::Settings::default()
     };
-    match controller::run(client, settings).await {
+    let role = Arc::new(leader::Role::default());
+    let health = health::HealthState {
+        metrics: settings.metrics.clone(),
+        synced: settings.ready.clone(),
+        role: role.clone(),
+        leader_election: args.leader_election,
+    };
+    let listener = match health::bind(args.metrics_bind).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(address = %args.metrics_bind, error = %e, "cannot listen for metrics");
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::spawn(health::serve(listener, health));
+
+    let operator_client = client.clone();
+    let operator = async move {
+        if let Err(e) = controller::run(operator_client, settings).await {
+            tracing::error!(error = %e, "operator failed");
+        }
+    };
+    if !args.leader_election {
+        operator.await;
+        return ExitCode::SUCCESS;
+    }
+    let lease = leader::LeaseSettings {
+        namespace: args.leader_election_namespace,
+        name: args.leader_election_lease,
+        identity: std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id())),
+        duration_seconds: args.leader_election_duration_seconds.max(2),
+        grace_seconds: (args.leader_election_duration_seconds / 3).max(1),
+    };
+    match leader::run_as_leader(client, lease, role, operator).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "operator failed");
+            tracing::error!(error = %e, "leader election ended");
             ExitCode::FAILURE
         }
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "operator".into())
 }

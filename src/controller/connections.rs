@@ -156,10 +156,10 @@ impl Connections {
             generation: source.generation,
             secrets: source.secrets(),
         };
-        if let Some(hit) = self.cache.lock().expect("cache lock").get(&key) {
-            if hit.source == wanted {
-                return Ok(hit.clone());
-            }
+        if let Some(hit) = self.cache.lock().expect("cache lock").get(&key)
+            && hit.source == wanted
+        {
+            return Ok(hit.clone());
         }
         let resolved = Arc::new(self.build(&source, wanted).await?);
         self.cache

@@ -5,7 +5,7 @@ use super::Context;
 use super::error::Error;
 use super::status::{self, Progress};
 use super::token_secret::{self, Expected, TokenContent};
-use crate::acs::{AcsError, IssuedToken, TokenLifetime};
+use crate::acs::{AcsError, IssuedToken, Operation, TokenLifetime};
 use crate::api::{AcsIdentity, AcsIdentityStatus, DeletionPolicy};
 use crate::policy::{
     Decision, IssueReason, IssuedRecord, Observed, RenewBefore, TokenParams, decide, renewal_time,
@@ -47,11 +47,16 @@ pub async fn reconcile(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<Actio
 /// Failures are recorded in status and turned into a requeue here, so that backoff follows
 /// the token's expiry and ACS's Retry-After rather than a generic policy.
 async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
     let now = Timestamp::now();
     let mut progress = Progress::from_status(obj.status.clone().unwrap_or_default(), now);
     match ensure_token(obj, ctx, &mut progress).await {
         Ok(event) => {
-            status::write(ctx, obj, progress.succeeded(obj)).await?;
+            let status = progress.succeeded(obj);
+            ctx.metrics
+                .observe_identity(&namespace_of(obj), &obj.name_any(), &status);
+            status::write(ctx, obj, status).await?;
+            ctx.metrics.observe_reconcile(Ok(()), started);
             if let Some((reason, note)) = event {
                 ctx.publish(obj, EventType::Normal, reason, note).await;
             }
@@ -63,7 +68,11 @@ async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
         Err(error) => {
             warn!(category = error.category(), %error, "reconcile failed");
             let (next_status, delay) = progress.failed(obj, &error);
+            ctx.metrics
+                .observe_identity(&namespace_of(obj), &obj.name_any(), &next_status);
             status::write(ctx, obj, next_status).await?;
+            ctx.metrics
+                .observe_reconcile(Err(error.category()), started);
             ctx.publish(obj, EventType::Warning, error.category(), error.to_string())
                 .await;
             Ok(match delay {
@@ -141,9 +150,12 @@ async fn ensure_token(
             Ok(None)
         }
         Decision::CreateIdentity => {
-            let (id, token) = connection
+            let call = connection
                 .client
-                .create_identity_with_token(&obj.spec.scopes, lifetime)
+                .create_identity_with_token(&obj.spec.scopes, lifetime);
+            let (id, token) = ctx
+                .metrics
+                .acs_call(Operation::CreateIdentityWithToken, call)
                 .await?;
             info!(identity = %id, "created ACS identity");
             // Persist the id before anything else can fail: ACS has no idempotent create, so a
@@ -167,9 +179,12 @@ async fn ensure_token(
         }
         Decision::Issue(reason) => {
             let id = identity_id.expect("decide asks to issue only with an identity");
-            let token = connection
+            let call = connection
                 .client
-                .issue_token(&id, &obj.spec.scopes, lifetime)
+                .issue_token(&id, &obj.spec.scopes, lifetime);
+            let token = ctx
+                .metrics
+                .acs_call(Operation::IssueToken, call)
                 .await
                 .map_err(|e| match e {
                     AcsError::NotFound(_) => Error::IdentityNotFound {
@@ -268,7 +283,15 @@ async fn cleanup(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
     }
+    if result.is_ok() {
+        ctx.metrics
+            .forget_identity(&namespace_of(obj), &obj.name_any());
+    }
     result.map(|()| Action::await_change())
+}
+
+fn namespace_of(obj: &AcsIdentity) -> String {
+    obj.namespace().unwrap_or_default()
 }
 
 async fn release(obj: &AcsIdentity, ctx: &Context) -> Result<(), Error> {
@@ -289,7 +312,8 @@ async fn release(obj: &AcsIdentity, ctx: &Context) -> Result<(), Error> {
             .connections
             .resolve(&namespace, &obj.spec.connection_ref)
             .await?;
-        if not_found_is_done(connection.client.revoke_tokens(&id).await)? {
+        let revoke = connection.client.revoke_tokens(&id);
+        if not_found_is_done(ctx.metrics.acs_call(Operation::RevokeTokens, revoke).await)? {
             ctx.publish(
                 obj,
                 EventType::Normal,
@@ -298,7 +322,12 @@ async fn release(obj: &AcsIdentity, ctx: &Context) -> Result<(), Error> {
             )
             .await;
         }
-        if not_found_is_done(connection.client.delete_identity(&id).await)? {
+        let delete = connection.client.delete_identity(&id);
+        if not_found_is_done(
+            ctx.metrics
+                .acs_call(Operation::DeleteIdentity, delete)
+                .await,
+        )? {
             ctx.publish(
                 obj,
                 EventType::Normal,

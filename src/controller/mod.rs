@@ -14,6 +14,7 @@ pub mod token_secret;
 
 use crate::acs::AcsRateLimiter;
 use crate::api::{AcsConnection, AcsIdentity, ClusterAcsConnection, ConnectionKind};
+use crate::metrics::Metrics;
 use connections::Connections;
 use error::Error;
 use futures::{StreamExt, channel::mpsc};
@@ -49,9 +50,12 @@ pub struct Settings {
     pub rate_limiter: Arc<dyn Fn() -> AcsRateLimiter + Send + Sync>,
     /// Name of this instance in Events (the pod name in a cluster).
     pub instance: Option<String>,
-    /// Called after each AcsIdentity reconcile with its namespace and name (for metrics and
-    /// for tests that must know an object was looked at even when nothing was written).
+    /// Called after each AcsIdentity reconcile with its namespace and name (for tests that
+    /// must know an object was looked at even when nothing was written).
     pub on_reconciled: Option<ReconcileHook>,
+    pub metrics: Arc<Metrics>,
+    /// Set once the watch caches have synced and the reconcilers run (for `/readyz`).
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for Settings {
@@ -63,6 +67,8 @@ impl Default for Settings {
             rate_limiter: Arc::new(AcsRateLimiter::at_acs_limits),
             instance: None,
             on_reconciled: None,
+            metrics: Arc::default(),
+            ready: Arc::default(),
         }
     }
 }
@@ -77,6 +83,7 @@ pub struct Context {
     /// Consecutive Kubernetes API failures per object, for the generic error policy.
     api_failures: Mutex<HashMap<ObjectRef<AcsIdentity>, u32>>,
     on_reconciled: Option<ReconcileHook>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -178,6 +185,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
         nudge,
         api_failures: Mutex::default(),
         on_reconciled: settings.on_reconciled.clone(),
+        metrics: settings.metrics.clone(),
     });
 
     // Identities must not be judged before the connections are known, or a restart would
@@ -191,6 +199,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
         }
         info!("connection caches synced");
     };
+    let ready = settings.ready.clone();
 
     let namespaced_run = namespaced_ctrl
         .run(
@@ -211,12 +220,18 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
         }
     };
     let secret_watch = watch_connection_secrets(secrets_api, ctx.clone());
+    let identity_store = identity_ctrl.store();
     let identity_run = async {
         connections_ready.await;
-        identity_ctrl
+        let mark_ready = async {
+            let _ = identity_store.wait_until_ready().await;
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+            info!("identity cache synced; ready");
+        };
+        let run = identity_ctrl
             .run(reconcile_identity, identity_error_policy, ctx.clone())
-            .for_each(|r| log_result("AcsIdentity", r))
-            .await;
+            .for_each(|r| log_result("AcsIdentity", r));
+        futures::future::join(mark_ready, run).await;
     };
     info!(namespace = ?settings.namespace, concurrency = settings.concurrency, "operator started");
     tokio::select! {
@@ -253,9 +268,14 @@ async fn reconcile_identity(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<
     let key = ObjectRef::from_obj(obj.as_ref());
     let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
     let span = tracing::info_span!("reconcile", %namespace, %name);
+    let started = std::time::Instant::now();
     let result = tracing::Instrument::instrument(identity::reconcile(obj, ctx.clone()), span).await;
-    if result.is_ok() {
-        ctx.api_failures.lock().expect("lock").remove(&key);
+    match &result {
+        Ok(_) => {
+            ctx.api_failures.lock().expect("lock").remove(&key);
+        }
+        // Failures `apply` handled itself are counted there; these are the API-level ones.
+        Err(e) => ctx.metrics.observe_reconcile(Err(e.category()), started),
     }
     if let Some(hook) = &ctx.on_reconciled {
         hook(&namespace, &name);

@@ -177,7 +177,10 @@ async fn delete_revokes_and_deletes_the_identity_and_removes_the_secret() {
     let view = w.admin.identity(&id).await.unwrap();
     assert_eq!(view["deleted"], true);
     assert_eq!(view["revocations"], 1);
-    assert!(!w.admin.verify(&token).await.0, "deleted identity token still valid");
+    assert!(
+        !w.admin.verify(&token).await.0,
+        "deleted identity token still valid"
+    );
 }
 
 #[tokio::test]

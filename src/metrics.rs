@@ -1,0 +1,350 @@
+//! Prometheus metrics of the operator: per-identity token schedule and readiness, ACS calls,
+//! and reconciles. Per-identity series are removed when the identity is deleted.
+
+use crate::acs::{AcsError, Operation};
+use crate::api::AcsIdentityStatus;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IdentityLabels {
+    namespace: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadyLabels {
+    namespace: String,
+    name: String,
+    condition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryLabels {
+    category: String,
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    token_expiration: Family<IdentityLabels, Gauge<f64, AtomicU64>>,
+    token_renewal: Family<IdentityLabels, Gauge<f64, AtomicU64>>,
+    ready: Family<ReadyLabels, Gauge>,
+    acs_requests: Family<RequestLabels, Counter>,
+    acs_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    reconciles: Family<ResultLabels, Counter>,
+    reconcile_failures: Family<CategoryLabels, Counter>,
+    reconcile_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            token_expiration: Family::default(),
+            token_renewal: Family::default(),
+            ready: Family::default(),
+            acs_requests: Family::default(),
+            acs_duration: Family::new_with_constructor(seconds_histogram),
+            reconciles: Family::default(),
+            reconcile_failures: Family::default(),
+            reconcile_duration: seconds_histogram(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "acs_identity_token_expiration_timestamp_seconds",
+            "When the token in the identity's Secret expires (Unix time)",
+            m.token_expiration.clone(),
+        );
+        registry.register(
+            "acs_identity_token_renewal_timestamp_seconds",
+            "When the operator renews the identity's token (Unix time)",
+            m.token_renewal.clone(),
+        );
+        registry.register(
+            "acs_identity_ready_status",
+            "Ready condition of the identity: 1 for the current condition value",
+            m.ready.clone(),
+        );
+        registry.register(
+            "acs_api_requests",
+            "ACS Identity requests by operation and HTTP status (or error kind)",
+            m.acs_requests.clone(),
+        );
+        registry.register(
+            "acs_api_request_duration_seconds",
+            "ACS Identity request latency by operation",
+            m.acs_duration.clone(),
+        );
+        registry.register(
+            "acs_identity_reconciles",
+            "AcsIdentity reconciles by result",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "acs_identity_reconcile_failures",
+            "Failed AcsIdentity reconciles by error category",
+            m.reconcile_failures.clone(),
+        );
+        registry.register(
+            "acs_identity_reconcile_duration_seconds",
+            "Duration of AcsIdentity reconciles",
+            m.reconcile_duration.clone(),
+        );
+        Self { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// Sets an identity's series from its status.
+    pub fn observe_identity(&self, namespace: &str, name: &str, status: &AcsIdentityStatus) {
+        let labels = IdentityLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        let unix =
+            |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| t.0.as_second() as f64;
+        match &status.token_expires_on {
+            Some(t) => {
+                self.token_expiration.get_or_create(&labels).set(unix(t));
+            }
+            None => {
+                self.token_expiration.remove(&labels);
+            }
+        }
+        match &status.renewal_time {
+            Some(t) => {
+                self.token_renewal.get_or_create(&labels).set(unix(t));
+            }
+            None => {
+                self.token_renewal.remove(&labels);
+            }
+        }
+        let current = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map_or("Unknown", |c| c.status.as_str());
+        for condition in ["True", "False", "Unknown"] {
+            let labels = ready_labels(namespace, name, condition);
+            self.ready
+                .get_or_create(&labels)
+                .set(i64::from(condition == current));
+        }
+    }
+
+    /// Removes every series of a deleted identity.
+    pub fn forget_identity(&self, namespace: &str, name: &str) {
+        let labels = IdentityLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.token_expiration.remove(&labels);
+        self.token_renewal.remove(&labels);
+        for condition in ["True", "False", "Unknown"] {
+            self.ready.remove(&ready_labels(namespace, name, condition));
+        }
+    }
+
+    /// Runs one ACS call and records its outcome and latency.
+    pub async fn acs_call<T>(
+        &self,
+        operation: Operation,
+        call: impl Future<Output = Result<T, AcsError>>,
+    ) -> Result<T, AcsError> {
+        let started = Instant::now();
+        let result = call.await;
+        let code = match &result {
+            Ok(_) => operation.success_status().to_string(),
+            Err(e) => e
+                .status()
+                .map_or_else(|| error_kind(e).to_string(), |s| s.to_string()),
+        };
+        let op = operation.as_str().to_string();
+        self.acs_requests
+            .get_or_create(&RequestLabels {
+                operation: op.clone(),
+                code,
+            })
+            .inc();
+        self.acs_duration
+            .get_or_create(&OperationLabels { operation: op })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Records one reconcile: `Err(category)` for a failure.
+    pub fn observe_reconcile(&self, outcome: Result<(), &str>, started: Instant) {
+        let result = if outcome.is_ok() {
+            "success"
+        } else {
+            "failure"
+        };
+        self.reconciles
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+        if let Err(category) = outcome {
+            self.reconcile_failures
+                .get_or_create(&CategoryLabels {
+                    category: category.into(),
+                })
+                .inc();
+        }
+        self.reconcile_duration
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+fn ready_labels(namespace: &str, name: &str, condition: &str) -> ReadyLabels {
+    ReadyLabels {
+        namespace: namespace.into(),
+        name: name.into(),
+        condition: condition.into(),
+    }
+}
+
+/// A label for failures without an HTTP status.
+fn error_kind(e: &AcsError) -> &'static str {
+    match e {
+        AcsError::Timeout(_) => "timeout",
+        AcsError::Transport(_) => "transport",
+        AcsError::InvalidResponse(_) => "invalid_response",
+        AcsError::InvalidRequest(_) => "invalid_request",
+        _ => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn status(ready: &str) -> AcsIdentityStatus {
+        AcsIdentityStatus {
+            token_expires_on: Some(Time(jiff::Timestamp::from_second(2000).unwrap())),
+            renewal_time: Some(Time(jiff::Timestamp::from_second(1500).unwrap())),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: ready.into(),
+                reason: "TokenValid".into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+            }],
+            ..AcsIdentityStatus::default()
+        }
+    }
+
+    #[test]
+    fn identity_series_appear_and_are_removed() {
+        let m = Metrics::default();
+        m.observe_identity("ns", "alice", &status("True"));
+        let text = m.encode();
+        assert!(text.contains(r#"acs_identity_token_expiration_timestamp_seconds{namespace="ns",name="alice"} 2000.0"#), "{text}");
+        assert!(text.contains(r#"acs_identity_token_renewal_timestamp_seconds{namespace="ns",name="alice"} 1500.0"#), "{text}");
+        assert!(
+            text.contains(
+                r#"acs_identity_ready_status{namespace="ns",name="alice",condition="True"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"acs_identity_ready_status{namespace="ns",name="alice",condition="False"} 0"#
+            ),
+            "{text}"
+        );
+        m.forget_identity("ns", "alice");
+        assert!(!m.encode().contains("alice"));
+    }
+
+    #[tokio::test]
+    async fn acs_calls_are_counted_by_operation_and_code() {
+        let m = Metrics::default();
+        let ok: Result<(), AcsError> = m.acs_call(Operation::IssueToken, async { Ok(()) }).await;
+        assert!(ok.is_ok());
+        let _ = m
+            .acs_call::<()>(Operation::IssueToken, async {
+                Err(AcsError::from_response(503, None, b""))
+            })
+            .await;
+        let _ = m
+            .acs_call::<()>(Operation::DeleteIdentity, async {
+                Err(AcsError::Timeout(std::time::Duration::from_secs(1)))
+            })
+            .await;
+        let text = m.encode();
+        assert!(
+            text.contains(r#"acs_api_requests_total{operation="issueToken",code="200"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"acs_api_requests_total{operation="issueToken",code="503"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"acs_api_requests_total{operation="deleteIdentity",code="timeout"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"acs_api_request_duration_seconds_count{operation="issueToken"} 2"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn reconciles_by_result_and_category() {
+        let m = Metrics::default();
+        m.observe_reconcile(Ok(()), Instant::now());
+        m.observe_reconcile(Err("AcsThrottled"), Instant::now());
+        let text = m.encode();
+        assert!(
+            text.contains(r#"acs_identity_reconciles_total{result="success"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"acs_identity_reconcile_failures_total{category="AcsThrottled"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("acs_identity_reconcile_duration_seconds_count 2"),
+            "{text}"
+        );
+    }
+}
