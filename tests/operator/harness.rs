@@ -7,6 +7,7 @@ use crate::support;
 use acs_identity_operator::api::{AcsConnection, AcsIdentity};
 use acs_identity_operator::controller::{self, Settings};
 use acs_identity_operator::emulator::{EmulatorConfig, EmulatorHandle};
+use acs_identity_operator::metrics::Metrics;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
@@ -29,6 +30,8 @@ pub struct World {
     pub emulator: Option<EmulatorHandle>,
     pub admin: Admin,
     operator: Option<JoinHandle<()>>,
+    /// The metrics of the in-process operator (replaced at each start).
+    pub metrics: Arc<Metrics>,
     /// Reconcile counts per identity name, from the operator's hook.
     reconciled: Arc<(Mutex<HashMap<String, u64>>, Notify)>,
     _namespace: support::TestNamespace,
@@ -62,18 +65,26 @@ impl World {
     /// A namespace with an emulator, a connection Secret `acs-conn` and AcsConnection `acs`,
     /// and a running operator.
     pub async fn new(configure: impl FnOnce(&mut EmulatorConfig)) -> Self {
+        let mut world = Self::without_operator(configure).await;
+        world.start_operator();
+        world
+    }
+
+    /// Like [`World::new`], for tests that run the operator binary themselves.
+    pub async fn without_operator(configure: impl FnOnce(&mut EmulatorConfig)) -> Self {
         let namespace = support::TestNamespace::create(&test_name()).await;
         let client = namespace.client();
         let ns = namespace.name().to_string();
         install_crds(&client).await;
         let emulator = start_emulator(configure).await;
         let admin = Admin::new(&emulator, None);
-        let mut world = World {
+        let world = World {
             client,
             ns,
             admin,
             emulator: Some(emulator),
             operator: None,
+            metrics: Arc::default(),
             reconciled: Arc::default(),
             _namespace: namespace,
         };
@@ -87,7 +98,6 @@ impl World {
                 json!({"spec": {"connectionStringSecretRef": {"name": "acs-conn", "key": "connectionString"}}}),
             )
             .await;
-        world.start_operator();
         world
     }
 
@@ -98,7 +108,9 @@ impl World {
     pub fn start_operator(&mut self) {
         assert!(self.operator.is_none(), "operator already running");
         let reconciled = self.reconciled.clone();
+        self.metrics = Arc::default();
         let settings = Settings {
+            metrics: self.metrics.clone(),
             namespace: Some(self.ns.clone()),
             concurrency: 8,
             on_reconciled: Some(Arc::new(move |_ns: &str, name: &str| {

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod processes;
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -584,4 +585,53 @@ async fn schema_rejects_bad_manifests() {
         .await
         .expect_err("identityId changed");
     assert!(err.to_string().contains("immutable"), "{err}");
+}
+
+#[tokio::test]
+async fn metrics_follow_an_identity_and_are_removed_with_it() {
+    let w = World::new(|_| {}).await;
+    w.identity("omar", spec(&["chat"])).await;
+    let omar = w.wait_ready("omar").await;
+    let expires = status_of(&omar)
+        .token_expires_on
+        .clone()
+        .unwrap()
+        .0
+        .as_second();
+    let text = w.metrics.encode();
+    let labels = format!(r#"namespace="{}",name="omar""#, w.ns);
+    assert!(
+        text.contains(&format!(
+            "acs_identity_token_expiration_timestamp_seconds{{{labels}}} {expires}.0"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            r#"acs_identity_ready_status{{{labels},condition="True"}} 1"#
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"acs_api_requests_total{operation="createIdentityWithToken",code="201"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"acs_identity_reconciles_total{result="success"}"#),
+        "{text}"
+    );
+
+    w.delete::<AcsIdentity>("omar").await;
+    w.wait_gone("omar").await;
+    let text = w.metrics.encode();
+    assert!(
+        !text.contains(r#"name="omar""#),
+        "series of a deleted identity remain:\n{text}"
+    );
+    assert!(
+        text.contains(r#"acs_api_requests_total{operation="revokeTokens",code="204"} 1"#),
+        "{text}"
+    );
 }

@@ -88,6 +88,15 @@ pub async fn cluster_config() -> Config {
     }
 }
 
+/// The `KUBECONFIG` value that points a child process (kubectl, the operator binary) at the
+/// test cluster.
+pub fn kubeconfig_env() -> std::ffi::OsString {
+    match cluster() {
+        Cluster::FromEnvironment => std::env::var_os("KUBECONFIG").unwrap_or_default(),
+        Cluster::Local { kubeconfig } => kubeconfig.clone().into_os_string(),
+    }
+}
+
 /// A client of the test cluster. Make one per test: a `kube::Client` belongs
 /// to the tokio runtime it was made on, and each `#[tokio::test]` has its own.
 pub async fn client() -> Client {

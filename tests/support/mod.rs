@@ -26,7 +26,7 @@ mod cluster;
 mod namespace;
 
 #[allow(unused_imports)] // each test binary uses a different part of the harness
-pub use cluster::{client, cluster_config};
+pub use cluster::{client, cluster_config, kubeconfig_env};
 pub use namespace::TestNamespace;
 
 use std::future::Future;
