@@ -9,7 +9,9 @@
 //!
 //! Token caching is the crate's: a token is reused until 5 minutes before it expires, per
 //! credential and scope set, and the federated token file is re-read when the cached
-//! assertion is older than 10 minutes (kubelet rotates it).
+//! assertion is older than 10 minutes (kubelet rotates it). The crate's own retries are off:
+//! like the ACS calls, a failed token request is reported at once and the caller (the
+//! reconcile's backoff) decides when to try again.
 
 use super::AcsError;
 use super::client::http_client;
@@ -18,7 +20,7 @@ use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use azure_core::http::headers::{HeaderName, HeaderValue, Headers};
 use azure_core::http::{
-    AsyncRawResponse, Body, ClientOptions, HttpClient, Request, StatusCode, Transport,
+    AsyncRawResponse, Body, ClientOptions, HttpClient, Request, RetryOptions, StatusCode, Transport,
 };
 use azure_identity::{
     ClientAssertionCredentialOptions, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
@@ -73,6 +75,7 @@ impl WorkloadIdentity {
         let client_options = ClientOptions {
             transport: Some(Transport::new(Arc::new(ReqwestTransport(http)))),
             cloud: Some(Arc::new(CloudConfiguration::from(cloud))),
+            retry: RetryOptions::none(),
             ..ClientOptions::default()
         };
         let options = WorkloadIdentityCredentialOptions {

@@ -1,4 +1,5 @@
-//! `acs-emulator`: a local ACS Identity endpoint. Prints one line,
+//! `acs-emulator`: a local ACS Identity endpoint (and, for bearer auth, its Entra ID token
+//! endpoint). Prints one line,
 //! `connection string: endpoint=<url>;accesskey=<key>`, on stdout once it accepts requests,
 //! serves until SIGTERM or SIGINT, then exits 0. Logs go to stderr. See EMULATOR.md.
 
@@ -61,6 +62,15 @@ struct Cli {
     /// Endpoint to print instead of the one derived from --listen (e.g. behind a port map).
     #[arg(long)]
     public_endpoint: Option<Url>,
+
+    /// A tenant the Entra token endpoint (`POST /{tenant}/oauth2/v2.0/token`) knows; repeat
+    /// for more. Absent: every well-formed tenant id gets tokens.
+    #[arg(long = "entra-tenant", value_name = "TENANT")]
+    entra_tenants: Vec<String>,
+
+    /// `expires_in` of the Entra tokens issued (3599 like Entra; 0 issues expired tokens).
+    #[arg(long, default_value_t = 3599)]
+    entra_token_lifetime_seconds: u64,
 }
 
 fn parse_throttle(spec: &str) -> Result<ThrottleConfig, String> {
@@ -135,6 +145,8 @@ fn config(cli: &Cli) -> Result<EmulatorConfig, String> {
         config.resource_id = Some(id.to_ascii_lowercase());
     }
     config.public_endpoint.clone_from(&cli.public_endpoint);
+    config.entra.tenants = cli.entra_tenants.iter().cloned().collect();
+    config.entra.token_lifetime = Duration::from_secs(cli.entra_token_lifetime_seconds);
     Ok(config)
 }
 

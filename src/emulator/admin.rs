@@ -8,7 +8,7 @@
 //! | `GET /admin/health` | – | `200 {"status":"ok"}` |
 //! | `GET /admin/identities` | – | `200 {"identities":[{"id":"8:acs:…","deleted":false,"tokensIssued":2,"revocations":1}]}`, oldest first, deleted ones included |
 //! | `POST /admin/tokens:verify` | `{"token":"…"}` | `200 {"valid":true,"reason":"ok"}`; `reason` is one of `ok`, `expired`, `revoked`, `deleted`, `unknown` (not issued by this emulator instance), `malformed` |
-//! | `GET /admin/stats` | – | `200 {"total":7,"operations":{"issueToken":{"200":5,"429":1},"unknown":{"404":1}}}`: data-plane requests by operation and answered status |
+//! | `GET /admin/stats` | – | `200 {"total":7,"operations":{"issueToken":{"200":5,"429":1},"unknown":{"404":1}}}`: data-plane requests by operation and answered status; Entra token requests count as `entraToken` |
 //! | `DELETE /admin/stats` | – | `204`, counters back to zero |
 //! | `POST /admin/faults` | see below | `201 {"faults":[…pending…]}` |
 //! | `GET /admin/faults` | – | `200 {"faults":[…pending, with remaining counts…]}` |

@@ -17,7 +17,9 @@ pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 pub enum AuthError {
     #[error("The request has no Authorization header.")]
     MissingAuthorization,
-    #[error("Only HMAC-SHA256 (access key) authentication is supported by the emulator.")]
+    #[error(
+        "Only HMAC-SHA256 (access key) and Bearer (Entra ID) authentication are supported by the emulator."
+    )]
     UnsupportedScheme,
     #[error(
         "The Authorization header is not of the form 'HMAC-SHA256 SignedHeaders=...&Signature=...'."
@@ -35,6 +37,16 @@ pub enum AuthError {
     ClockSkew,
     #[error("Denied by the resource provider.")]
     BadSignature,
+    /// A bearer token this emulator's Entra endpoint did not issue, or no longer accepts.
+    #[error(transparent)]
+    Bearer(#[from] super::entra::BearerError),
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if the request carries one.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// What of a request the signature covers.

@@ -3,9 +3,10 @@
 //!
 //! It serves create identity (optionally with a first token), issue token, revoke tokens and
 //! delete identity for the GA api-versions in [`crate::acs::model::SUPPORTED_API_VERSIONS`],
-//! verifies the HMAC signature of every request against its access key, mints JWT-shaped
-//! tokens, throttles like the service, and offers an admin API ([`admin`]) to inspect state,
-//! inject faults and read counters. `EMULATOR.md` at the repository root is the user guide.
+//! verifies the HMAC signature of every request against its access key (or, over TLS, a bearer
+//! token from its own Entra ID token endpoint, [`entra`]), mints JWT-shaped tokens, throttles
+//! like the service, and offers an admin API ([`admin`]) to inspect state, inject faults and
+//! read counters. `EMULATOR.md` at the repository root is the user guide.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,6 +22,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod entra;
 pub mod faults;
 pub mod identity_api;
 pub mod operation;
@@ -36,6 +38,7 @@ pub mod tokens;
 pub mod validation;
 
 use crate::acs::{AccessKey, ConnectionString};
+use entra::{EntraConfig, EntraService};
 use faults::FaultPlan;
 use identity_api::IdentityService;
 use service::App;
@@ -72,6 +75,8 @@ pub struct EmulatorConfig {
     /// The endpoint to advertise in the connection string instead of the derived one (e.g.
     /// behind a port mapping).
     pub public_endpoint: Option<Url>,
+    /// The Entra ID token endpoint (`POST /{tenant}/oauth2/v2.0/token`).
+    pub entra: EntraConfig,
 }
 
 impl EmulatorConfig {
@@ -85,6 +90,7 @@ impl EmulatorConfig {
             throttle: ThrottleConfig::default(),
             resource_id: None,
             public_endpoint: None,
+            entra: EntraConfig::default(),
         }
     }
 }
@@ -161,6 +167,7 @@ pub async fn serve(
             config.token_lifetime,
         ),
         verifier: auth::Verifier::new(config.access_key.clone(), config.max_clock_skew),
+        entra: EntraService::new(config.entra.clone()),
         throttle: Mutex::new(Throttle::new(throttle)),
         faults: Mutex::new(FaultPlan::default()),
         stats: RequestStats::default(),

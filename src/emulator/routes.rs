@@ -9,6 +9,8 @@ use percent_encoding::percent_decode_str;
 pub enum Route {
     Acs(AcsRoute),
     Admin(AdminRoute),
+    /// `POST /{tenant}/oauth2/v2.0/token`: Entra's token endpoint, for this tenant.
+    EntraToken(String),
     /// No such resource or method; answered 404.
     NotFound,
 }
@@ -40,6 +42,17 @@ pub enum AdminRoute {
 pub fn route(method: &Method, raw_path: &str) -> Route {
     if let Some(rest) = raw_path.strip_prefix("/admin/") {
         return admin_route(method, rest).map_or(Route::NotFound, Route::Admin);
+    }
+    if let Some(tenant) = raw_path
+        .strip_prefix('/')
+        .and_then(|p| p.strip_suffix("/oauth2/v2.0/token"))
+        .filter(|t| !t.is_empty() && !t.contains('/'))
+    {
+        return if method == Method::POST {
+            Route::EntraToken(tenant.to_string())
+        } else {
+            Route::NotFound
+        };
     }
     acs_route(method, raw_path).map_or(Route::NotFound, Route::Acs)
 }
@@ -174,6 +187,31 @@ mod tests {
         assert_eq!(
             route(&Method::DELETE, "/admin/faults"),
             Route::Admin(AdminRoute::ClearFaults)
+        );
+    }
+
+    #[test]
+    fn entra_token_endpoint_per_tenant() {
+        let tenant = "11111111-2222-3333-4444-555555555555";
+        let path = format!("/{tenant}/oauth2/v2.0/token");
+        assert_eq!(
+            route(&Method::POST, &path),
+            Route::EntraToken(tenant.into())
+        );
+        assert_eq!(route(&Method::GET, &path), Route::NotFound);
+        for path in [
+            "/oauth2/v2.0/token",
+            "//oauth2/v2.0/token",
+            "/a/b/oauth2/v2.0/token",
+            "/t/oauth2/v2.0/token/",
+            "/t/oauth2/token",
+        ] {
+            assert_eq!(route(&Method::POST, path), Route::NotFound, "{path}");
+        }
+        // A tenant named like the collection is still a tenant, not an identity.
+        assert_eq!(
+            route(&Method::POST, "/identities/oauth2/v2.0/token"),
+            Route::EntraToken("identities".into())
         );
     }
 

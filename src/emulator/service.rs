@@ -1,10 +1,13 @@
 //! One request through the emulator. Data-plane requests pass, in this order: routing, body
-//! read, injected faults, HMAC authentication, api-version, throttling, body validation and
-//! the operation itself; each step can answer instead. Every data-plane answer carries the
-//! service's headers and is counted. Admin requests go to [`super::admin`].
+//! read, injected faults, authentication (HMAC, or a bearer token from [`super::entra`]),
+//! api-version, throttling, body validation and the operation itself; each step can answer
+//! instead. Every data-plane answer carries the service's headers and is counted. Entra token
+//! requests go to [`super::entra`] (counted as `entraToken`), admin requests to
+//! [`super::admin`].
 
 use super::admin;
-use super::auth::{SignedRequest, Verifier};
+use super::auth::{AuthError, SignedRequest, Verifier, bearer_token};
+use super::entra::{self, EntraService};
 use super::faults::FaultPlan;
 use super::identity_api::IdentityService;
 use super::operation::Operation;
@@ -32,6 +35,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct App {
     pub(super) identities: IdentityService,
     pub(super) verifier: Verifier,
+    pub(super) entra: EntraService,
     pub(super) throttle: Mutex<Throttle>,
     pub(super) faults: Mutex<FaultPlan>,
     pub(super) stats: RequestStats,
@@ -86,6 +90,14 @@ impl App {
         };
         match route {
             Route::Admin(route) => admin::handle(self, route, &body),
+            Route::EntraToken(tenant) => {
+                let issuer = self.authority(&parts);
+                let response =
+                    self.entra
+                        .token(&tenant, &parts.headers, &body, &issuer, SystemTime::now());
+                self.count(entra::OPERATION, &response, started);
+                response
+            }
             Route::NotFound => {
                 let error = AcsError::route_not_found(parts.method.as_str(), parts.uri.path());
                 self.finish(UNROUTED, error.to_response(), &parts, started)
@@ -121,7 +133,7 @@ impl App {
             authority: parts.uri.authority().map(|a| a.as_str()),
             body,
         };
-        if let Err(reason) = self.verifier.verify(&signed, SystemTime::now()) {
+        if let Err(reason) = self.authenticate(&signed, SystemTime::now()) {
             tracing::info!(operation = operation.as_str(), %reason, "request denied");
             return Err(AcsError::denied(reason));
         }
@@ -189,23 +201,37 @@ impl App {
         .with_retry_after(fault.retry_after_seconds))
     }
 
-    fn request_uri(&self, parts: &Parts) -> String {
+    /// A bearer token is checked against what the Entra endpoint issued; anything else must be
+    /// HMAC-signed with the access key.
+    fn authenticate(&self, request: &SignedRequest<'_>, now: SystemTime) -> Result<(), AuthError> {
+        match bearer_token(request.headers) {
+            Some(token) => {
+                let tls = self.scheme == "https";
+                let claims = self.entra.verify_bearer(token, tls, now)?;
+                tracing::debug!(tenant = %claims.tid, client = %claims.appid, "bearer accepted");
+                Ok(())
+            }
+            None => self.verifier.verify(request, now),
+        }
+    }
+
+    /// `scheme://host[:port]` as the client addressed this server.
+    fn authority(&self, parts: &Parts) -> String {
         let host = parts
             .headers
             .get(HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .unwrap_or("localhost");
-        format!("{}://{host}{}", self.scheme, parts.uri.path())
+        format!("{}://{host}", self.scheme)
     }
 
-    fn finish(
-        &self,
-        operation: &'static str,
-        mut response: HttpResponse,
-        parts: &Parts,
-        started: Instant,
-    ) -> HttpResponse {
+    fn request_uri(&self, parts: &Parts) -> String {
+        format!("{}{}", self.authority(parts), parts.uri.path())
+    }
+
+    /// Counts an answer in the stats and logs it (no body, no header: they may hold secrets).
+    fn count(&self, operation: &'static str, response: &HttpResponse, started: Instant) {
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
         self.stats.record(operation, status);
@@ -215,6 +241,17 @@ impl App {
             elapsed_us = elapsed.as_micros() as u64,
             "served"
         );
+    }
+
+    fn finish(
+        &self,
+        operation: &'static str,
+        mut response: HttpResponse,
+        parts: &Parts,
+        started: Instant,
+    ) -> HttpResponse {
+        self.count(operation, &response, started);
+        let elapsed = started.elapsed();
         responses::add_service_headers(
             &mut response,
             parts.headers.get("x-ms-client-request-id"),

@@ -1,5 +1,7 @@
 //! The emulator's access tokens: JWT-shaped (`header.payload.signature`, base64url without
-//! padding), HMAC-SHA256-signed with a secret of the emulator instance.
+//! padding), HMAC-SHA256-signed with a secret of the emulator instance. The ACS user tokens
+//! ([`TokenClaims`]) and the Entra bearer tokens ([`super::entra`]) use one minter each, so a
+//! token of one kind never passes as the other.
 //!
 //! The official SDKs read `exp` from the payload, and Python decodes it with the *standard*
 //! base64 alphabet (PROTOCOL.md §1.5). The payload is therefore kept pure ASCII without `>`,
@@ -9,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use hmac::{Hmac, Mac};
 use jiff::Timestamp;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::fmt::Write as _;
@@ -92,18 +95,29 @@ impl TokenMinter {
     }
 
     pub fn mint(&self, claims: &TokenClaims) -> MintedToken {
-        let header = B64URL.encode(HEADER_JSON);
-        let payload = B64URL.encode(ascii_safe_json(claims));
-        let signing_input = format!("{header}.{payload}");
-        let signature = B64URL.encode(self.mac(&signing_input).finalize().into_bytes());
         MintedToken {
-            token: format!("{signing_input}.{signature}"),
+            token: self.sign(claims),
             expires_on: format_expires_on(claims.exp),
         }
     }
 
     /// Reads a token's claims after checking its signature in constant time.
     pub fn read(&self, token: &str) -> Result<TokenClaims, TokenError> {
+        self.verify(token)
+    }
+
+    /// A JWT-shaped token carrying `claims`, signed with this minter's secret.
+    pub fn sign(&self, claims: &impl Serialize) -> String {
+        let header = B64URL.encode(HEADER_JSON);
+        let payload = B64URL.encode(ascii_safe_json(claims));
+        let signing_input = format!("{header}.{payload}");
+        let signature = B64URL.encode(self.mac(&signing_input).finalize().into_bytes());
+        format!("{signing_input}.{signature}")
+    }
+
+    /// The claims of a token this minter signed. `Malformed` when it is not three base64url
+    /// parts around a JSON payload of `T`; `ForeignSignature` when another secret signed it.
+    pub fn verify<T: DeserializeOwned>(&self, token: &str) -> Result<T, TokenError> {
         let mut parts = token.trim().split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -111,7 +125,7 @@ impl TokenMinter {
             return Err(TokenError::Malformed);
         };
         let decode = |part: &str| B64URL.decode(part).map_err(|_| TokenError::Malformed);
-        let claims: TokenClaims =
+        let claims: T =
             serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Malformed)?;
         let signature = decode(signature)?;
         self.mac(&format!("{header}.{payload}"))
@@ -140,7 +154,7 @@ pub fn format_expires_on(exp: i64) -> String {
 /// JSON text whose every byte is printable ASCII other than `>`, `?`, `~`. Those three (and
 /// anything non-ASCII) can only occur inside JSON strings, where a `\uXXXX` escape is the same
 /// value, so the result parses to the same claims.
-fn ascii_safe_json(claims: &TokenClaims) -> String {
+fn ascii_safe_json(claims: &impl Serialize) -> String {
     // Serializing a struct of strings and integers cannot fail.
     let json = serde_json::to_string(claims).unwrap_or_default();
     let mut out = String::with_capacity(json.len());

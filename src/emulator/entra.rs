@@ -1,0 +1,627 @@
+//! The emulator's Entra ID side: the token endpoint a workload identity calls
+//! (`POST /{tenant}/oauth2/v2.0/token`, client credentials with a federated `client_assertion`,
+//! PROTOCOL.md §3.1), and the check of the bearer tokens it issued when they come back on the
+//! ACS endpoints.
+//!
+//! Issued tokens are JWT-shaped and signed with a secret of this emulator instance (not the
+//! one of ACS user tokens), carrying `aud` = `https://communication.azure.com`, `tid`,
+//! `appid`/`azp` = the client id and `exp`. The assertion must be JWT-shaped; its signature
+//! and subject are not checked (the emulator has no federated identity records). Error
+//! answers have Entra's shape (`error`, `error_description` starting with an `AADSTS` code,
+//! `error_codes`, …); codes follow Entra's documentation, the wording is the emulator's.
+
+use super::responses::HttpResponse;
+use super::tokens::{TokenError, TokenMinter};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue, PRAGMA};
+use hyper::{Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The name under which token requests are counted in the admin stats.
+pub const OPERATION: &str = "entraToken";
+
+/// The audience of tokens for ACS (the resource of its `/.default` scope).
+pub const ACS_AUDIENCE: &str = "https://communication.azure.com";
+
+/// The scopes a client may ask for: ACS's `/.default`, as the SDKs write it (double slash)
+/// and in its plain form.
+const ACS_SCOPES: [&str; 2] = [
+    "https://communication.azure.com//.default",
+    "https://communication.azure.com/.default",
+];
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// What Entra answers for `expires_in` to a client-credentials request.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3599);
+
+/// How the token endpoint behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntraConfig {
+    /// Tenants that exist; empty: every well-formed tenant id does.
+    pub tenants: BTreeSet<String>,
+    /// Lifetime of issued tokens (`expires_in`). Zero issues tokens that are already expired,
+    /// to test that they are refused.
+    pub token_lifetime: Duration,
+}
+
+impl Default for EntraConfig {
+    fn default() -> Self {
+        Self {
+            tenants: BTreeSet::new(),
+            token_lifetime: DEFAULT_TOKEN_LIFETIME,
+        }
+    }
+}
+
+/// Claims of an emulator-issued Entra access token (an app-only v1.0 token, as Entra issues
+/// for the ACS resource).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntraClaims {
+    pub aud: String,
+    pub iss: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub tid: String,
+    pub appid: String,
+    pub azp: String,
+    pub sub: String,
+    pub idtyp: String,
+    pub ver: String,
+    pub uti: String,
+}
+
+/// Why a bearer token on an ACS endpoint was refused (each is answered 401 `Denied`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BearerError {
+    #[error("Bearer token authentication is not permitted over plain HTTP.")]
+    NotTls,
+    #[error("The bearer token is malformed.")]
+    Malformed,
+    #[error("The bearer token was not issued by this emulator's Entra endpoint.")]
+    Foreign,
+    #[error("The bearer token's audience is not https://communication.azure.com.")]
+    WrongAudience,
+    #[error("The bearer token is expired.")]
+    Expired,
+    #[error("The bearer token is not valid yet.")]
+    NotYetValid,
+}
+
+/// The token endpoint and the verifier of what it issued.
+#[derive(Debug)]
+pub struct EntraService {
+    config: EntraConfig,
+    minter: TokenMinter,
+}
+
+/// A refused token request, in Entra's error shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntraError {
+    pub status: StatusCode,
+    /// OAuth error: `invalid_request`, `invalid_client`, `unsupported_grant_type`, …
+    pub error: &'static str,
+    pub code: u32,
+    pub description: String,
+}
+
+impl EntraError {
+    fn new(status: StatusCode, error: &'static str, code: u32, description: String) -> Self {
+        Self {
+            status,
+            error,
+            code,
+            description,
+        }
+    }
+
+    fn missing(parameter: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            format!("The request body must contain the following parameter: '{parameter}'."),
+        )
+    }
+
+    fn to_response(&self, now: SystemTime) -> HttpResponse {
+        let trace_id = super::state::random_uuid();
+        let correlation_id = super::state::random_uuid();
+        let timestamp = jiff::Timestamp::try_from(now)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+            .strftime("%Y-%m-%d %H:%M:%SZ")
+            .to_string();
+        let body = serde_json::json!({
+            "error": self.error,
+            "error_description": format!(
+                "AADSTS{}: {} Trace ID: {trace_id} Correlation ID: {correlation_id} Timestamp: {timestamp}",
+                self.code, self.description
+            ),
+            "error_codes": [self.code],
+            "timestamp": timestamp,
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
+        });
+        json_response(self.status, &body)
+    }
+}
+
+/// The successful answer: `{"token_type":"Bearer","expires_in":…,"ext_expires_in":…,"access_token":…}`.
+#[derive(Serialize)]
+struct TokenResponse {
+    token_type: &'static str,
+    expires_in: u64,
+    ext_expires_in: u64,
+    access_token: String,
+}
+
+impl EntraService {
+    pub fn new(config: EntraConfig) -> Self {
+        Self {
+            config,
+            minter: TokenMinter::random(),
+        }
+    }
+
+    /// Answers a token request for `tenant`. `issuer_base` is the authority as the client
+    /// reached it (e.g. `https://localhost:8443`), for the `iss` claim.
+    pub fn token(
+        &self,
+        tenant: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        issuer_base: &str,
+        now: SystemTime,
+    ) -> HttpResponse {
+        match self.issue(tenant, headers, body, issuer_base, now) {
+            Ok(response) => json_response(StatusCode::OK, &response),
+            Err(error) => {
+                tracing::info!(
+                    operation = OPERATION,
+                    error = error.error,
+                    code = error.code,
+                    "token request refused"
+                );
+                error.to_response(now)
+            }
+        }
+    }
+
+    fn issue(
+        &self,
+        tenant: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        issuer_base: &str,
+        now: SystemTime,
+    ) -> Result<TokenResponse, EntraError> {
+        self.check_tenant(tenant)?;
+        let is_form = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim() == "application/x-www-form-urlencoded")
+            });
+        if !is_form {
+            return Err(EntraError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                900144,
+                "The request body must be application/x-www-form-urlencoded.".into(),
+            ));
+        }
+        let form = Form::parse(body);
+        let grant_type = form.get("grant_type")?;
+        if grant_type != "client_credentials" {
+            return Err(EntraError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                70003,
+                "The app requested an unsupported grant type: only client_credentials is supported by the emulator."
+                    .into(),
+            ));
+        }
+        let client_id = form.get("client_id")?;
+        let scope = form.get("scope")?;
+        if !ACS_SCOPES.contains(&scope) {
+            return Err(EntraError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                70011,
+                format!(
+                    "The provided value for the input parameter 'scope' is not valid: the emulator issues tokens for {} only.",
+                    ACS_SCOPES[0]
+                ),
+            ));
+        }
+        let Some(assertion) = form.optional("client_assertion") else {
+            return Err(EntraError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."
+                    .into(),
+            ));
+        };
+        if form.get("client_assertion_type")? != ASSERTION_TYPE {
+            return Err(EntraError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                50027,
+                format!("client_assertion_type must be {ASSERTION_TYPE}."),
+            ));
+        }
+        // Kubelet's file may end in a newline, which some SDKs send along.
+        if !is_jwt_shaped(assertion.trim()) {
+            return Err(EntraError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                50027,
+                "JWT token is invalid or malformed.".into(),
+            ));
+        }
+        let iat = unix_seconds(now);
+        let lifetime = self.config.token_lifetime.as_secs();
+        let claims = EntraClaims {
+            aud: ACS_AUDIENCE.into(),
+            iss: format!("{}/{tenant}/", issuer_base.trim_end_matches('/')),
+            iat,
+            nbf: iat,
+            exp: iat.saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX)),
+            tid: tenant.into(),
+            appid: client_id.into(),
+            azp: client_id.into(),
+            sub: client_id.into(),
+            idtyp: "app".into(),
+            ver: "1.0".into(),
+            uti: super::state::random_uuid(),
+        };
+        Ok(TokenResponse {
+            token_type: "Bearer",
+            expires_in: lifetime,
+            ext_expires_in: lifetime,
+            access_token: self.minter.sign(&claims),
+        })
+    }
+
+    fn check_tenant(&self, tenant: &str) -> Result<(), EntraError> {
+        let well_formed = !tenant.is_empty()
+            && tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        let known = self.config.tenants.is_empty() || self.config.tenants.contains(tenant);
+        if well_formed && known {
+            return Ok(());
+        }
+        Err(EntraError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90002,
+            format!("Tenant '{tenant}' not found."),
+        ))
+    }
+
+    /// Checks a bearer token presented to an ACS endpoint.
+    pub fn verify_bearer(
+        &self,
+        token: &str,
+        tls: bool,
+        now: SystemTime,
+    ) -> Result<EntraClaims, BearerError> {
+        if !tls {
+            return Err(BearerError::NotTls);
+        }
+        let claims: EntraClaims = self.minter.verify(token).map_err(|e| match e {
+            TokenError::Malformed => BearerError::Malformed,
+            TokenError::ForeignSignature => BearerError::Foreign,
+        })?;
+        if claims.aud.trim_end_matches('/') != ACS_AUDIENCE {
+            return Err(BearerError::WrongAudience);
+        }
+        let now = unix_seconds(now);
+        if claims.exp <= now {
+            return Err(BearerError::Expired);
+        }
+        if claims.nbf > now {
+            return Err(BearerError::NotYetValid);
+        }
+        Ok(claims)
+    }
+
+    /// Signs arbitrary claims with the token secret (for tests of the verifier).
+    #[cfg(test)]
+    fn sign(&self, claims: &EntraClaims) -> String {
+        self.minter.sign(claims)
+    }
+}
+
+/// A url-encoded form; a parameter given twice is refused, like Entra does.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn parse(body: &[u8]) -> Self {
+        Self(
+            url::form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    fn optional(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn get(&self, name: &str) -> Result<&str, EntraError> {
+        if self.0.iter().filter(|(k, _)| k == name).count() > 1 {
+            return Err(EntraError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                90015,
+                format!("Requested query string is too long or parameter '{name}' is duplicated."),
+            ));
+        }
+        self.optional(name).ok_or_else(|| EntraError::missing(name))
+    }
+}
+
+/// Three dot-separated parts whose first two are base64url JSON objects.
+fn is_jwt_shaped(assertion: &str) -> bool {
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let json_object = |part: &str| {
+        B64URL
+            .decode(part.trim_end_matches('='))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .is_some_and(|v| v.is_object())
+    };
+    parts.len() == 3 && json_object(parts[0]) && json_object(parts[1]) && !parts[2].is_empty()
+}
+
+fn unix_seconds(now: SystemTime) -> i64 {
+    now.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Entra's answers: JSON with a charset, never cached.
+fn json_response(status: StatusCode, body: &impl Serialize) -> HttpResponse {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache"),
+    );
+    headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+    const CLIENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    /// The body azure-identity-python 1.27.0 sent (recordings/captured), trailing `%0A` included.
+    const CAPTURED: &str = "client_assertion=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDpvcGVyYXRvciJ9.sig%0A&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_id=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee&grant_type=client_credentials&scope=https%3A%2F%2Fcommunication.azure.com%2F%2F.default";
+
+    fn form_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        headers
+    }
+
+    async fn answer(
+        service: &EntraService,
+        tenant: &str,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let response = service.token(
+            tenant,
+            &form_headers(),
+            body.as_bytes(),
+            "https://localhost:8443",
+            SystemTime::now(),
+        );
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_captured_sdk_request_gets_a_token_for_acs() {
+        let service = EntraService::new(EntraConfig::default());
+        let (status, body) = answer(&service, TENANT, CAPTURED).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 3599);
+        assert_eq!(body["ext_expires_in"], 3599);
+        let token = body["access_token"].as_str().unwrap();
+        let claims = service
+            .verify_bearer(token, true, SystemTime::now())
+            .unwrap();
+        assert_eq!(claims.aud, ACS_AUDIENCE);
+        assert_eq!(claims.tid, TENANT);
+        assert_eq!(
+            (claims.appid.as_str(), claims.azp.as_str()),
+            (CLIENT, CLIENT)
+        );
+        assert_eq!(claims.iss, format!("https://localhost:8443/{TENANT}/"));
+        assert_eq!(claims.exp - claims.iat, 3599);
+    }
+
+    #[tokio::test]
+    async fn malformed_requests_get_entra_errors() {
+        let service = EntraService::new(EntraConfig::default());
+        let without = |name: &str| {
+            CAPTURED
+                .split('&')
+                .filter(|p| !p.starts_with(&format!("{name}=")))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        let with = |name: &str, value: &str| format!("{}&{name}={value}", without(name));
+        let cases = [
+            (without("client_id"), 400, "invalid_request", 900144),
+            (without("scope"), 400, "invalid_request", 900144),
+            (without("client_assertion"), 401, "invalid_client", 7000218),
+            (
+                with("grant_type", "password"),
+                400,
+                "unsupported_grant_type",
+                70003,
+            ),
+            (
+                with("scope", "https%3A%2F%2Fvault.azure.net%2F.default"),
+                400,
+                "invalid_scope",
+                70011,
+            ),
+            (
+                with("client_assertion_type", "x"),
+                400,
+                "invalid_request",
+                50027,
+            ),
+            (
+                with("client_assertion", "not-a-jwt"),
+                400,
+                "invalid_request",
+                50027,
+            ),
+            (
+                format!("{CAPTURED}&client_id=other"),
+                400,
+                "invalid_request",
+                90015,
+            ),
+        ];
+        for (body, status, error, code) in cases {
+            let (got, json) = answer(&service, TENANT, &body).await;
+            assert_eq!(got.as_u16(), status, "{body}: {json}");
+            assert_eq!(json["error"], error, "{body}");
+            assert_eq!(json["error_codes"][0], code, "{body}");
+            let description = json["error_description"].as_str().unwrap();
+            assert!(
+                description.starts_with(&format!("AADSTS{code}: ")),
+                "{description}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn tenants_can_be_restricted() {
+        let service = EntraService::new(EntraConfig {
+            tenants: [TENANT.to_string()].into(),
+            ..EntraConfig::default()
+        });
+        assert_eq!(answer(&service, TENANT, CAPTURED).await.0, StatusCode::OK);
+        let (status, json) = answer(&service, "contoso.onmicrosoft.com", CAPTURED).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(json["error_codes"][0], 90002);
+        let open = EntraService::new(EntraConfig::default());
+        assert_eq!(
+            answer(&open, "bad tenant", CAPTURED).await.0,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn form_content_type_is_required() {
+        let service = EntraService::new(EntraConfig::default());
+        let response = service.token(
+            TENANT,
+            &HeaderMap::new(),
+            CAPTURED.as_bytes(),
+            "https://localhost",
+            SystemTime::now(),
+        );
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+
+    fn claims(aud: &str, iat: i64, exp: i64) -> EntraClaims {
+        EntraClaims {
+            aud: aud.into(),
+            iss: "https://localhost/t/".into(),
+            iat,
+            nbf: iat,
+            exp,
+            tid: TENANT.into(),
+            appid: CLIENT.into(),
+            azp: CLIENT.into(),
+            sub: CLIENT.into(),
+            idtyp: "app".into(),
+            ver: "1.0".into(),
+            uti: "u".into(),
+        }
+    }
+
+    #[test]
+    fn bearer_tokens_are_checked_for_issuer_audience_and_time() {
+        let service = EntraService::new(EntraConfig::default());
+        let now = SystemTime::now();
+        let t = unix_seconds(now);
+        let good = service.sign(&claims(ACS_AUDIENCE, t, t + 60));
+        assert!(service.verify_bearer(&good, true, now).is_ok());
+        let cases = [
+            (good.clone(), false, BearerError::NotTls),
+            ("eyJ.eyJ.x".to_string(), true, BearerError::Malformed),
+            (
+                EntraService::new(EntraConfig::default()).sign(&claims(ACS_AUDIENCE, t, t + 60)),
+                true,
+                BearerError::Foreign,
+            ),
+            (
+                service.sign(&claims("https://vault.azure.net", t, t + 60)),
+                true,
+                BearerError::WrongAudience,
+            ),
+            (
+                service.sign(&claims(ACS_AUDIENCE, t - 60, t)),
+                true,
+                BearerError::Expired,
+            ),
+            (
+                service.sign(&claims(ACS_AUDIENCE, t + 60, t + 120)),
+                true,
+                BearerError::NotYetValid,
+            ),
+        ];
+        for (token, tls, expected) in cases {
+            assert_eq!(service.verify_bearer(&token, tls, now), Err(expected));
+        }
+    }
+
+    #[test]
+    fn jwt_shape() {
+        assert!(is_jwt_shaped("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.sig"));
+        for bad in [
+            "",
+            "a.b",
+            "a.b.c",
+            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.",
+            "W10.W10.s",
+        ] {
+            assert!(!is_jwt_shaped(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Entra ID workload identity end to end, in process: the Rust ACS client with the official
+//! `azure_identity` workload identity credential gets a bearer token from the emulator's Entra
+//! endpoint (over TLS, trusting the test CA through our own transport) and uses it on the
+//! emulator's ACS endpoints; the emulator refuses missing, foreign and expired bearer tokens.
+//!
+//! Everything is configured explicitly (tenant, client, token file, authority): no test reads
+//! or writes process environment, which is shared by tests running in parallel.
+
+mod common;
+
+use acs_identity_operator::acs::{
+    AcsClient, AcsError, ClientOptions, Scope, TokenLifetime, WorkloadIdentity,
+};
+use acs_identity_operator::emulator::EmulatorHandle;
+use common::{Admin, TestCa, start_emulator, test_ca};
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+const CLIENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+/// A projected service-account token as kubelet writes it: JWT-shaped, trailing newline.
+const SA_TOKEN: &str =
+    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDpvcGVyYXRvciJ9.sig\n";
+
+/// A TLS emulator, its CA, its https endpoint by address, and a federated token file.
+struct Setup {
+    emulator: EmulatorHandle,
+    ca: TestCa,
+    endpoint: Url,
+    admin: Admin,
+    token_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new(
+        configure: impl FnOnce(&mut acs_identity_operator::emulator::EmulatorConfig),
+    ) -> Self {
+        let ca = test_ca();
+        let server = ca.server.clone();
+        let emulator = start_emulator(|c| {
+            c.tls = Some(server);
+            configure(c);
+        })
+        .await;
+        let admin = Admin::new(&emulator, Some(&ca.ca_pem));
+        // The certificate names 127.0.0.1 too: stay on the loopback address.
+        let mut endpoint = emulator.endpoint().clone();
+        endpoint.set_host(Some("127.0.0.1")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("azure-identity-token");
+        std::fs::write(&token_file, SA_TOKEN).unwrap();
+        Self {
+            emulator,
+            ca,
+            endpoint,
+            admin,
+            token_file,
+            _dir: dir,
+        }
+    }
+
+    fn workload_identity(&self, tenant: &str) -> WorkloadIdentity {
+        WorkloadIdentity {
+            tenant_id: tenant.into(),
+            client_id: CLIENT.into(),
+            token_file: self.token_file.clone(),
+            authority_host: self.endpoint.clone(),
+            extra_ca_pem: Some(self.ca.ca_pem.clone().into_bytes()),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn bearer_client(&self, tenant: &str) -> AcsClient {
+        let credential = self.workload_identity(tenant).credential().unwrap();
+        let options = ClientOptions {
+            extra_ca_pem: Some(self.ca.ca_pem.clone().into_bytes()),
+            ..ClientOptions::default()
+        };
+        AcsClient::with_bearer(self.endpoint.clone(), credential, options).unwrap()
+    }
+
+    fn http(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.ca.ca_pem.as_bytes()).unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    /// An Entra token straight from the token endpoint, as the SDKs request it.
+    async fn raw_entra_token(&self) -> String {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("client_assertion", SA_TOKEN)
+            .append_pair(
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            )
+            .append_pair("client_id", CLIENT)
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("scope", "https://communication.azure.com//.default")
+            .finish();
+        let response = self
+            .http()
+            .post(
+                self.endpoint
+                    .join(&format!("{TENANT}/oauth2/v2.0/token"))
+                    .unwrap(),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let json: serde_json::Value = response.json().await.unwrap();
+        json["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// `POST /identities` with the given Authorization header (none when `None`): status and
+    /// error message.
+    async fn create_with(&self, authorization: Option<&str>) -> (u16, String) {
+        let mut request = self
+            .http()
+            .post(
+                self.endpoint
+                    .join("identities?api-version=2023-10-01")
+                    .unwrap(),
+            )
+            .header("content-type", "application/json")
+            .body("{}");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let json: serde_json::Value = response.json().await.unwrap_or_default();
+        (
+            status,
+            json["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn bearer_client_creates_issues_revokes_and_deletes_with_one_entra_token() {
+    let s = Setup::new(|_| {}).await;
+    let client = s.bearer_client(TENANT);
+    assert_eq!(client.auth_scheme(), "Bearer");
+
+    let hour = TokenLifetime::from_minutes(60).unwrap();
+    let (id, first) = client
+        .create_identity_with_token(&[Scope::Chat], hour)
+        .await
+        .unwrap();
+    assert_eq!(s.admin.verify(&first.token).await, (true, "ok".into()));
+    let plain = client.create_identity().await.unwrap();
+    let second = client
+        .issue_token(&id, &[Scope::Voip], TokenLifetime::MAX)
+        .await
+        .unwrap();
+    assert_eq!(s.admin.verify(&second.token).await, (true, "ok".into()));
+
+    client.revoke_tokens(&id).await.unwrap();
+    assert_eq!(
+        s.admin.verify(&second.token).await,
+        (false, "revoked".into())
+    );
+    client.delete_identity(&id).await.unwrap();
+    client.delete_identity(&plain).await.unwrap();
+    assert_eq!(s.admin.identity(&id).await.unwrap()["deleted"], true);
+
+    // Six ACS calls, one token request: the credential caches the Entra token.
+    assert_eq!(s.admin.count("entraToken", 200).await, 1);
+    assert_eq!(s.admin.count("createIdentityWithToken", 201).await, 1);
+    assert_eq!(s.admin.count("createIdentity", 201).await, 1);
+    assert_eq!(s.admin.count("issueToken", 200).await, 1);
+    assert_eq!(s.admin.count("revokeTokens", 204).await, 1);
+    assert_eq!(s.admin.count("deleteIdentity", 204).await, 2);
+    s.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn missing_malformed_and_foreign_bearer_tokens_get_401() {
+    let s = Setup::new(|_| {}).await;
+    let other = Setup::new(|_| {}).await;
+
+    let own = s.raw_entra_token().await;
+    assert_eq!(s.create_with(Some(&format!("Bearer {own}"))).await.0, 201);
+
+    let (status, _) = s.create_with(None).await;
+    assert_eq!(status, 401, "no Authorization header");
+    let (status, message) = s.create_with(Some("Bearer not-a-token")).await;
+    assert_eq!(
+        (status, message.as_str()),
+        (401, "The bearer token is malformed.")
+    );
+
+    // Another emulator's Entra token: well-formed, right audience, wrong signer.
+    let foreign = other.raw_entra_token().await;
+    let (status, message) = s.create_with(Some(&format!("Bearer {foreign}"))).await;
+    assert_eq!(status, 401);
+    assert!(message.contains("not issued by this emulator"), "{message}");
+
+    // An ACS user token is no Entra token, even from the same emulator.
+    let hmac = AcsClient::new(
+        &{
+            let mut c = s.emulator.connection_string();
+            c.endpoint = s.endpoint.clone();
+            c
+        },
+        ClientOptions {
+            extra_ca_pem: Some(s.ca.ca_pem.clone().into_bytes()),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    let (_, user_token) = hmac
+        .create_identity_with_token(&[Scope::Chat], TokenLifetime::MAX)
+        .await
+        .unwrap();
+    let (status, message) = s
+        .create_with(Some(&format!("Bearer {}", user_token.token)))
+        .await;
+    assert_eq!(status, 401, "ACS user token accepted as bearer: {message}");
+
+    // Denied requests are counted like any other: 4 refusals, 2 successful creates.
+    assert_eq!(s.admin.count("createIdentity", 401).await, 4);
+    s.emulator.shutdown().await;
+    other.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_bearer_tokens_get_401_and_the_client_reports_unauthorized() {
+    // Lifetime 0: every token the Entra endpoint issues is expired when it is issued.
+    let s = Setup::new(|c| c.entra.token_lifetime = Duration::ZERO).await;
+    let expired = s.raw_entra_token().await;
+    let (status, message) = s.create_with(Some(&format!("Bearer {expired}"))).await;
+    assert_eq!(
+        (status, message.as_str()),
+        (401, "The bearer token is expired.")
+    );
+
+    let err = s.bearer_client(TENANT).create_identity().await.unwrap_err();
+    assert!(
+        matches!(err, AcsError::Unauthorized { status: 401, .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_retriable());
+    s.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn refused_workload_identity_is_a_permanent_credential_error_without_an_acs_call() {
+    let s =
+        Setup::new(|c| c.entra.tenants = ["22222222-0000-0000-0000-000000000000".into()].into())
+            .await;
+    let err = s.bearer_client(TENANT).create_identity().await.unwrap_err();
+    match &err {
+        AcsError::Credential { retriable, message } => {
+            assert!(!retriable, "{message}");
+            assert!(message.contains("AADSTS90002"), "{message}");
+            assert!(
+                !message.contains(SA_TOKEN.trim()),
+                "assertion leaked: {message}"
+            );
+        }
+        other => panic!("expected a credential error, got {other:?}"),
+    }
+    assert_eq!(s.admin.count("entraToken", 400).await, 1);
+    assert_eq!(
+        s.admin.get("admin/stats").await["operations"].get("createIdentity"),
+        None
+    );
+    s.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_authority_with_an_untrusted_certificate_is_a_retriable_credential_error() {
+    let s = Setup::new(|_| {}).await;
+    let mut identity = s.workload_identity(TENANT);
+    identity.extra_ca_pem = None;
+    let credential = identity.credential().unwrap();
+    let options = ClientOptions {
+        extra_ca_pem: Some(s.ca.ca_pem.clone().into_bytes()),
+        ..ClientOptions::default()
+    };
+    let client = AcsClient::with_bearer(s.endpoint.clone(), credential, options).unwrap();
+    let err = client.create_identity().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AcsError::Credential {
+                retriable: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(s.admin.get("admin/stats").await["total"], 0);
+    s.emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_refused_over_plain_http() {
+    let emulator = start_emulator(|_| {}).await;
+    let tls = Setup::new(|_| {}).await;
+    let token = tls.raw_entra_token().await;
+    let response = reqwest::Client::new()
+        .post(
+            emulator
+                .endpoint()
+                .join("identities?api-version=2023-10-01")
+                .unwrap(),
+        )
+        .bearer_auth(&token)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let json: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        json["error"]["message"],
+        "Bearer token authentication is not permitted over plain HTTP."
+    );
+    emulator.shutdown().await;
+    tls.emulator.shutdown().await;
+}
