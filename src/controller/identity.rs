@@ -135,7 +135,14 @@ async fn ensure_token(
         now: progress.now(),
     });
 
-    let renew_before = renew_before(obj);
+    let destination = TokenDestination {
+        secrets: &secrets,
+        obj,
+        existing: existing.as_ref(),
+        wanted: &wanted,
+        renew_before: renew_before(obj),
+        refresh_request,
+    };
     match decision {
         Decision::SecretConflict => Err(Error::SecretConflict(secret_name)),
         Decision::UpToDate { .. } => Ok(None),
@@ -163,18 +170,7 @@ async fn ensure_token(
             progress.set_identity(&id);
             status::write(ctx, obj, progress.status().clone()).await?;
             let note = format!("created ACS identity {id}");
-            store_token(
-                &secrets,
-                obj,
-                existing.as_ref(),
-                progress,
-                &id,
-                token,
-                &wanted,
-                renew_before,
-                refresh_request,
-            )
-            .await?;
+            destination.store(progress, &id, token).await?;
             Ok(Some(("IdentityCreated", note)))
         }
         Decision::Issue(reason) => {
@@ -195,18 +191,7 @@ async fn ensure_token(
                 })?;
             info!(identity = %id, %reason, "issued token");
             progress.set_identity(&id);
-            store_token(
-                &secrets,
-                obj,
-                existing.as_ref(),
-                progress,
-                &id,
-                token,
-                &wanted,
-                renew_before,
-                refresh_request,
-            )
-            .await?;
+            destination.store(progress, &id, token).await?;
             let event = if matches!(reason, IssueReason::Due | IssueReason::Expired) {
                 "TokenRenewed"
             } else {
@@ -217,32 +202,50 @@ async fn ensure_token(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn store_token(
-    secrets: &Api<Secret>,
-    obj: &AcsIdentity,
-    existing: Option<&Secret>,
-    progress: &mut Progress,
-    identity_id: &str,
-    token: IssuedToken,
-    wanted: &TokenParams,
+/// Where a newly issued token goes, and what to record about it.
+struct TokenDestination<'a> {
+    secrets: &'a Api<Secret>,
+    obj: &'a AcsIdentity,
+    existing: Option<&'a Secret>,
+    wanted: &'a TokenParams,
     renew_before: RenewBefore,
     refresh_request: Option<String>,
-) -> Result<(), Error> {
-    // Kubernetes keeps timestamps to the second: record what will read back identically, so
-    // the next reconcile finds status unchanged. Expiry rounds down (never claims more).
-    let issued_at = whole_seconds(progress.now());
-    let expires_on = whole_seconds(token.expires_on);
-    let jitter = rand::random::<f64>();
-    let renew_at = whole_seconds(renewal_time(issued_at, expires_on, renew_before, jitter));
-    let content = TokenContent {
-        token: token.token,
-        expires_on,
-        identity_id: identity_id.to_string(),
-    };
-    write_secret(secrets, obj, &content, existing).await?;
-    progress.record_token(&content, wanted, issued_at, renew_at, refresh_request);
-    Ok(())
+}
+
+impl TokenDestination<'_> {
+    /// Writes the token to the Secret, then records it (and its renewal time) in `progress`.
+    async fn store(
+        &self,
+        progress: &mut Progress,
+        identity_id: &str,
+        token: IssuedToken,
+    ) -> Result<(), Error> {
+        // Kubernetes keeps timestamps to the second: record what will read back identically, so
+        // the next reconcile finds status unchanged. Expiry rounds down (never claims more).
+        let issued_at = whole_seconds(progress.now());
+        let expires_on = whole_seconds(token.expires_on);
+        let jitter = rand::random::<f64>();
+        let renew_at = whole_seconds(renewal_time(
+            issued_at,
+            expires_on,
+            self.renew_before,
+            jitter,
+        ));
+        let content = TokenContent {
+            token: token.token,
+            expires_on,
+            identity_id: identity_id.to_string(),
+        };
+        write_secret(self.secrets, self.obj, &content, self.existing).await?;
+        progress.record_token(
+            &content,
+            self.wanted,
+            issued_at,
+            renew_at,
+            self.refresh_request.clone(),
+        );
+        Ok(())
+    }
 }
 
 /// Creates the Secret, or replaces our own at the version we read: never someone else's, and
