@@ -1,5 +1,8 @@
 //! `AcsConnection` (namespaced) and `ClusterAcsConnection` (cluster-wide, optionally limited to
-//! some namespaces): how to reach one ACS resource. They hold references, never the secret.
+//! some namespaces): how to reach one ACS resource, and as whom. Either a connection string
+//! (endpoint and access key) in a Secret, or an endpoint and an Entra ID workload identity
+//! (the operator pod's federated token exchanged for a bearer token). They hold references,
+//! never the secret.
 
 // kube-derive's repeated `printcolumn(...)` arguments look like duplicated attributes to clippy.
 #![allow(clippy::duplicated_attributes)]
@@ -32,10 +35,22 @@ use serde::{Deserialize, Serialize};
 )]
 #[x_kube(validation = Rule::new("!(has(self.caBundle) && has(self.caSecretRef))")
     .message("caBundle and caSecretRef are mutually exclusive"))]
+#[x_kube(validation = Rule::new(
+    "has(self.connectionStringSecretRef) ? !has(self.endpoint) && !has(self.workloadIdentity) : has(self.endpoint) && has(self.workloadIdentity)"
+).message("set either connectionStringSecretRef, or endpoint and workloadIdentity"))]
 #[serde(rename_all = "camelCase")]
 pub struct AcsConnectionSpec {
     /// The Secret key holding `endpoint=https://…;accesskey=…`, in this namespace.
-    pub connection_string_secret_ref: SecretKeyRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_string_secret_ref: Option<SecretKeyRef>,
+    /// The resource's endpoint (`https://<name>.communication.azure.com/`), with
+    /// workloadIdentity instead of a connection string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https://[^/?#\s]+"))]
+    pub endpoint: Option<String>,
+    /// Authenticate with an Entra ID workload identity (bearer tokens) instead of an access key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_identity: Option<WorkloadIdentitySpec>,
     /// PEM certificates to trust for the endpoint besides the system roots (e.g. the emulator's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
@@ -67,10 +82,21 @@ pub struct AcsConnectionSpec {
 )]
 #[x_kube(validation = Rule::new("!(has(self.caBundle) && has(self.caSecretRef))")
     .message("caBundle and caSecretRef are mutually exclusive"))]
+#[x_kube(validation = Rule::new(
+    "has(self.connectionStringSecretRef) ? !has(self.endpoint) && !has(self.workloadIdentity) : has(self.endpoint) && has(self.workloadIdentity)"
+).message("set either connectionStringSecretRef, or endpoint and workloadIdentity"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterAcsConnectionSpec {
     /// The Secret key holding the connection string; the namespace is required.
-    pub connection_string_secret_ref: NamespacedSecretKeyRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_string_secret_ref: Option<NamespacedSecretKeyRef>,
+    /// The resource's endpoint, with workloadIdentity instead of a connection string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https://[^/?#\s]+"))]
+    pub endpoint: Option<String>,
+    /// Authenticate with an Entra ID workload identity (bearer tokens) instead of an access key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_identity: Option<WorkloadIdentitySpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +128,23 @@ pub struct NamespacedSecretKeyRef {
     pub key: String,
 }
 
+/// An Entra ID workload identity (AKS): the operator exchanges its pod's federated
+/// service-account token (`AZURE_FEDERATED_TOKEN_FILE`, at `AZURE_AUTHORITY_HOST`) for bearer
+/// tokens of this application. The application needs a data-plane role on the ACS resource.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadIdentitySpec {
+    /// Client (application) id of the Entra identity. Default: the operator pod's
+    /// `AZURE_CLIENT_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub client_id: Option<String>,
+    /// Tenant (directory) id or domain. Default: the operator pod's `AZURE_TENANT_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9.-]+$"))]
+    pub tenant_id: Option<String>,
+}
+
 fn default_key() -> String {
     "connectionString".into()
 }
@@ -119,7 +162,7 @@ pub struct AllowedNamespaces {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AcsConnectionStatus {
-    /// The endpoint parsed from the connection string (never the key).
+    /// The endpoint in use, from the connection string (never the key) or the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,7 +6,7 @@ pub mod identity;
 
 pub use connection::{
     AcsConnection, AcsConnectionSpec, AcsConnectionStatus, AllowedNamespaces, ClusterAcsConnection,
-    ClusterAcsConnectionSpec, NamespacedSecretKeyRef, SecretKeyRef,
+    ClusterAcsConnectionSpec, NamespacedSecretKeyRef, SecretKeyRef, WorkloadIdentitySpec,
 };
 pub use duration::GoDuration;
 pub use identity::{

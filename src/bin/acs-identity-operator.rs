@@ -77,11 +77,20 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // AZURE_* from the AKS workload identity webhook, for connections with workloadIdentity.
+    let workload_identity = match controller::connections::WorkloadIdentityDefaults::from_env() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the workload identity environment");
+            return ExitCode::FAILURE;
+        }
+    };
     let settings = controller::Settings {
         namespace: args.namespace,
         concurrency: args.concurrency.max(1),
         acs_timeout: Duration::from_secs(args.acs_timeout_seconds.max(1)),
         instance: std::env::var("POD_NAME").ok(),
+        workload_identity,
         ..controller::Settings::default()
     };
     let role = Arc::new(leader::Role::default());

@@ -59,12 +59,7 @@ async fn checked_status(
     generation: Option<i64>,
 ) -> AcsConnectionStatus {
     let (ready, reason, message, endpoint) = match ctx.connections.check(source).await {
-        Ok(endpoint) => (
-            true,
-            "Valid",
-            format!("connection string for {endpoint} parsed"),
-            Some(endpoint),
-        ),
+        Ok((endpoint, summary)) => (true, "Valid", summary, Some(endpoint)),
         Err(e) => (false, e.category(), e.to_string(), None),
     };
     let status = if ready { "True" } else { "False" };

@@ -29,6 +29,9 @@ pub enum Error {
     InvalidCaBundle(String),
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    /// The connection's workload identity is incomplete, or its token file unreadable.
+    #[error("workload identity: {0}")]
+    WorkloadIdentity(String),
     #[error("Secret {0} exists and is not owned by this AcsIdentity")]
     SecretConflict(String),
     #[error("ACS identity {id} does not exist: {source}")]
@@ -54,6 +57,7 @@ impl Error {
             }
             Error::InvalidCaBundle(_) => "InvalidCaBundle",
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::WorkloadIdentity(_) => "InvalidWorkloadIdentity",
             Error::SecretConflict(_) => "SecretConflict",
             Error::IdentityNotFound { .. } => "IdentityNotFound",
             Error::Acs(e) => match e {

@@ -56,6 +56,9 @@ pub struct Settings {
     pub metrics: Arc<Metrics>,
     /// Set once the watch caches have synced and the reconcilers run (for `/readyz`).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The pod's Entra workload identity (token file, authority, default tenant and client),
+    /// for connections with `workloadIdentity`. Empty by default; the binary reads the env.
+    pub workload_identity: connections::WorkloadIdentityDefaults,
 }
 
 impl Default for Settings {
@@ -69,6 +72,7 @@ impl Default for Settings {
             on_reconciled: None,
             metrics: Arc::default(),
             ready: Arc::default(),
+            workload_identity: Default::default(),
         }
     }
 }
@@ -178,6 +182,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
             namespaced_ctrl.store(),
             cluster_store.clone(),
             settings.acs_timeout,
+            settings.workload_identity.clone(),
             Box::new(move || limiter()),
         ),
         recorder,
