@@ -2,9 +2,10 @@
 //! operator instance watching only that namespace (so tests run in parallel without seeing
 //! each other). The operator can be stopped and started again to test restarts.
 
-use crate::common::{Admin, TEST_KEY, start_emulator};
+use crate::common::{Admin, TEST_KEY, start_emulator, test_ca};
 use crate::support;
 use acs_identity_operator::api::{AcsConnection, AcsIdentity};
+use acs_identity_operator::controller::connections::WorkloadIdentityDefaults;
 use acs_identity_operator::controller::{self, Settings};
 use acs_identity_operator::emulator::{EmulatorConfig, EmulatorHandle};
 use acs_identity_operator::metrics::Metrics;
@@ -34,6 +35,10 @@ pub struct World {
     pub metrics: Arc<Metrics>,
     /// Reconcile counts per identity name, from the operator's hook.
     reconciled: Arc<(Mutex<HashMap<String, u64>>, Notify)>,
+    /// The operator pod's workload identity environment, given to every operator started.
+    workload_identity: WorkloadIdentityDefaults,
+    /// Holds the federated token file of a workload identity world.
+    _scratch: Option<tempfile::TempDir>,
     _namespace: support::TestNamespace,
 }
 
@@ -86,6 +91,8 @@ impl World {
             operator: None,
             metrics: Arc::default(),
             reconciled: Arc::default(),
+            workload_identity: WorkloadIdentityDefaults::default(),
+            _scratch: None,
             _namespace: namespace,
         };
         let connection_string = world.connection_string();
@@ -98,6 +105,59 @@ impl World {
                 json!({"spec": {"connectionStringSecretRef": {"name": "acs-conn", "key": "connectionString"}}}),
             )
             .await;
+        world
+    }
+
+    /// A namespace with an emulator serving TLS (ACS and its Entra endpoint), AcsConnection
+    /// `acs` naming the emulator's endpoint and the workload identity `client_id`/`tenant_id`,
+    /// and a running operator whose pod environment (token file, authority, authority CA) is
+    /// given through its settings, as the AKS webhook would inject it.
+    pub async fn with_workload_identity(tenant_id: &str, client_id: &str) -> Self {
+        let namespace = support::TestNamespace::create(&test_name()).await;
+        let client = namespace.client();
+        let ns = namespace.name().to_string();
+        install_crds(&client).await;
+        let ca = test_ca();
+        let emulator = start_emulator(|c| c.tls = Some(ca.server.clone())).await;
+        let admin = Admin::new(&emulator, Some(&ca.ca_pem));
+        // The certificate names 127.0.0.1 too: stay on the loopback address.
+        let mut endpoint = emulator.endpoint().clone();
+        endpoint.set_host(Some("127.0.0.1")).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let token_file = scratch.path().join("azure-identity-token");
+        std::fs::write(
+            &token_file,
+            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6b3BlcmF0b3IifQ.sig\n",
+        )
+        .unwrap();
+        let mut world = World {
+            client,
+            ns,
+            admin,
+            emulator: Some(emulator),
+            operator: None,
+            metrics: Arc::default(),
+            reconciled: Arc::default(),
+            workload_identity: WorkloadIdentityDefaults {
+                token_file: Some(token_file),
+                authority_host: Some(endpoint.to_string()),
+                extra_ca_pem: Some(ca.ca_pem.clone().into_bytes()),
+                ..WorkloadIdentityDefaults::default()
+            },
+            _scratch: Some(scratch),
+            _namespace: namespace,
+        };
+        world
+            .apply::<AcsConnection>(
+                "acs",
+                json!({"spec": {
+                    "endpoint": endpoint.as_str(),
+                    "workloadIdentity": {"clientId": client_id, "tenantId": tenant_id},
+                    "caBundle": ca.ca_pem,
+                }}),
+            )
+            .await;
+        world.start_operator();
         world
     }
 
@@ -122,6 +182,7 @@ impl World {
                     .or_default() += 1;
                 reconciled.1.notify_waiters();
             })),
+            workload_identity: self.workload_identity.clone(),
             ..Settings::default()
         };
         let client = self.client.clone();

@@ -635,3 +635,69 @@ async fn metrics_follow_an_identity_and_are_removed_with_it() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_workload_identity_connection_gets_a_bearer_token_and_a_ready_identity() {
+    use acs_identity_operator::api::AcsConnection;
+    const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+    const CLIENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    let w = World::with_workload_identity(TENANT, CLIENT).await;
+
+    // The API server keeps the two ways of authenticating apart (the CRD's CEL rule).
+    let mixed = json!({"apiVersion": "acsoperator.io/v1alpha1", "kind": "AcsConnection",
+        "metadata": {"name": "mixed"},
+        "spec": {"connectionStringSecretRef": {"name": "s"}, "endpoint": "https://x/", "workloadIdentity": {}}});
+    let err = w
+        .api::<AcsConnection>()
+        .patch(
+            "mixed",
+            &kube::api::PatchParams::apply("test"),
+            &kube::api::Patch::Apply(mixed),
+        )
+        .await
+        .expect_err("a connection with both forms was accepted");
+    assert!(
+        err.to_string()
+            .contains("set either connectionStringSecretRef, or endpoint and workloadIdentity"),
+        "{err}"
+    );
+
+    w.identity("wanda", spec(&["chat"])).await;
+    let wanda = w.wait_ready("wanda").await;
+    let secret = w.get::<Secret>("wanda").await.unwrap();
+    assert_eq!(
+        Some(secret_text(&secret, "identityId")),
+        status_of(&wanda).identity_id
+    );
+    let token = secret_text(&secret, "token");
+    assert_eq!(w.admin.verify(&token).await, (true, "ok".into()));
+    assert_eq!(token_scopes(&token), "chat");
+    // The connection has no access key: the create went out with the Entra bearer token, and
+    // one token request served every ACS call (the connection's own check makes none).
+    assert_eq!(w.admin.count("entraToken", 200).await, 1);
+    assert_eq!(w.admin.count("createIdentityWithToken", 201).await, 1);
+    assert_eq!(w.admin.count("createIdentityWithToken", 401).await, 0);
+
+    let ready = |c: Option<&AcsConnection>| {
+        c.and_then(|c| c.status.as_ref())
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .is_some_and(|c| c.status == "True")
+    };
+    let connection = tokio::time::timeout(
+        harness::WAIT,
+        kube::runtime::wait::await_condition(w.api::<AcsConnection>(), "acs", ready),
+    )
+    .await
+    .expect("connection Ready in time")
+    .unwrap()
+    .unwrap();
+    let status = connection.status.unwrap();
+    let condition = &status.conditions[0];
+    assert_eq!(condition.reason, "Valid");
+    assert!(
+        condition.message.contains(CLIENT) && condition.message.contains("token file present"),
+        "{}",
+        condition.message
+    );
+    assert!(status.endpoint.unwrap().starts_with("https://127.0.0.1:"));
+}
