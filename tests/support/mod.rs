@@ -4,7 +4,7 @@
 //! AKS, ...) or, when that variable is unset, a local one started once by
 //! `tests/kube-apiserver/cluster up` (see its README for what that server does
 //! not do: no controllers, so no garbage collection and no namespace
-//! cascading; allow-all authorization). Every test gets its own namespace:
+//! cascading; RBAC without the default roles). Every test gets its own namespace:
 //!
 //! ```ignore
 //! mod support;

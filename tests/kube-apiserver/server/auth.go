@@ -11,19 +11,21 @@ import (
 	"k8s.io/apiserver/pkg/authorization/union"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
+	"k8s.io/client-go/informers"
 )
 
-// authorizationAlwaysAllow is the only --authorization-mode so far. An RBAC
-// authorizer (or any other) plugs in at newModeAuthorizer.
+// authorizationAlwaysAllow lets every authenticated user do anything; the
+// other --authorization-mode is authorizationRBAC (rbac.go).
 const authorizationAlwaysAllow = "AlwaysAllow"
 
 // applyAuth sets who may call: authentication by client certificate, then
-// authorization (system:masters, then the chosen mode).
-func applyAuth(c *genericapiserver.Config, caFile, mode string) error {
+// authorization (system:masters, then the chosen mode, which may read the
+// server's own objects through f).
+func applyAuth(c *genericapiserver.Config, caFile, mode string, f informers.SharedInformerFactory) error {
 	if err := applyAuthentication(c, caFile); err != nil {
 		return err
 	}
-	if err := applyAuthorization(c, mode); err != nil {
+	if err := applyAuthorization(c, mode, f); err != nil {
 		return err
 	}
 	// The loopback client (informers, admission, post-start hooks) uses a
@@ -53,8 +55,8 @@ func applyAuthentication(c *genericapiserver.Config, caFile string) error {
 
 // applyAuthorization lets system:masters do anything (as kube-apiserver does,
 // before any mode) and asks the chosen mode about everyone else.
-func applyAuthorization(c *genericapiserver.Config, mode string) error {
-	modeAuthorizer, err := newModeAuthorizer(mode)
+func applyAuthorization(c *genericapiserver.Config, mode string, f informers.SharedInformerFactory) error {
+	modeAuthorizer, err := newModeAuthorizer(c, mode, f)
 	if err != nil {
 		return err
 	}
@@ -65,11 +67,17 @@ func applyAuthorization(c *genericapiserver.Config, mode string) error {
 	return nil
 }
 
-func newModeAuthorizer(mode string) (authorizer.Authorizer, error) {
+func newModeAuthorizer(c *genericapiserver.Config, mode string, f informers.SharedInformerFactory) (authorizer.Authorizer, error) {
 	switch mode {
 	case authorizationAlwaysAllow:
 		return authorizerfactory.NewAlwaysAllowAuthorizer(), nil
+	case authorizationRBAC:
+		rbac := newRBACAuthorizer(f)
+		if err := c.AddPostStartHook("rbac-informers-synced", rbac.waitForCaches); err != nil {
+			return nil, err
+		}
+		return rbac, nil
 	default:
-		return nil, fmt.Errorf("--authorization-mode=%q is not supported (only %s)", mode, authorizationAlwaysAllow)
+		return nil, fmt.Errorf("--authorization-mode=%q is not supported (%s or %s)", mode, authorizationAlwaysAllow, authorizationRBAC)
 	}
 }

@@ -87,7 +87,7 @@ func (o *options) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.clientCAFile, "client-ca-file", o.clientCAFile,
 		"CA bundle that signs the client certificates accepted as identities (CN = user, O = groups).")
 	fs.StringVar(&o.authorization, "authorization-mode", o.authorization,
-		"Authorizer for users outside system:masters; only AlwaysAllow exists so far.")
+		"Authorizer for users outside system:masters: AlwaysAllow, or RBAC (the stored Roles, ClusterRoles and bindings).")
 	fs.StringVar(&o.portFile, "port-file", o.portFile,
 		"With --secure-port=0: listen on a port the kernel picks and write its number to this file.")
 }
@@ -221,11 +221,8 @@ func newFrontConfig(o *options) (*genericapiserver.RecommendedConfig, error) {
 		return nil, fmt.Errorf("etcd: %w", err)
 	}
 
-	if err := applyAuth(&c.Config, o.clientCAFile, o.authorization); err != nil {
-		return nil, err
-	}
-
-	// Informers and admission read this server's own API over loopback.
+	// Informers, the authorizer and admission read this server's own API over
+	// loopback (its bearer token, made by serving.ApplyTo, is accepted by applyAuth).
 	c.ClientConfig = c.LoopbackClientConfig
 	client, err := kubernetes.NewForConfig(c.LoopbackClientConfig)
 	if err != nil {
@@ -236,6 +233,10 @@ func newFrontConfig(o *options) (*genericapiserver.RecommendedConfig, error) {
 		return nil, err
 	}
 	c.SharedInformerFactory = informers.NewSharedInformerFactory(client, 10*time.Minute)
+
+	if err := applyAuth(&c.Config, o.clientCAFile, o.authorization, c.SharedInformerFactory); err != nil {
+		return nil, err
+	}
 	if err := o.admission.ApplyTo(&c.Config, c.SharedInformerFactory, client, dynamicClient,
 		c.FeatureGate, c.EffectiveVersion); err != nil {
 		return nil, fmt.Errorf("admission: %w", err)
