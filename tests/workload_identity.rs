@@ -333,3 +333,63 @@ async fn bearer_tokens_are_refused_over_plain_http() {
     emulator.shutdown().await;
     tls.emulator.shutdown().await;
 }
+
+/// Everything logged, at every level, by the code running on this test's thread.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_assertion_or_token_is_logged_even_at_trace_level() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // Process-wide (a thread's own subscriber misses call sites that tests on other threads
+    // registered first): the other tests of this binary log into the buffer too, which only
+    // widens what is checked. Nothing else in this binary sets a subscriber.
+    tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+
+    let s = Setup::new(|_| {}).await;
+    let client = s.bearer_client(TENANT);
+    let (id, token) = client
+        .create_identity_with_token(&[Scope::Chat], TokenLifetime::MAX)
+        .await
+        .unwrap();
+    client.delete_identity(&id).await.unwrap();
+    let entra = s.raw_entra_token().await;
+    assert_eq!(s.create_with(Some(&format!("Bearer {entra}"))).await.0, 201);
+    s.emulator.shutdown().await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("token cache miss"),
+        "azure_identity's trace was not captured"
+    );
+    assert!(
+        logs.contains("served"),
+        "the emulator's log was not captured:\n{logs}"
+    );
+    for (what, secret) in [
+        ("assertion", SA_TOKEN.trim()),
+        ("ACS token", token.token.as_str()),
+        ("Entra token", entra.as_str()),
+    ] {
+        assert!(!logs.contains(secret), "{what} logged");
+    }
+    // No JWT-looking text at all: every token here starts with a base64url `{"`.
+    assert!(!logs.contains("eyJ"), "something token-shaped was logged");
+}
