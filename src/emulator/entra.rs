@@ -94,6 +94,17 @@ pub enum BearerError {
     NotYetValid,
 }
 
+/// A request to the token endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenRequest<'a> {
+    /// The `{tenant}` of the path.
+    pub tenant: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    /// The authority as the client reached it (e.g. `https://localhost:8443`), for `iss`.
+    pub issuer_base: &'a str,
+}
+
 /// The token endpoint and the verifier of what it issued.
 #[derive(Debug)]
 pub struct EntraService {
@@ -169,17 +180,9 @@ impl EntraService {
         }
     }
 
-    /// Answers a token request for `tenant`. `issuer_base` is the authority as the client
-    /// reached it (e.g. `https://localhost:8443`), for the `iss` claim.
-    pub fn token(
-        &self,
-        tenant: &str,
-        headers: &HeaderMap,
-        body: &[u8],
-        issuer_base: &str,
-        now: SystemTime,
-    ) -> HttpResponse {
-        match self.issue(tenant, headers, body, issuer_base, now) {
+    /// Answers a token request.
+    pub fn token(&self, request: &TokenRequest<'_>, now: SystemTime) -> HttpResponse {
+        match self.issue(request, now) {
             Ok(response) => json_response(StatusCode::OK, &response),
             Err(error) => {
                 tracing::info!(
@@ -195,14 +198,13 @@ impl EntraService {
 
     fn issue(
         &self,
-        tenant: &str,
-        headers: &HeaderMap,
-        body: &[u8],
-        issuer_base: &str,
+        request: &TokenRequest<'_>,
         now: SystemTime,
     ) -> Result<TokenResponse, EntraError> {
+        let tenant = request.tenant;
         self.check_tenant(tenant)?;
-        let is_form = headers
+        let is_form = request
+            .headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| {
@@ -218,7 +220,7 @@ impl EntraService {
                 "The request body must be application/x-www-form-urlencoded.".into(),
             ));
         }
-        let form = Form::parse(body);
+        let form = Form::parse(request.body);
         let grant_type = form.get("grant_type")?;
         if grant_type != "client_credentials" {
             return Err(EntraError::new(
@@ -272,7 +274,7 @@ impl EntraService {
         let lifetime = self.config.token_lifetime.as_secs();
         let claims = EntraClaims {
             aud: ACS_AUDIENCE.into(),
-            iss: format!("{}/{tenant}/", issuer_base.trim_end_matches('/')),
+            iss: format!("{}/{tenant}/", request.issuer_base.trim_end_matches('/')),
             iat,
             nbf: iat,
             exp: iat.saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX)),
@@ -435,13 +437,14 @@ mod tests {
         tenant: &str,
         body: &str,
     ) -> (StatusCode, serde_json::Value) {
-        let response = service.token(
+        let headers = form_headers();
+        let request = TokenRequest {
             tenant,
-            &form_headers(),
-            body.as_bytes(),
-            "https://localhost:8443",
-            SystemTime::now(),
-        );
+            headers: &headers,
+            body: body.as_bytes(),
+            issuer_base: "https://localhost:8443",
+        };
+        let response = service.token(&request, SystemTime::now());
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&bytes).unwrap())
@@ -548,13 +551,13 @@ mod tests {
     #[test]
     fn form_content_type_is_required() {
         let service = EntraService::new(EntraConfig::default());
-        let response = service.token(
-            TENANT,
-            &HeaderMap::new(),
-            CAPTURED.as_bytes(),
-            "https://localhost",
-            SystemTime::now(),
-        );
+        let request = TokenRequest {
+            tenant: TENANT,
+            headers: &HeaderMap::new(),
+            body: CAPTURED.as_bytes(),
+            issuer_base: "https://localhost",
+        };
+        let response = service.token(&request, SystemTime::now());
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     }
 

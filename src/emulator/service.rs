@@ -92,9 +92,13 @@ impl App {
             Route::Admin(route) => admin::handle(self, route, &body),
             Route::EntraToken(tenant) => {
                 let issuer = self.authority(&parts);
-                let response =
-                    self.entra
-                        .token(&tenant, &parts.headers, &body, &issuer, SystemTime::now());
+                let request = entra::TokenRequest {
+                    tenant: &tenant,
+                    headers: &parts.headers,
+                    body: &body,
+                    issuer_base: &issuer,
+                };
+                let response = self.entra.token(&request, SystemTime::now());
                 self.count(entra::OPERATION, &response, started);
                 response
             }

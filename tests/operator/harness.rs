@@ -77,24 +77,7 @@ impl World {
 
     /// Like [`World::new`], for tests that run the operator binary themselves.
     pub async fn without_operator(configure: impl FnOnce(&mut EmulatorConfig)) -> Self {
-        let namespace = support::TestNamespace::create(&test_name()).await;
-        let client = namespace.client();
-        let ns = namespace.name().to_string();
-        install_crds(&client).await;
-        let emulator = start_emulator(configure).await;
-        let admin = Admin::new(&emulator, None);
-        let world = World {
-            client,
-            ns,
-            admin,
-            emulator: Some(emulator),
-            operator: None,
-            metrics: Arc::default(),
-            reconciled: Arc::default(),
-            workload_identity: WorkloadIdentityDefaults::default(),
-            _scratch: None,
-            _namespace: namespace,
-        };
+        let world = Self::bare(configure, None).await;
         let connection_string = world.connection_string();
         world
             .put_secret("acs-conn", "connectionString", &connection_string)
@@ -113,15 +96,11 @@ impl World {
     /// and a running operator whose pod environment (token file, authority, authority CA) is
     /// given through its settings, as the AKS webhook would inject it.
     pub async fn with_workload_identity(tenant_id: &str, client_id: &str) -> Self {
-        let namespace = support::TestNamespace::create(&test_name()).await;
-        let client = namespace.client();
-        let ns = namespace.name().to_string();
-        install_crds(&client).await;
         let ca = test_ca();
-        let emulator = start_emulator(|c| c.tls = Some(ca.server.clone())).await;
-        let admin = Admin::new(&emulator, Some(&ca.ca_pem));
+        let server = ca.server.clone();
+        let mut world = Self::bare(|c| c.tls = Some(server), Some(&ca.ca_pem)).await;
         // The certificate names 127.0.0.1 too: stay on the loopback address.
-        let mut endpoint = emulator.endpoint().clone();
+        let mut endpoint = world.emulator.as_ref().unwrap().endpoint().clone();
         endpoint.set_host(Some("127.0.0.1")).unwrap();
         let scratch = tempfile::tempdir().unwrap();
         let token_file = scratch.path().join("azure-identity-token");
@@ -130,23 +109,13 @@ impl World {
             "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6b3BlcmF0b3IifQ.sig\n",
         )
         .unwrap();
-        let mut world = World {
-            client,
-            ns,
-            admin,
-            emulator: Some(emulator),
-            operator: None,
-            metrics: Arc::default(),
-            reconciled: Arc::default(),
-            workload_identity: WorkloadIdentityDefaults {
-                token_file: Some(token_file),
-                authority_host: Some(endpoint.to_string()),
-                extra_ca_pem: Some(ca.ca_pem.clone().into_bytes()),
-                ..WorkloadIdentityDefaults::default()
-            },
-            _scratch: Some(scratch),
-            _namespace: namespace,
+        world.workload_identity = WorkloadIdentityDefaults {
+            token_file: Some(token_file),
+            authority_host: Some(endpoint.to_string()),
+            extra_ca_pem: Some(ca.ca_pem.clone().into_bytes()),
+            ..WorkloadIdentityDefaults::default()
         };
+        world._scratch = Some(scratch);
         world
             .apply::<AcsConnection>(
                 "acs",
@@ -159,6 +128,29 @@ impl World {
             .await;
         world.start_operator();
         world
+    }
+
+    /// A namespace with the CRDs and an emulator (trusted through `ca_pem` when it serves
+    /// TLS), no connection and no operator.
+    async fn bare(configure: impl FnOnce(&mut EmulatorConfig), ca_pem: Option<&str>) -> Self {
+        let namespace = support::TestNamespace::create(&test_name()).await;
+        let client = namespace.client();
+        let ns = namespace.name().to_string();
+        install_crds(&client).await;
+        let emulator = start_emulator(configure).await;
+        let admin = Admin::new(&emulator, ca_pem);
+        World {
+            client,
+            ns,
+            admin,
+            emulator: Some(emulator),
+            operator: None,
+            metrics: Arc::default(),
+            reconciled: Arc::default(),
+            workload_identity: WorkloadIdentityDefaults::default(),
+            _scratch: None,
+            _namespace: namespace,
+        }
     }
 
     pub fn connection_string(&self) -> String {
