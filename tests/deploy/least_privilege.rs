@@ -1,0 +1,450 @@
+//! Least privilege, proven. deploy/'s RBAC is applied; the operator binary runs as the
+//! Deployment starts it (its arguments, its environment from the downward API, leader
+//! election on) under its ServiceAccount's identity (a kubeconfig that impersonates it),
+//! through a create / renew / delete cycle that uses every verb granted. The API server
+//! refuses it nothing meanwhile (its log has no "forbidden", which kube-runtime's watchers,
+//! the event recorder and the reconcilers would all log), and the same identity is refused
+//! what it does not need.
+
+use crate::authorizer::wait_until_allowed;
+use crate::harness::{World, status_of};
+use crate::install::Install;
+use crate::support::TestNamespace;
+use crate::{impersonating, service_account_identity, status};
+use acs_identity_operator::api::{AcsConnection, AcsIdentity, ClusterAcsConnection};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::Kubeconfig;
+use kube::runtime::wait::await_condition;
+use kube::{Client, CustomResourceExt, Resource};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// A cluster-wide operator sees every namespace: one operator test at a time, so that it
+/// never reconciles another test's identities.
+static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The operator binary, started as the install's Deployment would start it.
+struct DeployedOperator {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DeployedOperator {
+    /// The Deployment's container arguments and environment (downward API values filled in
+    /// for a pod named `pod`), as the install's ServiceAccount; metrics on loopback.
+    fn start(install: &Install, pod: &str) -> DeployedOperator {
+        let dir = tempfile::tempdir().unwrap();
+        let (user, groups) =
+            service_account_identity(&install.namespace, &install.service_account());
+        let kubeconfig = impersonating_kubeconfig(dir.path(), &user, &groups);
+        let container = &install.deployment()["spec"]["template"]["spec"]["containers"][0];
+        let mut args: Vec<String> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .filter(|a| !a.starts_with("--metrics-bind"))
+            .collect();
+        args.push("--metrics-bind=127.0.0.1:0".into());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_acs-identity-operator"));
+        command.args(&args);
+        for inherited in [
+            "WATCH_NAMESPACE",
+            "POD_NAME",
+            "POD_NAMESPACE",
+            "RUST_LOG",
+            "KUBE_RS_DEBUG_IMPERSONATE_USER",
+            "KUBE_RS_DEBUG_IMPERSONATE_GROUP",
+        ] {
+            command.env_remove(inherited);
+        }
+        for var in container["env"].as_array().unwrap() {
+            let value = match (
+                &var["value"],
+                var["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+            ) {
+                (Value::String(v), _) => v.clone(),
+                (_, Some("metadata.name")) => pod.to_string(),
+                (_, Some("metadata.namespace")) => install.namespace.clone(),
+                _ => panic!("an env var this test cannot fill in: {var}"),
+            };
+            command.env(var["name"].as_str().unwrap(), value);
+        }
+        let log = dir.path().join("operator.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = command
+            .env("KUBECONFIG", &kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        DeployedOperator {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the process and returns its log.
+    async fn stop(mut self) -> String {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+/// The test cluster's kubeconfig, acting as `user` in `groups` (`as`, `as-groups`).
+fn impersonating_kubeconfig(dir: &Path, user: &str, groups: &[String]) -> PathBuf {
+    let mut config = std::env::split_paths(&crate::support::kubeconfig_env())
+        .map(|p| Kubeconfig::read_from(p).unwrap())
+        .reduce(|a, b| a.merge(b).unwrap())
+        .expect("a kubeconfig");
+    let current = config.current_context.clone().expect("a current context");
+    let user_entry = config
+        .contexts
+        .iter()
+        .find(|c| c.name == current)
+        .and_then(|c| c.context.as_ref()?.user.clone())
+        .expect("the current context's user");
+    let auth = config
+        .auth_infos
+        .iter_mut()
+        .find(|a| a.name == user_entry)
+        .and_then(|a| a.auth_info.as_mut())
+        .expect("the current user");
+    auth.impersonate = Some(user.to_string());
+    auth.impersonate_groups = Some(groups.to_vec());
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+/// Waits until `install`'s bindings are in effect for `client` (its ServiceAccount): the
+/// operator's grants in `app_ns` and the Lease grant in the install's namespace.
+async fn wait_for_bindings(client: &Client, install: &Install, app_ns: &str) {
+    let identities: Api<AcsIdentity> = Api::namespaced(client.clone(), app_ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &install.namespace);
+    let (identities, leases) = (&identities, &leases);
+    wait_until_allowed("listing AcsIdentities", move || async move {
+        status(identities.list(&Default::default()).await)
+    })
+    .await;
+    wait_until_allowed("reading the leader Lease", move || async move {
+        status(leases.get("acs-identity-operator").await)
+    })
+    .await;
+}
+
+/// Waits until a connection's status says Ready (written by the operator: status patch).
+async fn wait_connection_ready<K>(api: Api<K>, name: &str)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: Send + Sync + 'static,
+{
+    let ready = |o: Option<&K>| {
+        o.and_then(|o| serde_json::to_value(o).ok())
+            .and_then(|v| v["status"]["conditions"].as_array().cloned())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    };
+    crate::support::within(
+        &format!("connection {name} to be Ready"),
+        await_condition(api, name, ready),
+    )
+    .await
+    .unwrap();
+}
+
+/// Create, renew, delete, with every verb granted doing its part (see each step).
+async fn full_cycle(w: &World, name: &str, connection_ref: Value) {
+    // AcsIdentities list/watch, patch (finalizer), status patch; Secrets get, create;
+    // Events create.
+    w.identity(
+        name,
+        json!({"connectionRef": connection_ref, "scopes": ["chat"]}),
+    )
+    .await;
+    let created = w.wait_ready(name).await;
+    let id = status_of(&created).identity_id.clone().unwrap();
+    let first_expiry = status_of(&created).token_expires_on.clone().unwrap().0;
+    // The renewal replaces the Secret (update).
+    w.wait_identity(name, "renewed", |o| {
+        o.status
+            .as_ref()
+            .and_then(|s| s.token_expires_on.as_ref())
+            .is_some_and(|t| t.0 > first_expiry)
+    })
+    .await;
+    // Deletion meets two failed revocations first: the same Warning twice is one Event
+    // whose series the recorder patches.
+    w.admin
+        .post(
+            "admin/faults",
+            json!({"operation": "revokeTokens", "count": 2, "status": 503}),
+        )
+        .await;
+    w.delete::<AcsIdentity>(name).await;
+    // Secrets delete; AcsIdentities patch (finalizer removed).
+    w.wait_gone(name).await;
+    assert!(w.get::<Secret>(name).await.is_none(), "the Secret is left");
+    assert_eq!(w.admin.identity(&id).await.unwrap()["deleted"], true);
+    let events: Api<Event> = w.api();
+    let events = events.list(&Default::default()).await.unwrap().items;
+    let about = |e: &&Event| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name);
+    assert!(
+        events
+            .iter()
+            .filter(about)
+            .any(|e| e.type_.as_deref() == Some("Warning")
+                && e.series.as_ref().is_some_and(|s| s.count >= 2)),
+        "no repeated Warning Event: {events:?}"
+    );
+}
+
+/// Stops the operator, asserts its log shows the leader did the work and nothing was
+/// refused, and checks the Lease it held.
+async fn stop_and_check(operator: DeployedOperator, install: &Install, pod: &str) {
+    let leases: Api<Lease> = Api::namespaced(crate::support::client().await, &install.namespace);
+    let lease = leases.get("acs-identity-operator").await.unwrap();
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(pod)
+    );
+    let log = operator.stop().await;
+    assert!(log.contains("became leader"), "not a leader's log:\n{log}");
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.to_lowercase().contains("forbidden"))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "the API server refused the operator:\n{}",
+        refused.join("\n")
+    );
+}
+
+fn assert_refused(what: &str, code: u16) {
+    assert_eq!(code, 403, "the operator's identity may {what}");
+}
+
+/// Refusals every install shares: no namespace deletion, no CRD writes, nothing it does
+/// not serve, no deletion of what it serves.
+async fn assert_common_refusals(client: &Client, app_ns: &str, other_ns: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    assert_refused(
+        "delete a namespace",
+        status(namespaces.delete(other_ns, &DeleteParams::default()).await),
+    );
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = AcsIdentity::crd();
+    let crd_name = crd.metadata.name.clone().unwrap();
+    assert_refused(
+        "write a CRD",
+        status(
+            crds.patch(
+                &crd_name,
+                &PatchParams::apply("intruder").force(),
+                &Patch::Apply(&crd),
+            )
+            .await,
+        ),
+    );
+    assert_refused(
+        "delete a CRD",
+        status(crds.delete(&crd_name, &DeleteParams::default()).await),
+    );
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), app_ns);
+    assert_refused(
+        "read ConfigMaps",
+        status(configmaps.list(&Default::default()).await),
+    );
+    let identities: Api<AcsIdentity> = Api::namespaced(client.clone(), app_ns);
+    assert_refused(
+        "delete an AcsIdentity",
+        status(identities.delete("anyone", &DeleteParams::default()).await),
+    );
+    assert_refused(
+        "read one AcsIdentity (its cache serves it)",
+        status(identities.get("anyone").await),
+    );
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let escalation: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{app_ns}-escalation")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+        "subjects": [{"kind": "Group", "name": "system:serviceaccounts"}]
+    }))
+    .unwrap();
+    assert_refused(
+        "grant itself more",
+        status(bindings.create(&PostParams::default(), &escalation).await),
+    );
+}
+
+#[tokio::test]
+async fn namespaced_install_runs_a_full_cycle_and_is_refused_everything_else() {
+    let _one = ONE_OPERATOR.lock().await;
+    let w = World::without_operator(|c| c.token_lifetime = Some(Duration::from_secs(8))).await;
+    let elsewhere = TestNamespace::create("elsewhere").await;
+    let private: Api<Secret> = elsewhere.api();
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "not-yours"}})).unwrap();
+    private
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+
+    let mut install = Install::render("namespaced", &w.ns);
+    install.apply();
+    let (user, groups) = service_account_identity(&w.ns, &install.service_account());
+    let as_operator = impersonating(&user, &groups).await;
+    wait_for_bindings(&as_operator, &install, &w.ns).await;
+
+    let pod = "acs-identity-operator-0";
+    let operator = DeployedOperator::start(&install, pod);
+    wait_connection_ready(w.api::<AcsConnection>(), "acs").await;
+    full_cycle(&w, "namespaced-cycle", json!({"name": "acs"})).await;
+    stop_and_check(operator, &install, pod).await;
+
+    assert_common_refusals(&as_operator, &w.ns, elsewhere.name()).await;
+    let theirs: Api<Secret> = Api::namespaced(as_operator.clone(), elsewhere.name());
+    assert_refused(
+        "read a Secret in another namespace",
+        status(theirs.get("not-yours").await),
+    );
+    let all_secrets: Api<Secret> = Api::all(as_operator.clone());
+    assert_refused(
+        "list Secrets in every namespace",
+        status(all_secrets.list(&Default::default()).await),
+    );
+    let cluster_connections: Api<ClusterAcsConnection> = Api::all(as_operator.clone());
+    assert_refused(
+        "list ClusterAcsConnections",
+        status(cluster_connections.list(&Default::default()).await),
+    );
+    let namespaces: Api<Namespace> = Api::all(as_operator.clone());
+    assert_refused("read a namespace", status(namespaces.get(&w.ns).await));
+    let leases: Api<Lease> = Api::namespaced(as_operator.clone(), &w.ns);
+    assert_refused(
+        "read another Lease",
+        status(leases.get("someone-elses-lease").await),
+    );
+}
+
+#[tokio::test]
+async fn cluster_wide_install_runs_a_full_cycle_on_a_cluster_connection_and_is_refused_everything_else()
+ {
+    let _one = ONE_OPERATOR.lock().await;
+    let w = World::without_operator(|c| c.token_lifetime = Some(Duration::from_secs(8))).await;
+    let ops = TestNamespace::create("operator").await;
+    let admin = ops.client();
+
+    let mut install = Install::render("cluster-wide", ops.name());
+    install.apply();
+    let (user, groups) = service_account_identity(ops.name(), &install.service_account());
+    let as_operator = impersonating(&user, &groups).await;
+    wait_for_bindings(&as_operator, &install, &w.ns).await;
+
+    // The platform team's connection: its Secret beside the operator, usable from the
+    // namespaces carrying a label (so the operator reads the identity's namespace).
+    let platform_secrets: Api<Secret> = ops.api();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "acs-platform"},
+        "stringData": {"connectionString": w.connection_string()}
+    }))
+    .unwrap();
+    platform_secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let tenant_label = "acs-identity-operator.test/tenant";
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            &w.ns,
+            &PatchParams::apply("test"),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": w.ns, "labels": {tenant_label: ops.name()}}
+            })),
+        )
+        .await
+        .unwrap();
+    let connection_name = format!("{}-acs", ops.name());
+    let cluster_connections: Api<ClusterAcsConnection> = Api::all(admin.clone());
+    cluster_connections
+        .patch(
+            &connection_name,
+            &PatchParams::apply("test"),
+            &Patch::Apply(json!({
+                "apiVersion": "acsoperator.io/v1alpha1", "kind": "ClusterAcsConnection",
+                "metadata": {"name": connection_name},
+                "spec": {
+                    "connectionStringSecretRef": {"namespace": ops.name(), "name": "acs-platform", "key": "connectionString"},
+                    "allowedNamespaces": {"selector": {"matchLabels": {tenant_label: ops.name()}}}
+                }
+            })),
+        )
+        .await
+        .unwrap();
+
+    let pod = "acs-identity-operator-0";
+    let operator = DeployedOperator::start(&install, pod);
+    wait_connection_ready(cluster_connections.clone(), &connection_name).await;
+    wait_connection_ready(w.api::<AcsConnection>(), "acs").await;
+    full_cycle(
+        &w,
+        "cluster-cycle",
+        json!({"kind": "ClusterAcsConnection", "name": connection_name}),
+    )
+    .await;
+    stop_and_check(operator, &install, pod).await;
+
+    assert_common_refusals(&as_operator, &w.ns, ops.name()).await;
+    let namespaces: Api<Namespace> = Api::all(as_operator.clone());
+    assert_refused(
+        "label a namespace",
+        status(
+            namespaces
+                .patch(
+                    &w.ns,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {tenant_label: "x"}}})),
+                )
+                .await,
+        ),
+    );
+    let leases: Api<Lease> = Api::namespaced(as_operator.clone(), &w.ns);
+    assert_refused(
+        "read a Lease outside its namespace",
+        status(leases.get("acs-identity-operator").await),
+    );
+    let theirs: Api<ClusterAcsConnection> = Api::all(as_operator.clone());
+    assert_refused(
+        "change a ClusterAcsConnection's spec",
+        status(
+            theirs
+                .patch(
+                    &connection_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"allowedNamespaces": null}})),
+                )
+                .await,
+        ),
+    );
+
+    let _ = cluster_connections
+        .delete(&connection_name, &DeleteParams::default())
+        .await;
+}
