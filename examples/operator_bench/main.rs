@@ -436,7 +436,9 @@ fn commit() -> (String, Vec<String>) {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_string())
             .unwrap_or_default()
     };
-    let head = git(&["rev-parse", "--short=12", "HEAD"]);
+    // A run from an exported tree (no .git) names its commit in OPERATOR_BENCH_COMMIT.
+    let head = std::env::var("OPERATOR_BENCH_COMMIT")
+        .unwrap_or_else(|_| git(&["rev-parse", "--short=12", "HEAD"]));
     let dirty = git(&[
         "status",
         "--porcelain",

@@ -270,7 +270,8 @@ async fn restart(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
         if started.elapsed() > Duration::from_secs(600) {
             return Err("identities not all re-observed within 600 s of the restart".into());
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Each scrape encodes every identity's series: poll gently.
+        tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let cpu_restart = w.operator_stats();
     // Writes or calls that follow the last reconcile are still part of the restart.
