@@ -49,13 +49,14 @@ pub async fn reconcile(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<Actio
 async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let now = Timestamp::now();
-    let mut progress = Progress::from_status(obj.status.clone().unwrap_or_default(), now);
+    let known = ctx.statuses.current(obj);
+    let mut progress = Progress::from_status(known.clone().unwrap_or_default(), now);
     match ensure_token(obj, ctx, &mut progress).await {
         Ok(event) => {
             let status = progress.succeeded(obj);
             ctx.metrics
                 .observe_identity(&namespace_of(obj), &obj.name_any(), &status);
-            status::write(ctx, obj, status).await?;
+            status::write(ctx, obj, known.as_ref(), status).await?;
             ctx.metrics.observe_reconcile(Ok(()), started);
             if let Some((reason, note)) = event {
                 ctx.publish(obj, EventType::Normal, reason, note).await;
@@ -70,7 +71,7 @@ async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
             let (next_status, delay) = progress.failed(obj, &error);
             ctx.metrics
                 .observe_identity(&namespace_of(obj), &obj.name_any(), &next_status);
-            status::write(ctx, obj, next_status).await?;
+            status::write(ctx, obj, known.as_ref(), next_status).await?;
             ctx.metrics
                 .observe_reconcile(Err(error.category()), started);
             ctx.publish(obj, EventType::Warning, error.category(), error.to_string())
@@ -168,7 +169,7 @@ async fn ensure_token(
             // Persist the id before anything else can fail: ACS has no idempotent create, so a
             // lost id would mean a second identity on the next attempt.
             progress.set_identity(&id);
-            status::write(ctx, obj, progress.status().clone()).await?;
+            status::write(ctx, obj, obj.status.as_ref(), progress.status().clone()).await?;
             let note = format!("created ACS identity {id}");
             destination.store(progress, &id, token).await?;
             Ok(Some(("IdentityCreated", note)))
@@ -289,6 +290,7 @@ async fn cleanup(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
     if result.is_ok() {
         ctx.metrics
             .forget_identity(&namespace_of(obj), &obj.name_any());
+        ctx.statuses.forget(obj);
     }
     result.map(|()| Action::await_change())
 }

@@ -24,7 +24,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -88,6 +88,8 @@ pub struct Context {
     api_failures: Mutex<HashMap<ObjectRef<AcsIdentity>, u32>>,
     on_reconciled: Option<ReconcileHook>,
     pub metrics: Arc<Metrics>,
+    /// Statuses written but maybe not yet seen by the watch cache.
+    pub statuses: status::WrittenStatuses,
 }
 
 impl Context {
@@ -161,7 +163,22 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
     )
     .default_backoff()
     .touched_objects();
-    let identity_ctrl = Controller::new(identities_api, watch_config.clone())
+    // Status-only changes (our own writes) must not trigger a reconcile: a failure records
+    // failedAttempts in status, and reacting to that write would defeat the backoff. Spec
+    // (generation), annotations (refresh, skip-cleanup), finalizers and deletion (which bumps
+    // the generation) do trigger.
+    let (identity_reader, identity_writer) = reflector::store();
+    let identity_triggers = watcher(identities_api, watch_config.clone())
+        .default_backoff()
+        .reflect(identity_writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation
+                .combine(predicates::annotations)
+                .combine(predicates::finalizers),
+            Default::default(),
+        );
+    let identity_ctrl = Controller::for_stream(identity_triggers, identity_reader)
         .owns_stream(owned_secrets)
         .reconcile_on(nudges)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
@@ -191,6 +208,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
         api_failures: Mutex::default(),
         on_reconciled: settings.on_reconciled.clone(),
         metrics: settings.metrics.clone(),
+        statuses: status::WrittenStatuses::default(),
     });
 
     // Identities must not be judged before the connections are known, or a restart would

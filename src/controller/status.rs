@@ -11,6 +11,8 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long a Secret name conflict waits before looking again: the foreign Secret is not
@@ -164,13 +166,56 @@ impl Progress {
     }
 }
 
-/// Writes `status` unless it equals what the object already has.
+/// The statuses this operator wrote that its watch cache may not show yet.
+///
+/// A reconcile that starts before the watch delivered our last status write would decide from
+/// the older status: seeing the token it just wrote as "edited", it would issue another one.
+/// Deciding from what we wrote closes that gap; entries are dropped as soon as the cache
+/// catches up, so this holds only the few objects in flight. Only the leader writes status.
+#[derive(Default)]
+pub struct WrittenStatuses(Mutex<HashMap<String, AcsIdentityStatus>>);
+
+impl WrittenStatuses {
+    /// The newest status of `obj`: what we last wrote until the cache shows it, else the cache's.
+    pub fn current(&self, obj: &AcsIdentity) -> Option<AcsIdentityStatus> {
+        let Some(uid) = obj.uid() else {
+            return obj.status.clone();
+        };
+        let mut written = self.0.lock().expect("status ledger lock");
+        match written.get(&uid) {
+            Some(ours) if obj.status.as_ref() != Some(ours) => Some(ours.clone()),
+            Some(_) => {
+                written.remove(&uid);
+                obj.status.clone()
+            }
+            None => obj.status.clone(),
+        }
+    }
+
+    pub fn forget(&self, obj: &AcsIdentity) {
+        if let Some(uid) = obj.uid() {
+            self.0.lock().expect("status ledger lock").remove(&uid);
+        }
+    }
+
+    fn record(&self, obj: &AcsIdentity, status: Option<AcsIdentityStatus>) {
+        if let (Some(uid), Some(status)) = (obj.uid(), status) {
+            self.0
+                .lock()
+                .expect("status ledger lock")
+                .insert(uid, status);
+        }
+    }
+}
+
+/// Writes `status` unless it equals `known`, the newest status of the object.
 pub async fn write(
     ctx: &Context,
     obj: &AcsIdentity,
+    known: Option<&AcsIdentityStatus>,
     status: AcsIdentityStatus,
 ) -> Result<(), Error> {
-    if obj.status.as_ref() == Some(&status) {
+    if known == Some(&status) {
         return Ok(());
     }
     let api: Api<AcsIdentity> =
@@ -180,11 +225,63 @@ pub async fn write(
         "kind": "AcsIdentity",
         "status": status,
     });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(super::MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(super::MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+    // Remember the status as the server stored it, which is what the cache will show.
+    ctx.statuses.record(obj, written.status);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(status: Option<AcsIdentityStatus>) -> AcsIdentity {
+        let mut obj: AcsIdentity = serde_json::from_value(serde_json::json!({
+            "apiVersion": "acsoperator.io/v1alpha1", "kind": "AcsIdentity",
+            "metadata": {"name": "a", "namespace": "n", "uid": "u-1"},
+            "spec": {"connectionRef": {"name": "acs"}, "scopes": ["chat"]}
+        }))
+        .unwrap();
+        obj.status = status;
+        obj
+    }
+
+    fn with_id(id: &str) -> AcsIdentityStatus {
+        AcsIdentityStatus {
+            identity_id: Some(id.into()),
+            ..AcsIdentityStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_stale_cache_is_overruled_until_it_catches_up() {
+        let ledger = WrittenStatuses::default();
+        let stale = identity(Some(with_id("old")));
+        assert_eq!(
+            ledger.current(&stale),
+            Some(with_id("old")),
+            "nothing written yet"
+        );
+        ledger.record(&stale, Some(with_id("new")));
+        assert_eq!(
+            ledger.current(&stale),
+            Some(with_id("new")),
+            "cache is behind our write"
+        );
+        let caught_up = identity(Some(with_id("new")));
+        assert_eq!(ledger.current(&caught_up), Some(with_id("new")));
+        assert!(
+            ledger.0.lock().unwrap().is_empty(),
+            "entry dropped once the cache shows it"
+        );
+        ledger.record(&caught_up, Some(with_id("newer")));
+        ledger.forget(&caught_up);
+        assert_eq!(ledger.current(&stale), Some(with_id("old")));
+    }
 }

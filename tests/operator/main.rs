@@ -241,6 +241,31 @@ async fn an_unknown_adopted_identity_is_reported_never_replaced() {
     w.identity("frank", s).await;
     let frank = w.wait_reason("frank", "IdentityNotFound").await;
     assert_eq!(ready_reason(&frank).0, "False");
+
+    // A permanent failure waits for a change: recording it in status must not trigger the
+    // next attempt (that would be a hot loop against ACS). One change, one more attempt.
+    let before = w.reconcile_count("frank");
+    let mut touched =
+        json!({"metadata": {"annotations": {"example.com/touch": "1"}}, "spec": frank.spec});
+    touched["spec"]["identityId"] = json!("8:acs:00000000-0000-0000-0000-000000000000_nobody");
+    w.apply::<AcsIdentity>("frank", touched).await;
+    w.wait_reconciled("frank", before).await;
+    let frank = w
+        .wait_identity("frank", "failed twice", |o| {
+            o.status.as_ref().and_then(|s| s.failed_attempts) >= Some(2)
+        })
+        .await;
+    assert_eq!(
+        status_of(&frank).failed_attempts,
+        Some(2),
+        "attempts beyond the one change"
+    );
+    assert!(
+        w.reconcile_count("frank") <= before + 2,
+        "reconciled {} times after one change",
+        w.reconcile_count("frank") - before
+    );
+    assert_eq!(w.admin.count("issueToken", 404).await, 2);
     assert_eq!(
         w.admin.get("admin/identities").await["identities"]
             .as_array()
