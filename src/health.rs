@@ -109,6 +109,10 @@ mod tests {
         assert_eq!(s.answer("/readyz").0, StatusCode::OK);
         assert_eq!(s.answer("/healthz").0, StatusCode::OK);
         assert_eq!(s.answer("/nope").0, StatusCode::NOT_FOUND);
-        assert!(s.answer("/metrics").2.contains("acs_identity_reconcile_duration_seconds"));
+        assert!(
+            s.answer("/metrics")
+                .2
+                .contains("acs_identity_reconcile_duration_seconds")
+        );
     }
 }
