@@ -144,6 +144,12 @@ fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
     }
 }
 
+/// `config_map` as read back, with key `k` set to `value` (resourceVersion kept).
+fn with_value(mut config_map: ConfigMap, value: &str) -> ConfigMap {
+    config_map.data = Some(BTreeMap::from([("k".to_string(), value.to_string())]));
+    config_map
+}
+
 #[tokio::test]
 async fn custom_resource_violating_the_schema_is_rejected() {
     let ns = TestNamespace::create("crd-schema").await;
@@ -264,8 +270,7 @@ async fn update_with_a_stale_resource_version_conflicts() {
     .await
     .expect("creating");
 
-    let mut first = created.clone();
-    first.data = Some(BTreeMap::from([("k".to_string(), "2".to_string())]));
+    let first = with_value(created.clone(), "2");
     within(
         "first update",
         config_maps.replace("c", &PostParams::default(), &first),
@@ -273,8 +278,7 @@ async fn update_with_a_stale_resource_version_conflicts() {
     .await
     .expect("an update at the current resourceVersion succeeds");
 
-    let mut stale = created;
-    stale.data = Some(BTreeMap::from([("k".to_string(), "3".to_string())]));
+    let stale = with_value(created, "3");
     let status = api_error(
         within(
             "stale update",
@@ -374,8 +378,7 @@ async fn watch_sees_added_modified_and_deleted() {
     )
     .await
     .expect("creating");
-    let mut changed = created.clone();
-    changed.data = Some(BTreeMap::from([("k".to_string(), "2".to_string())]));
+    let changed = with_value(created, "2");
     within(
         "updating",
         config_maps.replace("w", &PostParams::default(), &changed),
