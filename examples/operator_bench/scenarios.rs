@@ -141,6 +141,7 @@ async fn burst_phase(w: &mut World, r: &mut Report) -> Result<(), Error> {
         .await
         .map(|l| l.items.len())
         .unwrap_or(0);
+    let unreferenced = unreferenced_identities(w).await?;
     let first = tracker
         .progress()
         .first_ready_at
@@ -175,6 +176,7 @@ async fn burst_phase(w: &mut World, r: &mut Report) -> Result<(), Error> {
     );
     r.add("burst_acs_429", stats.status("429"), "0");
     r.add("burst_acs_by_operation", stats.to_json(), "");
+    r.add("burst_unreferenced_acs_identities", unreferenced, "0");
     r.add(
         "burst_reconciles_per_identity",
         per(reconciles(&metrics) - reconciles0),
@@ -214,6 +216,20 @@ async fn burst_phase(w: &mut World, r: &mut Report) -> Result<(), Error> {
         "",
     );
     Ok(())
+}
+
+/// Identities the emulator holds (not deleted) that no AcsIdentity's status names: leaked.
+async fn unreferenced_identities(w: &World) -> Result<usize, Error> {
+    let referenced: HashSet<String> = w
+        .api::<AcsIdentity>()
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| o.status.and_then(|s| s.identity_id))
+        .collect();
+    let live = w.emulator.live_identities().await?;
+    Ok(live.iter().filter(|id| !referenced.contains(*id)).count())
 }
 
 /// Waits until the operator's reconcile count has not moved for three seconds (at most 60 s).
@@ -684,19 +700,9 @@ async fn chaos(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
     r.add("chaos_all_ready_after", recovered, "true");
     r.add("chaos_expired_tokens_seen", consumer.expired_count(), "0");
 
-    // Leaks: identities ACS holds that no AcsIdentity status names.
-    let referenced: HashSet<String> = identities
-        .list(&Default::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|o| o.status.and_then(|s| s.identity_id))
-        .collect();
-    let live = w.emulator.live_identities().await?;
-    let unreferenced_before = live.iter().filter(|id| !referenced.contains(*id)).count();
     r.add(
         "chaos_unreferenced_identities_before_delete",
-        unreferenced_before,
+        unreferenced_identities(&w).await?,
         "0",
     );
 
