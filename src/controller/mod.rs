@@ -170,6 +170,8 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
     let (identity_reader, identity_writer) = reflector::store();
     let identity_triggers = watcher(identities_api, watch_config.clone())
         .default_backoff()
+        // managedFields are never read here and are the bulk of each cached object.
+        .modify(|identity| identity.managed_fields_mut().clear())
         .reflect(identity_writer)
         .applied_objects()
         .predicate_filter(
