@@ -33,7 +33,7 @@ pub fn is_ready(o: &AcsIdentity) -> bool {
 pub struct ReadyProgress {
     pub ready: usize,
     pub first_ready_at: Option<Instant>,
-    /// When `ready` first reached the expected count.
+    /// When `ready` last reached the expected count; `None` while some are not Ready.
     pub all_ready_at: Option<Instant>,
 }
 
@@ -89,7 +89,9 @@ impl ReadyTracker {
                     if now_ready && p.first_ready_at.is_none() {
                         p.first_ready_at = Some(Instant::now());
                     }
-                    if count >= expected && p.all_ready_at.is_none() {
+                    if count < expected {
+                        p.all_ready_at = None;
+                    } else if p.all_ready_at.is_none() {
                         p.all_ready_at = Some(Instant::now());
                     }
                 });
@@ -105,7 +107,8 @@ impl ReadyTracker {
         self.rx.borrow().clone()
     }
 
-    /// Waits until every expected identity is Ready, or until `limit`.
+    /// Waits until every expected identity is Ready (now), or until `limit`; returns when
+    /// they last all became Ready.
     pub async fn wait_all(&mut self, limit: Duration) -> Option<Instant> {
         let wait = self.rx.wait_for(|p| p.all_ready_at.is_some());
         match tokio::time::timeout(limit, wait).await {

@@ -265,6 +265,9 @@ impl Cluster {
             .stderr(log)
             .spawn()?;
         std::fs::write(dir.join("apiserver.pid"), child.id().to_string())?;
+        // Reap it when it exits, or `cluster down` would wait for a zombie.
+        let mut child = child;
+        std::thread::spawn(move || child.wait());
         let deadline = Instant::now() + Duration::from_secs(60);
         let client = self.client().await?;
         while Instant::now() < deadline {

@@ -680,10 +680,12 @@ async fn chaos(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
         .emulator
         .admin_send(reqwest::Method::DELETE, "admin/faults", None)
         .await;
+    let chaos_ended = Instant::now();
     w.operator_mut()?
         .wait_ready(Duration::from_secs(120))
         .await?;
-    let recovered = tracker.wait_all(Duration::from_secs(300)).await.is_some();
+    // Backoff may have reached its 5-minute cap during the chaos: allow for one full wait.
+    let recovered = tracker.wait_all(Duration::from_secs(400)).await;
     r.add("chaos_seconds", cli.duration_seconds, "");
     r.add("chaos_operator_kills", kills, "");
     r.add(
@@ -697,7 +699,19 @@ async fn chaos(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
     );
     r.add("chaos_faults_5xx_injected", faults, "");
     r.add("chaos_faults_429_injected", injected_429, "");
-    r.add("chaos_all_ready_after", recovered, "true");
+    r.add("chaos_all_ready_after", recovered.is_some(), "true");
+    r.add(
+        "chaos_all_ready_s_after_end",
+        num(recovered.map_or(f64::NAN, |t| {
+            t.saturating_duration_since(chaos_ended).as_secs_f64()
+        })),
+        "",
+    );
+    r.add(
+        "chaos_acs_by_operation",
+        w.emulator.stats().await?.to_json(),
+        "",
+    );
     r.add("chaos_expired_tokens_seen", consumer.expired_count(), "0");
 
     r.add(
