@@ -273,6 +273,7 @@ async fn restart(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
         .stop(&signal, Duration::from_secs(30))
         .await;
 
+    let side0 = w.side();
     let started = Instant::now();
     w.spawn_operator()?;
     let ready = w
@@ -290,6 +291,7 @@ async fn restart(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let cpu_restart = w.operator_stats();
+    let side1 = w.side();
     // Writes or calls that follow the last reconcile are still part of the restart.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let stats = w.emulator.stats().await?.since(&stats0);
@@ -315,6 +317,7 @@ async fn restart(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
         "",
     );
     r.add("restart_operator_rss_mib", mib(cpu_restart.rss_kib), "");
+    add_side_cpu(r, "restart", &side0, &side1);
 
     // Idle: nothing is due for hours (24 h tokens); nothing should run. No /metrics polling here.
     let idle = Duration::from_secs(cli.idle_seconds);
@@ -445,7 +448,7 @@ async fn steady(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
     r.add("steady_token_lifetime_s", cli.token_lifetime_seconds, "");
     let refreshes = {
         let log = recorder.log.lock().expect("lock");
-        add_refresh_figures(r, &log, window_start, window_end)
+        add_refresh_figures(r, "steady", &log, window_start, window_end)
     };
     let issued = stats.operation("issueToken", Some("200"));
     r.add("steady_issue_calls", issued, "");
@@ -479,6 +482,7 @@ async fn steady(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
 /// end is *overdue*.
 fn add_refresh_figures(
     r: &mut Report,
+    prefix: &str,
     log: &crate::observe::RefreshLog,
     start: f64,
     end: f64,
@@ -510,28 +514,40 @@ fn add_refresh_figures(
         .collect();
     late_status.sort_by(f64::total_cmp);
     late_seen.sort_by(f64::total_cmp);
-    r.add("steady_new_tokens", seen.len(), "");
-    r.add("steady_answers_to_due_tokens", answers.len(), "");
-    r.add("steady_premature_refreshes", premature, "0");
+    r.add(&format!("{prefix}_new_tokens"), seen.len(), "");
     r.add(
-        "steady_refreshes_per_due_token",
+        &format!("{prefix}_answers_to_due_tokens"),
+        answers.len(),
+        "",
+    );
+    r.add(&format!("{prefix}_premature_refreshes"), premature, "0");
+    r.add(
+        &format!("{prefix}_refreshes_per_due_token"),
         num(seen.len() as f64 / (seen.len() - premature) as f64),
         "1.00",
     );
-    r.add("steady_overdue_at_end", overdue, "0");
+    r.add(&format!("{prefix}_overdue_at_end"), overdue, "0");
+    r.add(
+        &format!("{prefix}_answers_over_5s_late"),
+        answers
+            .iter()
+            .filter(|x| x.issued_at - x.due_at > 5)
+            .count(),
+        "",
+    );
     for (name, values) in [("status", &late_status), ("seen", &late_seen)] {
         r.add(
-            &format!("steady_lateness_{name}_p50_s"),
+            &format!("{prefix}_lateness_{name}_p50_s"),
             num(percentile(values, 50.0)),
             "",
         );
         r.add(
-            &format!("steady_lateness_{name}_p99_s"),
+            &format!("{prefix}_lateness_{name}_p99_s"),
             num(percentile(values, 99.0)),
             if name == "status" { "<= 1" } else { "" },
         );
         r.add(
-            &format!("steady_lateness_{name}_max_s"),
+            &format!("{prefix}_lateness_{name}_max_s"),
             num(values.last().copied().unwrap_or(f64::NAN)),
             "",
         );
@@ -547,10 +563,10 @@ fn add_refresh_figures(
     let total: u64 = per_second.values().sum();
     let mean = total as f64 / (last - first).max(1) as f64;
     let max = per_second.values().copied().max().unwrap_or(0);
-    r.add("steady_refreshes_per_second_mean", mean, "");
-    r.add("steady_refreshes_per_second_max", max, "");
+    r.add(&format!("{prefix}_refreshes_per_second_mean"), mean, "");
+    r.add(&format!("{prefix}_refreshes_per_second_max"), max, "");
     r.add(
-        "steady_herd_ratio_max_to_mean",
+        &format!("{prefix}_herd_ratio_max_to_mean"),
         num(max as f64 / mean),
         "<= 2",
     );
@@ -601,6 +617,8 @@ async fn chaos(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
     let identities = w.api::<AcsIdentity>();
     let mut tracker = ReadyTracker::start(identities.clone(), n).await?;
     let consumer = ConsumerView::start(w.api::<Secret>(), Duration::from_millis(200)).await?;
+    let recorder = RefreshRecorder::start(identities.clone()).await?;
+    let window_start = unix_now();
 
     let duration = Duration::from_secs(cli.duration_seconds);
     let started = Instant::now();
@@ -681,6 +699,7 @@ async fn chaos(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
         .admin_send(reqwest::Method::DELETE, "admin/faults", None)
         .await;
     let chaos_ended = Instant::now();
+    let window_end = unix_now();
     w.operator_mut()?
         .wait_ready(Duration::from_secs(120))
         .await?;
@@ -713,6 +732,10 @@ async fn chaos(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
         "",
     );
     r.add("chaos_expired_tokens_seen", consumer.expired_count(), "0");
+    {
+        let log = recorder.log.lock().expect("lock");
+        add_refresh_figures(r, "chaos", &log, window_start, window_end);
+    }
 
     r.add(
         "chaos_unreferenced_identities_before_delete",
