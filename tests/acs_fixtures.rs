@@ -232,7 +232,7 @@ fn create_request_body_hashes_like_the_js_sdk_recording() {
         .unwrap();
     let request = CreateIdentityRequest {
         create_token_with_scopes: Some(vec!["chat".into(), "voip".into()]),
-        expires_in_minutes: None,
+        ..CreateIdentityRequest::default()
     };
     let bytes = serde_json::to_vec(&request).unwrap();
     assert_eq!(

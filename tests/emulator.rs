@@ -550,6 +550,165 @@ async fn unauthenticated_requests_are_denied() {
     assert_eq!(stats["operations"]["createIdentityWithToken"]["401"], 1);
 }
 
+const PREVIEW: &str = "2025-03-02-preview";
+
+/// The live identities of the admin view.
+async fn live_identities(emulator: &Emulator) -> Vec<Value> {
+    emulator.admin_get("/admin/identities").await["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["deleted"] == false)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn preview_create_with_a_custom_id_returns_the_same_identity() {
+    let emulator = start(|_| {}).await;
+    for version in ["2025-03-02-preview", "2025-04-01-preview"] {
+        let custom_id = format!("uid-{version}");
+        let body = json!({"customId": custom_id, "createTokenWithScopes": ["chat"], "expiresInMinutes": 60})
+            .to_string();
+        let path = format!("/identities?api-version={version}");
+        let first = emulator.call("POST", &path, &body).await;
+        assert_eq!(first.status, 201, "{version}: {}", first.json);
+        let second = emulator.call("POST", &path, &body).await;
+        assert_eq!(second.status, 201, "{version}: {}", second.json);
+        let id = first.json["identity"]["id"].as_str().unwrap();
+        assert_eq!(second.json["identity"]["id"], id);
+        assert_eq!(second.json["identity"]["customId"], custom_id.as_str());
+        let issued_at = second.json["identity"]["lastTokenIssuedAt"]
+            .as_str()
+            .unwrap();
+        assert!(issued_at.ends_with("+00:00"), "{issued_at}");
+        assert!(issued_at.parse::<jiff::Timestamp>().is_ok(), "{issued_at}");
+        // Each call got its own valid token, counted against the one identity.
+        let tokens = [&first, &second].map(|a| a.json["accessToken"]["token"].clone());
+        assert_ne!(tokens[0], tokens[1]);
+        for token in &tokens {
+            assert_eq!(emulator.verdict(token.as_str().unwrap()).await, "ok");
+        }
+        let view = emulator.identity_view(id).await;
+        assert_eq!(view["customId"], custom_id.as_str());
+        assert_eq!(view["tokensIssued"], 2);
+    }
+    assert_eq!(live_identities(&emulator).await.len(), 2);
+    let stats = emulator.admin_get("/admin/stats").await;
+    assert_eq!(stats["operations"]["createIdentityWithToken"]["201"], 4);
+
+    // A deleted identity gives its customId up: the next create makes a new one.
+    let path = format!("/identities?api-version={PREVIEW}");
+    let body = r#"{"customId":"carol"}"#;
+    let carol = emulator.call("POST", &path, body).await;
+    assert!(carol.json.get("accessToken").is_none());
+    assert!(carol.json["identity"].get("lastTokenIssuedAt").is_none());
+    let carol = carol.json["identity"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        emulator
+            .call("DELETE", &delete_path(&carol), "")
+            .await
+            .status,
+        204
+    );
+    let again = emulator.call("POST", &path, body).await;
+    assert_eq!(again.status, 201);
+    assert_ne!(again.json["identity"]["id"], carol.as_str());
+
+    let empty = emulator.call("POST", &path, r#"{"customId":""}"#).await;
+    assert_eq!(empty.status, 400);
+    assert_eq!(empty.json["error"]["target"], "CustomId");
+}
+
+#[tokio::test]
+async fn ga_versions_ignore_a_custom_id() {
+    let emulator = start(|_| {}).await;
+    let path = format!("/identities?api-version={V}");
+    let body = r#"{"customId":"alice"}"#;
+    let first = emulator.call("POST", &path, body).await;
+    let second = emulator.call("POST", &path, body).await;
+    assert_eq!((first.status, second.status), (201, 201));
+    assert_ne!(first.json["identity"]["id"], second.json["identity"]["id"]);
+    assert_eq!(
+        first.json["identity"].as_object().unwrap().len(),
+        1,
+        "GA answers carry the id only: {}",
+        first.json
+    );
+    let live = live_identities(&emulator).await;
+    assert_eq!(live.len(), 2);
+    assert!(live.iter().all(|i| i.get("customId").is_none()));
+}
+
+#[tokio::test]
+async fn an_after_commit_fault_fails_the_answer_of_a_request_that_took_effect() {
+    let emulator = start(|_| {}).await;
+    let added = emulator
+        .admin_send(
+            "POST",
+            "/admin/faults",
+            json!({"operation": "createIdentity", "status": 503, "afterCommit": true}),
+        )
+        .await;
+    assert_eq!(added.status, 201);
+    assert_eq!(added.json["faults"][0]["afterCommit"], true);
+
+    let path = format!("/identities?api-version={V}");
+    let body = r#"{"createTokenWithScopes":["chat"]}"#;
+    let failed = emulator.call("POST", &path, body).await;
+    assert_eq!(failed.status, 503);
+    assert_eq!(failed.error_code(), "ServiceUnavailable");
+    // The identity exists and its token was counted, though the client never learnt its id.
+    let live = live_identities(&emulator).await;
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0]["tokensIssued"], 1);
+    // A plain retry leaks it: a second identity.
+    assert_eq!(emulator.call("POST", &path, body).await.status, 201);
+    assert_eq!(live_identities(&emulator).await.len(), 2);
+
+    // A delay after the commit outlasts a client's timeout; the change is kept all the same.
+    emulator
+        .admin_send(
+            "POST",
+            "/admin/faults",
+            json!({"operation": "createIdentity", "delayMs": 2000, "afterCommit": true}),
+        )
+        .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let url = emulator.url(&path);
+    let signed = signing::sign_request(&emulator.key, "POST", &url, b"", SystemTime::now());
+    let timed_out = impatient
+        .post(url)
+        .header("x-ms-date", signed.x_ms_date)
+        .header("x-ms-content-sha256", signed.x_ms_content_sha256)
+        .header("authorization", signed.authorization)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(timed_out.is_timeout(), "{timed_out}");
+    assert_eq!(live_identities(&emulator).await.len(), 3);
+
+    // A request the emulator refuses is not applied; the fault still replaces its answer.
+    emulator
+        .admin_send(
+            "POST",
+            "/admin/faults",
+            json!({"operation": "createIdentity", "status": 500, "afterCommit": true}),
+        )
+        .await;
+    let bad = emulator
+        .call("POST", &path, r#"{"createTokenWithScopes":["video"]}"#)
+        .await;
+    assert_eq!(bad.status, 500);
+    assert_eq!(live_identities(&emulator).await.len(), 3);
+    let stats = emulator.admin_get("/admin/stats").await;
+    assert_eq!(stats["operations"]["createIdentityWithToken"]["503"], 1);
+    assert_eq!(stats["operations"]["createIdentityWithToken"]["500"], 1);
+}
+
 #[tokio::test]
 async fn injected_faults_fail_or_delay_the_next_requests() {
     let emulator = start(|_| {}).await;

@@ -230,6 +230,7 @@ impl AcsClient {
         let request = CreateIdentityRequest {
             create_token_with_scopes: Some(scope_names(scopes)?),
             expires_in_minutes: Some(lifetime.minutes().into()),
+            ..CreateIdentityRequest::default()
         };
         let created = self
             .create(Operation::CreateIdentityWithToken, &request)

@@ -7,15 +7,30 @@ use std::str::FromStr;
 /// The api-version this client sends: what the current official SDKs send.
 pub const API_VERSION: &str = "2023-10-01";
 
-/// Every GA api-version whose identity operations the emulator serves.
+/// The api-version this client sends for a create with `customId`: the preview the service's
+/// own example of that request is written for.
+pub const CUSTOM_ID_API_VERSION: &str = "2025-03-02-preview";
+
+/// The preview api-versions whose create takes `customId` (GA versions have no such field).
+pub const CUSTOM_ID_API_VERSIONS: &[&str] = &["2025-03-02-preview", "2025-04-01-preview"];
+
+/// Every api-version whose identity operations the emulator serves: the GA ones and the
+/// previews of [`CUSTOM_ID_API_VERSIONS`].
 pub const SUPPORTED_API_VERSIONS: &[&str] = &[
     "2021-03-07",
     "2022-06-01",
     "2022-10-01",
     "2023-08-01",
     "2023-10-01",
+    "2025-03-02-preview",
+    "2025-04-01-preview",
     "2025-06-30",
 ];
+
+/// Whether `version` knows `customId` on create.
+pub fn takes_custom_id(version: &str) -> bool {
+    CUSTOM_ID_API_VERSIONS.contains(&version)
+}
 
 /// Token lifetime bounds in minutes, inclusive, as the service enforces them.
 pub const MIN_TOKEN_LIFETIME_MINUTES: u32 = 60;
@@ -106,6 +121,9 @@ pub struct CreateIdentityRequest {
     pub create_token_with_scopes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_minutes: Option<i64>,
+    /// Preview versions only: creating again with the same value returns the same identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
 }
 
 /// Body of `POST /identities/{id}/:issueAccessToken`.
@@ -118,9 +136,15 @@ pub struct IssueTokenRequest {
     pub expires_in_minutes: Option<i64>,
 }
 
+/// The identity in a create answer. Preview versions add `customId` and `lastTokenIssuedAt`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct IdentityBody {
     pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_token_issued_at: Option<String>,
 }
 
 /// `{"token": "...", "expiresOn": "..."}`. `expiresOn` stays a string on the wire: the

@@ -6,7 +6,7 @@
 //! | request | body | answer |
 //! |---|---|---|
 //! | `GET /admin/health` | – | `200 {"status":"ok"}` |
-//! | `GET /admin/identities` | – | `200 {"identities":[{"id":"8:acs:…","deleted":false,"tokensIssued":2,"revocations":1}]}`, oldest first, deleted ones included |
+//! | `GET /admin/identities` | – | `200 {"identities":[{"id":"8:acs:…","customId"?:"…","deleted":false,"tokensIssued":2,"revocations":1}]}`, oldest first, deleted ones included; `customId` only when created with one |
 //! | `POST /admin/tokens:verify` | `{"token":"…"}` | `200 {"valid":true,"reason":"ok"}`; `reason` is one of `ok`, `expired`, `revoked`, `deleted`, `unknown` (not issued by this emulator instance), `malformed` |
 //! | `GET /admin/stats` | – | `200 {"total":7,"operations":{"issueToken":{"200":5,"429":1},"unknown":{"404":1}}}`: data-plane requests by operation and answered status; Entra token requests count as `entraToken` |
 //! | `DELETE /admin/stats` | – | `204`, counters back to zero |
@@ -20,10 +20,12 @@
 //! next two `issueToken` requests answer 503 with `Retry-After: 2`;
 //! `{"operation":null,"count":1,"delayMs":1500}` delays the next data-plane request of any
 //! operation by 1.5 s and then serves it normally; `status` and `delayMs` together delay, then
-//! fail. `operation` is one of `createIdentity` (matches both kinds of create),
+//! fail. `"afterCommit":true` serves the request first (its change is kept) and then delays
+//! and/or replaces its answer: the client sees a failure or a timeout for a request that took
+//! effect. `operation` is one of `createIdentity` (matches both kinds of create),
 //! `createIdentityWithToken` (alias `createUserAndToken`), `issueToken`, `revokeTokens`,
 //! `deleteIdentity`, or `null` for any;
-//! `count` defaults to 1; `status` must be 400..=599. Faults are applied before authentication,
+//! `count` defaults to 1; `status` must be 400..=599. Faults are taken before authentication,
 //! in the order they were added, one per request. The error body is
 //! `{"error":{"code":"ServiceUnavailable"|"TooManyRequests"|"InternalServerError"|"InjectedFault","message":"…"}}`.
 //!
@@ -48,6 +50,8 @@ use std::time::SystemTime;
 #[serde(rename_all = "camelCase")]
 struct IdentityView {
     id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    custom_id: Option<String>,
     deleted: bool,
     tokens_issued: u64,
     revocations: u64,
@@ -91,6 +95,7 @@ fn answer(app: &App, route: AdminRoute, body: &[u8]) -> Result<HttpResponse, Acs
                 .into_iter()
                 .map(|s| IdentityView {
                     id: s.id,
+                    custom_id: s.custom_id,
                     deleted: s.deleted,
                     tokens_issued: s.tokens_issued,
                     revocations: s.revocations,

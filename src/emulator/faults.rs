@@ -1,6 +1,11 @@
 //! Fault injection for tests: the next N data-plane requests (optionally of one operation)
 //! are delayed, answered with a chosen error status, or both. Rules are used up in the order
 //! they were added; a request takes at most one rule.
+//!
+//! By default a fault strikes before the request is served, so it has no effect. With
+//! `afterCommit` the request is served first and the fault replaces or delays its answer: the
+//! change happened but the client sees a failure or a timeout. That is the uncertain outcome a
+//! client of a non-idempotent create has to survive.
 
 use super::operation::Operation;
 use serde::{Deserialize, Serialize};
@@ -29,6 +34,9 @@ pub struct FaultSpec {
     /// Delay before answering (with `status`) or serving the request (without).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
+    /// Serve the request first, then delay and/or fail its answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub after_commit: bool,
 }
 
 fn one() -> u32 {
@@ -57,6 +65,8 @@ pub struct Fault {
     pub delay: Option<Duration>,
     pub status: Option<u16>,
     pub retry_after_seconds: Option<u64>,
+    /// Strikes after the request was served (its change kept) instead of before.
+    pub after_commit: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +106,7 @@ impl Rule {
                 delay,
                 status: spec.status,
                 retry_after_seconds: spec.retry_after_seconds,
+                after_commit: spec.after_commit,
             },
         })
     }
@@ -110,6 +121,7 @@ impl Rule {
                 .fault
                 .delay
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            after_commit: self.fault.after_commit,
         }
     }
 
@@ -170,6 +182,7 @@ mod tests {
             delay: None,
             status: Some(503),
             retry_after_seconds: Some(2),
+            after_commit: false,
         };
         assert_eq!(plan.take(Operation::IssueToken), Some(expected));
         assert_eq!(plan.take(Operation::DeleteIdentity), Some(expected));
@@ -200,6 +213,21 @@ mod tests {
     }
 
     #[test]
+    fn after_commit_is_kept_and_shown_only_when_set() {
+        let mut plan = FaultPlan::default();
+        plan.add(&spec(
+            r#"{"operation":"createIdentity","status":503,"afterCommit":true}"#,
+        ))
+        .unwrap();
+        plan.add(&spec(r#"{"status":500}"#)).unwrap();
+        let shown = serde_json::to_value(plan.pending()).unwrap();
+        assert_eq!(shown[0]["afterCommit"], true);
+        assert!(shown[1].get("afterCommit").is_none());
+        assert!(plan.take(Operation::CreateIdentity).unwrap().after_commit);
+        assert!(!plan.take(Operation::CreateIdentity).unwrap().after_commit);
+    }
+
+    #[test]
     fn pending_shows_remaining_counts() {
         let mut plan = FaultPlan::default();
         plan.add(&spec(
@@ -218,6 +246,7 @@ mod tests {
         let mut plan = FaultPlan::default();
         for (json, error) in [
             (r#"{"count":1}"#, FaultSpecError::NothingToDo),
+            (r#"{"afterCommit":true}"#, FaultSpecError::NothingToDo),
             (r#"{"status":200}"#, FaultSpecError::BadStatus),
             (r#"{"status":503,"count":0}"#, FaultSpecError::ZeroCount),
             (r#"{"delayMs":600001}"#, FaultSpecError::DelayTooLong),

@@ -1,5 +1,10 @@
 //! The four Identity operations on the emulated resource, after authentication: validate the
 //! body for the api-version, change the store, mint tokens, and shape the service's answer.
+//!
+//! On the preview api-versions ([`crate::acs::model::CUSTOM_ID_API_VERSIONS`]) a create with
+//! `customId` returns the live identity that already has it (with a new token when one is
+//! asked for), and the answer's identity shows `customId` and `lastTokenIssuedAt`. GA versions
+//! do not know the field and ignore it, as they ignore any unknown field.
 
 use super::responses::AcsError;
 use super::state::{IdentityNotFound, IdentityStore, Standing};
@@ -7,7 +12,8 @@ use super::tokens::{MintedToken, TokenClaims, TokenError, TokenMinter};
 use super::validation::{self, ScopeField};
 use crate::acs::Scope;
 use crate::acs::model::{
-    AccessTokenBody, CreateIdentityRequest, CreateIdentityResponse, IdentityBody, IssueTokenRequest,
+    AccessTokenBody, CreateIdentityRequest, CreateIdentityResponse, IdentityBody,
+    IssueTokenRequest, takes_custom_id,
 };
 use serde::Serialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,7 +56,8 @@ impl IdentityService {
         &self.store
     }
 
-    /// `POST /identities`, with a first token when `createTokenWithScopes` is given.
+    /// `POST /identities`, with a first token when `createTokenWithScopes` is given; on preview
+    /// versions, idempotent per `customId`.
     pub fn create(
         &self,
         version: &str,
@@ -63,13 +70,33 @@ impl IdentityService {
             .as_deref()
             .map(|raw| validation::scopes(raw, version, ScopeField::CreateTokenWithScopes))
             .transpose()?;
-        let id = self.store.create();
+        let preview = takes_custom_id(version);
+        let custom_id = match body.custom_id.as_deref() {
+            Some(custom_id) if preview => Some(validation::custom_id(custom_id)?),
+            _ => None,
+        };
+        let id = match custom_id {
+            Some(custom_id) => self.store.create_with_custom_id(custom_id),
+            None => self.store.create(),
+        };
         let access_token = match scopes {
             Some(scopes) => Some(self.mint(&id, &scopes, minutes, now)?),
             None => None,
         };
+        let mut identity = IdentityBody {
+            id,
+            custom_id: None,
+            last_token_issued_at: None,
+        };
+        if preview {
+            let summary = self.store.summary(&identity.id);
+            identity.custom_id = summary.as_ref().and_then(|s| s.custom_id.clone());
+            identity.last_token_issued_at = summary
+                .and_then(|s| s.last_token_issued_at)
+                .map(format_service_time);
+        }
         Ok(CreateIdentityResponse {
-            identity: IdentityBody { id },
+            identity,
             access_token,
         })
     }
@@ -126,7 +153,7 @@ impl IdentityService {
     ) -> Result<AccessTokenBody, AcsError> {
         let seq = self
             .store
-            .issue_token(id)
+            .issue_token(id, now)
             .map_err(|IdentityNotFound| AcsError::identity_not_found(id))?;
         let lifetime = self
             .lifetime_override
@@ -157,6 +184,18 @@ impl IdentityService {
     }
 }
 
+/// A time as the service writes `lastTokenIssuedAt`: seven fractional digits, `+00:00`.
+fn format_service_time(at: SystemTime) -> String {
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
+    let whole = jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::MAX);
+    format!(
+        "{}.{:07}+00:00",
+        whole.strftime("%Y-%m-%dT%H:%M:%S"),
+        since_epoch.subsec_nanos() / 100
+    )
+}
+
 fn unix_seconds(at: SystemTime) -> i64 {
     let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     i64::try_from(secs).unwrap_or(i64::MAX)
@@ -167,6 +206,7 @@ mod tests {
     use super::*;
 
     const V: &str = "2023-10-01";
+    const PREVIEW: &str = "2025-03-02-preview";
 
     fn service(lifetime_override: Option<Duration>) -> IdentityService {
         IdentityService::new(
@@ -207,6 +247,7 @@ mod tests {
         let body = CreateIdentityRequest {
             create_token_with_scopes: Some(vec!["chat".into(), "voip".into()]),
             expires_in_minutes: Some(60),
+            ..CreateIdentityRequest::default()
         };
         let created = service.create(V, &body, now()).unwrap();
         let token = created.access_token.unwrap();
@@ -225,8 +266,84 @@ mod tests {
         let body = CreateIdentityRequest {
             create_token_with_scopes: Some(vec!["chat".into()]),
             expires_in_minutes: Some(59),
+            ..CreateIdentityRequest::default()
         };
         assert!(service.create(V, &body, now()).is_err());
+        assert!(service.store().summaries().is_empty());
+    }
+
+    fn with_custom_id(custom_id: &str, scopes: Option<&[&str]>) -> CreateIdentityRequest {
+        CreateIdentityRequest {
+            create_token_with_scopes: scopes.map(|s| s.iter().map(|s| s.to_string()).collect()),
+            custom_id: Some(custom_id.into()),
+            ..CreateIdentityRequest::default()
+        }
+    }
+
+    #[test]
+    fn preview_create_with_a_custom_id_returns_the_same_identity_with_a_new_token() {
+        let service = service(None);
+        let body = with_custom_id("alice", Some(&["chat"]));
+        let first = service.create(PREVIEW, &body, now()).unwrap();
+        let later = now() + Duration::from_secs(90);
+        let second = service.create(PREVIEW, &body, later).unwrap();
+        assert_eq!(second.identity.id, first.identity.id);
+        assert_eq!(second.identity.custom_id.as_deref(), Some("alice"));
+        assert_eq!(
+            first.identity.last_token_issued_at.as_deref(),
+            Some("2026-11-18T11:06:40.2500000+00:00")
+        );
+        assert_eq!(
+            second.identity.last_token_issued_at.as_deref(),
+            Some("2026-11-18T11:08:10.2500000+00:00")
+        );
+        let (a, b) = (first.access_token.unwrap(), second.access_token.unwrap());
+        assert_ne!(a.token, b.token);
+        assert_eq!(service.verify(&a.token, later), TokenVerdict::Ok);
+        let summaries = service.store().summaries();
+        assert_eq!(summaries.len(), 1);
+        assert_eq!(summaries[0].tokens_issued, 2);
+    }
+
+    #[test]
+    fn preview_create_without_a_token_shows_no_last_issue() {
+        let service = service(None);
+        let created = service
+            .create(PREVIEW, &with_custom_id("bob", None), now())
+            .unwrap();
+        assert_eq!(created.identity.custom_id.as_deref(), Some("bob"));
+        assert_eq!(created.identity.last_token_issued_at, None);
+        let plain = service
+            .create(PREVIEW, &CreateIdentityRequest::default(), now())
+            .unwrap();
+        assert_eq!(plain.identity.custom_id, None);
+    }
+
+    #[test]
+    fn ga_versions_ignore_a_custom_id() {
+        let service = service(None);
+        let body = with_custom_id("alice", Some(&["chat"]));
+        let first = service.create(V, &body, now()).unwrap();
+        let second = service.create(V, &body, now()).unwrap();
+        assert_ne!(second.identity.id, first.identity.id);
+        assert_eq!(first.identity.custom_id, None);
+        assert_eq!(first.identity.last_token_issued_at, None);
+        assert!(
+            service
+                .store()
+                .summaries()
+                .iter()
+                .all(|s| s.custom_id.is_none())
+        );
+    }
+
+    #[test]
+    fn an_empty_custom_id_is_a_validation_error() {
+        let service = service(None);
+        let error = service
+            .create(PREVIEW, &with_custom_id("", None), now())
+            .unwrap_err();
+        assert_eq!(error.target, Some("CustomId"));
         assert!(service.store().summaries().is_empty());
     }
 

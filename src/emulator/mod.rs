@@ -2,7 +2,8 @@
 //! and for proving clients (ours and the official SDKs) without Azure.
 //!
 //! It serves create identity (optionally with a first token), issue token, revoke tokens and
-//! delete identity for the GA api-versions in [`crate::acs::model::SUPPORTED_API_VERSIONS`],
+//! delete identity for the api-versions in [`crate::acs::model::SUPPORTED_API_VERSIONS`] (the
+//! previews among them with an idempotent create per `customId`),
 //! verifies the HMAC signature of every request against its access key (or, over TLS, a bearer
 //! token from its own Entra ID token endpoint, [`entra`]), mints JWT-shaped tokens, throttles
 //! like the service, and offers an admin API ([`admin`]) to inspect state, inject faults and

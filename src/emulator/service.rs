@@ -1,14 +1,15 @@
 //! One request through the emulator. Data-plane requests pass, in this order: routing, body
 //! read, injected faults, authentication (HMAC, or a bearer token from [`super::entra`]),
 //! api-version, throttling, body validation and the operation itself; each step can answer
-//! instead. Every data-plane answer carries the service's headers and is counted. Entra token
+//! instead. An `afterCommit` fault is taken at the same point but strikes after the operation,
+//! on its answer. Every data-plane answer carries the service's headers and is counted. Entra token
 //! requests go to [`super::entra`] (counted as `entraToken`), admin requests to
 //! [`super::admin`].
 
 use super::admin;
 use super::auth::{AuthError, SignedRequest, Verifier, bearer_token};
 use super::entra::{self, EntraService};
-use super::faults::FaultPlan;
+use super::faults::{Fault, FaultPlan};
 use super::identity_api::IdentityService;
 use super::operation::Operation;
 use super::responses::{self, AcsError, HttpResponse};
@@ -125,7 +126,29 @@ impl App {
         body: &[u8],
     ) -> Result<HttpResponse, AcsError> {
         let operation = call.operation();
-        self.inject_fault(operation).await?;
+        let fault = lock(&self.faults).take(operation);
+        match fault {
+            Some(fault) if fault.after_commit => {
+                let answer = self.execute(call, parts, body).await;
+                apply_fault(fault).await?;
+                answer
+            }
+            Some(fault) => {
+                apply_fault(fault).await?;
+                self.execute(call, parts, body).await
+            }
+            None => self.execute(call, parts, body).await,
+        }
+    }
+
+    /// Authentication, api-version, throttling, and the operation itself.
+    async fn execute(
+        &self,
+        call: Call,
+        parts: &Parts,
+        body: &[u8],
+    ) -> Result<HttpResponse, AcsError> {
+        let operation = call.operation();
         let target = parts
             .uri
             .path_and_query()
@@ -177,32 +200,6 @@ impl App {
                 responses::no_content()
             }
         })
-    }
-
-    /// Applies the next matching injected fault: waits, then answers its status if it has one.
-    async fn inject_fault(&self, operation: Operation) -> Result<(), AcsError> {
-        let Some(fault) = lock(&self.faults).take(operation) else {
-            return Ok(());
-        };
-        if let Some(delay) = fault.delay {
-            tokio::time::sleep(delay).await;
-        }
-        let Some(status) = fault.status else {
-            return Ok(());
-        };
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        let code = match status {
-            StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
-            StatusCode::INTERNAL_SERVER_ERROR => "InternalServerError",
-            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
-            _ => "InjectedFault",
-        };
-        Err(AcsError::new(
-            status,
-            code,
-            "Fault injected through the emulator admin API.",
-        )
-        .with_retry_after(fault.retry_after_seconds))
     }
 
     /// A bearer token is checked against what the Entra endpoint issued; anything else must be
@@ -263,6 +260,29 @@ impl App {
         );
         response
     }
+}
+
+/// An injected fault: waits, then answers its status if it has one.
+async fn apply_fault(fault: Fault) -> Result<(), AcsError> {
+    if let Some(delay) = fault.delay {
+        tokio::time::sleep(delay).await;
+    }
+    let Some(status) = fault.status else {
+        return Ok(());
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let code = match status {
+        StatusCode::TOO_MANY_REQUESTS => "TooManyRequests",
+        StatusCode::INTERNAL_SERVER_ERROR => "InternalServerError",
+        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
+        _ => "InjectedFault",
+    };
+    Err(AcsError::new(
+        status,
+        code,
+        "Fault injected through the emulator admin API.",
+    )
+    .with_retry_after(fault.retry_after_seconds))
 }
 
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

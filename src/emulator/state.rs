@@ -4,9 +4,13 @@
 //! Tokens themselves are not stored: each carries a sequence number (`seq`), and a revocation
 //! records the next sequence number, so "issued before the revoke" is one comparison and the
 //! memory per identity stays constant however many tokens it gets.
+//!
+//! An identity may carry a `customId` (preview api-versions): creating with a `customId` that a
+//! live identity already has returns that identity instead of a new one.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
 
 /// The emulator answers 404 for ids it never created and for deleted ones alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -26,15 +30,19 @@ pub enum Standing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentitySummary {
     pub id: String,
+    pub custom_id: Option<String>,
     pub deleted: bool,
     pub tokens_issued: u64,
     pub revocations: u64,
+    pub last_token_issued_at: Option<SystemTime>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Record {
     /// Creation order, for a stable listing.
     order: u64,
+    custom_id: Option<String>,
+    last_token_issued_at: Option<SystemTime>,
     deleted: bool,
     tokens_issued: u64,
     revocations: u64,
@@ -45,6 +53,8 @@ struct Record {
 #[derive(Debug, Default)]
 struct Inner {
     identities: HashMap<String, Record>,
+    /// The live identity holding each `customId`; a deleted identity gives its `customId` up.
+    by_custom_id: HashMap<String, String>,
     /// Next token sequence number, shared by all identities.
     next_seq: u64,
     created: u64,
@@ -72,7 +82,22 @@ impl IdentityStore {
 
     /// Creates an identity with a fresh id `8:acs:<resource>_<uuid>`.
     pub fn create(&self) -> String {
+        self.insert(&mut self.lock(), None)
+    }
+
+    /// The live identity with this `customId`, or a new one that gets it. One lock for both,
+    /// so concurrent creates with the same `customId` agree on one identity.
+    pub fn create_with_custom_id(&self, custom_id: &str) -> String {
         let mut inner = self.lock();
+        if let Some(id) = inner.by_custom_id.get(custom_id) {
+            return id.clone();
+        }
+        let id = self.insert(&mut inner, Some(custom_id.to_string()));
+        inner.by_custom_id.insert(custom_id.to_string(), id.clone());
+        id
+    }
+
+    fn insert(&self, inner: &mut Inner, custom_id: Option<String>) -> String {
         let id = loop {
             let candidate = format!("8:acs:{}_{}", self.resource_id, random_uuid());
             if !inner.identities.contains_key(&candidate) {
@@ -85,18 +110,20 @@ impl IdentityStore {
             id.clone(),
             Record {
                 order,
+                custom_id,
                 ..Record::default()
             },
         );
         id
     }
 
-    /// Counts a token for a live identity and returns its sequence number.
-    pub fn issue_token(&self, id: &str) -> Result<u64, IdentityNotFound> {
+    /// Counts a token for a live identity, issued `at`, and returns its sequence number.
+    pub fn issue_token(&self, id: &str, at: SystemTime) -> Result<u64, IdentityNotFound> {
         let mut inner = self.lock();
         let seq = inner.next_seq;
         let record = live(&mut inner, id)?;
         record.tokens_issued += 1;
+        record.last_token_issued_at = Some(at);
         inner.next_seq += 1;
         Ok(seq)
     }
@@ -114,7 +141,11 @@ impl IdentityStore {
     /// Deletes the identity: its tokens die and the id answers 404 from now on.
     pub fn delete(&self, id: &str) -> Result<(), IdentityNotFound> {
         let mut inner = self.lock();
-        live(&mut inner, id)?.deleted = true;
+        let record = live(&mut inner, id)?;
+        record.deleted = true;
+        if let Some(custom_id) = record.custom_id.clone() {
+            inner.by_custom_id.remove(&custom_id);
+        }
         Ok(())
     }
 
@@ -135,19 +166,31 @@ impl IdentityStore {
         records.sort_by_key(|(_, record)| record.order);
         records
             .into_iter()
-            .map(|(id, record)| IdentitySummary {
-                id: id.clone(),
-                deleted: record.deleted,
-                tokens_issued: record.tokens_issued,
-                revocations: record.revocations,
-            })
+            .map(|(id, record)| summary(id, record))
             .collect()
+    }
+
+    /// One identity, deleted or not.
+    pub fn summary(&self, id: &str) -> Option<IdentitySummary> {
+        let inner = self.lock();
+        inner.identities.get(id).map(|record| summary(id, record))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // No code path panics while holding the lock; if one ever did, the counters are
         // still consistent enough for a test tool.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn summary(id: &str, record: &Record) -> IdentitySummary {
+    IdentitySummary {
+        id: id.to_string(),
+        custom_id: record.custom_id.clone(),
+        deleted: record.deleted,
+        tokens_issued: record.tokens_issued,
+        revocations: record.revocations,
+        last_token_issued_at: record.last_token_issued_at,
     }
 }
 
@@ -200,10 +243,10 @@ mod tests {
     fn revoke_kills_earlier_tokens_only() {
         let store = store();
         let id = store.create();
-        let before = store.issue_token(&id).unwrap();
+        let before = store.issue_token(&id, SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(store.standing(&id, before), Standing::Active);
         store.revoke(&id).unwrap();
-        let after = store.issue_token(&id).unwrap();
+        let after = store.issue_token(&id, SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(store.standing(&id, before), Standing::Revoked);
         assert_eq!(store.standing(&id, after), Standing::Active);
     }
@@ -212,7 +255,7 @@ mod tests {
     fn another_identitys_revoke_does_not_touch_mine() {
         let store = store();
         let (mine, theirs) = (store.create(), store.create());
-        let token = store.issue_token(&mine).unwrap();
+        let token = store.issue_token(&mine, SystemTime::UNIX_EPOCH).unwrap();
         store.revoke(&theirs).unwrap();
         assert_eq!(store.standing(&mine, token), Standing::Active);
     }
@@ -221,10 +264,13 @@ mod tests {
     fn delete_is_final() {
         let store = store();
         let id = store.create();
-        let token = store.issue_token(&id).unwrap();
+        let token = store.issue_token(&id, SystemTime::UNIX_EPOCH).unwrap();
         store.delete(&id).unwrap();
         assert_eq!(store.standing(&id, token), Standing::Deleted);
-        assert_eq!(store.issue_token(&id), Err(IdentityNotFound));
+        assert_eq!(
+            store.issue_token(&id, SystemTime::UNIX_EPOCH),
+            Err(IdentityNotFound)
+        );
         assert_eq!(store.revoke(&id), Err(IdentityNotFound));
         assert_eq!(store.delete(&id), Err(IdentityNotFound));
     }
@@ -232,7 +278,10 @@ mod tests {
     #[test]
     fn unknown_ids_are_not_found() {
         let store = store();
-        assert_eq!(store.issue_token("8:acs:nope"), Err(IdentityNotFound));
+        assert_eq!(
+            store.issue_token("8:acs:nope", SystemTime::UNIX_EPOCH),
+            Err(IdentityNotFound)
+        );
         assert_eq!(store.standing("8:acs:nope", 0), Standing::Unknown);
     }
 
@@ -240,8 +289,8 @@ mod tests {
     fn summaries_count_and_keep_creation_order() {
         let store = store();
         let ids: Vec<String> = (0..5).map(|_| store.create()).collect();
-        store.issue_token(&ids[1]).unwrap();
-        store.issue_token(&ids[1]).unwrap();
+        store.issue_token(&ids[1], SystemTime::UNIX_EPOCH).unwrap();
+        store.issue_token(&ids[1], SystemTime::UNIX_EPOCH).unwrap();
         store.revoke(&ids[1]).unwrap();
         store.delete(&ids[3]).unwrap();
         let summaries = store.summaries();
@@ -251,12 +300,42 @@ mod tests {
             summaries[1],
             IdentitySummary {
                 id: ids[1].clone(),
+                custom_id: None,
                 deleted: false,
                 tokens_issued: 2,
-                revocations: 1
+                revocations: 1,
+                last_token_issued_at: Some(SystemTime::UNIX_EPOCH),
             }
         );
         assert!(summaries[3].deleted);
+    }
+
+    #[test]
+    fn a_custom_id_names_one_live_identity() {
+        let store = store();
+        let first = store.create_with_custom_id("alice");
+        assert_eq!(store.create_with_custom_id("alice"), first);
+        assert_ne!(store.create_with_custom_id("bob"), first);
+        assert_eq!(
+            store.summary(&first).unwrap().custom_id.as_deref(),
+            Some("alice")
+        );
+        assert_eq!(store.summaries().len(), 2);
+    }
+
+    #[test]
+    fn a_deleted_identity_gives_its_custom_id_up() {
+        let store = store();
+        let first = store.create_with_custom_id("alice");
+        store.delete(&first).unwrap();
+        let second = store.create_with_custom_id("alice");
+        assert_ne!(second, first);
+        assert_eq!(store.create_with_custom_id("alice"), second);
+        // The deleted one keeps its customId in the listing.
+        assert_eq!(
+            store.summary(&first).unwrap().custom_id.as_deref(),
+            Some("alice")
+        );
     }
 
     #[test]

@@ -128,6 +128,18 @@ pub fn lifetime_minutes(raw: Option<i64>, version: &str) -> Result<u32, AcsError
     Ok(u32::try_from(minutes).unwrap_or(MAX_TOKEN_LIFETIME_MINUTES))
 }
 
+/// A `customId` (preview versions): any non-empty string. The service's own rules for it are
+/// unrecorded; refusing the empty string is the emulator's choice.
+pub fn custom_id(raw: &str) -> Result<&str, AcsError> {
+    if raw.is_empty() {
+        return Err(AcsError::validation(
+            "CustomId: The CustomId field must not be empty.",
+            "CustomId",
+        ));
+    }
+    Ok(raw)
+}
+
 fn scopes_in(version: &str) -> Vec<&'static str> {
     Scope::ALL
         .into_iter()
