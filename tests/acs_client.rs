@@ -4,7 +4,8 @@
 mod common;
 
 use acs_identity_operator::acs::{
-    AcsClient, AcsError, ClientOptions, ConnectionString, Scope, TokenLifetime,
+    AcsClient, AcsError, ClientOptions, ConnectionString, CreateIdentityParams, FirstToken, Scope,
+    TokenLifetime,
 };
 use common::{Admin, start_emulator, test_ca};
 use std::time::Duration;
@@ -183,5 +184,92 @@ async fn every_call_times_out() {
     let err = client.create_identity().await.unwrap_err();
     assert!(matches!(err, AcsError::Timeout(_)), "{err:?}");
     assert!(err.is_retriable());
+    emulator.shutdown().await;
+}
+
+/// The live identities the emulator holds.
+async fn live_identities(admin: &Admin) -> Vec<serde_json::Value> {
+    admin.get("admin/identities").await["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["deleted"] == false)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn creating_twice_with_one_custom_id_gives_one_identity() {
+    let emulator = start_emulator(|_| {}).await;
+    let admin = Admin::new(&emulator, None);
+    let client = AcsClient::new(&emulator.connection_string(), ClientOptions::default()).unwrap();
+    let params = CreateIdentityParams {
+        custom_id: Some("0b7a3c52-uid"),
+        first_token: Some(FirstToken {
+            scopes: &[Scope::Chat],
+            lifetime: TokenLifetime::from_minutes(60).unwrap(),
+        }),
+    };
+    let first = client.create_identity_with(&params).await.unwrap();
+    let second = client.create_identity_with(&params).await.unwrap();
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.custom_id.as_deref(), Some("0b7a3c52-uid"));
+    assert!(second.last_token_issued_at.is_some());
+    for created in [first, second] {
+        let token = created.token.unwrap();
+        assert_eq!(admin.verify(&token.token).await, (true, "ok".into()));
+    }
+    let live = live_identities(&admin).await;
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0]["customId"], "0b7a3c52-uid");
+    assert_eq!(live[0]["tokensIssued"], 2);
+
+    // Without a token, same identity; the GA calls stay on 2023-10-01 and create anew.
+    let bare = CreateIdentityParams {
+        custom_id: Some("0b7a3c52-uid"),
+        first_token: None,
+    };
+    let third = client.create_identity_with(&bare).await.unwrap();
+    assert_eq!(
+        (third.id.as_str(), third.token),
+        (live[0]["id"].as_str().unwrap(), None)
+    );
+    client.create_identity().await.unwrap();
+    assert_eq!(live_identities(&admin).await.len(), 2);
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lost_answer_to_a_create_with_a_custom_id_is_recovered_by_retrying() {
+    let emulator = start_emulator(|_| {}).await;
+    let admin = Admin::new(&emulator, None);
+    let client = AcsClient::new(&emulator.connection_string(), ClientOptions::default()).unwrap();
+    admin
+        .post(
+            "admin/faults",
+            serde_json::json!({"operation": "createIdentity", "status": 503, "afterCommit": true}),
+        )
+        .await;
+    let params = CreateIdentityParams {
+        custom_id: Some("lost-answer"),
+        first_token: Some(FirstToken {
+            scopes: &[Scope::Voip],
+            lifetime: TokenLifetime::MAX,
+        }),
+    };
+    let err = client.create_identity_with(&params).await.unwrap_err();
+    assert!(
+        matches!(err, AcsError::Unavailable { status: 503, .. }),
+        "{err:?}"
+    );
+    let (id, _) = client
+        .create_identity_with(&params)
+        .await
+        .unwrap()
+        .into_id_and_token()
+        .unwrap();
+    let live = live_identities(&admin).await;
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0]["id"], id.as_str());
     emulator.shutdown().await;
 }

@@ -3,15 +3,17 @@
 //! Requests are authenticated either with the resource's access key (HMAC-SHA256, from a
 //! connection string) or with an Entra ID bearer token from any `azure_core` token credential
 //! (see [`super::entra`]). Every call has a timeout. Nothing is retried here: a retried create
-//! could mint a second identity (the API has no idempotency key), and for the other calls the
-//! caller decides.
+//! could mint a second identity (the GA API has no idempotency key), and for the other calls
+//! the caller decides. A create may carry a `customId` ([`CreateIdentityParams`]), which makes
+//! it idempotent; only that call uses the preview api-version [`CUSTOM_ID_API_VERSION`].
 
 use super::entra::{ACS_SCOPE, credential_error};
 use super::error::{AcsError, parse_retry_after};
 use super::limits::{AcsRateLimiter, Operation};
 use super::model::{
-    API_VERSION, AccessTokenBody, CreateIdentityRequest, CreateIdentityResponse, IssueTokenRequest,
-    MAX_TOKEN_LIFETIME_MINUTES, MIN_TOKEN_LIFETIME_MINUTES, Scope, encode_identity_id,
+    API_VERSION, AccessTokenBody, CUSTOM_ID_API_VERSION, CreateIdentityRequest,
+    CreateIdentityResponse, IssueTokenRequest, MAX_TOKEN_LIFETIME_MINUTES,
+    MIN_TOKEN_LIFETIME_MINUTES, Scope, encode_identity_id,
 };
 use super::{AccessKey, ConnectionString, signing};
 use azure_core::credentials::TokenCredential;
@@ -80,11 +82,43 @@ impl TryFrom<AccessTokenBody> for IssuedToken {
     }
 }
 
-/// A new identity and, when requested, its first token.
+/// A new identity (or, for a `customId` ACS already knows, the existing one) and, when
+/// requested, a token for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatedIdentity {
     pub id: String,
     pub token: Option<IssuedToken>,
+    /// The `customId` ACS holds for the identity (preview answers only).
+    pub custom_id: Option<String>,
+    /// When the identity last got a token (preview answers only; `None` when absent or not a
+    /// timestamp: it is informational).
+    pub last_token_issued_at: Option<Timestamp>,
+}
+
+impl CreatedIdentity {
+    /// The id and the token of a create that asked for one.
+    pub fn into_id_and_token(self) -> Result<(String, IssuedToken), AcsError> {
+        let token = self.token.ok_or_else(missing_token)?;
+        Ok((self.id, token))
+    }
+}
+
+/// The token a create asks for along with the identity (`createTokenWithScopes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstToken<'a> {
+    pub scopes: &'a [Scope],
+    pub lifetime: TokenLifetime,
+}
+
+/// What `POST /identities` sends besides creating.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CreateIdentityParams<'a> {
+    /// Makes the create idempotent: if a live identity already has this `customId`, ACS
+    /// returns it (with a new token when one is asked for) instead of creating another. Sent
+    /// with the preview api-version [`CUSTOM_ID_API_VERSION`]; a resource that does not serve
+    /// it refuses the call (400), it never silently ignores the field.
+    pub custom_id: Option<&'a str>,
+    pub first_token: Option<FirstToken<'a>>,
 }
 
 #[derive(Debug, Clone)]
@@ -216,7 +250,7 @@ impl AcsClient {
     /// `POST /identities` with no token.
     pub async fn create_identity(&self) -> Result<String, AcsError> {
         let created = self
-            .create(Operation::CreateIdentity, &CreateIdentityRequest::default())
+            .create_identity_with(&CreateIdentityParams::default())
             .await?;
         Ok(created.id)
     }
@@ -227,18 +261,44 @@ impl AcsClient {
         scopes: &[Scope],
         lifetime: TokenLifetime,
     ) -> Result<(String, IssuedToken), AcsError> {
-        let request = CreateIdentityRequest {
-            create_token_with_scopes: Some(scope_names(scopes)?),
-            expires_in_minutes: Some(lifetime.minutes().into()),
-            ..CreateIdentityRequest::default()
+        let params = CreateIdentityParams {
+            custom_id: None,
+            first_token: Some(FirstToken { scopes, lifetime }),
         };
-        let created = self
-            .create(Operation::CreateIdentityWithToken, &request)
-            .await?;
-        let token = created.token.ok_or_else(|| {
-            AcsError::InvalidResponse("create with scopes returned no accessToken".into())
-        })?;
-        Ok((created.id, token))
+        self.create_identity_with(&params)
+            .await?
+            .into_id_and_token()
+    }
+
+    /// `POST /identities` with a first token and/or a `customId`, as `params` say. Without a
+    /// `customId` this is the GA call of the other create methods.
+    pub async fn create_identity_with(
+        &self,
+        params: &CreateIdentityParams<'_>,
+    ) -> Result<CreatedIdentity, AcsError> {
+        let (create_token_with_scopes, expires_in_minutes) = match params.first_token {
+            Some(first) => (
+                Some(scope_names(first.scopes)?),
+                Some(first.lifetime.minutes().into()),
+            ),
+            None => (None, None),
+        };
+        let request = CreateIdentityRequest {
+            create_token_with_scopes,
+            expires_in_minutes,
+            custom_id: params.custom_id.map(str::to_string),
+        };
+        let (operation, version) = match (params.first_token, params.custom_id) {
+            (Some(_), None) => (Operation::CreateIdentityWithToken, API_VERSION),
+            (Some(_), Some(_)) => (Operation::CreateIdentityWithToken, CUSTOM_ID_API_VERSION),
+            (None, None) => (Operation::CreateIdentity, API_VERSION),
+            (None, Some(_)) => (Operation::CreateIdentity, CUSTOM_ID_API_VERSION),
+        };
+        let created = self.create(operation, version, &request).await?;
+        if params.first_token.is_some() && created.token.is_none() {
+            return Err(missing_token());
+        }
+        Ok(created)
     }
 
     /// `POST /identities/{id}/:issueAccessToken`.
@@ -289,21 +349,25 @@ impl AcsClient {
     async fn create(
         &self,
         operation: Operation,
+        api_version: &str,
         request: &CreateIdentityRequest,
     ) -> Result<CreatedIdentity, AcsError> {
         let body = serde_json::to_vec(request).expect("request serializes");
-        let (status, bytes) = self
-            .send(operation, Method::POST, self.url("identities"), body)
-            .await?;
+        let url = self.url_at("identities", api_version);
+        let (status, bytes) = self.send(operation, Method::POST, url, body).await?;
         expect_status(status, StatusCode::CREATED, &bytes)?;
         parse_create_response(&bytes)
     }
 
     fn url(&self, path: &str) -> Url {
+        self.url_at(path, API_VERSION)
+    }
+
+    fn url_at(&self, path: &str, api_version: &str) -> Url {
         let mut url = self.endpoint.clone();
         // The path is built from encoded segments; set it verbatim so what is signed is sent.
         url.set_path(path);
-        url.set_query(Some(&format!("api-version={API_VERSION}")));
+        url.set_query(Some(&format!("api-version={api_version}")));
         url
     }
 
@@ -413,6 +477,10 @@ fn scope_names(scopes: &[Scope]) -> Result<Vec<String>, AcsError> {
     Ok(scopes.iter().map(|s| s.as_str().to_string()).collect())
 }
 
+fn missing_token() -> AcsError {
+    AcsError::InvalidResponse("create with scopes returned no accessToken".into())
+}
+
 fn expect_status(status: StatusCode, expected: StatusCode, body: &[u8]) -> Result<(), AcsError> {
     if status == expected {
         return Ok(());
@@ -441,6 +509,11 @@ pub fn parse_create_response(bytes: &[u8]) -> Result<CreatedIdentity, AcsError> 
             .access_token
             .map(IssuedToken::try_from)
             .transpose()?,
+        custom_id: response.identity.custom_id,
+        last_token_issued_at: response
+            .identity
+            .last_token_issued_at
+            .and_then(|t| t.parse().ok()),
     })
 }
 
@@ -495,6 +568,40 @@ mod tests {
             parse_create_response(br#"{"identity":{"id":""}}"#),
             Err(AcsError::InvalidResponse(_))
         ));
+    }
+
+    #[test]
+    fn preview_create_answers_carry_custom_id_and_last_issue() {
+        let body = br#"{"identity":{"customId":"u-1","id":"8:acs:r_1","lastTokenIssuedAt":"2025-02-10T21:39:39.3244584+00:00"},"accessToken":{"token":"t","expiresOn":"2025-02-11T21:39:39.3244584+00:00"}}"#;
+        let created = parse_create_response(body).unwrap();
+        assert_eq!(created.custom_id.as_deref(), Some("u-1"));
+        assert_eq!(
+            created.last_token_issued_at.map(|t| t.to_string()),
+            Some("2025-02-10T21:39:39.3244584Z".to_string())
+        );
+        let (id, token) = created.into_id_and_token().unwrap();
+        assert_eq!((id.as_str(), token.token.as_str()), ("8:acs:r_1", "t"));
+
+        let ga = parse_create_response(br#"{"identity":{"id":"8:acs:r_2"}}"#).unwrap();
+        assert_eq!((&ga.custom_id, ga.last_token_issued_at), (&None, None));
+        assert!(matches!(
+            ga.into_id_and_token(),
+            Err(AcsError::InvalidResponse(_))
+        ));
+    }
+
+    #[test]
+    fn only_a_create_with_a_custom_id_uses_the_preview_version() {
+        let cs: ConnectionString = "endpoint=https://h/;accesskey=pw==".parse().unwrap();
+        let client = AcsClient::new(&cs, ClientOptions::default()).unwrap();
+        assert_eq!(
+            client.url_at("identities", CUSTOM_ID_API_VERSION).as_str(),
+            "https://h/identities?api-version=2025-03-02-preview"
+        );
+        assert_eq!(
+            client.url("identities").as_str(),
+            "https://h/identities?api-version=2023-10-01"
+        );
     }
 
     #[test]

@@ -12,7 +12,10 @@ pub mod model;
 pub mod signing;
 
 pub use access_key::{AccessKey, InvalidAccessKey};
-pub use client::{AcsClient, ClientOptions, CreatedIdentity, IssuedToken, TokenLifetime};
+pub use client::{
+    AcsClient, ClientOptions, CreateIdentityParams, CreatedIdentity, FirstToken, IssuedToken,
+    TokenLifetime,
+};
 pub use connection_string::{ConnectionString, ConnectionStringError};
 pub use entra::{ACS_SCOPE, WorkloadIdentity};
 pub use error::{AcsError, ServiceError};
