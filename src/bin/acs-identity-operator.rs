@@ -53,6 +53,12 @@ struct RunArgs {
     /// Seconds a leader may go without renewing before another replica takes over.
     #[arg(long, default_value_t = 15)]
     leader_election_duration_seconds: u64,
+    /// Create identities with the AcsIdentity's uid as customId (ACS preview api-version), so
+    /// a retried create never makes a second identity; `--idempotent-create=false` uses the GA
+    /// create, for ACS resources without the preview.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    idempotent_create: bool,
 }
 
 #[tokio::main]
@@ -91,6 +97,7 @@ async fn run(args: RunArgs) -> ExitCode {
         acs_timeout: Duration::from_secs(args.acs_timeout_seconds.max(1)),
         instance: std::env::var("POD_NAME").ok(),
         workload_identity,
+        idempotent_create: args.idempotent_create,
         ..controller::Settings::default()
     };
     let role = Arc::new(leader::Role::default());

@@ -5,7 +5,9 @@ use super::Context;
 use super::error::Error;
 use super::status::{self, Progress};
 use super::token_secret::{self, Expected, TokenContent};
-use crate::acs::{AcsError, IssuedToken, Operation, TokenLifetime};
+use crate::acs::{
+    AcsError, CreateIdentityParams, FirstToken, IssuedToken, Operation, TokenLifetime,
+};
 use crate::api::{AcsIdentity, AcsIdentityStatus, DeletionPolicy};
 use crate::policy::{
     Decision, IssueReason, IssuedRecord, Observed, RenewBefore, TokenParams, decide, renewal_time,
@@ -158,16 +160,27 @@ async fn ensure_token(
             Ok(None)
         }
         Decision::CreateIdentity => {
-            let call = connection
-                .client
-                .create_identity_with_token(&obj.spec.scopes, lifetime);
+            // The uid as customId makes a retry after a lost answer return the identity the
+            // lost attempt created, instead of leaking it (ACS cannot list identities).
+            let uid = obj.uid();
+            let params = CreateIdentityParams {
+                custom_id: uid.as_deref().filter(|_| ctx.idempotent_create),
+                first_token: Some(FirstToken {
+                    scopes: &obj.spec.scopes,
+                    lifetime,
+                }),
+            };
+            let call = async {
+                let created = connection.client.create_identity_with(&params).await?;
+                created.into_id_and_token()
+            };
             let (id, token) = ctx
                 .metrics
                 .acs_call(Operation::CreateIdentityWithToken, call)
                 .await?;
             info!(identity = %id, "created ACS identity");
-            // Persist the id before anything else can fail: ACS has no idempotent create, so a
-            // lost id would mean a second identity on the next attempt.
+            // Persist the id before anything else can fail: without a customId a lost id would
+            // mean a second identity on the next attempt.
             progress.set_identity(&id);
             status::write(ctx, obj, obj.status.as_ref(), progress.status().clone()).await?;
             let note = format!("created ACS identity {id}");

@@ -59,6 +59,10 @@ pub struct Settings {
     /// The pod's Entra workload identity (token file, authority, default tenant and client),
     /// for connections with `workloadIdentity`. Empty by default; the binary reads the env.
     pub workload_identity: connections::WorkloadIdentityDefaults,
+    /// Create identities with the AcsIdentity's uid as `customId` (preview api-version), so a
+    /// create whose answer was lost is not repeated as a second identity. `false` uses the GA
+    /// create, for ACS resources that do not serve the preview.
+    pub idempotent_create: bool,
 }
 
 impl Default for Settings {
@@ -73,6 +77,7 @@ impl Default for Settings {
             metrics: Arc::default(),
             ready: Arc::default(),
             workload_identity: Default::default(),
+            idempotent_create: true,
         }
     }
 }
@@ -87,6 +92,8 @@ pub struct Context {
     /// Consecutive Kubernetes API failures per object, for the generic error policy.
     api_failures: Mutex<HashMap<ObjectRef<AcsIdentity>, u32>>,
     on_reconciled: Option<ReconcileHook>,
+    /// [`Settings::idempotent_create`].
+    pub idempotent_create: bool,
     pub metrics: Arc<Metrics>,
     /// Statuses written but maybe not yet seen by the watch cache.
     pub statuses: status::WrittenStatuses,
@@ -209,6 +216,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
         nudge,
         api_failures: Mutex::default(),
         on_reconciled: settings.on_reconciled.clone(),
+        idempotent_create: settings.idempotent_create,
         metrics: settings.metrics.clone(),
         statuses: status::WrittenStatuses::default(),
     });
