@@ -158,10 +158,15 @@ impl World {
     }
 
     pub fn start_operator(&mut self) {
+        self.start_operator_with(|_| {});
+    }
+
+    /// Like [`World::start_operator`], with the test's settings changed by `configure`.
+    pub fn start_operator_with(&mut self, configure: impl FnOnce(&mut Settings)) {
         assert!(self.operator.is_none(), "operator already running");
         let reconciled = self.reconciled.clone();
         self.metrics = Arc::default();
-        let settings = Settings {
+        let mut settings = Settings {
             metrics: self.metrics.clone(),
             namespace: Some(self.ns.clone()),
             concurrency: 8,
@@ -177,6 +182,7 @@ impl World {
             workload_identity: self.workload_identity.clone(),
             ..Settings::default()
         };
+        configure(&mut settings);
         let client = self.client.clone();
         self.operator = Some(tokio::spawn(async move {
             controller::run(client, settings).await.unwrap();

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod idempotent_create;
 mod processes;
 #[path = "../support/mod.rs"]
 mod support;
