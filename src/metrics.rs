@@ -7,25 +7,14 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::future::Future;
-use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Instant;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct IdentityLabels {
-    namespace: String,
-    name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReadyLabels {
-    namespace: String,
-    name: String,
-    condition: String,
-}
+mod identity_gauges;
+use identity_gauges::{IdentityGauges, IdentityRecord, ReadyValue};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -54,9 +43,7 @@ fn seconds_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
-    token_expiration: Family<IdentityLabels, Gauge<f64, AtomicU64>>,
-    token_renewal: Family<IdentityLabels, Gauge<f64, AtomicU64>>,
-    ready: Family<ReadyLabels, Gauge>,
+    identities: Arc<IdentityGauges>,
     acs_requests: Family<RequestLabels, Counter>,
     acs_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
     reconciles: Family<ResultLabels, Counter>,
@@ -68,9 +55,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
         let m = Self {
-            token_expiration: Family::default(),
-            token_renewal: Family::default(),
-            ready: Family::default(),
+            identities: Arc::default(),
             acs_requests: Family::default(),
             acs_duration: Family::new_with_constructor(seconds_histogram),
             reconciles: Family::default(),
@@ -78,21 +63,7 @@ impl Default for Metrics {
             reconcile_duration: seconds_histogram(),
             registry: Registry::default(),
         };
-        registry.register(
-            "acs_identity_token_expiration_timestamp_seconds",
-            "When the token in the identity's Secret expires (Unix time)",
-            m.token_expiration.clone(),
-        );
-        registry.register(
-            "acs_identity_token_renewal_timestamp_seconds",
-            "When the operator renews the identity's token (Unix time)",
-            m.token_renewal.clone(),
-        );
-        registry.register(
-            "acs_identity_ready_status",
-            "Ready condition of the identity: 1 for the current condition value",
-            m.ready.clone(),
-        );
+        registry.register_collector(Box::new(m.identities.clone()));
         registry.register(
             "acs_api_requests",
             "ACS Identity requests by operation and HTTP status (or error kind)",
@@ -125,52 +96,22 @@ impl Default for Metrics {
 impl Metrics {
     /// Sets an identity's series from its status.
     pub fn observe_identity(&self, namespace: &str, name: &str, status: &AcsIdentityStatus) {
-        let labels = IdentityLabels {
-            namespace: namespace.into(),
-            name: name.into(),
-        };
-        let unix =
-            |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| t.0.as_second() as f64;
-        match &status.token_expires_on {
-            Some(t) => {
-                self.token_expiration.get_or_create(&labels).set(unix(t));
-            }
-            None => {
-                self.token_expiration.remove(&labels);
-            }
-        }
-        match &status.renewal_time {
-            Some(t) => {
-                self.token_renewal.get_or_create(&labels).set(unix(t));
-            }
-            None => {
-                self.token_renewal.remove(&labels);
-            }
-        }
-        let current = status
+        let ready = status
             .conditions
             .iter()
             .find(|c| c.type_ == "Ready")
-            .map_or("Unknown", |c| c.status.as_str());
-        for condition in ["True", "False", "Unknown"] {
-            let labels = ready_labels(namespace, name, condition);
-            self.ready
-                .get_or_create(&labels)
-                .set(i64::from(condition == current));
-        }
+            .map(|c| c.status.as_str());
+        let record = IdentityRecord {
+            expires: status.token_expires_on.as_ref().map(|t| t.0.as_second()),
+            renewal: status.renewal_time.as_ref().map(|t| t.0.as_second()),
+            ready: ReadyValue::parse(ready),
+        };
+        self.identities.set(namespace, name, record);
     }
 
     /// Removes every series of a deleted identity.
     pub fn forget_identity(&self, namespace: &str, name: &str) {
-        let labels = IdentityLabels {
-            namespace: namespace.into(),
-            name: name.into(),
-        };
-        self.token_expiration.remove(&labels);
-        self.token_renewal.remove(&labels);
-        for condition in ["True", "False", "Unknown"] {
-            self.ready.remove(&ready_labels(namespace, name, condition));
-        }
+        self.identities.remove(namespace, name);
     }
 
     /// Runs one ACS call and records its outcome and latency.
@@ -231,14 +172,6 @@ impl Metrics {
     }
 }
 
-fn ready_labels(namespace: &str, name: &str, condition: &str) -> ReadyLabels {
-    ReadyLabels {
-        namespace: namespace.into(),
-        name: name.into(),
-        condition: condition.into(),
-    }
-}
-
 /// A label for failures without an HTTP status.
 fn error_kind(e: &AcsError) -> &'static str {
     match e {
@@ -289,6 +222,18 @@ mod tests {
                 r#"acs_identity_ready_status{namespace="ns",name="alice",condition="False"} 0"#
             ),
             "{text}"
+        );
+        m.observe_identity("ns", "alice", &AcsIdentityStatus::default());
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"acs_identity_ready_status{namespace="ns",name="alice",condition="Unknown"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("acs_identity_token_expiration_timestamp_seconds{"),
+            "no expiry without a token: {text}"
         );
         m.forget_identity("ns", "alice");
         assert!(!m.encode().contains("alice"));
