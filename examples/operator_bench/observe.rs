@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -287,13 +287,25 @@ impl RefreshRecorder {
     }
 }
 
-/// What a consumer of the token Secrets sees: it reads each Secret's `expiresOn` as the watch
-/// delivers it and checks them all every `period` against the clock. A token seen expired
-/// (its Secret still holding it after `expiresOn`) is counted once.
+/// What a consumer of the token Secrets sees. A watch keeps each Secret's `expiresOn`; every
+/// `period` the tokens that look expired are read again with a GET, as a pod reading its
+/// Secret would, and a token counts as seen expired only when that read confirms it. (The
+/// watch alone can lag, for instance while it reconnects after an API server restart, and
+/// would count tokens that were in fact already replaced.) A read that fails is retried on
+/// the next check.
 pub struct ConsumerView {
-    pub expired: Arc<Mutex<BTreeSet<(String, i64)>>>,
+    pub expired: Arc<Mutex<BTreeMap<(String, i64), ExpiredToken>>>,
     pub checks: Arc<AtomicU64>,
+    /// Tokens the watch showed expired but a read found replaced.
+    pub stale_view: Arc<AtomicU64>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// One token a consumer read after its expiry.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpiredToken {
+    /// Unix seconds of the first read that found it expired.
+    pub confirmed_at: f64,
 }
 
 impl Drop for ConsumerView {
@@ -304,32 +316,35 @@ impl Drop for ConsumerView {
     }
 }
 
+fn expires_on(s: &Secret) -> Option<i64> {
+    s.data
+        .as_ref()
+        .and_then(|d| d.get("expiresOn"))
+        .and_then(|b| std::str::from_utf8(&b.0).ok())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_second())
+}
+
 impl ConsumerView {
     pub async fn start(api: Api<Secret>, period: Duration) -> Result<ConsumerView, Error> {
         let tokens: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
-        let expired: Arc<Mutex<BTreeSet<(String, i64)>>> = Arc::default();
+        let expired: Arc<Mutex<BTreeMap<(String, i64), ExpiredToken>>> = Arc::default();
         let checks = Arc::new(AtomicU64::new(0));
+        let stale_view = Arc::new(AtomicU64::new(0));
         let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
         let seen = tokens.clone();
+        let watch_api = api.clone();
         let watch_task = tokio::spawn(async move {
             let mut synced = Some(synced_tx);
             let config = watcher::Config::default()
                 .labels("app.kubernetes.io/managed-by=acs-identity-operator");
-            let stream = watcher(api, config).default_backoff();
+            let stream = watcher(watch_api, config).default_backoff();
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
                 match event {
                     Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
-                        let expires = s
-                            .data
-                            .as_ref()
-                            .and_then(|d| d.get("expiresOn"))
-                            .and_then(|b| std::str::from_utf8(&b.0).ok())
-                            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-                        if let Some(t) = expires {
-                            seen.lock()
-                                .expect("lock")
-                                .insert(s.name_any(), t.as_second());
+                        if let Some(t) = expires_on(&s) {
+                            seen.lock().expect("lock").insert(s.name_any(), t);
                         }
                     }
                     Ok(watcher::Event::Delete(s)) => {
@@ -344,17 +359,52 @@ impl ConsumerView {
                 }
             }
         });
-        let (found, counted) = (expired.clone(), checks.clone());
+        let (found, counted, stale) = (expired.clone(), checks.clone(), stale_view.clone());
         let check_task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let now = unix_now();
-                let tokens = tokens.lock().expect("lock");
-                let mut found = found.lock().expect("lock");
-                for (name, expires) in tokens.iter() {
-                    if (*expires as f64) <= now {
-                        found.insert((name.clone(), *expires));
+                let candidates: Vec<(String, i64)> = {
+                    let tokens = tokens.lock().expect("lock");
+                    let found = found.lock().expect("lock");
+                    tokens
+                        .iter()
+                        .filter(|(name, expires)| {
+                            (**expires as f64) <= now
+                                && !found.contains_key(&((*name).clone(), **expires))
+                        })
+                        .map(|(n, e)| (n.clone(), *e))
+                        .collect()
+                };
+                for (name, watched) in candidates {
+                    // What a pod reading its Secret now would get.
+                    let Ok(Some(secret)) = api.get_opt(&name).await else {
+                        continue;
+                    };
+                    let read_at = unix_now();
+                    match expires_on(&secret) {
+                        Some(current) if (current as f64) <= read_at => {
+                            found.lock().expect("lock").insert(
+                                (name.clone(), current),
+                                ExpiredToken {
+                                    confirmed_at: read_at,
+                                },
+                            );
+                            eprintln!(
+                                "[consumer] {name}: read a token expired at {current} ({:.1} s ago)",
+                                read_at - current as f64
+                            );
+                        }
+                        Some(current) => {
+                            stale.fetch_add(1, Ordering::Relaxed);
+                            let mut tokens = tokens.lock().expect("lock");
+                            if tokens.get(&name) == Some(&watched) {
+                                tokens.insert(name, current);
+                            }
+                        }
+                        None => {}
                     }
                 }
                 counted.fetch_add(1, Ordering::Relaxed);
@@ -366,8 +416,19 @@ impl ConsumerView {
         Ok(ConsumerView {
             expired,
             checks,
+            stale_view,
             tasks: vec![watch_task, check_task],
         })
+    }
+
+    /// The longest time a token was read after its expiry, in seconds.
+    pub fn max_overdue_s(&self) -> f64 {
+        self.expired
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|((_, expires), e)| e.confirmed_at - *expires as f64)
+            .fold(0.0, f64::max)
     }
 
     pub fn expired_count(&self) -> usize {

@@ -460,6 +460,18 @@ async fn steady(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
     r.add("steady_acs_429", stats.status("429"), "0");
     r.add("steady_expired_tokens_seen", consumer.expired_count(), "0");
     r.add(
+        "steady_expired_tokens_max_overdue_s",
+        num(consumer.max_overdue_s()),
+        "",
+    );
+    r.add(
+        "steady_consumer_stale_watch_reads",
+        consumer
+            .stale_view
+            .load(std::sync::atomic::Ordering::Relaxed),
+        "",
+    );
+    r.add(
         "steady_consumer_checks",
         consumer.checks.load(std::sync::atomic::Ordering::Relaxed),
         "",
@@ -732,6 +744,18 @@ async fn chaos(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
         "",
     );
     r.add("chaos_expired_tokens_seen", consumer.expired_count(), "0");
+    r.add(
+        "chaos_expired_tokens_max_overdue_s",
+        num(consumer.max_overdue_s()),
+        "",
+    );
+    r.add(
+        "chaos_consumer_stale_watch_reads",
+        consumer
+            .stale_view
+            .load(std::sync::atomic::Ordering::Relaxed),
+        "",
+    );
     {
         let log = recorder.log.lock().expect("lock");
         add_refresh_figures(r, "chaos", &log, window_start, window_end);
