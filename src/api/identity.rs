@@ -169,6 +169,10 @@ pub struct IssuedFor {
     pub connection_fingerprint: String,
     /// SHA-256 prefix of the token written, to notice edits of the Secret.
     pub token_hash: String,
+    /// The token Secret's resourceVersion right after the operator wrote it. While the Secret
+    /// still has it, its content is known without reading it (a restart reads no Secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_resource_version: Option<String>,
 }
 
 impl AcsIdentity {

@@ -38,6 +38,15 @@ pub async fn reconcile(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<Actio
         }
     })
     .await;
+    // Adding the finalizer is a JSON patch that first tests the finalizers we saw; 422 means
+    // the cached object was older than the server's (our own earlier patch not yet seen).
+    // Not a failure: look again once the watch has caught up.
+    if let Err(finalizer::Error::AddFinalizer(kube::Error::Api(s))) = &result
+        && s.code == 422
+    {
+        tracing::debug!("finalizer patch raced a newer version; looking again");
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     result.map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
@@ -107,23 +116,40 @@ async fn ensure_token(
     );
 
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let existing = secrets.get_opt(&secret_name).await?;
     let status = progress.status().clone();
     let issued = issued_record(&status);
-    let expected = issued
-        .as_ref()
-        .zip(status.issued_for.as_ref())
-        .map(|(r, f)| Expected {
-            token_hash: &f.token_hash,
-            expires_on: r.expires_on,
-            identity_id: &r.identity_id,
-        });
-    let secret_state = token_secret::observe(
-        existing.as_ref(),
-        &obj.uid().unwrap_or_default(),
-        expected.as_ref(),
-        obj.spec.secret_template.as_ref(),
-    );
+    let owner_uid = obj.uid().unwrap_or_default();
+    let template = obj.spec.secret_template.as_ref();
+    let (existing, secret_state) =
+        match ctx.unchanged_token_secret(&namespace, &secret_name, &status) {
+            // Still at the version we wrote: its data are known, no need to read the token.
+            Some(meta) if issued.is_some() => {
+                let state = token_secret::observe_unchanged(&meta, &owner_uid, template);
+                let known = Secret {
+                    metadata: meta,
+                    ..Secret::default()
+                };
+                (Some(known), state)
+            }
+            _ => {
+                let existing = secrets.get_opt(&secret_name).await?;
+                let expected = issued
+                    .as_ref()
+                    .zip(status.issued_for.as_ref())
+                    .map(|(r, f)| Expected {
+                        token_hash: &f.token_hash,
+                        expires_on: r.expires_on,
+                        identity_id: &r.identity_id,
+                    });
+                let state = token_secret::observe(
+                    existing.as_ref(),
+                    &owner_uid,
+                    expected.as_ref(),
+                    template,
+                );
+                (existing, state)
+            }
+        };
     let identity_id = obj.spec.identity_id.clone().or(status.identity_id.clone());
     let refresh_request = unhandled_refresh_request(obj, &status);
     if issued.as_ref().is_some_and(|r| r.params == wanted) {
@@ -150,13 +176,19 @@ async fn ensure_token(
         Decision::SecretConflict => Err(Error::SecretConflict(secret_name)),
         Decision::UpToDate { .. } => Ok(None),
         Decision::RewriteSecret => {
+            // Only the metadata drifted: read the Secret if the cache spared us that so far.
+            let existing = match existing.filter(|s| s.data.is_some()) {
+                Some(s) => Some(s),
+                None => secrets.get_opt(&secret_name).await?,
+            };
             let content = existing
                 .as_ref()
                 .and_then(token_secret::read_content)
                 .ok_or_else(|| {
                     Error::InvalidSpec("Secret content vanished while rewriting".into())
                 })?;
-            write_secret(&secrets, obj, &content, existing.as_ref()).await?;
+            let version = write_secret(&secrets, obj, &content, existing.as_ref()).await?;
+            progress.record_secret_version(version);
             Ok(None)
         }
         Decision::CreateIdentity => {
@@ -250,32 +282,33 @@ impl TokenDestination<'_> {
             expires_on,
             identity_id: identity_id.to_string(),
         };
-        write_secret(self.secrets, self.obj, &content, self.existing).await?;
+        let version = write_secret(self.secrets, self.obj, &content, self.existing).await?;
         progress.record_token(
             &content,
             self.wanted,
             issued_at,
             renew_at,
             self.refresh_request.clone(),
+            version,
         );
         Ok(())
     }
 }
 
 /// Creates the Secret, or replaces our own at the version we read: never someone else's, and
-/// never over a concurrent change (409 → retried).
+/// never over a concurrent change (409 → retried). Returns the resourceVersion written.
 async fn write_secret(
     secrets: &Api<Secret>,
     obj: &AcsIdentity,
     content: &TokenContent,
     existing: Option<&Secret>,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let secret = token_secret::desired(obj, content, existing);
     let params = PostParams {
         field_manager: Some(super::MANAGER.into()),
         ..PostParams::default()
     };
-    match existing {
+    let written = match existing {
         None => secrets.create(&params, &secret).await?,
         Some(_) => {
             secrets
@@ -283,7 +316,7 @@ async fn write_secret(
                 .await?
         }
     };
-    Ok(())
+    Ok(written.metadata.resource_version)
 }
 
 /// Revokes and deletes the identity (Delete policy) and deletes the Secret. Works when setup
@@ -378,7 +411,7 @@ async fn delete_owned_secret(
     let Some(secret) = secrets.get_opt(&name).await? else {
         return Ok(());
     };
-    if !token_secret::is_controlled_by(&secret, &obj.uid().unwrap_or_default()) {
+    if !token_secret::is_controlled_by(&secret.metadata, &obj.uid().unwrap_or_default()) {
         return Ok(());
     }
     let params = DeleteParams {

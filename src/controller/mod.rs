@@ -17,7 +17,7 @@ use crate::api::{AcsConnection, AcsIdentity, ClusterAcsConnection, ConnectionKin
 use crate::metrics::Metrics;
 use connections::Connections;
 use error::Error;
-use futures::{StreamExt, channel::mpsc};
+use futures::{StreamExt, TryStreamExt, channel::mpsc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -88,6 +88,8 @@ pub struct Context {
     pub connections: Connections,
     recorder: Recorder,
     identities: Store<AcsIdentity>,
+    /// Metadata of our token Secrets (no data: tokens are never cached).
+    token_secrets: Store<PartialObjectMeta<Secret>>,
     nudge: mpsc::UnboundedSender<ObjectRef<AcsIdentity>>,
     /// Consecutive Kubernetes API failures per object, for the generic error policy.
     api_failures: Mutex<HashMap<ObjectRef<AcsIdentity>, u32>>,
@@ -96,7 +98,7 @@ pub struct Context {
     pub idempotent_create: bool,
     pub metrics: Arc<Metrics>,
     /// Statuses written but maybe not yet seen by the watch cache.
-    pub statuses: status::WrittenStatuses,
+    pub statuses: Arc<status::WrittenStatuses>,
 }
 
 impl Context {
@@ -116,6 +118,28 @@ impl Context {
         {
             warn!(error = %e, "could not publish Event");
         }
+    }
+
+    /// The cached metadata of the token Secret, if it is still at the resourceVersion that
+    /// `status` recorded after our last write, i.e. holds exactly what we wrote. `None` (so
+    /// the caller reads the Secret) also while the cache is still filling after a start:
+    /// waiting for it in a reconcile could stall the controller that fills it.
+    pub fn unchanged_token_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &crate::api::AcsIdentityStatus,
+    ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
+        let written = status
+            .issued_for
+            .as_ref()?
+            .secret_resource_version
+            .as_ref()?;
+        let cached = self
+            .token_secrets
+            .get(&ObjectRef::new(name).within(namespace))?;
+        (cached.metadata.resource_version.as_ref() == Some(written))
+            .then(|| cached.metadata.clone())
     }
 
     /// Queues a reconcile of every identity that uses the given connection.
@@ -164,23 +188,29 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
     };
 
     let (nudge, nudges) = mpsc::unbounded();
+    let (token_secrets, token_secret_writer) = reflector::store();
     let owned_secrets = watcher(
         secrets_api.clone(),
         watcher::Config::default().labels(token_secret::MANAGED_BY_SELECTOR),
     )
     .default_backoff()
+    .modify(|secret| secret.managed_fields_mut().clear())
+    .reflect(token_secret_writer)
     .touched_objects();
     // Status-only changes (our own writes) must not trigger a reconcile: a failure records
     // failedAttempts in status, and reacting to that write would defeat the backoff. Spec
     // (generation), annotations (refresh, skip-cleanup), finalizers and deletion (which bumps
     // the generation) do trigger.
     let (identity_reader, identity_writer) = reflector::store();
+    let statuses = Arc::new(status::WrittenStatuses::default());
+    let ledger = statuses.clone();
     let identity_triggers = watcher(identities_api, watch_config.clone())
         .default_backoff()
         // managedFields are never read here and are the bulk of each cached object.
         .modify(|identity| identity.managed_fields_mut().clear())
         .reflect(identity_writer)
         .applied_objects()
+        .inspect_ok(move |identity| ledger.observe(identity))
         .predicate_filter(
             predicates::generation
                 .combine(predicates::annotations)
@@ -213,12 +243,13 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
         ),
         recorder,
         identities: identity_ctrl.store(),
+        token_secrets,
         nudge,
         api_failures: Mutex::default(),
         on_reconciled: settings.on_reconciled.clone(),
         idempotent_create: settings.idempotent_create,
         metrics: settings.metrics.clone(),
-        statuses: status::WrittenStatuses::default(),
+        statuses,
     });
 
     // Identities must not be judged before the connections are known, or a restart would

@@ -71,6 +71,7 @@ impl Progress {
         issued_at: Timestamp,
         renew_at: Timestamp,
         refresh_request: Option<String>,
+        secret_resource_version: Option<String>,
     ) {
         let s = &mut self.status;
         s.identity_id = Some(content.identity_id.clone());
@@ -82,6 +83,7 @@ impl Progress {
             token_lifetime_minutes: params.lifetime_minutes,
             connection_fingerprint: params.connection.clone(),
             token_hash: token_hash(&content.token),
+            secret_resource_version,
         });
         if refresh_request.is_some() {
             s.handled_refresh_request = refresh_request;
@@ -90,6 +92,13 @@ impl Progress {
             renewal_time: renew_at,
             expires_on: content.expires_on,
         });
+    }
+
+    /// Records the token Secret's resourceVersion after a rewrite that kept its token.
+    pub fn record_secret_version(&mut self, version: Option<String>) {
+        if let Some(issued) = self.status.issued_for.as_mut() {
+            issued.secret_resource_version = version;
+        }
     }
 
     /// When the current token is due for renewal.
@@ -192,6 +201,19 @@ impl WrittenStatuses {
         }
     }
 
+    /// Called with each object the watch delivers (after the cache holds it): drops our entry
+    /// once the cache shows what we wrote, so that identities not due for hours hold nothing.
+    pub fn observe(&self, obj: &AcsIdentity) {
+        let Some(uid) = obj.uid() else { return };
+        let mut written = self.0.lock().expect("status ledger lock");
+        if written
+            .get(&uid)
+            .is_some_and(|ours| obj.status.as_ref() == Some(ours))
+        {
+            written.remove(&uid);
+        }
+    }
+
     pub fn forget(&self, obj: &AcsIdentity) {
         if let Some(uid) = obj.uid() {
             self.0.lock().expect("status ledger lock").remove(&uid);
@@ -279,6 +301,18 @@ mod tests {
         assert!(
             ledger.0.lock().unwrap().is_empty(),
             "entry dropped once the cache shows it"
+        );
+        ledger.record(&caught_up, Some(with_id("newer")));
+        ledger.observe(&caught_up);
+        assert_eq!(
+            ledger.current(&caught_up),
+            Some(with_id("newer")),
+            "an older object from the watch keeps the entry"
+        );
+        ledger.observe(&identity(Some(with_id("newer"))));
+        assert!(
+            ledger.0.lock().unwrap().is_empty(),
+            "entry dropped when the watch delivers what we wrote"
         );
         ledger.record(&caught_up, Some(with_id("newer")));
         ledger.forget(&caught_up);

@@ -105,14 +105,45 @@ pub fn desired(
     }
 }
 
-/// Whether `secret` is controlled by the object with `owner_uid`.
-pub fn is_controlled_by(secret: &Secret, owner_uid: &str) -> bool {
-    secret
-        .metadata
-        .owner_references
+/// Whether the object with `meta` is controlled by the object with `owner_uid`.
+pub fn is_controlled_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
+    meta.owner_references
         .iter()
         .flatten()
         .any(|o| o.controller == Some(true) && o.uid == owner_uid)
+}
+
+/// Whether our label and the template's labels and annotations are all there.
+fn metadata_matches(meta: &ObjectMeta, template: Option<&SecretTemplate>) -> bool {
+    let empty = BTreeMap::new();
+    let labels = meta.labels.as_ref().unwrap_or(&empty);
+    let annotations = meta.annotations.as_ref().unwrap_or(&empty);
+    let template = template.cloned().unwrap_or_default();
+    labels.get(MANAGED_BY_KEY).map(String::as_str) == Some(MANAGED_BY_VALUE)
+        && template
+            .labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+        && template
+            .annotations
+            .iter()
+            .all(|(k, v)| annotations.get(k) == Some(v))
+}
+
+/// The state of a Secret that still has the resourceVersion it had right after we wrote it:
+/// its type and data are what we wrote, so only its metadata are compared.
+pub fn observe_unchanged(
+    meta: &ObjectMeta,
+    owner_uid: &str,
+    template: Option<&SecretTemplate>,
+) -> SecretState {
+    if !is_controlled_by(meta, owner_uid) {
+        SecretState::Foreign
+    } else if metadata_matches(meta, template) {
+        SecretState::Current
+    } else {
+        SecretState::MetadataDrift
+    }
 }
 
 /// Reads what the Secret holds, if it holds a complete token record.
@@ -143,7 +174,7 @@ pub fn observe(
     let Some(secret) = secret else {
         return SecretState::Missing;
     };
-    if !is_controlled_by(secret, owner_uid) {
+    if !is_controlled_by(&secret.metadata, owner_uid) {
         return SecretState::Foreign;
     }
     let (Some(expected), Some(content)) = (expected, read_content(secret)) else {
@@ -155,18 +186,7 @@ pub fn observe(
     let data_ok = format_expires_on(content.expires_on) == format_expires_on(expected.expires_on)
         && content.identity_id == expected.identity_id
         && secret.data.as_ref().is_some_and(|d| d.len() == 3);
-    let labels = secret.metadata.labels.clone().unwrap_or_default();
-    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
-    let template = template.cloned().unwrap_or_default();
-    let metadata_ok = labels.get(MANAGED_BY_KEY).map(String::as_str) == Some(MANAGED_BY_VALUE)
-        && template
-            .labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
-        && template
-            .annotations
-            .iter()
-            .all(|(k, v)| annotations.get(k) == Some(v))
+    let metadata_ok = metadata_matches(&secret.metadata, template)
         && secret.type_.as_deref().unwrap_or("Opaque") == "Opaque";
     if data_ok && metadata_ok {
         SecretState::Current
@@ -294,6 +314,25 @@ mod tests {
             SecretState::Current,
             "extra labels are fine"
         );
+    }
+
+    #[test]
+    fn an_unchanged_secret_is_judged_by_its_metadata() {
+        let template = identity().spec.secret_template;
+        let good = desired(&identity(), &content(), None).metadata;
+        let judge =
+            |meta: &ObjectMeta, owner: &str| observe_unchanged(meta, owner, template.as_ref());
+        assert_eq!(judge(&good, "uid-1"), SecretState::Current);
+        assert_eq!(judge(&good, "someone-else"), SecretState::Foreign);
+        let mut relabelled = good.clone();
+        relabelled.labels.as_mut().unwrap().remove("team");
+        assert_eq!(judge(&relabelled, "uid-1"), SecretState::MetadataDrift);
+        let mut unannotated = good.clone();
+        unannotated.annotations = None;
+        assert_eq!(judge(&unannotated, "uid-1"), SecretState::MetadataDrift);
+        let mut not_ours = good.clone();
+        not_ours.labels.as_mut().unwrap().remove(MANAGED_BY_KEY);
+        assert_eq!(judge(&not_ours, "uid-1"), SecretState::MetadataDrift);
     }
 
     #[test]

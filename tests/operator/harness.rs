@@ -70,6 +70,11 @@ impl World {
     /// A namespace with an emulator, a connection Secret `acs-conn` and AcsConnection `acs`,
     /// and a running operator.
     pub async fn new(configure: impl FnOnce(&mut EmulatorConfig)) -> Self {
+        // RUST_LOG=acs_identity_operator=debug shows the operator's logs with a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let mut world = Self::without_operator(configure).await;
         world.start_operator();
         world
