@@ -8,6 +8,7 @@
 pub mod connection_status;
 pub mod connections;
 pub mod error;
+pub mod events;
 pub mod identity;
 pub mod status;
 pub mod token_secret;
@@ -86,6 +87,10 @@ impl Default for Settings {
 pub struct Context {
     pub client: Client,
     pub connections: Connections,
+    /// Normal Events: one-offs, created directly.
+    events: events::Publisher,
+    /// Warnings: they repeat while a failure lasts; kube-runtime's Recorder counts repeats
+    /// as a series on one Event.
     recorder: Recorder,
     identities: Store<AcsIdentity>,
     /// Metadata of our token Secrets (no data: tokens are never cached).
@@ -104,18 +109,24 @@ pub struct Context {
 impl Context {
     /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.
     pub async fn publish(&self, obj: &AcsIdentity, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
+        let mut regarding = identity::object_ref(obj);
+        let published = match type_ {
+            EventType::Normal => self.events.publish(regarding, type_, reason, &note).await,
+            EventType::Warning => {
+                // Without the resourceVersion, which every status write changes, a repeat
+                // is recognised as the same Event.
+                regarding.resource_version = None;
+                let event = Event {
+                    type_,
+                    reason: reason.to_string(),
+                    note: Some(note),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                self.recorder.publish(&event, &regarding).await
+            }
         };
-        if let Err(e) = self
-            .recorder
-            .publish(&event, &identity::object_ref(obj))
-            .await
-        {
+        if let Err(e) = published {
             warn!(error = %e, "could not publish Event");
         }
     }
@@ -223,13 +234,6 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .shutdown_on_signal();
 
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: MANAGER.into(),
-            instance: settings.instance.clone(),
-        },
-    );
     let limiter = settings.rate_limiter.clone();
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -241,7 +245,14 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
             settings.workload_identity.clone(),
             Box::new(move || limiter()),
         ),
-        recorder,
+        events: events::Publisher::new(client.clone(), MANAGER, settings.instance.clone()),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: settings.instance.clone(),
+            },
+        ),
         identities: identity_ctrl.store(),
         token_secrets,
         nudge,
