@@ -10,6 +10,7 @@ pub mod connections;
 pub mod error;
 pub mod events;
 pub mod identity;
+pub mod secret_index;
 pub mod status;
 pub mod token_secret;
 
@@ -18,7 +19,7 @@ use crate::api::{AcsConnection, AcsIdentity, ClusterAcsConnection, ConnectionKin
 use crate::metrics::Metrics;
 use connections::Connections;
 use error::Error;
-use futures::{StreamExt, TryStreamExt, channel::mpsc};
+use futures::{StreamExt, channel::mpsc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -34,6 +35,9 @@ use tracing::{debug, info, warn};
 
 /// Field manager for every write, and the Events' reporting controller.
 pub const MANAGER: &str = "acs-identity-operator";
+
+/// The annotation in which `kubectl apply` keeps the whole manifest.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Called after each AcsIdentity reconcile with its namespace and name.
 pub type ReconcileHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
@@ -93,8 +97,8 @@ pub struct Context {
     /// as a series on one Event.
     recorder: Recorder,
     identities: Store<AcsIdentity>,
-    /// Metadata of our token Secrets (no data: tokens are never cached).
-    token_secrets: Store<PartialObjectMeta<Secret>>,
+    /// Versions and metadata of our token Secrets (no data: tokens are never cached).
+    token_secrets: Arc<secret_index::TokenSecretIndex>,
     nudge: mpsc::UnboundedSender<ObjectRef<AcsIdentity>>,
     /// Consecutive Kubernetes API failures per object, for the generic error policy.
     api_failures: Mutex<HashMap<ObjectRef<AcsIdentity>, u32>>,
@@ -146,11 +150,7 @@ impl Context {
             .as_ref()?
             .secret_resource_version
             .as_ref()?;
-        let cached = self
-            .token_secrets
-            .get(&ObjectRef::new(name).within(namespace))?;
-        (cached.metadata.resource_version.as_ref() == Some(written))
-            .then(|| cached.metadata.clone())
+        self.token_secrets.at_version(namespace, name, written)
     }
 
     /// Queues a reconcile of every identity that uses the given connection.
@@ -199,14 +199,18 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
     };
 
     let (nudge, nudges) = mpsc::unbounded();
-    let (token_secrets, token_secret_writer) = reflector::store();
+    let token_secrets = Arc::new(secret_index::TokenSecretIndex::default());
+    let index = token_secrets.clone();
     let owned_secrets = watcher(
         secrets_api.clone(),
         watcher::Config::default().labels(token_secret::MANAGED_BY_SELECTOR),
     )
     .default_backoff()
-    .modify(|secret| secret.managed_fields_mut().clear())
-    .reflect(token_secret_writer)
+    .inspect(move |event| {
+        if let Ok(event) = event {
+            index.apply(event);
+        }
+    })
     .touched_objects();
     // Status-only changes (our own writes) must not trigger a reconcile: a failure records
     // failedAttempts in status, and reacting to that write would defeat the backoff. Spec
@@ -214,14 +218,16 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
     // the generation) do trigger.
     let (identity_reader, identity_writer) = reflector::store();
     let statuses = Arc::new(status::WrittenStatuses::default());
-    let ledger = statuses.clone();
     let identity_triggers = watcher(identities_api, watch_config.clone())
         .default_backoff()
-        // managedFields are never read here and are the bulk of each cached object.
-        .modify(|identity| identity.managed_fields_mut().clear())
+        // managedFields and kubectl's copy of the last applied manifest are never read here
+        // and are the bulk of each cached object.
+        .modify(|identity| {
+            identity.managed_fields_mut().clear();
+            identity.annotations_mut().remove(LAST_APPLIED);
+        })
         .reflect(identity_writer)
         .applied_objects()
-        .inspect_ok(move |identity| ledger.observe(identity))
         .predicate_filter(
             predicates::generation
                 .combine(predicates::annotations)
@@ -295,6 +301,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
         }
     };
     let secret_watch = watch_connection_secrets(secrets_api, ctx.clone());
+    let ledger_pruning = prune_status_ledger(ctx.clone());
     let identity_store = identity_ctrl.store();
     let identity_run = async {
         connections_ready.await;
@@ -312,9 +319,25 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
     tokio::select! {
         _ = futures::future::join3(namespaced_run, cluster_run, identity_run) => {},
         _ = secret_watch => {},
+        _ = ledger_pruning => {},
     }
     info!("operator stopped");
     Ok(())
+}
+
+/// Once a minute, drops the statuses we wrote that the cache has shown for a while.
+async fn prune_status_ledger(ctx: Arc<Context>) {
+    const AGE: Duration = Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(AGE).await;
+        if ctx.statuses.is_empty() {
+            continue;
+        }
+        ctx.statuses.prune(AGE, |namespace, name| {
+            let key = ObjectRef::new(name).within(namespace);
+            ctx.identities.get(&key).and_then(|o| o.status.clone())
+        });
+    }
 }
 
 /// Streams Secret metadata (no cache) and, when a Secret that a connection reads changes,

@@ -13,7 +13,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a Secret name conflict waits before looking again: the foreign Secret is not
 /// watched (only our own Secrets are), so its removal would otherwise go unnoticed.
@@ -179,10 +179,20 @@ impl Progress {
 ///
 /// A reconcile that starts before the watch delivered our last status write would decide from
 /// the older status: seeing the token it just wrote as "edited", it would issue another one.
-/// Deciding from what we wrote closes that gap; entries are dropped as soon as the cache
-/// catches up, so this holds only the few objects in flight. Only the leader writes status.
+/// Deciding from what we wrote closes that gap. A reconcile may also run with an object taken
+/// from the cache before our write, even after the cache caught up (it was queued behind the
+/// reconcile that wrote), so an entry is dropped only by a reconcile that holds the newer
+/// object, or by [`WrittenStatuses::prune`] once it is old and the cache shows it. Only the
+/// leader writes status.
 #[derive(Default)]
-pub struct WrittenStatuses(Mutex<HashMap<String, AcsIdentityStatus>>);
+pub struct WrittenStatuses(Mutex<HashMap<String, Written>>);
+
+struct Written {
+    status: AcsIdentityStatus,
+    namespace: String,
+    name: String,
+    at: Instant,
+}
 
 impl WrittenStatuses {
     /// The newest status of `obj`: what we last wrote until the cache shows it, else the cache's.
@@ -192,7 +202,7 @@ impl WrittenStatuses {
         };
         let mut written = self.0.lock().expect("status ledger lock");
         match written.get(&uid) {
-            Some(ours) if obj.status.as_ref() != Some(ours) => Some(ours.clone()),
+            Some(ours) if obj.status.as_ref() != Some(&ours.status) => Some(ours.status.clone()),
             Some(_) => {
                 written.remove(&uid);
                 obj.status.clone()
@@ -201,17 +211,25 @@ impl WrittenStatuses {
         }
     }
 
-    /// Called with each object the watch delivers (after the cache holds it): drops our entry
-    /// once the cache shows what we wrote, so that identities not due for hours hold nothing.
-    pub fn observe(&self, obj: &AcsIdentity) {
-        let Some(uid) = obj.uid() else { return };
-        let mut written = self.0.lock().expect("status ledger lock");
-        if written
-            .get(&uid)
-            .is_some_and(|ours| obj.status.as_ref() == Some(ours))
-        {
-            written.remove(&uid);
-        }
+    /// Drops the entries older than `min_age` whose object the cache (`cached`, by namespace
+    /// and name) shows with our status, so that identities not due for hours hold nothing.
+    /// Queued reconciles run within moments of the write they waited for, long before this.
+    pub fn prune(
+        &self,
+        min_age: Duration,
+        cached: impl Fn(&str, &str) -> Option<AcsIdentityStatus>,
+    ) {
+        self.0.lock().expect("status ledger lock").retain(|_, w| {
+            w.at.elapsed() < min_age || cached(&w.namespace, &w.name).as_ref() != Some(&w.status)
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("status ledger lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn forget(&self, obj: &AcsIdentity) {
@@ -222,10 +240,16 @@ impl WrittenStatuses {
 
     fn record(&self, obj: &AcsIdentity, status: Option<AcsIdentityStatus>) {
         if let (Some(uid), Some(status)) = (obj.uid(), status) {
+            let entry = Written {
+                status,
+                namespace: obj.namespace().unwrap_or_default(),
+                name: obj.name_any(),
+                at: Instant::now(),
+            };
             self.0
                 .lock()
                 .expect("status ledger lock")
-                .insert(uid, status);
+                .insert(uid, entry);
         }
     }
 }
@@ -303,17 +327,22 @@ mod tests {
             "entry dropped once the cache shows it"
         );
         ledger.record(&caught_up, Some(with_id("newer")));
-        ledger.observe(&caught_up);
+        let shows = |id: &'static str| move |_: &str, _: &str| Some(with_id(id));
+        ledger.prune(Duration::ZERO, shows("older"));
+        assert_eq!(ledger.len(), 1, "kept while the cache shows another status");
+        ledger.prune(Duration::from_secs(60), shows("newer"));
+        assert_eq!(
+            ledger.len(),
+            1,
+            "kept while young: a queued reconcile may hold an old object"
+        );
         assert_eq!(
             ledger.current(&caught_up),
             Some(with_id("newer")),
-            "an older object from the watch keeps the entry"
+            "a reconcile holding the older object still decides from what we wrote"
         );
-        ledger.observe(&identity(Some(with_id("newer"))));
-        assert!(
-            ledger.0.lock().unwrap().is_empty(),
-            "entry dropped when the watch delivers what we wrote"
-        );
+        ledger.prune(Duration::ZERO, shows("newer"));
+        assert!(ledger.is_empty(), "old and shown by the cache: dropped");
         ledger.record(&caught_up, Some(with_id("newer")));
         ledger.forget(&caught_up);
         assert_eq!(ledger.current(&stale), Some(with_id("old")));
