@@ -381,10 +381,16 @@ async fn reconcile_identity(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<
     result
 }
 
-/// For failures `apply` could not record itself (the API server refused a write): back off
-/// exponentially per object.
+/// For failures `apply` could not record itself (the API server refused or missed a write):
+/// back off exponentially per object, but retry before the token in the Secret expires (an
+/// API server restart must not outlast a short-lived token).
 fn identity_error_policy(obj: Arc<AcsIdentity>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(obj.as_ref());
+    let valid_for = ctx
+        .statuses
+        .current(&obj)
+        .and_then(|s| s.token_expires_on)
+        .and_then(|t| Duration::try_from(t.0.duration_since(jiff::Timestamp::now())).ok());
     let mut failures = ctx.api_failures.lock().expect("lock");
     let n = failures.entry(key).or_insert(0);
     *n = n.saturating_add(1);
@@ -392,7 +398,7 @@ fn identity_error_policy(obj: Arc<AcsIdentity>, error: &Error, ctx: Arc<Context>
     Action::requeue(crate::policy::retry_delay(
         *n,
         error.retry_after(),
-        None,
+        valid_for,
         rand::random::<f64>(),
     ))
 }
