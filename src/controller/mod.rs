@@ -394,7 +394,8 @@ fn identity_error_policy(obj: Arc<AcsIdentity>, error: &Error, ctx: Arc<Context>
     let mut failures = ctx.api_failures.lock().expect("lock");
     let n = failures.entry(key).or_insert(0);
     *n = n.saturating_add(1);
-    warn!(category = error.category(), %error, attempt = *n, "reconcile error");
+    let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    warn!(%namespace, %name, category = error.category(), %error, attempt = *n, "reconcile error");
     Action::requeue(crate::policy::retry_delay(
         *n,
         error.retry_after(),
