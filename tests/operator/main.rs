@@ -96,7 +96,7 @@ async fn tokens_are_renewed_from_the_granted_lifetime_and_the_old_one_stays_vali
     let first_token = secret_text(&w.get::<Secret>("bob").await.unwrap(), "token");
     let renewal = status_of(&first).renewal_time.clone().unwrap().0;
     // Asked for 24 h, granted 8 s: renewal follows what was granted (a third of it before
-    // expiry, plus up to a fifth of that as jitter, plus rounding to whole seconds).
+    // expiry, plus up to a tenth of that as jitter, plus rounding to whole seconds).
     let lead = first_expiry.duration_since(renewal).as_secs_f64();
     assert!((2.0..=4.5).contains(&lead), "renewal {lead}s before expiry");
 
