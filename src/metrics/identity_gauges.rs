@@ -47,7 +47,11 @@ impl ReadyValue {
 type Key = (Box<str>, Box<str>);
 
 /// One timestamp family: metric name, help, and the value of a record.
-type TimestampFamily = (&'static str, &'static str, fn(&IdentityRecord) -> Option<i64>);
+type TimestampFamily = (
+    &'static str,
+    &'static str,
+    fn(&IdentityRecord) -> Option<i64>,
+);
 
 /// The records of all identities.
 #[derive(Debug, Default)]
