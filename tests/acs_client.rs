@@ -187,17 +187,6 @@ async fn every_call_times_out() {
     emulator.shutdown().await;
 }
 
-/// The live identities the emulator holds.
-async fn live_identities(admin: &Admin) -> Vec<serde_json::Value> {
-    admin.get("admin/identities").await["identities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["deleted"] == false)
-        .cloned()
-        .collect()
-}
-
 #[tokio::test]
 async fn creating_twice_with_one_custom_id_gives_one_identity() {
     let emulator = start_emulator(|_| {}).await;
@@ -219,7 +208,7 @@ async fn creating_twice_with_one_custom_id_gives_one_identity() {
         let token = created.token.unwrap();
         assert_eq!(admin.verify(&token.token).await, (true, "ok".into()));
     }
-    let live = live_identities(&admin).await;
+    let live = admin.live_identities().await;
     assert_eq!(live.len(), 1, "{live:?}");
     assert_eq!(live[0]["customId"], "0b7a3c52-uid");
     assert_eq!(live[0]["tokensIssued"], 2);
@@ -235,7 +224,7 @@ async fn creating_twice_with_one_custom_id_gives_one_identity() {
         (live[0]["id"].as_str().unwrap(), None)
     );
     client.create_identity().await.unwrap();
-    assert_eq!(live_identities(&admin).await.len(), 2);
+    assert_eq!(admin.live_identities().await.len(), 2);
     emulator.shutdown().await;
 }
 
@@ -268,7 +257,7 @@ async fn a_lost_answer_to_a_create_with_a_custom_id_is_recovered_by_retrying() {
         .unwrap()
         .into_id_and_token()
         .unwrap();
-    let live = live_identities(&admin).await;
+    let live = admin.live_identities().await;
     assert_eq!(live.len(), 1, "{live:?}");
     assert_eq!(live[0]["id"], id.as_str());
     emulator.shutdown().await;

@@ -552,17 +552,6 @@ async fn unauthenticated_requests_are_denied() {
 
 const PREVIEW: &str = "2025-03-02-preview";
 
-/// The live identities of the admin view.
-async fn live_identities(emulator: &Emulator) -> Vec<Value> {
-    emulator.admin_get("/admin/identities").await["identities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["deleted"] == false)
-        .cloned()
-        .collect()
-}
-
 #[tokio::test]
 async fn preview_create_with_a_custom_id_returns_the_same_identity() {
     let emulator = start(|_| {}).await;
@@ -593,7 +582,7 @@ async fn preview_create_with_a_custom_id_returns_the_same_identity() {
         assert_eq!(view["customId"], custom_id.as_str());
         assert_eq!(view["tokensIssued"], 2);
     }
-    assert_eq!(live_identities(&emulator).await.len(), 2);
+    assert_eq!(emulator.admin.live_identities().await.len(), 2);
     let stats = emulator.admin_get("/admin/stats").await;
     assert_eq!(stats["operations"]["createIdentityWithToken"]["201"], 4);
 
@@ -635,7 +624,7 @@ async fn ga_versions_ignore_a_custom_id() {
         "GA answers carry the id only: {}",
         first.json
     );
-    let live = live_identities(&emulator).await;
+    let live = emulator.admin.live_identities().await;
     assert_eq!(live.len(), 2);
     assert!(live.iter().all(|i| i.get("customId").is_none()));
 }
@@ -659,12 +648,12 @@ async fn an_after_commit_fault_fails_the_answer_of_a_request_that_took_effect() 
     assert_eq!(failed.status, 503);
     assert_eq!(failed.error_code(), "ServiceUnavailable");
     // The identity exists and its token was counted, though the client never learnt its id.
-    let live = live_identities(&emulator).await;
+    let live = emulator.admin.live_identities().await;
     assert_eq!(live.len(), 1);
     assert_eq!(live[0]["tokensIssued"], 1);
     // A plain retry leaks it: a second identity.
     assert_eq!(emulator.call("POST", &path, body).await.status, 201);
-    assert_eq!(live_identities(&emulator).await.len(), 2);
+    assert_eq!(emulator.admin.live_identities().await.len(), 2);
 
     // A delay after the commit outlasts a client's timeout; the change is kept all the same.
     emulator
@@ -689,7 +678,7 @@ async fn an_after_commit_fault_fails_the_answer_of_a_request_that_took_effect() 
         .await
         .unwrap_err();
     assert!(timed_out.is_timeout(), "{timed_out}");
-    assert_eq!(live_identities(&emulator).await.len(), 3);
+    assert_eq!(emulator.admin.live_identities().await.len(), 3);
 
     // A request the emulator refuses is not applied; the fault still replaces its answer.
     emulator
@@ -703,7 +692,7 @@ async fn an_after_commit_fault_fails_the_answer_of_a_request_that_took_effect() 
         .call("POST", &path, r#"{"createTokenWithScopes":["video"]}"#)
         .await;
     assert_eq!(bad.status, 500);
-    assert_eq!(live_identities(&emulator).await.len(), 3);
+    assert_eq!(emulator.admin.live_identities().await.len(), 3);
     let stats = emulator.admin_get("/admin/stats").await;
     assert_eq!(stats["operations"]["createIdentityWithToken"]["503"], 1);
     assert_eq!(stats["operations"]["createIdentityWithToken"]["500"], 1);

@@ -108,6 +108,17 @@ impl Admin {
         )
     }
 
+    /// The admin view of the identities that are not deleted.
+    pub async fn live_identities(&self) -> Vec<Value> {
+        self.get("admin/identities").await["identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["deleted"] == false)
+            .cloned()
+            .collect()
+    }
+
     /// The admin view of one identity, `None` when the emulator never saw it.
     pub async fn identity(&self, id: &str) -> Option<Value> {
         let all = self.get("admin/identities").await;

@@ -32,13 +32,7 @@ async fn ready_after_a_lost_create_answer(
     // The lost answer was a 503 the operator saw, then a retry that succeeded.
     assert_eq!(w.admin.count("createIdentityWithToken", 503).await, 1);
     assert_eq!(w.admin.count("createIdentityWithToken", 201).await, 1);
-    let live = w.admin.get("admin/identities").await["identities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["deleted"] == false)
-        .cloned()
-        .collect();
+    let live = w.admin.live_identities().await;
     (w, ready, live)
 }
 
