@@ -118,16 +118,12 @@ fn metadata_matches(meta: &ObjectMeta, template: Option<&SecretTemplate>) -> boo
     let empty = BTreeMap::new();
     let labels = meta.labels.as_ref().unwrap_or(&empty);
     let annotations = meta.annotations.as_ref().unwrap_or(&empty);
-    let template = template.cloned().unwrap_or_default();
+    let includes = |have: &BTreeMap<String, String>, want: &BTreeMap<String, String>| {
+        want.iter().all(|(k, v)| have.get(k) == Some(v))
+    };
     labels.get(MANAGED_BY_KEY).map(String::as_str) == Some(MANAGED_BY_VALUE)
         && template
-            .labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
-        && template
-            .annotations
-            .iter()
-            .all(|(k, v)| annotations.get(k) == Some(v))
+            .is_none_or(|t| includes(labels, &t.labels) && includes(annotations, &t.annotations))
 }
 
 /// The state of a Secret that still has the resourceVersion it had right after we wrote it:
