@@ -357,6 +357,45 @@ impl World {
         }
     }
 
+    /// The Events about an object once one of them matches `wanted(reason, note)`, polled
+    /// for up to [`WAIT`]. Events are published after the status write a test waits for, so
+    /// they may lag it by a moment. Panics with the Events seen when none matches.
+    pub async fn wait_event(
+        &self,
+        name: &str,
+        wanted: impl Fn(&str, &str) -> bool,
+    ) -> Vec<(String, String)> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let events = self.events_for(name).await;
+            if events.iter().any(|(reason, note)| wanted(reason, note)) {
+                return events;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no such Event about {name} within {WAIT:?}: {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The operator's metrics text once it contains `wanted`, polled for up to [`WAIT`]: a
+    /// reconcile is counted after the status write a test waits for.
+    pub async fn wait_metrics(&self, wanted: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let text = self.metrics.encode();
+            if text.contains(wanted) {
+                return text;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {wanted} within {WAIT:?}: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The Events about an object, as (reason, note).
     pub async fn events_for(&self, name: &str) -> Vec<(String, String)> {
         let api: Api<k8s_openapi::api::events::v1::Event> = self.api();

@@ -76,7 +76,7 @@ async fn create_makes_one_acs_call_and_a_ready_secret_with_a_valid_token() {
     );
     assert_eq!(w.admin.count("issueToken", 200).await, 0);
     let reasons: Vec<_> = w
-        .events_for("alice")
+        .wait_event("alice", |reason, _| reason == "IdentityCreated")
         .await
         .into_iter()
         .map(|e| e.0)
@@ -117,7 +117,12 @@ async fn tokens_are_renewed_from_the_granted_lifetime_and_the_old_one_stays_vali
     }
     assert_eq!(ready_reason(&renewed).0, "True");
     assert_eq!(w.admin.count("revokeTokens", 204).await, 0);
-    let reasons: Vec<_> = w.events_for("bob").await.into_iter().map(|e| e.0).collect();
+    let reasons: Vec<_> = w
+        .wait_event("bob", |reason, _| reason == "TokenRenewed")
+        .await
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     assert!(reasons.contains(&"TokenRenewed".to_string()), "{reasons:?}");
 }
 
@@ -340,7 +345,7 @@ async fn a_rotated_connection_secret_reaches_its_identities() {
     let id = status_of(&hank).identity_id.clone().unwrap();
     assert_eq!(w.admin.identity(&id).await.unwrap()["tokensIssued"], 2);
     let reasons: Vec<_> = w
-        .events_for("hank")
+        .wait_event("hank", |_, note| note.contains("connection changed"))
         .await
         .into_iter()
         .map(|e| e.1)
@@ -398,7 +403,7 @@ async fn acs_failures_back_off_and_recover_before_the_token_expires() {
         );
     }
     let reasons: Vec<_> = w
-        .events_for("ivan")
+        .wait_event("ivan", |reason, _| reason == "AcsUnavailable")
         .await
         .into_iter()
         .map(|e| e.0)
@@ -530,21 +535,8 @@ async fn skip_cleanup_releases_a_stuck_deletion_without_touching_acs() {
         o.metadata.deletion_timestamp.is_some()
     })
     .await;
-    let deadline = tokio::time::Instant::now() + harness::WAIT;
-    loop {
-        let events = w.events_for("mia").await;
-        if events
-            .iter()
-            .any(|(_, note)| note.starts_with("cleanup failed"))
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no cleanup Warning: {events:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    w.wait_event("mia", |_, note| note.starts_with("cleanup failed"))
+        .await;
     assert!(
         w.get::<AcsIdentity>("mia").await.is_some(),
         "finalizer keeps the object"
@@ -624,7 +616,9 @@ async fn metrics_follow_an_identity_and_are_removed_with_it() {
         .unwrap()
         .0
         .as_second();
-    let text = w.metrics.encode();
+    let text = w
+        .wait_metrics(r#"acs_identity_reconciles_total{result="success"}"#)
+        .await;
     let labels = format!(r#"namespace="{}",name="omar""#, w.ns);
     assert!(
         text.contains(&format!(
