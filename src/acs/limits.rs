@@ -1,9 +1,11 @@
 //! A client-side limiter at the ACS Identity rate limits, so that many identities sharing one
 //! resource queue up locally instead of drawing 429s.
 //!
-//! ACS counts requests per operation in 30-second windows. A token bucket whose burst (about
-//! 5 % of the limit) plus what it refills in 30 s equals the limit can never put more than
-//! `limit` requests into any 30-second span, whatever the window alignment.
+//! ACS counts requests per operation in 30-second windows. A token bucket whose burst (1 % of
+//! the limit) plus what it refills in 30 s equals the limit can never put more than `limit`
+//! requests into any 30-second span, whatever the window alignment. The burst is kept small:
+//! every request it allows at once is one fewer in the steady refill, so a larger burst only
+//! lowers the sustained rate and lets a backlog go out as a spike.
 
 use governor::{Quota, RateLimiter, clock::DefaultClock, state::InMemoryState, state::NotKeyed};
 use std::num::NonZeroU32;
@@ -63,7 +65,7 @@ impl Operation {
 pub const WINDOW: Duration = Duration::from_secs(30);
 
 /// Share of the limit that refills steadily; the rest is the burst.
-const FILL: f64 = 0.95;
+const FILL: f64 = 0.99;
 
 type Bucket = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 
@@ -128,7 +130,7 @@ mod tests {
                 "limit {limit}: {burst} + {refilled}"
             );
             assert!(
-                (burst + refilled + 1e-9).floor() >= 0.94 * limit as f64,
+                (burst + refilled + 1e-9).floor() >= 0.98 * limit as f64,
                 "limit {limit} wastes capacity"
             );
         }
