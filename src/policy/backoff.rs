@@ -13,8 +13,9 @@ pub const MAX_RETRY: Duration = Duration::from_secs(300);
 ///
 /// Exponential from [`BASE_RETRY`] up to [`MAX_RETRY`], with "equal jitter" (`jitter` in
 /// `[0, 1)` picks a point in the upper half) so failures of many identities do not retry in
-/// step. While a token is still valid, the wait is at most half its remaining life, so a retry
-/// always comes before it expires. A `Retry-After` from ACS is a floor: retrying earlier would
+/// step. While a token is still valid, the wait is at most a quarter of its remaining life, so
+/// retries come closer together as expiry nears and several come before it (a short-lived
+/// token renewed through a run of failures gets about ten attempts, not five). A `Retry-After` from ACS is a floor: retrying earlier would
 /// only be throttled again.
 pub fn retry_delay(
     failed_attempts: u32,
@@ -26,7 +27,7 @@ pub fn retry_delay(
     let exponential = BASE_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY);
     let jittered = exponential / 2 + (exponential / 2).mul_f64(jitter.clamp(0.0, 1.0));
     let before_expiry = match token_valid_for {
-        Some(valid_for) if !valid_for.is_zero() => jittered.min(valid_for / 2),
+        Some(valid_for) if !valid_for.is_zero() => jittered.min(valid_for / 4),
         _ => jittered,
     };
     before_expiry
@@ -78,10 +79,33 @@ mod tests {
 
     #[test]
     fn retries_before_a_valid_token_expires() {
-        assert_eq!(retry_delay(9, None, Some(S(120)), 1.0), S(60));
-        assert_eq!(retry_delay(1, None, Some(S(4)), 1.0), S(2));
+        assert_eq!(retry_delay(9, None, Some(S(120)), 1.0), S(30));
+        assert_eq!(retry_delay(1, None, Some(S(8)), 1.0), S(2));
         // At or past expiry there is nothing to protect: plain backoff.
         assert_eq!(retry_delay(3, None, Some(Duration::ZERO), 1.0), S(20));
+    }
+
+    /// Attempts made between the renewal time and expiry when every attempt fails, with the
+    /// longest waits the jitter allows.
+    fn attempts_before_expiry(margin: Duration) -> u32 {
+        let (mut left, mut attempts) = (margin, 0);
+        while !left.is_zero() {
+            attempts += 1;
+            left = left.saturating_sub(retry_delay(attempts, None, Some(left), 1.0));
+        }
+        attempts
+    }
+
+    #[test]
+    fn a_failing_renewal_is_retried_many_times_before_expiry() {
+        // Default margins (a third of the lifetime) from one minute to a day.
+        for (lifetime, at_least) in [(60, 9), (180, 10), (3600, 16), (86_400, 90)] {
+            let attempts = attempts_before_expiry(S(lifetime / 3));
+            assert!(
+                attempts >= at_least,
+                "{lifetime} s token: {attempts} attempts before expiry"
+            );
+        }
     }
 
     #[test]
