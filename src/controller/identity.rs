@@ -268,7 +268,9 @@ impl TokenDestination<'_> {
     ) -> Result<(), Error> {
         // Kubernetes keeps timestamps to the second: record what will read back identically, so
         // the next reconcile finds status unchanged. Expiry rounds down (never claims more).
-        let issued_at = whole_seconds(progress.now());
+        // Issued when ACS answered, not when the reconcile began: time spent waiting for the
+        // rate limiter is not part of the token's life.
+        let issued_at = whole_seconds(Timestamp::now());
         let expires_on = whole_seconds(token.expires_on);
         let jitter = rand::random::<f64>();
         let renew_at = whole_seconds(renewal_time(
