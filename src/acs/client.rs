@@ -379,7 +379,16 @@ impl AcsClient {
         body: Vec<u8>,
     ) -> Result<(StatusCode, Vec<u8>), AcsError> {
         if let Some(limiter) = &self.rate_limiter {
+            let waiting = std::time::Instant::now();
             limiter.acquire(operation).await;
+            let waited = waiting.elapsed();
+            if waited > std::time::Duration::from_millis(50) {
+                tracing::debug!(
+                    operation = operation.as_str(),
+                    waited_ms = waited.as_millis() as u64,
+                    "waited for the rate limiter"
+                );
+            }
         }
         // Authenticated after waiting for the limiter, so x-ms-date is the time of sending.
         let mut request = match &self.credential {

@@ -62,6 +62,12 @@ async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
     let known = ctx.statuses.current(obj);
     let mut progress = Progress::from_status(known.clone().unwrap_or_default(), now);
+    if let Some(renewal) = progress.status().renewal_time.as_ref()
+        && renewal.0 < now
+    {
+        let overdue = now.duration_since(renewal.0).as_millis();
+        tracing::debug!(overdue_ms = overdue, "renewal overdue at reconcile start");
+    }
     match ensure_token(obj, ctx, &mut progress).await {
         Ok(event) => {
             let status = progress.succeeded(obj);

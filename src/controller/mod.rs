@@ -367,7 +367,14 @@ async fn reconcile_identity(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<
     let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
     let span = tracing::info_span!("reconcile", %namespace, %name);
     let started = std::time::Instant::now();
-    let result = tracing::Instrument::instrument(identity::reconcile(obj, ctx.clone()), span).await;
+    let result =
+        tracing::Instrument::instrument(identity::reconcile(obj, ctx.clone()), span.clone()).await;
+    span.in_scope(|| {
+        debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "reconciled"
+        )
+    });
     match &result {
         Ok(_) => {
             ctx.api_failures.lock().expect("lock").remove(&key);
