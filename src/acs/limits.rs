@@ -7,9 +7,14 @@
 //! every request it allows at once is one fewer in the steady refill, so a larger burst only
 //! lowers the sustained rate and lets a backlog go out as a spike.
 
+use super::admission::AdmissionQueue;
 use governor::{Quota, RateLimiter, clock::DefaultClock, state::InMemoryState, state::NotKeyed};
+use jiff::Timestamp;
 use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+use tokio::sync::Notify;
 
 /// The operations ACS limits separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,9 +74,27 @@ const FILL: f64 = 0.99;
 
 type Bucket = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 
-/// One token bucket per operation, for one ACS resource.
+/// A grant nobody came back for within this time is dropped.
+const GRANT_TTL: Duration = Duration::from_secs(60);
+
+/// One token bucket per operation, for one ACS resource, and a queue of callers by urgency
+/// (see [`AcsRateLimiter::admit`]).
 pub struct AcsRateLimiter {
     buckets: [Bucket; 5],
+    queues: [Mutex<AdmissionQueue<String>>; 5],
+    enqueued: [Notify; 5],
+    /// Requests taken from the bucket for admitted callers and not yet sent: the next
+    /// [`AcsRateLimiter::acquire`] of the operation uses one instead of waiting.
+    set_aside: [AtomicU32; 5],
+}
+
+/// The answer to [`AcsRateLimiter::admit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Send the request now.
+    Now,
+    /// In line; the dispatcher will call back when a request is set aside.
+    Queued,
 }
 
 impl std::fmt::Debug for AcsRateLimiter {
@@ -90,12 +113,64 @@ impl AcsRateLimiter {
     pub fn with_limits(limit: impl Fn(Operation) -> u32) -> Self {
         Self {
             buckets: Operation::ALL.map(|op| RateLimiter::direct(quota(limit(op)))),
+            queues: Default::default(),
+            enqueued: Default::default(),
+            set_aside: Default::default(),
         }
     }
 
-    /// Waits until one more `operation` request fits under the limit.
+    /// Waits until one more `operation` request fits under the limit (or uses one set aside
+    /// for an admitted caller).
     pub async fn acquire(&self, operation: Operation) {
-        self.buckets[operation as usize].until_ready().await;
+        let i = operation as usize;
+        let set_aside = self.set_aside[i]
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if set_aside.is_err() {
+            self.buckets[i].until_ready().await;
+        }
+    }
+
+    /// Asks to send one `operation` request for `key` without waiting: `Now` if one was set
+    /// aside for `key`, or nobody is in line and the limit allows it; otherwise `key` is put
+    /// in line by `deadline` and [`AcsRateLimiter::dispatch`] calls back when its turn comes.
+    /// The request itself then goes through [`AcsRateLimiter::acquire`] as usual.
+    pub fn admit(&self, operation: Operation, key: &str, deadline: Timestamp) -> Admission {
+        let i = operation as usize;
+        let mut queue = self.queues[i].lock().expect("admission lock");
+        if queue.take_grant(&key.to_string()) {
+            return Admission::Now;
+        }
+        if queue.is_empty() && self.buckets[i].check().is_ok() {
+            self.set_aside[i].fetch_add(1, Ordering::AcqRel);
+            return Admission::Now;
+        }
+        queue.enqueue(key.to_string(), deadline);
+        self.enqueued[i].notify_one();
+        Admission::Queued
+    }
+
+    /// Sets requests aside for the callers in line, most urgent first, as fast as the limit
+    /// allows, and calls `on_grant` with each one's key. Runs until dropped.
+    pub async fn dispatch(&self, operation: Operation, on_grant: impl Fn(&str)) {
+        let i = operation as usize;
+        loop {
+            let enqueued = self.enqueued[i].notified();
+            if self.queues[i].lock().expect("admission lock").is_empty() {
+                enqueued.await;
+                continue;
+            }
+            self.buckets[i].until_ready().await;
+            self.set_aside[i].fetch_add(1, Ordering::AcqRel);
+            let now = Timestamp::now();
+            let granted = {
+                let mut queue = self.queues[i].lock().expect("admission lock");
+                queue.drop_grants_before(now - GRANT_TTL);
+                queue.grant_next(now)
+            };
+            if let Some(key) = granted {
+                on_grant(&key);
+            }
+        }
     }
 }
 
@@ -134,6 +209,75 @@ mod tests {
                 "limit {limit} wastes capacity"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn callers_in_line_are_served_most_urgent_first() {
+        let limiter = std::sync::Arc::new(AcsRateLimiter::at_acs_limits());
+        let op = Operation::IssueToken;
+        let t0 = Timestamp::now();
+        let at = |s: i64| t0 + jiff::SignedDuration::from_secs(s);
+        // The burst goes through at once; then callers queue.
+        let mut at_once = 0;
+        while limiter.admit(op, "overdue", at(0)) == Admission::Now {
+            at_once += 1;
+            assert!(at_once <= 10, "the burst is 1 % of the limit");
+        }
+        for (key, expires) in [
+            ("e50", 50),
+            ("e10", 10),
+            ("e40", 40),
+            ("e30", 30),
+            ("e20", 20),
+        ] {
+            assert_eq!(limiter.admit(op, key, at(expires)), Admission::Queued);
+        }
+        assert_eq!(
+            limiter.admit(op, "e40", at(5)),
+            Admission::Queued,
+            "moves up"
+        );
+
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let dispatcher = tokio::spawn({
+            let limiter = limiter.clone();
+            async move {
+                limiter
+                    .dispatch(op, |key| tx.send(key.to_string()).unwrap())
+                    .await
+            }
+        });
+        let mut order = Vec::new();
+        while order.len() < 6 {
+            let key = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a grant within 10 s")
+                .unwrap();
+            order.push(key);
+        }
+        dispatcher.abort();
+        assert_eq!(order, ["overdue", "e40", "e10", "e20", "e30", "e50"]);
+        for key in &order {
+            assert_eq!(
+                limiter.admit(op, key, at(0)),
+                Admission::Now,
+                "{key} was granted"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_admitted_request_does_not_wait_again() {
+        // 10 per 30 s: a burst of 1, then one request every 3.3 s.
+        let limiter = AcsRateLimiter::with_limits(|_| 10);
+        let op = Operation::IssueToken;
+        assert_eq!(limiter.admit(op, "a", Timestamp::now()), Admission::Now);
+        let within = |d| tokio::time::timeout(Duration::from_secs(d), limiter.acquire(op));
+        assert!(within(1).await.is_ok(), "the admitted request goes at once");
+        assert!(
+            within(1).await.is_err(),
+            "the next one waits for the bucket"
+        );
     }
 
     #[test]

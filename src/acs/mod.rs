@@ -3,6 +3,7 @@
 //! the operator needs. Nothing here knows about Kubernetes.
 
 mod access_key;
+pub mod admission;
 pub mod client;
 pub mod connection_string;
 pub mod entra;
@@ -19,5 +20,5 @@ pub use client::{
 pub use connection_string::{ConnectionString, ConnectionStringError};
 pub use entra::{ACS_SCOPE, WorkloadIdentity};
 pub use error::{AcsError, ServiceError};
-pub use limits::{AcsRateLimiter, Operation};
+pub use limits::{AcsRateLimiter, Admission, Operation};
 pub use model::{API_VERSION, Scope};

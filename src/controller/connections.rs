@@ -31,6 +31,8 @@ use url::Url;
 #[derive(Debug)]
 pub struct Resolved {
     pub client: AcsClient,
+    /// The limiter of the connection's ACS resource (shared by every connection to it).
+    pub limiter: Arc<AcsRateLimiter>,
     /// One-way fingerprint of endpoint and key (or workload identity): tokens issued under
     /// another one are re-issued.
     pub fingerprint: String,
@@ -243,7 +245,7 @@ pub struct Connections {
     workload_identity: WorkloadIdentityDefaults,
     cache: Mutex<HashMap<CacheKey, Arc<Resolved>>>,
     limiters: Mutex<HashMap<String, Arc<AcsRateLimiter>>>,
-    new_limiter: Box<dyn Fn() -> AcsRateLimiter + Send + Sync>,
+    new_limiter: Box<dyn Fn() -> Arc<AcsRateLimiter> + Send + Sync>,
 }
 
 impl Connections {
@@ -253,7 +255,7 @@ impl Connections {
         cluster: Store<ClusterAcsConnection>,
         acs_timeout: Duration,
         workload_identity: WorkloadIdentityDefaults,
-        new_limiter: Box<dyn Fn() -> AcsRateLimiter + Send + Sync>,
+        new_limiter: Box<dyn Fn() -> Arc<AcsRateLimiter> + Send + Sync>,
     ) -> Self {
         Self {
             client,
@@ -384,10 +386,10 @@ impl Connections {
             (None, Some(r)) => Some(self.read_secret_key(r).await?.into_bytes()),
             (None, None) => None,
         };
-        let options = |endpoint: &Url| ClientOptions {
+        let options = |limiter: &Arc<AcsRateLimiter>| ClientOptions {
             timeout: self.acs_timeout,
             extra_ca_pem,
-            rate_limiter: Some(self.limiter_for(endpoint.as_str())),
+            rate_limiter: Some(limiter.clone()),
         };
         let invalid_ca = |e: AcsError| Error::InvalidCaBundle(e.to_string());
         match &source.auth {
@@ -400,12 +402,13 @@ impl Connections {
                         key: r.key.clone(),
                         source: e,
                     })?;
-                let client = AcsClient::new(&connection, options(&connection.endpoint))
-                    .map_err(invalid_ca)?;
+                let limiter = self.limiter_for(connection.endpoint.as_str());
+                let client = AcsClient::new(&connection, options(&limiter)).map_err(invalid_ca)?;
                 Ok(Resolved {
                     fingerprint: fingerprint(&connection),
                     summary: format!("connection string for {} parsed", connection.endpoint),
                     client,
+                    limiter,
                     source: built_from,
                 })
             }
@@ -422,8 +425,9 @@ impl Connections {
                     AcsError::Config(message) => Error::WorkloadIdentity(message),
                     other => Error::WorkloadIdentity(other.to_string()),
                 })?;
+                let limiter = self.limiter_for(endpoint.as_str());
                 let client =
-                    AcsClient::with_bearer(endpoint.clone(), credential, options(&endpoint))
+                    AcsClient::with_bearer(endpoint.clone(), credential, options(&limiter))
                         .map_err(invalid_ca)?;
                 Ok(Resolved {
                     fingerprint: workload_identity_fingerprint(&endpoint, &identity),
@@ -432,6 +436,7 @@ impl Connections {
                         identity.client_id, identity.tenant_id
                     ),
                     client,
+                    limiter,
                     source: built_from,
                 })
             }
@@ -446,7 +451,7 @@ impl Connections {
             .lock()
             .expect("limiter lock")
             .entry(endpoint.to_string())
-            .or_insert_with(|| Arc::new((self.new_limiter)()))
+            .or_insert_with(|| (self.new_limiter)())
             .clone()
     }
 

@@ -6,7 +6,8 @@ use super::error::Error;
 use super::status::{self, Progress};
 use super::token_secret::{self, Expected, TokenContent};
 use crate::acs::{
-    AcsError, CreateIdentityParams, FirstToken, IssuedToken, Operation, TokenLifetime,
+    AcsError, AcsRateLimiter, Admission, CreateIdentityParams, FirstToken, IssuedToken, Operation,
+    TokenLifetime,
 };
 use crate::api::{AcsIdentity, AcsIdentityStatus, DeletionPolicy};
 use crate::policy::{
@@ -69,7 +70,11 @@ async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
         tracing::debug!(overdue_ms = overdue, "renewal overdue at reconcile start");
     }
     match ensure_token(obj, ctx, &mut progress).await {
-        Ok(event) => {
+        Ok(Step::AwaitingAcs { valid_for }) => {
+            tracing::debug!("in line for ACS capacity");
+            Ok(Action::requeue(crate::policy::admission_recheck(valid_for)))
+        }
+        Ok(Step::Done(event)) => {
             let status = progress.succeeded(obj);
             ctx.metrics
                 .observe_identity(&namespace_of(obj), &obj.name_any(), &status);
@@ -101,12 +106,21 @@ async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-/// Does the one thing the policy asks for. Returns the Event to publish on success.
+/// How far one reconcile got.
+enum Step {
+    /// Done what the policy asked for; the Event to publish, if any.
+    Done(Option<(&'static str, String)>),
+    /// The ACS call must wait for the rate limit: in line, reconciled again when its turn
+    /// comes. `valid_for`: how long the current token still lives, if there is one.
+    AwaitingAcs { valid_for: Option<Duration> },
+}
+
+/// Does the one thing the policy asks for.
 async fn ensure_token(
     obj: &AcsIdentity,
     ctx: &Context,
     progress: &mut Progress,
-) -> Result<Option<(&'static str, String)>, Error> {
+) -> Result<Step, Error> {
     let namespace = obj.namespace().unwrap_or_default();
     let secret_name = obj.secret_name();
     let connection = ctx
@@ -180,7 +194,7 @@ async fn ensure_token(
     };
     match decision {
         Decision::SecretConflict => Err(Error::SecretConflict(secret_name)),
-        Decision::UpToDate { .. } => Ok(None),
+        Decision::UpToDate { .. } => Ok(Step::Done(None)),
         Decision::RewriteSecret => {
             // Only the metadata drifted: read the Secret if the cache spared us that so far.
             let existing = match existing.filter(|s| s.data.is_some()) {
@@ -195,9 +209,18 @@ async fn ensure_token(
                 })?;
             let version = write_secret(&secrets, obj, &content, existing.as_ref()).await?;
             progress.record_secret_version(version);
-            Ok(None)
+            Ok(Step::Done(None))
         }
         Decision::CreateIdentity => {
+            let now = progress.now();
+            if !admitted(
+                &connection.limiter,
+                Operation::CreateIdentityWithToken,
+                obj,
+                now,
+            ) {
+                return Ok(Step::AwaitingAcs { valid_for: None });
+            }
             // The uid as customId makes a retry after a lost answer return the identity the
             // lost attempt created, instead of leaking it (ACS cannot list identities).
             let uid = obj.uid();
@@ -223,10 +246,20 @@ async fn ensure_token(
             status::write(ctx, obj, obj.status.as_ref(), progress.status().clone()).await?;
             let note = format!("created ACS identity {id}");
             destination.store(progress, &id, token).await?;
-            Ok(Some(("IdentityCreated", note)))
+            Ok(Step::Done(Some(("IdentityCreated", note))))
         }
         Decision::Issue(reason) => {
             let id = identity_id.expect("decide asks to issue only with an identity");
+            // Renewals queue by the expiry of the token they replace; a missing or expired
+            // token is due now.
+            let now = progress.now();
+            let expires_on = issued.as_ref().map(|r| r.expires_on).filter(|t| *t > now);
+            let deadline = expires_on.unwrap_or(now);
+            if !admitted(&connection.limiter, Operation::IssueToken, obj, deadline) {
+                let valid_for =
+                    expires_on.and_then(|t| Duration::try_from(t.duration_since(now)).ok());
+                return Ok(Step::AwaitingAcs { valid_for });
+            }
             let call = connection
                 .client
                 .issue_token(&id, &obj.spec.scopes, lifetime);
@@ -249,9 +282,23 @@ async fn ensure_token(
             } else {
                 "TokenIssued"
             };
-            Ok(Some((event, format!("issued a new token: {reason}"))))
+            Ok(Step::Done(Some((
+                event,
+                format!("issued a new token: {reason}"),
+            ))))
         }
     }
+}
+
+/// Whether `obj` may send an `operation` request now; if not, it is in line by `deadline`.
+fn admitted(
+    limiter: &AcsRateLimiter,
+    operation: Operation,
+    obj: &AcsIdentity,
+    deadline: Timestamp,
+) -> bool {
+    let key = super::admission_key(&namespace_of(obj), &obj.name_any());
+    limiter.admit(operation, &key, deadline) == Admission::Now
 }
 
 /// Where a newly issued token goes, and what to record about it.

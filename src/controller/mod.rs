@@ -14,7 +14,7 @@ pub mod secret_index;
 pub mod status;
 pub mod token_secret;
 
-use crate::acs::AcsRateLimiter;
+use crate::acs::{AcsRateLimiter, Operation};
 use crate::api::{AcsConnection, AcsIdentity, ClusterAcsConnection, ConnectionKind};
 use crate::metrics::Metrics;
 use connections::Connections;
@@ -241,6 +241,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
         .shutdown_on_signal();
 
     let limiter = settings.rate_limiter.clone();
+    let granted = nudge.clone();
     let ctx = Arc::new(Context {
         client: client.clone(),
         connections: Connections::new(
@@ -249,7 +250,11 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
             cluster_store.clone(),
             settings.acs_timeout,
             settings.workload_identity.clone(),
-            Box::new(move || limiter()),
+            Box::new(move || {
+                let limiter = Arc::new(limiter());
+                dispatch_admissions(&limiter, &granted);
+                limiter
+            }),
         ),
         events: events::Publisher::new(client.clone(), MANAGER, settings.instance.clone()),
         recorder: Recorder::new(
@@ -323,6 +328,34 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
     }
     info!("operator stopped");
     Ok(())
+}
+
+/// The operations whose callers queue by urgency (see [`crate::acs::AcsRateLimiter::admit`]).
+pub const ADMITTED: [Operation; 2] = [Operation::IssueToken, Operation::CreateIdentityWithToken];
+
+/// The key an identity queues under for ACS requests.
+pub fn admission_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// Runs the limiter's dispatchers for the admitted operations: each request set aside queues
+/// a reconcile of the identity it is for.
+fn dispatch_admissions(
+    limiter: &Arc<AcsRateLimiter>,
+    nudge: &mpsc::UnboundedSender<ObjectRef<AcsIdentity>>,
+) {
+    for operation in ADMITTED {
+        let (limiter, nudge) = (limiter.clone(), nudge.clone());
+        tokio::spawn(async move {
+            limiter
+                .dispatch(operation, |key| {
+                    if let Some((namespace, name)) = key.split_once('/') {
+                        let _ = nudge.unbounded_send(ObjectRef::new(name).within(namespace));
+                    }
+                })
+                .await;
+        });
+    }
 }
 
 /// Once a minute, drops the statuses we wrote that the cache has shown for a while.

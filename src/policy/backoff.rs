@@ -35,6 +35,17 @@ pub fn retry_delay(
         .max(MIN_RETRY)
 }
 
+/// When an identity waiting in line for ACS capacity looks again by itself. It is normally
+/// called back when its turn comes; this only bounds the wait if that call were lost, and
+/// comes before half the current token's remaining life is gone.
+pub fn admission_recheck(token_valid_for: Option<Duration>) -> Duration {
+    const LONGEST: Duration = Duration::from_secs(300);
+    const SHORTEST: Duration = Duration::from_secs(5);
+    token_valid_for
+        .map_or(LONGEST, |v| v / 2)
+        .clamp(SHORTEST, LONGEST)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +117,14 @@ mod tests {
                 "{lifetime} s token: {attempts} attempts before expiry"
             );
         }
+    }
+
+    #[test]
+    fn admission_recheck_is_bounded_by_the_token() {
+        assert_eq!(admission_recheck(None), S(300));
+        assert_eq!(admission_recheck(Some(S(3600))), S(300));
+        assert_eq!(admission_recheck(Some(S(40))), S(20));
+        assert_eq!(admission_recheck(Some(S(1))), S(5));
     }
 
     #[test]

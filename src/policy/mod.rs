@@ -7,7 +7,7 @@ pub mod decision;
 pub mod readiness;
 pub mod schedule;
 
-pub use backoff::retry_delay;
+pub use backoff::{admission_recheck, retry_delay};
 pub use decision::{
     Decision, IssueReason, IssuedRecord, Observed, SecretState, TokenParams, decide,
 };
