@@ -3,7 +3,7 @@
 //! Pure bookkeeping; [`super::AcsRateLimiter`] pairs it with the token bucket.
 //!
 //! Callers do not wait in line: one that finds the limit used up is queued and goes away, and
-//! is told (by the limiter's dispatcher) when a request has been set aside for it. So a
+//! is told (by the limiter's dispatcher) when its turn has come. So a
 //! controller worker is never held by a wait for ACS capacity, and a renewal that is about to
 //! expire is never stuck behind requests that could wait.
 
@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 
-/// Waiting callers, and requests set aside for callers that have not come back yet.
+/// Waiting callers, and callers whose turn has come but who have not come back yet.
 #[derive(Debug)]
 pub struct AdmissionQueue<K> {
     waiting: BTreeSet<(Timestamp, u64, K)>,
@@ -42,7 +42,7 @@ impl<K: Ord + Hash + Clone> AdmissionQueue<K> {
         self.position.contains_key(key)
     }
 
-    /// Uses the request set aside for `key`, if there is one.
+    /// Uses `key`'s turn, if it has come.
     pub fn take_grant(&mut self, key: &K) -> bool {
         self.granted.remove(key).is_some()
     }
@@ -64,7 +64,7 @@ impl<K: Ord + Hash + Clone> AdmissionQueue<K> {
         self.position.insert(key, (deadline, seq));
     }
 
-    /// Takes the most urgent caller out of line and sets a request aside for it.
+    /// Takes the most urgent caller out of line: its turn has come.
     pub fn grant_next(&mut self, now: Timestamp) -> Option<K> {
         let (_, _, key) = self.waiting.pop_first()?;
         self.position.remove(&key);

@@ -12,7 +12,6 @@ use governor::{Quota, RateLimiter, clock::DefaultClock, state::InMemoryState, st
 use jiff::Timestamp;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -79,13 +78,15 @@ const GRANT_TTL: Duration = Duration::from_secs(60);
 
 /// One token bucket per operation, for one ACS resource, and a queue of callers by urgency
 /// (see [`AcsRateLimiter::admit`]).
+///
+/// Every request waits for its bucket ([`AcsRateLimiter::acquire`]), admitted or not, so the
+/// limit holds however late an admitted caller comes back. Turns are paced by a second bucket
+/// of the same quota, which only decides who goes next.
 pub struct AcsRateLimiter {
     buckets: [Bucket; 5],
+    turns: [Bucket; 5],
     queues: [Mutex<AdmissionQueue<String>>; 5],
     enqueued: [Notify; 5],
-    /// Requests taken from the bucket for admitted callers and not yet sent: the next
-    /// [`AcsRateLimiter::acquire`] of the operation uses one instead of waiting.
-    set_aside: [AtomicU32; 5],
 }
 
 /// The answer to [`AcsRateLimiter::admit`].
@@ -93,7 +94,7 @@ pub struct AcsRateLimiter {
 pub enum Admission {
     /// Send the request now.
     Now,
-    /// In line; the dispatcher will call back when a request is set aside.
+    /// In line; the dispatcher calls back when the turn comes.
     Queued,
 }
 
@@ -113,35 +114,28 @@ impl AcsRateLimiter {
     pub fn with_limits(limit: impl Fn(Operation) -> u32) -> Self {
         Self {
             buckets: Operation::ALL.map(|op| RateLimiter::direct(quota(limit(op)))),
+            turns: Operation::ALL.map(|op| RateLimiter::direct(quota(limit(op)))),
             queues: Default::default(),
             enqueued: Default::default(),
-            set_aside: Default::default(),
         }
     }
 
-    /// Waits until one more `operation` request fits under the limit (or uses one set aside
-    /// for an admitted caller).
+    /// Waits until one more `operation` request fits under the limit.
     pub async fn acquire(&self, operation: Operation) {
-        let i = operation as usize;
-        let set_aside = self.set_aside[i]
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        if set_aside.is_err() {
-            self.buckets[i].until_ready().await;
-        }
+        self.buckets[operation as usize].until_ready().await;
     }
 
-    /// Asks to send one `operation` request for `key` without waiting: `Now` if one was set
-    /// aside for `key`, or nobody is in line and the limit allows it; otherwise `key` is put
-    /// in line by `deadline` and [`AcsRateLimiter::dispatch`] calls back when its turn comes.
-    /// The request itself then goes through [`AcsRateLimiter::acquire`] as usual.
+    /// Asks for a turn to send one `operation` request for `key`, without waiting: `Now` if
+    /// `key`'s turn has come, or nobody is in line and the pace allows it; otherwise `key` is
+    /// put in line by `deadline` and [`AcsRateLimiter::dispatch`] calls back when its turn
+    /// comes. The request itself still waits for the bucket in [`AcsRateLimiter::acquire`].
     pub fn admit(&self, operation: Operation, key: &str, deadline: Timestamp) -> Admission {
         let i = operation as usize;
         let mut queue = self.queues[i].lock().expect("admission lock");
         if queue.take_grant(&key.to_string()) {
             return Admission::Now;
         }
-        if queue.is_empty() && self.buckets[i].check().is_ok() {
-            self.set_aside[i].fetch_add(1, Ordering::AcqRel);
+        if queue.is_empty() && self.turns[i].check().is_ok() {
             return Admission::Now;
         }
         queue.enqueue(key.to_string(), deadline);
@@ -149,8 +143,8 @@ impl AcsRateLimiter {
         Admission::Queued
     }
 
-    /// Sets requests aside for the callers in line, most urgent first, as fast as the limit
-    /// allows, and calls `on_grant` with each one's key. Runs until dropped.
+    /// Gives turns to the callers in line, most urgent first, at the pace of the limit, and
+    /// calls `on_grant` with each one's key. Runs until dropped.
     pub async fn dispatch(&self, operation: Operation, on_grant: impl Fn(&str)) {
         let i = operation as usize;
         loop {
@@ -159,8 +153,7 @@ impl AcsRateLimiter {
                 enqueued.await;
                 continue;
             }
-            self.buckets[i].until_ready().await;
-            self.set_aside[i].fetch_add(1, Ordering::AcqRel);
+            self.turns[i].until_ready().await;
             let now = Timestamp::now();
             let granted = {
                 let mut queue = self.queues[i].lock().expect("admission lock");
@@ -267,17 +260,36 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_admitted_request_does_not_wait_again() {
-        // 10 per 30 s: a burst of 1, then one request every 3.3 s.
-        let limiter = AcsRateLimiter::with_limits(|_| 10);
+    async fn turns_used_late_do_not_let_requests_through_together() {
+        // 100 per 30 s: a burst of 1, then one request every 0.3 s.
+        let limiter = std::sync::Arc::new(AcsRateLimiter::with_limits(|_| 100));
         let op = Operation::IssueToken;
-        assert_eq!(limiter.admit(op, "a", Timestamp::now()), Admission::Now);
-        let within = |d| tokio::time::timeout(Duration::from_secs(d), limiter.acquire(op));
-        assert!(within(1).await.is_ok(), "the admitted request goes at once");
-        assert!(
-            within(1).await.is_err(),
-            "the next one waits for the bucket"
-        );
+        let now = Timestamp::now();
+        assert_eq!(limiter.admit(op, "a", now), Admission::Now);
+        for key in ["b", "c", "d"] {
+            assert_eq!(limiter.admit(op, key, now), Admission::Queued);
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let dispatcher = tokio::spawn({
+            let limiter = limiter.clone();
+            async move {
+                limiter
+                    .dispatch(op, |key| tx.send(key.to_string()).unwrap())
+                    .await
+            }
+        });
+        for _ in 0..3 {
+            let granted = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+            assert!(granted.is_ok(), "a turn within 10 s");
+        }
+        dispatcher.abort();
+        for key in ["b", "c", "d"] {
+            assert_eq!(limiter.admit(op, key, now), Admission::Now);
+        }
+        // All four send only now, after their turns: the bucket still lets one through at once.
+        let send = || tokio::time::timeout(Duration::from_millis(150), limiter.acquire(op));
+        let sent = futures::future::join_all((0..4).map(|_| send())).await;
+        assert_eq!(sent.iter().filter(|r| r.is_ok()).count(), 1);
     }
 
     #[test]

@@ -212,15 +212,9 @@ async fn ensure_token(
             Ok(Step::Done(None))
         }
         Decision::CreateIdentity => {
-            let now = progress.now();
-            if !admitted(
-                &connection.limiter,
-                Operation::CreateIdentityWithToken,
-                obj,
-                now,
-            ) {
-                return Ok(Step::AwaitingAcs { valid_for: None });
-            }
+            // Creates wait for the limit in the worker: they have no deadline to order by, and
+            // a turn handed back through a controller queue full of new identities comes late
+            // and costs capacity during exactly the burst that needs it.
             // The uid as customId makes a retry after a lost answer return the identity the
             // lost attempt created, instead of leaking it (ACS cannot list identities).
             let uid = obj.uid();

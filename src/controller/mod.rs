@@ -331,14 +331,14 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
 }
 
 /// The operations whose callers queue by urgency (see [`crate::acs::AcsRateLimiter::admit`]).
-pub const ADMITTED: [Operation; 2] = [Operation::IssueToken, Operation::CreateIdentityWithToken];
+pub const ADMITTED: [Operation; 1] = [Operation::IssueToken];
 
 /// The key an identity queues under for ACS requests.
 pub fn admission_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
-/// Runs the limiter's dispatchers for the admitted operations: each request set aside queues
+/// Runs the limiter's dispatchers for the admitted operations: each turn given queues
 /// a reconcile of the identity it is for.
 fn dispatch_admissions(
     limiter: &Arc<AcsRateLimiter>,
