@@ -511,13 +511,36 @@ fn whole_seconds(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
-/// Time from `now` until `at`, at least a short moment so a due item cannot spin.
+/// Time from `now` until `at`, at least a short moment so a due item cannot spin. A time
+/// already past (the reconcile began before it and ended after) is due now, not in an hour;
+/// with no time at all, look again in an hour.
 fn until(at: Option<Timestamp>, now: Timestamp) -> Duration {
     let floor = Duration::from_millis(500);
-    at.and_then(|at| Duration::try_from(at.duration_since(now)).ok())
-        .map_or(Duration::from_secs(3600), |d| d.max(floor))
+    match at {
+        None => Duration::from_secs(3600),
+        Some(at) => Duration::try_from(at.duration_since(now))
+            .unwrap_or(Duration::ZERO)
+            .max(floor),
+    }
 }
 
 pub fn object_ref(obj: &AcsIdentity) -> k8s_openapi::api::core::v1::ObjectReference {
     obj.object_ref(&())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requeue_delay_until_renewal() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let at = |ms: i64| Some(now + jiff::SignedDuration::from_millis(ms));
+        assert_eq!(until(at(40_000), now), Duration::from_secs(40));
+        assert_eq!(until(at(100), now), Duration::from_millis(500), "floor");
+        // Passed while the reconcile ran: due now. (It once meant an hour, and the token
+        // expired unrenewed.)
+        assert_eq!(until(at(-281), now), Duration::from_millis(500));
+        assert_eq!(until(None, now), Duration::from_secs(3600));
+    }
 }
