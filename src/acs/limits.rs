@@ -211,6 +211,33 @@ mod tests {
         }
     }
 
+    /// Runs the dispatcher until it has given `count` turns (10 s at most); their keys in order.
+    async fn turns_given(
+        limiter: &std::sync::Arc<AcsRateLimiter>,
+        op: Operation,
+        count: usize,
+    ) -> Vec<String> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let dispatcher = tokio::spawn({
+            let limiter = limiter.clone();
+            async move {
+                limiter
+                    .dispatch(op, |key| tx.send(key.to_string()).unwrap())
+                    .await
+            }
+        });
+        let mut keys = Vec::new();
+        while keys.len() < count {
+            let key = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a turn within 10 s")
+                .unwrap();
+            keys.push(key);
+        }
+        dispatcher.abort();
+        keys
+    }
+
     #[tokio::test]
     async fn callers_in_line_are_served_most_urgent_first() {
         let limiter = std::sync::Arc::new(AcsRateLimiter::at_acs_limits());
@@ -238,24 +265,7 @@ mod tests {
             "moves up"
         );
 
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let dispatcher = tokio::spawn({
-            let limiter = limiter.clone();
-            async move {
-                limiter
-                    .dispatch(op, |key| tx.send(key.to_string()).unwrap())
-                    .await
-            }
-        });
-        let mut order = Vec::new();
-        while order.len() < 6 {
-            let key = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-                .await
-                .expect("a grant within 10 s")
-                .unwrap();
-            order.push(key);
-        }
-        dispatcher.abort();
+        let order = turns_given(&limiter, op, 6).await;
         assert_eq!(order, ["overdue", "e40", "e10", "e20", "e30", "e50"]);
         for key in &order {
             assert_eq!(
@@ -276,20 +286,7 @@ mod tests {
         for key in ["b", "c", "d"] {
             assert_eq!(limiter.admit(op, key, now), Admission::Queued);
         }
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let dispatcher = tokio::spawn({
-            let limiter = limiter.clone();
-            async move {
-                limiter
-                    .dispatch(op, |key| tx.send(key.to_string()).unwrap())
-                    .await
-            }
-        });
-        for _ in 0..3 {
-            let granted = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
-            assert!(granted.is_ok(), "a turn within 10 s");
-        }
-        dispatcher.abort();
+        turns_given(&limiter, op, 3).await;
         for key in ["b", "c", "d"] {
             assert_eq!(limiter.admit(op, key, now), Admission::Now);
         }
