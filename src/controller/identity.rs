@@ -12,6 +12,7 @@ use crate::acs::{
 use crate::api::{AcsIdentity, AcsIdentityStatus, DeletionPolicy};
 use crate::policy::{
     Decision, IssueReason, IssuedRecord, Observed, RenewBefore, TokenParams, decide, renewal_time,
+    time_until,
 };
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -250,8 +251,7 @@ async fn ensure_token(
             let expires_on = issued.as_ref().map(|r| r.expires_on).filter(|t| *t > now);
             let deadline = expires_on.unwrap_or(now);
             if !admitted(&connection.limiter, Operation::IssueToken, obj, deadline) {
-                let valid_for =
-                    expires_on.and_then(|t| Duration::try_from(t.duration_since(now)).ok());
+                let valid_for = expires_on.and_then(|t| time_until(t, now));
                 return Ok(Step::AwaitingAcs { valid_for });
             }
             let call = connection
@@ -518,9 +518,7 @@ fn until(at: Option<Timestamp>, now: Timestamp) -> Duration {
     let floor = Duration::from_millis(500);
     match at {
         None => Duration::from_secs(3600),
-        Some(at) => Duration::try_from(at.duration_since(now))
-            .unwrap_or(Duration::ZERO)
-            .max(floor),
+        Some(at) => time_until(at, now).unwrap_or(Duration::ZERO).max(floor),
     }
 }
 

@@ -430,7 +430,7 @@ fn identity_error_policy(obj: Arc<AcsIdentity>, error: &Error, ctx: Arc<Context>
         .statuses
         .current(&obj)
         .and_then(|s| s.token_expires_on)
-        .and_then(|t| Duration::try_from(t.0.duration_since(jiff::Timestamp::now())).ok());
+        .and_then(|t| crate::policy::time_until(t.0, jiff::Timestamp::now()));
     let mut failures = ctx.api_failures.lock().expect("lock");
     let n = failures.entry(key).or_insert(0);
     *n = n.saturating_add(1);

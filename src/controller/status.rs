@@ -6,7 +6,7 @@ use super::error::Error;
 use super::token_secret::{TokenContent, token_hash};
 use crate::api::{AcsIdentity, AcsIdentityStatus, IssuedFor};
 use crate::policy::readiness::{CurrentToken, Failure};
-use crate::policy::{SecretState, TokenParams, readiness, retry_delay};
+use crate::policy::{SecretState, TokenParams, readiness, retry_delay, time_until};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
@@ -132,7 +132,7 @@ impl Progress {
         let delay = if error.is_transient() {
             let valid_for = self
                 .current
-                .and_then(|c| Duration::try_from(c.expires_on.duration_since(self.now)).ok());
+                .and_then(|c| time_until(c.expires_on, self.now));
             Some(retry_delay(
                 attempts,
                 error.retry_after(),

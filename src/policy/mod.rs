@@ -12,4 +12,5 @@ pub use decision::{
     Decision, IssueReason, IssuedRecord, Observed, SecretState, TokenParams, decide,
 };
 pub use readiness::{Readiness, readiness};
+pub use schedule::time_until;
 pub use schedule::{RenewBefore, renewal_time};

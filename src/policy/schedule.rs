@@ -35,6 +35,11 @@ pub fn jitter_window(margin: Duration) -> Duration {
     (margin / 10).min(Duration::from_secs(600))
 }
 
+/// Time from `from` until `at`; `None` if `at` is already past.
+pub fn time_until(at: Timestamp, from: Timestamp) -> Option<Duration> {
+    Duration::try_from(at.duration_since(from)).ok()
+}
+
 /// When to renew a token issued at `issued_at` that expires at `expires_on`.
 ///
 /// `jitter` in `[0, 1)` moves the time earlier within [`jitter_window`], never later. A token
@@ -45,7 +50,7 @@ pub fn renewal_time(
     renew_before: RenewBefore,
     jitter: f64,
 ) -> Timestamp {
-    let Ok(lifetime) = Duration::try_from(expires_on.duration_since(issued_at)) else {
+    let Some(lifetime) = time_until(expires_on, issued_at) else {
         return issued_at;
     };
     let margin = renewal_margin(lifetime, renew_before);
