@@ -3,9 +3,10 @@
 //! Pure bookkeeping; [`super::AcsRateLimiter`] pairs it with the token bucket.
 //!
 //! Callers do not wait in line: one that finds the limit used up is queued and goes away, and
-//! is told (by the limiter's dispatcher) when its turn has come. So a
-//! controller worker is never held by a wait for ACS capacity, and a renewal that is about to
-//! expire is never stuck behind requests that could wait.
+//! is told (by the limiter's dispatcher) when its turn has come. So a controller worker is not
+//! held while a caller waits for its turn, and a renewal that is about to expire is not stuck
+//! behind requests that could wait. (The request itself still waits for the token bucket,
+//! briefly, when turns come back bunched.)
 
 use jiff::Timestamp;
 use std::collections::{BTreeSet, HashMap};
@@ -38,7 +39,8 @@ impl<K: Ord + Hash + Clone> AdmissionQueue<K> {
         self.waiting.is_empty()
     }
 
-    pub fn is_waiting(&self, key: &K) -> bool {
+    #[cfg(test)]
+    fn is_waiting(&self, key: &K) -> bool {
         self.position.contains_key(key)
     }
 

@@ -138,14 +138,15 @@ impl AcsRateLimiter {
     /// comes. The request itself still waits for the bucket in [`AcsRateLimiter::acquire`].
     pub fn admit(&self, operation: Operation, key: &str, deadline: Timestamp) -> Admission {
         let i = operation as usize;
+        let key = key.to_string();
         let mut queue = self.queues[i].lock().expect("admission lock");
-        if queue.take_grant(&key.to_string()) {
+        if queue.take_grant(&key) {
             return Admission::Now;
         }
         if queue.is_empty() && self.turns[i].check().is_ok() {
             return Admission::Now;
         }
-        queue.enqueue(key.to_string(), deadline);
+        queue.enqueue(key, deadline);
         self.enqueued[i].notify_one();
         Admission::Queued
     }

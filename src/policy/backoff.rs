@@ -14,9 +14,9 @@ pub const MAX_RETRY: Duration = Duration::from_secs(300);
 /// Exponential from [`BASE_RETRY`] up to [`MAX_RETRY`], with "equal jitter" (`jitter` in
 /// `[0, 1)` picks a point in the upper half) so failures of many identities do not retry in
 /// step. While a token is still valid, the wait is at most a quarter of its remaining life, so
-/// retries come closer together as expiry nears and several come before it (a short-lived
-/// token renewed through a run of failures gets about ten attempts, not five). A `Retry-After` from ACS is a floor: retrying earlier would
-/// only be throttled again.
+/// retries come closer together as expiry nears and several come before it (a 60 s token
+/// renewed through a run of failures gets ten attempts; half its life gave six). A
+/// `Retry-After` from ACS is a floor: retrying earlier would only be throttled again.
 pub fn retry_delay(
     failed_attempts: u32,
     retry_after: Option<Duration>,
