@@ -3,6 +3,7 @@
 
 use crate::acs::{AcsError, Operation};
 use crate::api::AcsIdentityStatus;
+use crate::policy::Reason;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -144,8 +145,8 @@ impl Metrics {
         result
     }
 
-    /// Records one reconcile: `Err(category)` for a failure.
-    pub fn observe_reconcile(&self, outcome: Result<(), &str>, started: Instant) {
+    /// Records one reconcile: `Err(reason)` for a failure.
+    pub fn observe_reconcile(&self, outcome: Result<(), Reason>, started: Instant) {
         let result = if outcome.is_ok() {
             "success"
         } else {
@@ -156,10 +157,10 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
-        if let Err(category) = outcome {
+        if let Err(reason) = outcome {
             self.reconcile_failures
                 .get_or_create(&CategoryLabels {
-                    category: category.into(),
+                    category: reason.as_str().into(),
                 })
                 .inc();
         }
@@ -184,6 +185,7 @@ fn error_kind(e: &AcsError) -> &'static str {
     match e {
         AcsError::Timeout(_) => "timeout",
         AcsError::Transport(_) => "transport",
+        AcsError::UntrustedCertificate(_) => "untrusted_certificate",
         AcsError::InvalidResponse(_) => "invalid_response",
         AcsError::InvalidRequest(_) => "invalid_request",
         _ => "error",
@@ -284,7 +286,7 @@ mod tests {
     fn reconciles_by_result_and_category() {
         let m = Metrics::default();
         m.observe_reconcile(Ok(()), Instant::now());
-        m.observe_reconcile(Err("AcsThrottled"), Instant::now());
+        m.observe_reconcile(Err(Reason::AcsThrottled), Instant::now());
         let text = m.encode();
         assert!(
             text.contains(r#"acs_identity_reconciles_total{result="success"} 1"#),

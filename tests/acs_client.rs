@@ -95,10 +95,13 @@ async fn rust_client_runs_the_quickstart_over_https_with_an_extra_ca() {
     assert_eq!(client.endpoint().scheme(), "https");
     quickstart_flow(&client, &admin).await;
 
-    // Without the CA the same endpoint is refused at the TLS layer.
+    // Without the CA the same endpoint is refused at the TLS layer: a configuration error
+    // that says what to fix, not an outage to retry forever.
     let untrusting = AcsClient::new(&connection, ClientOptions::default()).unwrap();
     let err = untrusting.create_identity().await.unwrap_err();
-    assert!(matches!(err, AcsError::Transport(_)), "{err:?}");
+    assert!(matches!(err, AcsError::UntrustedCertificate(_)), "{err:?}");
+    assert!(!err.is_retriable());
+    assert!(err.to_string().contains("caBundle"), "{err}");
     emulator.shutdown().await;
 }
 

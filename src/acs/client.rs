@@ -182,9 +182,9 @@ pub(crate) fn http_client(
         .user_agent(concat!("acs-identity-operator/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = extra_ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| AcsError::Config(format!("CA bundle is not valid PEM: {e}")))?;
+            .map_err(|e| AcsError::InvalidCaBundle(format!("not valid PEM: {e}")))?;
         if certs.is_empty() {
-            return Err(AcsError::Config("CA bundle holds no certificate".into()));
+            return Err(AcsError::InvalidCaBundle("holds no certificate".into()));
         }
         for cert in certs {
             builder = builder.add_root_certificate(cert);
@@ -467,13 +467,26 @@ impl AcsClient {
         }
         // The chain of sources says why (refused, TLS, DNS); URLs carry no secrets.
         let mut message = error.to_string();
+        let mut untrusted = None;
         let mut source = std::error::Error::source(&error);
         while let Some(cause) = source {
             message.push_str(": ");
             message.push_str(&cause.to_string());
+            // rustls' error reaches us wrapped in an io::Error, whose `source` skips it.
+            let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>())
+            });
+            if let Some(rustls::Error::InvalidCertificate(why)) = tls {
+                untrusted = Some(format!("{why:?}"));
+            }
             source = cause.source();
         }
-        AcsError::Transport(message)
+        match untrusted {
+            Some(why) => AcsError::UntrustedCertificate(why),
+            None => AcsError::Transport(message),
+        }
     }
 }
 
@@ -674,7 +687,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_ca_bundle_is_a_config_error() {
+    fn bad_ca_bundle_is_reported_as_such() {
         let cs: ConnectionString = "endpoint=https://h/;accesskey=pw==".parse().unwrap();
         let options = ClientOptions {
             extra_ca_pem: Some(b"not a certificate".to_vec()),
@@ -682,7 +695,7 @@ mod tests {
         };
         assert!(matches!(
             AcsClient::new(&cs, options),
-            Err(AcsError::Config(_))
+            Err(AcsError::InvalidCaBundle(_))
         ));
     }
 }

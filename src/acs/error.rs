@@ -79,13 +79,23 @@ pub enum AcsError {
     Timeout(Duration),
     #[error("could not reach ACS: {0}")]
     Transport(String),
+    /// The TLS handshake failed because the server's certificate is not trusted (unknown
+    /// issuer, expired, wrong name). Retrying cannot help; the connection's CA must change.
+    #[error(
+        "ACS's TLS certificate is not trusted ({0}): if the endpoint uses a private CA, put \
+         that CA in the connection's caBundle or caSecretRef"
+    )]
+    UntrustedCertificate(String),
     /// A success status with a body that is not what the API defines.
     #[error("unexpected ACS response: {0}")]
     InvalidResponse(String),
     /// An argument the service would reject anyway, caught before sending.
     #[error("invalid ACS request: {0}")]
     InvalidRequest(String),
-    /// The client could not be built (e.g. an unreadable CA bundle).
+    /// The CA bundle given for the connection is not PEM or holds no certificate.
+    #[error("invalid CA bundle: {0}")]
+    InvalidCaBundle(String),
+    /// The client could not be built as configured (e.g. bearer authentication over http).
     #[error("invalid ACS client configuration: {0}")]
     Config(String),
     /// No Entra ID token for the bearer credential: the authority refused the workload

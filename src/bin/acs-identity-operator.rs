@@ -117,11 +117,7 @@ async fn run(args: RunArgs) -> ExitCode {
     tokio::spawn(health::serve(listener, health));
 
     let operator_client = client.clone();
-    let operator = async move {
-        if let Err(e) = controller::run(operator_client, settings).await {
-            tracing::error!(error = %e, "operator failed");
-        }
-    };
+    let operator = controller::run(operator_client, settings);
     if !args.leader_election {
         operator.await;
         return ExitCode::SUCCESS;

@@ -6,6 +6,7 @@ use super::Context;
 use super::connections::ConnectionSource;
 use super::error::Error;
 use crate::api::{AcsConnection, AcsConnectionStatus, ClusterAcsConnection, ConnectionKind};
+use crate::policy::Reason;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
@@ -59,8 +60,8 @@ async fn checked_status(
     generation: Option<i64>,
 ) -> AcsConnectionStatus {
     let (ready, reason, message, endpoint) = match ctx.connections.check(source).await {
-        Ok((endpoint, summary)) => (true, "Valid", summary, Some(endpoint)),
-        Err(e) => (false, e.category(), e.to_string(), None),
+        Ok((endpoint, summary)) => (true, Reason::Valid.as_str(), summary, Some(endpoint)),
+        Err(e) => (false, e.reason().as_str(), e.to_string(), None),
     };
     let status = if ready { "True" } else { "False" };
     let last_transition_time = previous

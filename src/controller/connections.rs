@@ -700,7 +700,7 @@ mod tests {
         ];
         for (defaults, expected) in cases {
             let error = workload_identity(&wi(None, None), &defaults, t).unwrap_err();
-            assert_eq!(error.category(), "InvalidWorkloadIdentity");
+            assert_eq!(error.reason().as_str(), "InvalidWorkloadIdentity");
             assert!(error.to_string().contains(expected), "{error}");
         }
     }

@@ -1,7 +1,8 @@
-//! Reconcile failures, each with a stable category used as condition reason, Event reason and
-//! metrics label (never a free-form string there).
+//! Reconcile failures. Each maps to one [`Reason`], used as condition reason, Event reason and
+//! metrics label (never a free-form string there), and says whether retrying can help.
 
 use crate::acs::{AcsError, ConnectionStringError};
+use crate::policy::Reason;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,9 @@ pub enum Error {
     },
     #[error("invalid CA bundle: {0}")]
     InvalidCaBundle(String),
+    /// The connection's spec cannot be used as written.
+    #[error("invalid connection: {0}")]
+    InvalidConnection(String),
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
     /// The connection's workload identity is incomplete, or its token file unreadable.
@@ -34,6 +38,9 @@ pub enum Error {
     WorkloadIdentity(String),
     #[error("Secret {0} exists and is not owned by this AcsIdentity")]
     SecretConflict(String),
+    /// The token Secret changed between reading and writing it: a race, looked at again.
+    #[error("Secret {0} changed while it was being written; looking again")]
+    SecretChanged(String),
     #[error("ACS identity {id} does not exist: {source}")]
     IdentityNotFound { id: String, source: AcsError },
     #[error(transparent)]
@@ -41,38 +48,30 @@ pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("finalizer: {0}")]
-    Finalizer(String),
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl Error {
-    /// The stable reason string for conditions, Events and metrics.
-    pub fn category(&self) -> &'static str {
+    /// The stable reason for conditions, Events and metrics.
+    pub fn reason(&self) -> Reason {
         match self {
             Error::ConnectionNotFound { .. } | Error::ConnectionSecretNotFound { .. } => {
-                "ConnectionNotFound"
+                Reason::ConnectionNotFound
             }
-            Error::ConnectionNotAllowed { .. } => "ConnectionNotAllowed",
+            Error::ConnectionNotAllowed { .. } => Reason::ConnectionNotAllowed,
             Error::ConnectionSecretKeyMissing { .. } | Error::InvalidConnectionString { .. } => {
-                "InvalidConnectionString"
+                Reason::InvalidConnectionString
             }
-            Error::InvalidCaBundle(_) => "InvalidCaBundle",
-            Error::InvalidSpec(_) => "InvalidSpec",
-            Error::WorkloadIdentity(_) => "InvalidWorkloadIdentity",
-            Error::SecretConflict(_) => "SecretConflict",
-            Error::IdentityNotFound { .. } => "IdentityNotFound",
-            Error::Acs(e) => match e {
-                AcsError::Throttled { .. } => "AcsThrottled",
-                AcsError::Unauthorized { .. } => "AcsUnauthorized",
-                AcsError::Unavailable { .. } | AcsError::Timeout(_) | AcsError::Transport(_) => {
-                    "AcsUnavailable"
-                }
-                AcsError::NotFound(_) => "IdentityNotFound",
-                AcsError::Rejected { .. } | AcsError::InvalidRequest(_) => "AcsRejected",
-                AcsError::InvalidResponse(_) => "AcsInvalidResponse",
-                AcsError::Config(_) => "InvalidCaBundle",
-                AcsError::Credential { .. } => "EntraTokenFailed",
-            },
-            Error::Kube(_) | Error::Finalizer(_) => "KubernetesError",
+            Error::InvalidCaBundle(_) => Reason::InvalidCaBundle,
+            Error::InvalidConnection(_) => Reason::InvalidConnection,
+            Error::InvalidSpec(_) => Reason::InvalidSpec,
+            Error::WorkloadIdentity(_) => Reason::InvalidWorkloadIdentity,
+            Error::SecretConflict(_) => Reason::SecretConflict,
+            Error::IdentityNotFound { .. } => Reason::IdentityNotFound,
+            Error::Acs(e) => acs_reason(e),
+            Error::SecretChanged(_) | Error::Kube(_) | Error::Finalizer(_) => {
+                Reason::KubernetesError
+            }
         }
     }
 
@@ -83,7 +82,7 @@ impl Error {
             Error::Acs(e) => e.is_retriable(),
             // The API server being unavailable or conflicting is transient; a 4xx is not.
             Error::Kube(kube::Error::Api(status)) => status.code == 409 || status.code >= 500,
-            Error::Kube(_) | Error::Finalizer(_) => true,
+            Error::Kube(_) | Error::Finalizer(_) | Error::SecretChanged(_) => true,
             _ => false,
         }
     }
@@ -94,6 +93,23 @@ impl Error {
             Error::Acs(AcsError::Throttled { retry_after, .. }) => *retry_after,
             _ => None,
         }
+    }
+}
+
+fn acs_reason(e: &AcsError) -> Reason {
+    match e {
+        AcsError::Throttled { .. } => Reason::AcsThrottled,
+        AcsError::Unauthorized { .. } => Reason::AcsUnauthorized,
+        AcsError::Unavailable { .. } | AcsError::Timeout(_) | AcsError::Transport(_) => {
+            Reason::AcsUnavailable
+        }
+        AcsError::UntrustedCertificate(_) => Reason::AcsCertificateUntrusted,
+        AcsError::NotFound(_) => Reason::IdentityNotFound,
+        AcsError::Rejected { .. } | AcsError::InvalidRequest(_) => Reason::AcsRejected,
+        AcsError::InvalidResponse(_) => Reason::AcsInvalidResponse,
+        AcsError::InvalidCaBundle(_) => Reason::InvalidCaBundle,
+        AcsError::Config(_) => Reason::InvalidConnection,
+        AcsError::Credential { .. } => Reason::EntraTokenFailed,
     }
 }
 
@@ -111,23 +127,27 @@ mod tests {
     }
 
     #[test]
-    fn categories_and_transience() {
-        let cases: Vec<(Error, &str, bool)> = vec![
+    fn reasons_and_transience() {
+        let cases: Vec<(Error, Reason, bool)> = vec![
             (
                 Error::ConnectionNotFound {
                     kind: "AcsConnection",
                     name: "a".into(),
                 },
-                "ConnectionNotFound",
+                Reason::ConnectionNotFound,
                 false,
             ),
-            (Error::SecretConflict("s".into()), "SecretConflict", false),
+            (
+                Error::SecretConflict("s".into()),
+                Reason::SecretConflict,
+                false,
+            ),
             (
                 Error::Acs(AcsError::Throttled {
                     retry_after: None,
                     error: svc(),
                 }),
-                "AcsThrottled",
+                Reason::AcsThrottled,
                 true,
             ),
             (
@@ -135,7 +155,7 @@ mod tests {
                     status: 401,
                     error: svc(),
                 }),
-                "AcsUnauthorized",
+                Reason::AcsUnauthorized,
                 false,
             ),
             (
@@ -143,12 +163,12 @@ mod tests {
                     status: 503,
                     error: svc(),
                 }),
-                "AcsUnavailable",
+                Reason::AcsUnavailable,
                 true,
             ),
             (
                 Error::Acs(AcsError::Timeout(Duration::from_secs(1))),
-                "AcsUnavailable",
+                Reason::AcsUnavailable,
                 true,
             ),
             (
@@ -156,7 +176,7 @@ mod tests {
                     status: 400,
                     error: svc(),
                 }),
-                "AcsRejected",
+                Reason::AcsRejected,
                 false,
             ),
             (
@@ -164,12 +184,12 @@ mod tests {
                     id: "i".into(),
                     source: AcsError::NotFound(svc()),
                 },
-                "IdentityNotFound",
+                Reason::IdentityNotFound,
                 false,
             ),
         ];
-        for (error, category, transient) in cases {
-            assert_eq!(error.category(), category, "{error}");
+        for (error, reason, transient) in cases {
+            assert_eq!(error.reason(), reason, "{error}");
             assert_eq!(error.is_transient(), transient, "{error}");
         }
     }

@@ -17,6 +17,7 @@ pub mod token_secret;
 use crate::acs::{AcsRateLimiter, Operation};
 use crate::api::{AcsConnection, AcsIdentity, ClusterAcsConnection, ConnectionKind};
 use crate::metrics::Metrics;
+use crate::policy::{Outcome, Reason};
 use connections::Connections;
 use error::Error;
 use futures::{StreamExt, channel::mpsc};
@@ -112,17 +113,21 @@ pub struct Context {
 
 impl Context {
     /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.
-    pub async fn publish(&self, obj: &AcsIdentity, type_: EventType, reason: &str, note: String) {
+    pub async fn publish(&self, obj: &AcsIdentity, type_: EventType, reason: Reason, note: String) {
         let mut regarding = identity::object_ref(obj);
         let published = match type_ {
-            EventType::Normal => self.events.publish(regarding, type_, reason, &note).await,
+            EventType::Normal => {
+                self.events
+                    .publish(regarding, type_, reason.as_str(), &note)
+                    .await
+            }
             EventType::Warning => {
                 // Without the resourceVersion, which every status write changes, a repeat
                 // is recognised as the same Event.
                 regarding.resource_version = None;
                 let event = Event {
                     type_,
-                    reason: reason.to_string(),
+                    reason: reason.as_str().to_string(),
                     note: Some(note),
                     action: "Reconcile".into(),
                     secondary: None,
@@ -135,22 +140,17 @@ impl Context {
         }
     }
 
-    /// The cached metadata of the token Secret, if it is still at the resourceVersion that
-    /// `status` recorded after our last write, i.e. holds exactly what we wrote. `None` (so
-    /// the caller reads the Secret) also while the cache is still filling after a start:
-    /// waiting for it in a reconcile could stall the controller that fills it.
+    /// The cached metadata of the token Secret, if it is still at the resourceVersion
+    /// `written` that status recorded after our last write, i.e. holds exactly what we wrote.
+    /// `None` (so the caller reads the Secret) also while the cache is still filling after a
+    /// start: waiting for it in a reconcile could stall the controller that fills it.
     pub fn unchanged_token_secret(
         &self,
         namespace: &str,
         name: &str,
-        status: &crate::api::AcsIdentityStatus,
+        written: Option<&str>,
     ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
-        let written = status
-            .issued_for
-            .as_ref()?
-            .secret_resource_version
-            .as_ref()?;
-        self.token_secrets.at_version(namespace, name, written)
+        self.token_secrets.at_version(namespace, name, written?)
     }
 
     /// Queues a reconcile of every identity that uses the given connection.
@@ -163,7 +163,7 @@ impl Context {
 }
 
 /// Runs the controllers until a shutdown signal.
-pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> {
+pub async fn run(client: Client, settings: Settings) {
     let ns = settings.namespace.clone();
     type SecretMeta = PartialObjectMeta<Secret>;
     let scoped = |c: &Client| -> (Api<AcsConnection>, Api<AcsIdentity>, Api<SecretMeta>) {
@@ -240,8 +240,10 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .shutdown_on_signal();
 
+    // Each ACS resource's limiter is made when its first client is; its dispatchers run
+    // here, owned by this function, and stop with the controllers.
     let limiter = settings.rate_limiter.clone();
-    let granted = nudge.clone();
+    let (new_limiters, limiters) = mpsc::unbounded::<Arc<AcsRateLimiter>>();
     let ctx = Arc::new(Context {
         client: client.clone(),
         connections: Connections::new(
@@ -252,7 +254,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
             settings.workload_identity.clone(),
             Box::new(move || {
                 let limiter = Arc::new(limiter());
-                dispatch_admissions(&limiter, &granted);
+                let _ = new_limiters.unbounded_send(limiter.clone());
                 limiter
             }),
         ),
@@ -307,6 +309,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
     };
     let secret_watch = watch_connection_secrets(secrets_api, ctx.clone());
     let ledger_pruning = prune_status_ledger(ctx.clone());
+    let admissions = dispatch_admissions(limiters, ctx.nudge.clone());
     let identity_store = identity_ctrl.store();
     let identity_run = async {
         connections_ready.await;
@@ -325,9 +328,9 @@ pub async fn run(client: Client, settings: Settings) -> Result<(), kube::Error> 
         _ = futures::future::join3(namespaced_run, cluster_run, identity_run) => {},
         _ = secret_watch => {},
         _ = ledger_pruning => {},
+        _ = admissions => {},
     }
     info!("operator stopped");
-    Ok(())
 }
 
 /// The operations whose callers queue by urgency (see [`crate::acs::AcsRateLimiter::admit`]).
@@ -338,23 +341,34 @@ pub fn admission_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
-/// Runs the limiter's dispatchers for the admitted operations: each turn given queues
-/// a reconcile of the identity it is for.
-fn dispatch_admissions(
-    limiter: &Arc<AcsRateLimiter>,
-    nudge: &mpsc::UnboundedSender<ObjectRef<AcsIdentity>>,
+/// Runs the dispatchers of every limiter made (one per ACS resource) for the admitted
+/// operations: each turn given queues a reconcile of the identity it is for. Runs until
+/// dropped, which drops the dispatchers with it.
+async fn dispatch_admissions(
+    mut limiters: mpsc::UnboundedReceiver<Arc<AcsRateLimiter>>,
+    nudge: mpsc::UnboundedSender<ObjectRef<AcsIdentity>>,
 ) {
-    for operation in ADMITTED {
-        let (limiter, nudge) = (limiter.clone(), nudge.clone());
-        tokio::spawn(async move {
-            limiter
-                .dispatch(operation, |key| {
-                    if let Some((namespace, name)) = key.split_once('/') {
-                        let _ = nudge.unbounded_send(ObjectRef::new(name).within(namespace));
-                    }
-                })
-                .await;
-        });
+    let mut dispatchers = futures::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            Some(limiter) = limiters.next() => {
+                for operation in ADMITTED {
+                    let (limiter, nudge) = (limiter.clone(), nudge.clone());
+                    dispatchers.push(async move {
+                        limiter
+                            .dispatch(operation, |key| {
+                                if let Some((namespace, name)) = key.split_once('/') {
+                                    let r = ObjectRef::new(name).within(namespace);
+                                    let _ = nudge.unbounded_send(r);
+                                }
+                            })
+                            .await
+                    });
+                }
+            }
+            Some(()) = dispatchers.next() => {}
+            else => std::future::pending::<()>().await,
+        }
     }
 }
 
@@ -413,7 +427,7 @@ async fn reconcile_identity(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<
             ctx.api_failures.lock().expect("lock").remove(&key);
         }
         // Failures `apply` handled itself are counted there; these are the API-level ones.
-        Err(e) => ctx.metrics.observe_reconcile(Err(e.category()), started),
+        Err(e) => ctx.metrics.observe_reconcile(Err(e.reason()), started),
     }
     if let Some(hook) = &ctx.on_reconciled {
         hook(&namespace, &name);
@@ -422,11 +436,11 @@ async fn reconcile_identity(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<
 }
 
 /// For failures `apply` could not record itself (the API server refused or missed a write):
-/// back off exponentially per object, but retry before the token in the Secret expires (an
-/// API server restart must not outlast a short-lived token).
+/// back off per object, as policy says, before the token in the Secret expires (an API server
+/// restart must not outlast a short-lived token).
 fn identity_error_policy(obj: Arc<AcsIdentity>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(obj.as_ref());
-    let valid_for = ctx
+    let token_valid_for = ctx
         .statuses
         .current(&obj)
         .and_then(|s| s.token_expires_on)
@@ -435,13 +449,11 @@ fn identity_error_policy(obj: Arc<AcsIdentity>, error: &Error, ctx: Arc<Context>
     let n = failures.entry(key).or_insert(0);
     *n = n.saturating_add(1);
     let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-    warn!(%namespace, %name, category = error.category(), %error, attempt = *n, "reconcile error");
-    Action::requeue(crate::policy::retry_delay(
-        *n,
-        error.retry_after(),
-        valid_for,
-        rand::random::<f64>(),
-    ))
+    warn!(%namespace, %name, reason = %error.reason(), %error, attempt = *n, "reconcile error");
+    identity::look_again(Outcome::ApiFailed {
+        attempts: *n,
+        token_valid_for,
+    })
 }
 
 fn log_result<T, E: std::fmt::Display>(

@@ -17,6 +17,9 @@ type Pairs = Box<[(Box<str>, Box<str>)]>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     resource_version: Box<str>,
+    /// The Secret's own uid: a write pins it, so a Secret that took the name meanwhile is
+    /// never touched.
+    uid: Option<Box<str>>,
     /// uid of the controller owner.
     owner: Option<Box<str>>,
     labels: Pairs,
@@ -83,6 +86,7 @@ impl TokenSecretIndex {
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
             resource_version: Some(resource_version.to_string()),
+            uid: e.uid.as_ref().map(|u| u.to_string()),
             owner_references: e.owner.as_ref().map(|uid| {
                 vec![OwnerReference {
                     uid: uid.to_string(),
@@ -111,6 +115,7 @@ fn entry<K: kube::Resource>(s: &PartialObjectMeta<K>) -> Option<(Key, Entry)> {
         .map(|o| o.uid.as_str().into());
     let entry = Entry {
         resource_version: s.resource_version()?.into(),
+        uid: s.uid().map(Into::into),
         owner,
         labels: pairs(s.labels()),
         annotations: pairs(s.annotations()),

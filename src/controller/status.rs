@@ -1,12 +1,11 @@
-//! Building an AcsIdentity's status as a reconcile makes progress, and writing it only when it
+//! An AcsIdentity's status: the token record it keeps (read once per reconcile, written after
+//! each new token), the status after a success or a failure, and writing it only when it
 //! changed (server-side apply under the operator's field manager).
 
 use super::Context;
 use super::error::Error;
-use super::token_secret::{TokenContent, token_hash};
 use crate::api::{AcsIdentity, AcsIdentityStatus, IssuedFor};
-use crate::policy::readiness::{CurrentToken, Failure};
-use crate::policy::{SecretState, TokenParams, readiness, retry_delay, time_until};
+use crate::policy::{Failure, Reason, TokenParams, TokenRecord, readiness};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
@@ -15,163 +14,123 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long a Secret name conflict waits before looking again: the foreign Secret is not
-/// watched (only our own Secrets are), so its removal would otherwise go unnoticed.
-const CONFLICT_RECHECK: Duration = Duration::from_secs(300);
-
-/// The status being built during one reconcile, and the token the Secret now holds.
-pub struct Progress {
-    status: AcsIdentityStatus,
-    now: Timestamp,
-    current: Option<CurrentToken>,
+/// The token the status says was last written, if the record is complete.
+pub fn token_record(status: &AcsIdentityStatus) -> Option<TokenRecord> {
+    let issued = status.issued_for.as_ref()?;
+    Some(TokenRecord {
+        identity_id: status.identity_id.clone()?,
+        params: TokenParams::new(
+            &issued.scopes,
+            issued.token_lifetime_minutes,
+            issued.connection_fingerprint.clone(),
+        ),
+        issued_at: status.last_issued_at.as_ref().map(|t| t.0),
+        expires_on: status.token_expires_on.as_ref()?.0,
+        renewal_time: status.renewal_time.as_ref()?.0,
+        token_hash: issued.token_hash.clone(),
+        secret_resource_version: issued.secret_resource_version.clone(),
+    })
 }
 
-impl Progress {
-    pub fn from_status(status: AcsIdentityStatus, now: Timestamp) -> Self {
-        Self {
-            status,
-            // Status times are whole seconds on the server; keep `now` comparable.
-            now: Timestamp::from_second(now.as_second()).unwrap_or(now),
-            current: None,
-        }
-    }
+/// Puts `record` into `status`: the inverse of [`token_record`].
+fn store_record(status: &mut AcsIdentityStatus, record: &TokenRecord) {
+    status.identity_id = Some(record.identity_id.clone());
+    status.token_expires_on = Some(Time(record.expires_on));
+    status.renewal_time = Some(Time(record.renewal_time));
+    status.last_issued_at = record.issued_at.map(Time);
+    status.issued_for = Some(IssuedFor {
+        scopes: record.params.scopes.clone(),
+        token_lifetime_minutes: record.params.lifetime_minutes,
+        connection_fingerprint: record.params.connection.clone(),
+        token_hash: record.token_hash.clone(),
+        secret_resource_version: record.secret_resource_version.clone(),
+    });
+}
 
-    pub fn status(&self) -> &AcsIdentityStatus {
-        &self.status
+/// The status after a reconcile that left `current` in the Secret; `handled_refresh` is the
+/// refresh annotation value it acted on.
+pub fn succeeded(
+    obj: &AcsIdentity,
+    mut status: AcsIdentityStatus,
+    current: &TokenRecord,
+    handled_refresh: Option<String>,
+    now: Timestamp,
+) -> AcsIdentityStatus {
+    store_record(&mut status, current);
+    if handled_refresh.is_some() {
+        status.handled_refresh_request = handled_refresh;
     }
+    status.failed_attempts = None;
+    status.last_failure_time = None;
+    finish(obj, status, Some(current), None, now)
+}
 
-    pub fn now(&self) -> Timestamp {
-        self.now
+/// The status after `error`. `current`: the token the Secret holds for the current spec, if
+/// any; `identity_id`: an identity learned before the failure (created, not yet recorded).
+pub fn failed(
+    obj: &AcsIdentity,
+    mut status: AcsIdentityStatus,
+    current: Option<&TokenRecord>,
+    identity_id: Option<String>,
+    error: &Error,
+    now: Timestamp,
+) -> AcsIdentityStatus {
+    if identity_id.is_some() {
+        status.identity_id = identity_id;
     }
+    status.failed_attempts = Some(status.failed_attempts.unwrap_or(0).saturating_add(1));
+    status.last_failure_time = Some(Time(now));
+    let message = error.to_string();
+    let failure = Failure {
+        reason: error.reason(),
+        message: &message,
+    };
+    finish(obj, status, current, Some(failure), now)
+}
 
-    /// Counts the recorded token as current when the Secret still holds it.
-    pub fn keep_current_token_if_valid(&mut self, secret: SecretState) {
-        if !matches!(secret, SecretState::Current | SecretState::MetadataDrift) {
-            return;
-        }
-        if let (Some(renewal), Some(expires)) =
-            (&self.status.renewal_time, &self.status.token_expires_on)
-        {
-            self.current = Some(CurrentToken {
-                renewal_time: renewal.0,
-                expires_on: expires.0,
-            });
-        }
-    }
+fn finish(
+    obj: &AcsIdentity,
+    mut s: AcsIdentityStatus,
+    current: Option<&TokenRecord>,
+    failure: Option<Failure<'_>>,
+    now: Timestamp,
+) -> AcsIdentityStatus {
+    let verdict = readiness(now, current, failure);
+    let generation = obj.meta().generation;
+    s.observed_generation = generation;
+    s.secret_name = Some(obj.secret_name());
+    s.conditions = vec![ready_condition(
+        s.conditions.iter().find(|c| c.type_ == "Ready"),
+        verdict.ready,
+        verdict.reason,
+        verdict.message,
+        generation,
+        now,
+    )];
+    s
+}
 
-    pub fn set_identity(&mut self, id: &str) {
-        self.status.identity_id = Some(id.to_string());
-    }
-
-    /// Records a token that was just written to the Secret.
-    pub fn record_token(
-        &mut self,
-        content: &TokenContent,
-        params: &TokenParams,
-        issued_at: Timestamp,
-        renew_at: Timestamp,
-        refresh_request: Option<String>,
-        secret_resource_version: Option<String>,
-    ) {
-        let s = &mut self.status;
-        s.identity_id = Some(content.identity_id.clone());
-        s.token_expires_on = Some(Time(content.expires_on));
-        s.renewal_time = Some(Time(renew_at));
-        s.last_issued_at = Some(Time(issued_at));
-        s.issued_for = Some(IssuedFor {
-            scopes: params.scopes.clone(),
-            token_lifetime_minutes: params.lifetime_minutes,
-            connection_fingerprint: params.connection.clone(),
-            token_hash: token_hash(&content.token),
-            secret_resource_version,
-        });
-        if refresh_request.is_some() {
-            s.handled_refresh_request = refresh_request;
-        }
-        self.current = Some(CurrentToken {
-            renewal_time: renew_at,
-            expires_on: content.expires_on,
-        });
-    }
-
-    /// Records the token Secret's resourceVersion after a rewrite that kept its token.
-    pub fn record_secret_version(&mut self, version: Option<String>) {
-        if let Some(issued) = self.status.issued_for.as_mut() {
-            issued.secret_resource_version = version;
-        }
-    }
-
-    /// When the current token is due for renewal.
-    pub fn renew_at(&self) -> Option<Timestamp> {
-        self.current.map(|c| c.renewal_time)
-    }
-
-    /// The status after a successful reconcile.
-    pub fn succeeded(&self, obj: &AcsIdentity) -> AcsIdentityStatus {
-        let mut s = self.status.clone();
-        s.failed_attempts = None;
-        s.last_failure_time = None;
-        self.finish(obj, s, None)
-    }
-
-    /// The status after `error`, and when to try again (`None`: wait for a change).
-    pub fn failed(
-        &self,
-        obj: &AcsIdentity,
-        error: &Error,
-    ) -> (AcsIdentityStatus, Option<Duration>) {
-        let mut s = self.status.clone();
-        let attempts = s.failed_attempts.unwrap_or(0).saturating_add(1);
-        s.failed_attempts = Some(attempts);
-        s.last_failure_time = Some(Time(self.now));
-        let message = error.to_string();
-        let failure = Failure {
-            reason: error.category(),
-            message: &message,
-        };
-        let delay = if error.is_transient() {
-            let valid_for = self
-                .current
-                .and_then(|c| time_until(c.expires_on, self.now));
-            Some(retry_delay(
-                attempts,
-                error.retry_after(),
-                valid_for,
-                rand::random::<f64>(),
-            ))
-        } else if matches!(error, Error::SecretConflict(_)) {
-            Some(CONFLICT_RECHECK)
-        } else {
-            None
-        };
-        (self.finish(obj, s, Some(failure)), delay)
-    }
-
-    fn finish(
-        &self,
-        obj: &AcsIdentity,
-        mut s: AcsIdentityStatus,
-        failure: Option<Failure<'_>>,
-    ) -> AcsIdentityStatus {
-        let verdict = readiness(self.now, self.current, failure);
-        let generation = obj.meta().generation;
-        s.observed_generation = generation;
-        s.secret_name = Some(obj.secret_name());
-        let previous = s.conditions.iter().find(|c| c.type_ == "Ready");
-        let status = if verdict.ready { "True" } else { "False" };
-        let last_transition_time = previous
-            .filter(|c| c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or(Time(self.now));
-        s.conditions = vec![Condition {
-            type_: "Ready".into(),
-            status: status.into(),
-            reason: verdict.reason,
-            message: verdict.message,
-            observed_generation: generation,
-            last_transition_time,
-        }];
-        s
+/// A Ready condition that keeps the previous transition time while its status is unchanged.
+fn ready_condition(
+    previous: Option<&Condition>,
+    ready: bool,
+    reason: Reason,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if ready { "True" } else { "False" };
+    let last_transition_time = previous
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.as_str().into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
     }
 }
 
@@ -267,8 +226,8 @@ pub async fn write(
     let api: Api<AcsIdentity> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let patch = serde_json::json!({
-        "apiVersion": "acsoperator.io/v1alpha1",
-        "kind": "AcsIdentity",
+        "apiVersion": AcsIdentity::api_version(&()),
+        "kind": AcsIdentity::kind(&()),
         "status": status,
     });
     let written = api

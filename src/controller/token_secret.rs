@@ -2,7 +2,7 @@
 //! in the cluster compares with that.
 
 use crate::api::{AcsIdentity, SecretTemplate};
-use crate::policy::SecretState;
+use crate::policy::{SecretState, TokenRecord};
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -53,24 +53,19 @@ pub fn format_expires_on(t: Timestamp) -> String {
         .to_string()
 }
 
-/// The Secret for `identity` holding `content`. Labels and annotations that others added to
-/// an existing Secret are kept; ours are put on top.
+/// The Secret for `identity` holding `content`, as the operator applies it (server-side
+/// apply): only the fields the operator owns. What the template no longer lists disappears
+/// from the Secret, what other tools added stays. `existing_uid`, the uid of the Secret
+/// observed as ours, makes the write fail instead of touching a different object that took
+/// its name in the meantime.
 pub fn desired(
     identity: &AcsIdentity,
     content: &TokenContent,
-    existing: Option<&Secret>,
+    existing_uid: Option<&str>,
 ) -> Secret {
     let template = identity.spec.secret_template.clone().unwrap_or_default();
-    let existing_meta = existing.map(|s| &s.metadata);
-    let mut labels = existing_meta
-        .and_then(|m| m.labels.clone())
-        .unwrap_or_default();
-    labels.extend(template.labels);
+    let mut labels = template.labels;
     labels.insert(MANAGED_BY_KEY.into(), MANAGED_BY_VALUE.into());
-    let mut annotations = existing_meta
-        .and_then(|m| m.annotations.clone())
-        .unwrap_or_default();
-    annotations.extend(template.annotations);
     let data = BTreeMap::from([
         (
             KEY_TOKEN.to_string(),
@@ -89,14 +84,14 @@ pub fn desired(
         metadata: ObjectMeta {
             name: Some(identity.secret_name()),
             namespace: identity.metadata.namespace.clone(),
+            uid: existing_uid.map(str::to_string),
             labels: Some(labels),
-            annotations: (!annotations.is_empty()).then_some(annotations),
+            annotations: (!template.annotations.is_empty()).then_some(template.annotations),
             owner_references: Some(vec![
                 identity
                     .controller_owner_ref(&())
                     .expect("identity has a name and uid"),
             ]),
-            resource_version: existing_meta.and_then(|m| m.resource_version.clone()),
             ..ObjectMeta::default()
         },
         type_: Some("Opaque".into()),
@@ -153,18 +148,11 @@ pub fn read_content(secret: &Secret) -> Option<TokenContent> {
     })
 }
 
-/// The last token written, as status records it.
-pub struct Expected<'a> {
-    pub token_hash: &'a str,
-    pub expires_on: Timestamp,
-    pub identity_id: &'a str,
-}
-
 /// Compares the Secret found with what was last written and what the template asks for.
 pub fn observe(
     secret: Option<&Secret>,
     owner_uid: &str,
-    expected: Option<&Expected<'_>>,
+    expected: Option<&TokenRecord>,
     template: Option<&SecretTemplate>,
 ) -> SecretState {
     let Some(secret) = secret else {
@@ -231,21 +219,23 @@ mod tests {
         }
     }
 
-    fn expected_for(c: &TokenContent) -> (String, Timestamp, String) {
-        (token_hash(&c.token), c.expires_on, c.identity_id.clone())
+    fn record_of(c: &TokenContent) -> TokenRecord {
+        TokenRecord {
+            identity_id: c.identity_id.clone(),
+            params: crate::policy::TokenParams::new(&[Scope::Chat], 60, "conn".into()),
+            issued_at: None,
+            expires_on: c.expires_on,
+            renewal_time: c.expires_on,
+            token_hash: token_hash(&c.token),
+            secret_resource_version: None,
+        }
     }
 
     fn state(secret: Option<&Secret>, owner: &str) -> SecretState {
-        let (hash, exp, id) = expected_for(&content());
-        let expected = Expected {
-            token_hash: &hash,
-            expires_on: exp,
-            identity_id: &id,
-        };
         observe(
             secret,
             owner,
-            Some(&expected),
+            Some(&record_of(&content())),
             identity().spec.secret_template.as_ref(),
         )
     }
@@ -332,20 +322,19 @@ mod tests {
     }
 
     #[test]
-    fn rewrite_keeps_labels_others_added() {
-        let mut existing = desired(&identity(), &content(), None);
-        existing
-            .metadata
-            .labels
-            .as_mut()
-            .unwrap()
-            .insert("other".into(), "y".into());
-        existing.metadata.resource_version = Some("42".into());
-        let rewritten = desired(&identity(), &content(), Some(&existing));
-        let labels = rewritten.metadata.labels.unwrap();
-        assert_eq!(labels["other"], "y");
-        assert_eq!(labels[MANAGED_BY_KEY], MANAGED_BY_VALUE);
-        assert_eq!(rewritten.metadata.resource_version.as_deref(), Some("42"));
+    fn the_applied_secret_holds_only_what_the_operator_owns() {
+        let mut id = identity();
+        id.spec.secret_template.as_mut().unwrap().labels.clear();
+        let applied = desired(&id, &content(), Some("secret-uid"));
+        let labels = applied.metadata.labels.unwrap();
+        assert_eq!(
+            labels.keys().collect::<Vec<_>>(),
+            [MANAGED_BY_KEY],
+            "a label the template dropped is not applied, so apply removes it"
+        );
+        assert_eq!(applied.metadata.uid.as_deref(), Some("secret-uid"));
+        assert_eq!(applied.metadata.resource_version, None);
+        assert_eq!(desired(&id, &content(), None).metadata.uid, None);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and Secret) and what is wanted (spec), each naming its reason — the shape of cert-manager's
 //! re-issuance policies. No I/O: the controller gathers the facts and carries out the answer.
 
+use super::Reason;
 use crate::acs::Scope;
 use jiff::Timestamp;
 use std::fmt;
@@ -30,13 +31,28 @@ impl TokenParams {
     }
 }
 
-/// The token the operator last wrote, as recorded in status.
+/// The token the operator last wrote to the Secret, as status records it: the one description
+/// of "our token" that every decision reads, parsed from status once per reconcile. (ACS's
+/// answer is [`crate::acs::IssuedToken`]; the stored form is the status fields.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IssuedRecord {
+pub struct TokenRecord {
     pub identity_id: String,
+    /// What it was issued for.
     pub params: TokenParams,
+    pub issued_at: Option<Timestamp>,
     pub expires_on: Timestamp,
     pub renewal_time: Timestamp,
+    /// A short hash of the token, to notice edits of the Secret without keeping the token.
+    pub token_hash: String,
+    /// The Secret's resourceVersion right after the operator wrote it.
+    pub secret_resource_version: Option<String>,
+}
+
+impl TokenRecord {
+    /// How long the token still lives at `now` (`None` once expired).
+    pub fn valid_for(&self, now: Timestamp) -> Option<std::time::Duration> {
+        super::time_until(self.expires_on, now)
+    }
 }
 
 /// How the target Secret compares with what the operator last wrote there.
@@ -58,7 +74,7 @@ pub struct Observed<'a> {
     /// `spec.identityId` when adopting, else `status.identityId` once created.
     pub identity_id: Option<&'a str>,
     pub wanted: &'a TokenParams,
-    pub issued: Option<&'a IssuedRecord>,
+    pub issued: Option<&'a TokenRecord>,
     pub secret: SecretState,
     /// The refresh annotation holds a value not yet handled.
     pub refresh_requested: bool,
@@ -76,6 +92,16 @@ pub enum IssueReason {
     SecretEdited,
     Expired,
     Due,
+}
+
+impl IssueReason {
+    /// The Event that announces a token issued for this reason.
+    pub fn event_reason(self) -> Reason {
+        match self {
+            IssueReason::Due | IssueReason::Expired => Reason::TokenRenewed,
+            _ => Reason::TokenIssued,
+        }
+    }
 }
 
 impl fmt::Display for IssueReason {
@@ -104,8 +130,8 @@ pub enum Decision {
     Issue(IssueReason),
     /// The token is fine but the Secret's metadata drifted: rewrite it, no ACS call.
     RewriteSecret,
-    /// Nothing to do until the renewal time.
-    UpToDate { renew_at: Timestamp },
+    /// Nothing to do until the recorded token's renewal time.
+    UpToDate,
 }
 
 /// Decides the next action. The order matters: a conflict blocks everything, and the first
@@ -149,9 +175,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     if o.secret == SecretState::MetadataDrift {
         return Decision::RewriteSecret;
     }
-    Decision::UpToDate {
-        renew_at: issued.renewal_time,
-    }
+    Decision::UpToDate
 }
 
 #[cfg(test)]
@@ -166,16 +190,19 @@ mod tests {
         TokenParams::new(&[Scope::Voip, Scope::Chat], 1440, "conn-a".into())
     }
 
-    fn record() -> IssuedRecord {
-        IssuedRecord {
+    fn record() -> TokenRecord {
+        TokenRecord {
             identity_id: "8:acs:r_1".into(),
             params: params(),
+            issued_at: Some(at(500)),
             expires_on: at(2000),
             renewal_time: at(1500),
+            token_hash: "0123456789abcdef".into(),
+            secret_resource_version: None,
         }
     }
 
-    fn observed<'a>(wanted: &'a TokenParams, issued: Option<&'a IssuedRecord>) -> Observed<'a> {
+    fn observed<'a>(wanted: &'a TokenParams, issued: Option<&'a TokenRecord>) -> Observed<'a> {
         Observed {
             identity_id: Some("8:acs:r_1"),
             wanted,
@@ -189,10 +216,7 @@ mod tests {
     #[test]
     fn up_to_date_waits_for_the_renewal_time() {
         let (wanted, rec) = (params(), record());
-        assert_eq!(
-            decide(&observed(&wanted, Some(&rec))),
-            Decision::UpToDate { renew_at: at(1500) }
-        );
+        assert_eq!(decide(&observed(&wanted, Some(&rec))), Decision::UpToDate);
     }
 
     #[test]
@@ -206,7 +230,7 @@ mod tests {
         assert_eq!(wanted, params());
         assert!(matches!(
             decide(&observed(&wanted, Some(&rec))),
-            Decision::UpToDate { .. }
+            Decision::UpToDate
         ));
     }
 
@@ -218,7 +242,7 @@ mod tests {
         let other_lifetime = TokenParams::new(&[Scope::Chat, Scope::Voip], 60, "conn-a".into());
         let other_conn = TokenParams::new(&[Scope::Chat, Scope::Voip], 1440, "conn-b".into());
         type Tweak = fn(&mut Observed<'_>);
-        let cases: Vec<(&str, &TokenParams, Option<&IssuedRecord>, Tweak, Decision)> = vec![
+        let cases: Vec<(&str, &TokenParams, Option<&TokenRecord>, Tweak, Decision)> = vec![
             (
                 "foreign secret blocks all",
                 &base,
@@ -307,7 +331,7 @@ mod tests {
                 &base,
                 Some(&rec),
                 |o| o.now = at(1499),
-                Decision::UpToDate { renew_at: at(1500) },
+                Decision::UpToDate,
             ),
             (
                 "exactly at renewal",

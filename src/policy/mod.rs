@@ -1,16 +1,23 @@
-//! Pure decisions, no I/O: when a token is renewed, how long to back off, what to do next
-//! with an identity, and what its Ready condition says. Each is a small function with a
-//! table test beside it; the controller gathers facts, asks here, and acts.
+//! Pure decisions, no I/O. Each is a small function with a table test beside it; the
+//! controllers gather facts, ask here, and act.
+//!
+//! - when does a token renew? [`schedule`]
+//! - what to do next with an identity? [`decision`]
+//! - when does the operator look again? [`requeue`]
+//! - what does the Ready condition say? [`readiness`]
+//! - what does a reason mean? [`reason`]
 
-pub mod backoff;
 pub mod decision;
 pub mod readiness;
+pub mod reason;
+pub mod requeue;
 pub mod schedule;
 
-pub use backoff::{admission_recheck, retry_delay};
 pub use decision::{
-    Decision, IssueReason, IssuedRecord, Observed, SecretState, TokenParams, decide,
+    Decision, IssueReason, Observed, SecretState, TokenParams, TokenRecord, decide,
 };
-pub use readiness::{Readiness, readiness};
+pub use readiness::{Failure, Readiness, readiness};
+pub use reason::Reason;
+pub use requeue::{Outcome, next_look, retry_delay};
 pub use schedule::time_until;
 pub use schedule::{RenewBefore, renewal_time};

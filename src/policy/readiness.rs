@@ -2,41 +2,33 @@
 //! current spec that is not yet due for renewal, so `kubectl wait` and GitOps health checks
 //! tell the truth when the operator falls behind.
 
+use super::{Reason, TokenRecord};
 use jiff::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Readiness {
     pub ready: bool,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
-/// The current token in the Secret, if it was issued for the current spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CurrentToken {
-    pub renewal_time: Timestamp,
-    pub expires_on: Timestamp,
-}
-
-/// A failure of the last reconcile: its category (used as the reason) and a message.
+/// A failure of the last reconcile: its reason and a message (never a secret).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failure<'a> {
-    pub reason: &'a str,
+    pub reason: Reason,
     pub message: &'a str,
 }
 
-pub const REASON_TOKEN_VALID: &str = "TokenValid";
-pub const REASON_EXPIRED: &str = "Expired";
-pub const REASON_PENDING: &str = "Pending";
-
+/// The Ready condition from the token the Secret holds for the current spec (`None` if it
+/// holds none, or one issued for something else) and the last reconcile's failure.
 pub fn readiness(
     now: Timestamp,
-    token: Option<CurrentToken>,
+    token: Option<&TokenRecord>,
     failure: Option<Failure<'_>>,
 ) -> Readiness {
-    let verdict = |ready: bool, reason: &str, message: String| Readiness {
+    let verdict = |ready: bool, reason: Reason, message: String| Readiness {
         ready,
-        reason: reason.to_string(),
+        reason,
         message,
     };
     match (token, failure) {
@@ -46,7 +38,7 @@ pub fn readiness(
                 .unwrap_or_default();
             verdict(
                 false,
-                REASON_EXPIRED,
+                Reason::Expired,
                 format!("token expired at {}{cause}", t.expires_on),
             )
         }
@@ -60,7 +52,7 @@ pub fn readiness(
         ),
         (Some(t), None) if now >= t.renewal_time => verdict(
             false,
-            REASON_EXPIRED,
+            Reason::Expired,
             format!(
                 "renewal overdue since {}; token expires at {}",
                 t.renewal_time, t.expires_on
@@ -68,14 +60,14 @@ pub fn readiness(
         ),
         (Some(t), _) => verdict(
             true,
-            REASON_TOKEN_VALID,
+            Reason::TokenValid,
             format!(
                 "token valid until {}, renewal at {}",
                 t.expires_on, t.renewal_time
             ),
         ),
         (None, Some(f)) => verdict(false, f.reason, f.message.to_string()),
-        (None, None) => verdict(false, REASON_PENDING, "no token issued yet".into()),
+        (None, None) => verdict(false, Reason::Pending, "no token issued yet".into()),
     }
 }
 
@@ -87,33 +79,41 @@ mod tests {
         Timestamp::from_second(secs).unwrap()
     }
 
-    const TOKEN: CurrentToken = CurrentToken {
-        renewal_time: Timestamp::constant(1500, 0),
-        expires_on: Timestamp::constant(2000, 0),
-    };
+    fn token() -> TokenRecord {
+        TokenRecord {
+            identity_id: "8:acs:r_1".into(),
+            params: crate::policy::TokenParams::new(&[], 60, String::new()),
+            issued_at: None,
+            renewal_time: at(1500),
+            expires_on: at(2000),
+            token_hash: String::new(),
+            secret_resource_version: None,
+        }
+    }
     const FAIL: Failure<'static> = Failure {
-        reason: "AcsUnavailable",
+        reason: Reason::AcsUnavailable,
         message: "ACS is unavailable (HTTP 503)",
     };
 
     #[test]
     fn table() {
+        let t = token();
         let cases = [
-            (1000, Some(TOKEN), None, true, REASON_TOKEN_VALID),
-            (1000, Some(TOKEN), Some(FAIL), true, REASON_TOKEN_VALID),
-            (1499, Some(TOKEN), None, true, REASON_TOKEN_VALID),
-            (1500, Some(TOKEN), None, false, REASON_EXPIRED),
-            (1500, Some(TOKEN), Some(FAIL), false, "AcsUnavailable"),
-            (1999, Some(TOKEN), Some(FAIL), false, "AcsUnavailable"),
-            (2000, Some(TOKEN), Some(FAIL), false, REASON_EXPIRED),
-            (2000, Some(TOKEN), None, false, REASON_EXPIRED),
-            (1000, None, Some(FAIL), false, "AcsUnavailable"),
-            (1000, None, None, false, REASON_PENDING),
+            (1000, Some(&t), None, true, Reason::TokenValid),
+            (1000, Some(&t), Some(FAIL), true, Reason::TokenValid),
+            (1499, Some(&t), None, true, Reason::TokenValid),
+            (1500, Some(&t), None, false, Reason::Expired),
+            (1500, Some(&t), Some(FAIL), false, Reason::AcsUnavailable),
+            (1999, Some(&t), Some(FAIL), false, Reason::AcsUnavailable),
+            (2000, Some(&t), Some(FAIL), false, Reason::Expired),
+            (2000, Some(&t), None, false, Reason::Expired),
+            (1000, None, Some(FAIL), false, Reason::AcsUnavailable),
+            (1000, None, None, false, Reason::Pending),
         ];
         for (now, token, failure, ready, reason) in cases {
             let r = readiness(at(now), token, failure);
             assert_eq!(
-                (r.ready, r.reason.as_str()),
+                (r.ready, r.reason),
                 (ready, reason),
                 "now={now} {token:?} {failure:?}"
             );
@@ -122,7 +122,8 @@ mod tests {
 
     #[test]
     fn messages_name_the_times_and_the_cause() {
-        let r = readiness(at(2500), Some(TOKEN), Some(FAIL));
+        let t = token();
+        let r = readiness(at(2500), Some(&t), Some(FAIL));
         assert!(r.message.contains("1970-01-01T00:33:20Z"), "{}", r.message);
         assert!(r.message.contains("HTTP 503"), "{}", r.message);
     }

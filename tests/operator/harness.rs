@@ -190,7 +190,7 @@ impl World {
         configure(&mut settings);
         let client = self.client.clone();
         self.operator = Some(tokio::spawn(async move {
-            controller::run(client, settings).await.unwrap();
+            controller::run(client, settings).await;
         }));
     }
 

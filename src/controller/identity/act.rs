@@ -1,0 +1,267 @@
+//! Carrying out a [`Decision`]: one small function per decision, each doing its one thing
+//! (an ACS call and a Secret write, or a Secret write, or nothing) and saying what the Secret
+//! holds afterwards. Status is written by the caller from the answer.
+
+use super::observe::Facts;
+use crate::acs::{
+    AcsError, AcsRateLimiter, Admission, CreateIdentityParams, FirstToken, IssuedToken, Operation,
+};
+use crate::api::{AcsIdentity, AcsIdentityStatus};
+use crate::controller::error::Error;
+use crate::controller::token_secret::{self, TokenContent, token_hash};
+use crate::controller::{Context, MANAGER, admission_key, status};
+use crate::policy::{Decision, IssueReason, Reason, TokenRecord, renewal_time, time_until};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use std::time::Duration;
+use tracing::info;
+
+/// The object acted on and where its state is kept.
+pub struct Target<'a> {
+    pub obj: &'a AcsIdentity,
+    pub ctx: &'a Context,
+    /// The newest status of the object (what the last write stored, or the cache's).
+    pub known: Option<&'a AcsIdentityStatus>,
+}
+
+/// What acting achieved.
+// One per reconcile, moved once: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Step {
+    /// The Secret holds `token`, issued for the current spec.
+    Current {
+        token: TokenRecord,
+        /// The Normal Event that announces what was done.
+        event: Option<(Reason, String)>,
+        /// The refresh annotation value this handled.
+        handled_refresh: Option<String>,
+    },
+    /// The ACS call must wait for the rate limit: in line, reconciled again when its turn
+    /// comes. `token_valid_for`: how long the current token still lives, if there is one.
+    InLine { token_valid_for: Option<Duration> },
+}
+
+/// A failed action, and an identity it created before failing (to keep in status).
+pub struct Failed {
+    pub error: Error,
+    pub identity_id: Option<String>,
+}
+
+impl<E: Into<Error>> From<E> for Failed {
+    fn from(error: E) -> Self {
+        Self {
+            error: error.into(),
+            identity_id: None,
+        }
+    }
+}
+
+pub async fn act(decision: Decision, facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
+    match decision {
+        Decision::SecretConflict => Err(Error::SecretConflict(target.obj.secret_name()).into()),
+        Decision::UpToDate => Ok(Step::Current {
+            token: facts
+                .record
+                .clone()
+                .expect("decide finds a token up to date only if one is recorded"),
+            event: None,
+            handled_refresh: None,
+        }),
+        Decision::RewriteSecret => rewrite(facts, target).await,
+        Decision::CreateIdentity => create(facts, target).await,
+        Decision::Issue(reason) => issue(reason, facts, target).await,
+    }
+}
+
+/// Only the Secret's metadata drifted: write it again with the token it holds, no ACS call.
+async fn rewrite(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
+    let obj = target.obj;
+    let mut record = facts
+        .record
+        .clone()
+        .expect("decide rewrites only a recorded token");
+    let existing = match facts.existing.as_ref().filter(|s| s.data.is_some()) {
+        Some(s) => Some(s.clone()),
+        None => secrets(target).get_opt(&obj.secret_name()).await?,
+    };
+    let content = existing
+        .as_ref()
+        .and_then(token_secret::read_content)
+        .ok_or_else(|| Error::SecretChanged(obj.secret_name()))?;
+    record.secret_resource_version = write_secret(target, &content, facts.existing_uid()).await?;
+    Ok(Step::Current {
+        token: record,
+        event: None,
+        handled_refresh: None,
+    })
+}
+
+/// No identity yet: create it with its first token in one ACS call.
+async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
+    let (obj, ctx) = (target.obj, target.ctx);
+    // Creates wait for the limit in the worker: they have no deadline to order by, and a turn
+    // handed back through a controller queue full of new identities comes late and costs
+    // capacity during exactly the burst that needs it.
+    // The uid as customId makes a retry after a lost answer return the identity the lost
+    // attempt created, instead of leaking it (ACS cannot list identities).
+    let uid = obj.uid();
+    let params = CreateIdentityParams {
+        custom_id: uid.as_deref().filter(|_| ctx.idempotent_create),
+        first_token: Some(FirstToken {
+            scopes: &obj.spec.scopes,
+            lifetime: facts.lifetime,
+        }),
+    };
+    let call = async {
+        let created = facts
+            .connection
+            .client
+            .create_identity_with(&params)
+            .await?;
+        created.into_id_and_token()
+    };
+    let (id, token) = ctx
+        .metrics
+        .acs_call(Operation::CreateIdentityWithToken, call)
+        .await?;
+    info!(identity = %id, "created ACS identity");
+    let created = |error: Error| Failed {
+        error,
+        identity_id: Some(id.clone()),
+    };
+    if !ctx.idempotent_create {
+        // Without a customId a lost id would mean a second identity on the next attempt:
+        // persist it before anything else can fail.
+        let mut with_id = target.known.cloned().unwrap_or_default();
+        with_id.identity_id = Some(id.clone());
+        status::write(ctx, obj, target.known, with_id)
+            .await
+            .map_err(created)?;
+    }
+    let stored = store(facts, target, &id, token).await.map_err(created)?;
+    Ok(Step::Current {
+        token: stored,
+        event: Some((
+            Reason::IdentityCreated,
+            format!("created ACS identity {id}"),
+        )),
+        handled_refresh: facts.refresh_request.clone(),
+    })
+}
+
+/// Issue a new token for the existing identity, when the rate limit gives this one its turn.
+async fn issue(reason: IssueReason, facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
+    let (obj, ctx) = (target.obj, target.ctx);
+    let id = facts
+        .identity_id
+        .clone()
+        .expect("decide asks to issue only with an identity");
+    // Renewals queue by the expiry of the token they replace; a missing or expired token is
+    // due now.
+    let expires_on = facts
+        .record
+        .as_ref()
+        .map(|r| r.expires_on)
+        .filter(|t| *t > facts.now);
+    let deadline = expires_on.unwrap_or(facts.now);
+    if !admitted(&facts.connection.limiter, obj, deadline) {
+        let token_valid_for = expires_on.and_then(|t| time_until(t, facts.now));
+        return Ok(Step::InLine { token_valid_for });
+    }
+    let call = facts
+        .connection
+        .client
+        .issue_token(&id, &obj.spec.scopes, facts.lifetime);
+    let token = ctx
+        .metrics
+        .acs_call(Operation::IssueToken, call)
+        .await
+        .map_err(|e| match e {
+            AcsError::NotFound(_) => Error::IdentityNotFound {
+                id: id.clone(),
+                source: e,
+            },
+            e => Error::Acs(e),
+        })?;
+    info!(identity = %id, %reason, "issued token");
+    let stored = store(facts, target, &id, token).await?;
+    Ok(Step::Current {
+        token: stored,
+        event: Some((
+            reason.event_reason(),
+            format!("issued a new token: {reason}"),
+        )),
+        handled_refresh: facts.refresh_request.clone(),
+    })
+}
+
+/// Whether `obj` may send an issue request now; if not, it is in line by `deadline`.
+fn admitted(limiter: &AcsRateLimiter, obj: &AcsIdentity, deadline: Timestamp) -> bool {
+    let key = admission_key(&obj.namespace().unwrap_or_default(), &obj.name_any());
+    limiter.admit(Operation::IssueToken, &key, deadline) == Admission::Now
+}
+
+/// Writes a newly issued token to the Secret; the record of it, with its renewal time.
+async fn store(
+    facts: &Facts,
+    target: &Target<'_>,
+    identity_id: &str,
+    token: IssuedToken,
+) -> Result<TokenRecord, Error> {
+    // Kubernetes keeps timestamps to the second: record what will read back identically, so
+    // the next reconcile finds status unchanged. Expiry rounds down (never claims more).
+    // Issued when ACS answered, not when the reconcile began: time spent waiting for the rate
+    // limiter is not part of the token's life.
+    let issued_at = whole_seconds(Timestamp::now());
+    let expires_on = whole_seconds(token.expires_on);
+    let jitter = rand::random::<f64>();
+    let renew_at = renewal_time(issued_at, expires_on, facts.renew_before, jitter);
+    let content = TokenContent {
+        token: token.token,
+        expires_on,
+        identity_id: identity_id.to_string(),
+    };
+    let version = write_secret(target, &content, facts.existing_uid()).await?;
+    Ok(TokenRecord {
+        identity_id: content.identity_id.clone(),
+        params: facts.wanted.clone(),
+        issued_at: Some(issued_at),
+        expires_on,
+        renewal_time: whole_seconds(renew_at),
+        token_hash: token_hash(&content.token),
+        secret_resource_version: version,
+    })
+}
+
+/// Applies the token Secret (server-side apply under the operator's field manager); returns
+/// the resourceVersion written. Never someone else's Secret: `existing_uid` pins the one
+/// observed as ours.
+async fn write_secret(
+    target: &Target<'_>,
+    content: &TokenContent,
+    existing_uid: Option<&str>,
+) -> Result<Option<String>, Error> {
+    let secret = token_secret::desired(target.obj, content, existing_uid);
+    let written = secrets(target)
+        .patch(
+            &target.obj.secret_name(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    Ok(written.metadata.resource_version)
+}
+
+fn secrets(target: &Target<'_>) -> Api<Secret> {
+    Api::namespaced(
+        target.ctx.client.clone(),
+        &target.obj.namespace().unwrap_or_default(),
+    )
+}
+
+/// `t` without its fraction of a second (rounded down).
+pub fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}

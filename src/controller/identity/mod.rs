@@ -1,0 +1,187 @@
+//! Reconciling one AcsIdentity, in four steps that each live in one place:
+//! [`observe`] gathers the facts, [`crate::policy::decide`] chooses, [`act`] does that one
+//! thing, and [`record`] writes the status, publishes the Event and asks
+//! [`crate::policy::next_look`] when to look again. Deletion goes through the
+//! `acsoperator.io/cleanup` finalizer to [`cleanup`].
+
+mod act;
+mod cleanup;
+mod observe;
+
+use super::Context;
+use super::error::Error;
+use super::status;
+use crate::api::{AcsIdentity, AcsIdentityStatus};
+use crate::policy::{Outcome, TokenRecord, decide, next_look};
+use act::{Failed, Step};
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, Event as Finalizer};
+use kube::{Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::{debug, warn};
+
+pub const FINALIZER: &str = "acsoperator.io/cleanup";
+pub const REFRESH_ANNOTATION: &str = "acsoperator.io/refresh-requested";
+pub const SKIP_CLEANUP_ANNOTATION: &str = "acsoperator.io/skip-cleanup";
+
+/// Entry point for the controller: routes to apply or cleanup through the finalizer.
+pub async fn reconcile(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let api: Api<AcsIdentity> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer::finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            Finalizer::Apply(o) => apply(&o, &ctx).await,
+            Finalizer::Cleanup(o) => cleanup::cleanup(&o, &ctx).await,
+        }
+    })
+    .await;
+    // Adding the finalizer is a JSON patch that first tests the finalizers we saw; 422 means
+    // the cached object was older than the server's (our own earlier patch not yet seen).
+    if let Err(finalizer::Error::AddFinalizer(kube::Error::Api(s))) = &result
+        && s.code == 422
+    {
+        debug!("finalizer patch raced a newer version; looking again");
+        return Ok(look_again(Outcome::FinalizerRaced));
+    }
+    result.map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+        other => Error::Finalizer(Box::new(other)),
+    })
+}
+
+/// Makes sure the Secret holds a valid token for the spec. Failures are recorded in status
+/// and turned into the requeue policy chooses, so that backoff follows the token's expiry and
+/// ACS's Retry-After rather than a generic error policy.
+async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
+    let started = Instant::now();
+    // Status times are whole seconds on the server; keep `now` comparable.
+    let now = act::whole_seconds(Timestamp::now());
+    let known = ctx.statuses.current(obj);
+    let base = known.clone().unwrap_or_default();
+    if let Some(renewal) = base.renewal_time.as_ref()
+        && renewal.0 < now
+    {
+        let overdue = now.duration_since(renewal.0).as_millis();
+        debug!(overdue_ms = overdue, "renewal overdue at reconcile start");
+    }
+    let (result, current) = match observe::observe(obj, ctx, &base, now).await {
+        Ok(facts) => {
+            let current = facts.current_token();
+            let decision = decide(&facts.observed());
+            let target = act::Target {
+                obj,
+                ctx,
+                known: known.as_ref(),
+            };
+            (act::act(decision, &facts, &target).await, current)
+        }
+        Err(error) => (Err(error.into()), None),
+    };
+    let recorded = Recorded {
+        obj,
+        ctx,
+        known: known.as_ref(),
+        now,
+        started,
+    };
+    recorded.record(base, current, result).await
+}
+
+/// What a finished reconcile records.
+struct Recorded<'a> {
+    obj: &'a AcsIdentity,
+    ctx: &'a Context,
+    known: Option<&'a AcsIdentityStatus>,
+    now: Timestamp,
+    started: Instant,
+}
+
+impl Recorded<'_> {
+    /// Writes the status `result` leads to, publishes its Event and says when to look again.
+    /// `current` is the token the Secret held for the current spec before acting.
+    async fn record(
+        &self,
+        base: AcsIdentityStatus,
+        current: Option<TokenRecord>,
+        result: Result<Step, Failed>,
+    ) -> Result<Action, Error> {
+        let (obj, ctx) = (self.obj, self.ctx);
+        let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+        match result {
+            Ok(Step::InLine { token_valid_for }) => {
+                debug!("in line for ACS capacity");
+                Ok(look_again(Outcome::InLine { token_valid_for }))
+            }
+            Ok(Step::Current {
+                token,
+                event,
+                handled_refresh,
+            }) => {
+                let status = status::succeeded(obj, base, &token, handled_refresh, self.now);
+                ctx.metrics.observe_identity(&namespace, &name, &status);
+                status::write(ctx, obj, self.known, status).await?;
+                ctx.metrics.observe_reconcile(Ok(()), self.started);
+                if let Some((reason, note)) = event {
+                    ctx.publish(obj, EventType::Normal, reason, note).await;
+                }
+                Ok(look_again(Outcome::UpToDate {
+                    renew_at: token.renewal_time,
+                }))
+            }
+            Err(Failed { error, identity_id }) => {
+                let reason = error.reason();
+                warn!(%reason, %error, "reconcile failed");
+                let status =
+                    status::failed(obj, base, current.as_ref(), identity_id, &error, self.now);
+                let attempts = status.failed_attempts.unwrap_or(1);
+                ctx.metrics.observe_identity(&namespace, &name, &status);
+                status::write(ctx, obj, self.known, status).await?;
+                ctx.metrics.observe_reconcile(Err(reason), self.started);
+                ctx.publish(obj, EventType::Warning, reason, error.to_string())
+                    .await;
+                let token_valid_for = current.and_then(|c| c.valid_for(self.now));
+                Ok(look_again(failure_outcome(
+                    &error,
+                    attempts,
+                    token_valid_for,
+                )))
+            }
+        }
+    }
+}
+
+/// What a recorded failure means for the next look.
+fn failure_outcome(
+    error: &Error,
+    attempts: u32,
+    token_valid_for: Option<std::time::Duration>,
+) -> Outcome {
+    if error.is_transient() {
+        Outcome::Transient {
+            attempts,
+            retry_after: error.retry_after(),
+            token_valid_for,
+        }
+    } else if matches!(error, Error::SecretConflict(_)) {
+        Outcome::ForeignSecret
+    } else {
+        Outcome::WaitsForChange
+    }
+}
+
+/// The kube-runtime action for the policy's answer.
+pub(super) fn look_again(outcome: Outcome) -> Action {
+    match next_look(outcome, Timestamp::now(), rand::random::<f64>()) {
+        Some(delay) => Action::requeue(delay),
+        None => Action::await_change(),
+    }
+}
+
+pub fn object_ref(obj: &AcsIdentity) -> k8s_openapi::api::core::v1::ObjectReference {
+    obj.object_ref(&())
+}

@@ -1,0 +1,122 @@
+//! Every reason the operator states: the Ready condition's `reason`, the Event `reason` and
+//! the `category` label of the failure metrics are one vocabulary, this enum. A newcomer asks
+//! "what does this reason mean?" and finds each variant's doc here and its row in README.md
+//! (a test checks that README lists every one).
+
+use std::fmt;
+
+macro_rules! reasons {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($(#[doc = $doc])* $name,)*
+        }
+
+        impl Reason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$name,)*];
+
+            /// The stable string used in conditions, Events and metric labels.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$name => stringify!($name),)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    // States of the token (Ready condition).
+    /// The Secret holds a token for the current spec that is not yet due.
+    TokenValid,
+    /// Renewal is overdue or the token expired.
+    Expired,
+    /// Nothing issued yet.
+    Pending,
+    /// A connection is usable as written (its Ready condition; no ACS call is made to check).
+    Valid,
+
+    // Successes (Normal Events).
+    /// A new ACS identity was created, with its first token.
+    IdentityCreated,
+    /// A token was issued for a new reason (spec, connection, Secret or refresh).
+    TokenIssued,
+    /// A token was re-issued because the old one fell due or expired.
+    TokenRenewed,
+    /// The identity's tokens were revoked during deletion.
+    TokensRevoked,
+    /// The ACS identity was deleted during deletion.
+    IdentityDeleted,
+
+    // Failures (Ready condition, Warning Events, failure metrics).
+    /// The connection object or its Secret does not exist.
+    ConnectionNotFound,
+    /// A ClusterAcsConnection does not allow the identity's namespace.
+    ConnectionNotAllowed,
+    /// The connection Secret's key is missing or is not `endpoint=…;accesskey=…`.
+    InvalidConnectionString,
+    /// The connection's CA bundle is not PEM or holds no certificate.
+    InvalidCaBundle,
+    /// The connection cannot be used as written (both or neither authentication form, an
+    /// endpoint that is not https).
+    InvalidConnection,
+    /// ACS's TLS certificate is not trusted by the system roots or the connection's CA bundle.
+    AcsCertificateUntrusted,
+    /// A workload identity connection lacks a client or tenant id, or the token file.
+    InvalidWorkloadIdentity,
+    /// Entra ID gave no token for the workload identity.
+    EntraTokenFailed,
+    /// ACS refused the key or token (401/403).
+    AcsUnauthorized,
+    /// ACS answered 429.
+    AcsThrottled,
+    /// ACS answered 5xx, timed out or could not be reached.
+    AcsUnavailable,
+    /// ACS rejected the request (other 4xx).
+    AcsRejected,
+    /// ACS answered success with a body that is not what its API defines.
+    AcsInvalidResponse,
+    /// ACS does not know the identity.
+    IdentityNotFound,
+    /// A Secret of that name exists and is not owned by this AcsIdentity.
+    SecretConflict,
+    /// The spec cannot be carried out (e.g. a token lifetime ACS does not accept).
+    InvalidSpec,
+    /// The Kubernetes API server refused or failed a request.
+    KubernetesError,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_match_the_variant() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::ALL {
+            assert!(seen.insert(r.as_str()), "{r} twice");
+            assert_eq!(format!("{r:?}"), r.as_str());
+        }
+    }
+
+    /// README's tables are what users read; each reason the code can state must be there.
+    #[test]
+    fn readme_lists_every_reason() {
+        let readme = include_str!("../../README.md");
+        let missing: Vec<_> = Reason::ALL
+            .iter()
+            .filter(|r| !readme.contains(&format!("| `{r}` |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "README.md has no table row for {missing:?}"
+        );
+    }
+}
