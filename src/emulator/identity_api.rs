@@ -6,7 +6,7 @@
 //! asked for), and the answer's identity shows `customId` and `lastTokenIssuedAt`. GA versions
 //! do not know the field and ignore it, as they ignore any unknown field.
 
-use super::responses::AcsError;
+use super::responses::ErrorReply;
 use super::state::{IdentityNotFound, IdentityStore, Standing};
 use super::tokens::{MintedToken, TokenClaims, TokenError, TokenMinter};
 use super::validation::{self, ScopeField};
@@ -63,7 +63,7 @@ impl IdentityService {
         version: &str,
         body: &CreateIdentityRequest,
         now: SystemTime,
-    ) -> Result<CreateIdentityResponse, AcsError> {
+    ) -> Result<CreateIdentityResponse, ErrorReply> {
         let minutes = validation::lifetime_minutes(body.expires_in_minutes, version)?;
         let scopes = body
             .create_token_with_scopes
@@ -108,24 +108,24 @@ impl IdentityService {
         id: &str,
         body: &IssueTokenRequest,
         now: SystemTime,
-    ) -> Result<AccessTokenBody, AcsError> {
+    ) -> Result<AccessTokenBody, ErrorReply> {
         let scopes = validation::required_scopes(body.scopes.as_deref(), version)?;
         let minutes = validation::lifetime_minutes(body.expires_in_minutes, version)?;
         self.mint(id, &scopes, minutes, now)
     }
 
     /// `POST /identities/{id}/:revokeAccessTokens`.
-    pub fn revoke(&self, id: &str) -> Result<(), AcsError> {
+    pub fn revoke(&self, id: &str) -> Result<(), ErrorReply> {
         self.store
             .revoke(id)
-            .map_err(|_| AcsError::identity_not_found(id))
+            .map_err(|_| ErrorReply::identity_not_found(id))
     }
 
     /// `DELETE /identities/{id}`.
-    pub fn delete(&self, id: &str) -> Result<(), AcsError> {
+    pub fn delete(&self, id: &str) -> Result<(), ErrorReply> {
         self.store
             .delete(id)
-            .map_err(|_| AcsError::identity_not_found(id))
+            .map_err(|_| ErrorReply::identity_not_found(id))
     }
 
     /// Whether a token would be honoured now, and if not, why.
@@ -150,11 +150,11 @@ impl IdentityService {
         scopes: &[Scope],
         minutes: u32,
         now: SystemTime,
-    ) -> Result<AccessTokenBody, AcsError> {
+    ) -> Result<AccessTokenBody, ErrorReply> {
         let seq = self
             .store
             .issue_token(id, now)
-            .map_err(|IdentityNotFound| AcsError::identity_not_found(id))?;
+            .map_err(|IdentityNotFound| ErrorReply::identity_not_found(id))?;
         let lifetime = self
             .lifetime_override
             .unwrap_or(Duration::from_secs(u64::from(minutes) * 60));

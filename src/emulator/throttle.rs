@@ -98,8 +98,10 @@ impl ThrottleConfig {
     }
 }
 
+/// Whether the emulator serves a call or answers it 429. Unlike the client's
+/// [`crate::acs::Admission`], nothing waits: a throttled call is refused at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub enum ThrottleDecision {
     Admitted,
     Throttled { retry_after: Duration },
 }
@@ -136,9 +138,9 @@ impl Throttle {
     }
 
     /// Counts one call of `op` at `now`, or refuses it.
-    pub fn admit(&mut self, op: Operation, now: Instant) -> Admission {
+    pub fn admit(&mut self, op: Operation, now: Instant) -> ThrottleDecision {
         if !self.config.enabled {
-            return Admission::Admitted;
+            return ThrottleDecision::Admitted;
         }
         let length = Duration::from_secs(self.config.window_seconds.max(1));
         let limit = self.config.limit(op);
@@ -155,10 +157,10 @@ impl Throttle {
         }
         if window.used < limit {
             window.used += 1;
-            return Admission::Admitted;
+            return ThrottleDecision::Admitted;
         }
         let left = length.saturating_sub(now.saturating_duration_since(window.start));
-        Admission::Throttled { retry_after: left }
+        ThrottleDecision::Throttled { retry_after: left }
     }
 }
 
@@ -184,13 +186,13 @@ mod tests {
             let at = t0 + Duration::from_secs(i);
             assert_eq!(
                 throttle.admit(Operation::IssueToken, at),
-                Admission::Admitted
+                ThrottleDecision::Admitted
             );
         }
         let at = t0 + Duration::from_millis(10_500);
         assert_eq!(
             throttle.admit(Operation::IssueToken, at),
-            Admission::Throttled {
+            ThrottleDecision::Throttled {
                 retry_after: Duration::from_millis(19_500)
             }
         );
@@ -202,17 +204,17 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(
             throttle.admit(Operation::RevokeTokens, t0),
-            Admission::Admitted
+            ThrottleDecision::Admitted
         );
         let almost = t0 + Duration::from_millis(29_999);
         assert!(matches!(
             throttle.admit(Operation::RevokeTokens, almost),
-            Admission::Throttled { .. }
+            ThrottleDecision::Throttled { .. }
         ));
         let next = t0 + DEFAULT_WINDOW;
         assert_eq!(
             throttle.admit(Operation::RevokeTokens, next),
-            Admission::Admitted
+            ThrottleDecision::Admitted
         );
     }
 
@@ -222,19 +224,19 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(
             throttle.admit(Operation::CreateIdentity, t0),
-            Admission::Admitted
+            ThrottleDecision::Admitted
         );
         assert_eq!(
             throttle.admit(Operation::CreateIdentityWithToken, t0),
-            Admission::Admitted
+            ThrottleDecision::Admitted
         );
         assert!(matches!(
             throttle.admit(Operation::CreateIdentity, t0),
-            Admission::Throttled { .. }
+            ThrottleDecision::Throttled { .. }
         ));
         assert_eq!(
             throttle.admit(Operation::IssueToken, t0),
-            Admission::Admitted
+            ThrottleDecision::Admitted
         );
     }
 
@@ -243,11 +245,11 @@ mod tests {
         let mut throttle = Throttle::new(ThrottleConfig::default());
         let t0 = Instant::now();
         let admitted = (0..1200)
-            .filter(|_| throttle.admit(Operation::DeleteIdentity, t0) == Admission::Admitted)
+            .filter(|_| throttle.admit(Operation::DeleteIdentity, t0) == ThrottleDecision::Admitted)
             .count();
         assert_eq!(admitted, 500);
         let admitted = (0..1200)
-            .filter(|_| throttle.admit(Operation::IssueToken, t0) == Admission::Admitted)
+            .filter(|_| throttle.admit(Operation::IssueToken, t0) == ThrottleDecision::Admitted)
             .count();
         assert_eq!(admitted, 1000);
     }
@@ -258,13 +260,13 @@ mod tests {
         let t0 = Instant::now();
         assert!(matches!(
             throttle.admit(Operation::IssueToken, t0),
-            Admission::Throttled { .. }
+            ThrottleDecision::Throttled { .. }
         ));
         throttle.reconfigure(ThrottleConfig::off());
         for _ in 0..5000 {
             assert_eq!(
                 throttle.admit(Operation::IssueToken, t0),
-                Admission::Admitted
+                ThrottleDecision::Admitted
             );
         }
     }
