@@ -11,6 +11,7 @@
 //! `error_codes`, …); codes follow Entra's documentation, the wording is the emulator's.
 
 use super::responses::HttpResponse;
+use super::tls::Transport;
 use super::tokens::{TokenError, TokenMinter};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -315,10 +316,10 @@ impl EntraService {
     pub fn verify_bearer(
         &self,
         token: &str,
-        tls: bool,
+        transport: Transport,
         now: SystemTime,
     ) -> Result<EntraClaims, BearerError> {
-        if !tls {
+        if transport != Transport::Tls {
             return Err(BearerError::NotTls);
         }
         let claims: EntraClaims = self.minter.verify(token).map_err(|e| match e {
@@ -460,7 +461,7 @@ mod tests {
         assert_eq!(body["ext_expires_in"], 3599);
         let token = body["access_token"].as_str().unwrap();
         let claims = service
-            .verify_bearer(token, true, SystemTime::now())
+            .verify_bearer(token, Transport::Tls, SystemTime::now())
             .unwrap();
         assert_eq!(claims.aud, ACS_AUDIENCE);
         assert_eq!(claims.tid, TENANT);
@@ -580,37 +581,38 @@ mod tests {
 
     #[test]
     fn bearer_tokens_are_checked_for_issuer_audience_and_time() {
+        use Transport::{PlainHttp, Tls};
         let service = EntraService::new(EntraConfig::default());
         let now = SystemTime::now();
         let t = unix_seconds(now);
         let good = service.sign(&claims(ACS_AUDIENCE, t, t + 60));
-        assert!(service.verify_bearer(&good, true, now).is_ok());
+        assert!(service.verify_bearer(&good, Tls, now).is_ok());
         let cases = [
-            (good.clone(), false, BearerError::NotTls),
-            ("eyJ.eyJ.x".to_string(), true, BearerError::Malformed),
+            (good.clone(), PlainHttp, BearerError::NotTls),
+            ("eyJ.eyJ.x".to_string(), Tls, BearerError::Malformed),
             (
                 EntraService::new(EntraConfig::default()).sign(&claims(ACS_AUDIENCE, t, t + 60)),
-                true,
+                Tls,
                 BearerError::Foreign,
             ),
             (
                 service.sign(&claims("https://vault.azure.net", t, t + 60)),
-                true,
+                Tls,
                 BearerError::WrongAudience,
             ),
             (
                 service.sign(&claims(ACS_AUDIENCE, t - 60, t)),
-                true,
+                Tls,
                 BearerError::Expired,
             ),
             (
                 service.sign(&claims(ACS_AUDIENCE, t + 60, t + 120)),
-                true,
+                Tls,
                 BearerError::NotYetValid,
             ),
         ];
-        for (token, tls, expected) in cases {
-            assert_eq!(service.verify_bearer(&token, tls, now), Err(expected));
+        for (token, transport, expected) in cases {
+            assert_eq!(service.verify_bearer(&token, transport, now), Err(expected));
         }
     }
 

@@ -16,6 +16,7 @@ use super::responses::{self, ErrorReply, HttpResponse};
 use super::routes::{self, AcsRoute, Route};
 use super::stats::{RequestStats, UNROUTED};
 use super::throttle::{Throttle, ThrottleDecision, retry_after_seconds};
+use super::tls::Transport;
 use super::validation;
 use crate::acs::model::{CreateIdentityRequest, IssueTokenRequest};
 use bytes::Bytes;
@@ -40,8 +41,8 @@ pub struct App {
     pub(super) throttle: Mutex<Throttle>,
     pub(super) faults: Mutex<FaultPlan>,
     pub(super) stats: RequestStats,
-    /// `https` or `http`, for the URI quoted in api-version errors.
-    pub(super) scheme: &'static str,
+    /// Over TLS or not: the scheme of quoted URIs and token issuers; bearer tokens need TLS.
+    pub(super) transport: Transport,
 }
 
 /// A data-plane request with its body parsed (or the reason it could not be).
@@ -207,8 +208,7 @@ impl App {
     fn authenticate(&self, request: &SignedRequest<'_>, now: SystemTime) -> Result<(), AuthError> {
         match bearer_token(request.headers) {
             Some(token) => {
-                let tls = self.scheme == "https";
-                let claims = self.entra.verify_bearer(token, tls, now)?;
+                let claims = self.entra.verify_bearer(token, self.transport, now)?;
                 tracing::debug!(tenant = %claims.tid, client = %claims.appid, "bearer accepted");
                 Ok(())
             }
@@ -224,7 +224,7 @@ impl App {
             .and_then(|h| h.to_str().ok())
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .unwrap_or("localhost");
-        format!("{}://{host}", self.scheme)
+        format!("{}://{host}", self.transport.scheme())
     }
 
     fn request_uri(&self, parts: &Parts) -> String {
