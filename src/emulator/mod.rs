@@ -21,25 +21,31 @@
 //! # Ok(()) }
 //! ```
 
-pub mod admin;
-pub mod auth;
-pub mod entra;
-pub mod faults;
-pub mod identity_api;
-pub mod operation;
-pub mod responses;
-pub mod routes;
+// Everything below is the emulator's own; what callers need is re-exported here.
+mod admin;
+mod auth;
+mod entra;
+mod faults;
+mod identity_api;
+mod operation;
+mod responses;
+mod routes;
 mod server;
-pub mod service;
-pub mod state;
-pub mod stats;
-pub mod throttle;
-pub mod tls;
-pub mod tokens;
-pub mod validation;
+mod service;
+mod state;
+mod stats;
+mod throttle;
+mod tls;
+mod tokens;
+mod validation;
+
+pub use entra::EntraConfig;
+pub use operation::UnknownOperation;
+pub use throttle::{ThrottleConfig, ThrottleConfigError};
+pub use tls::{TlsError, TlsPem};
 
 use crate::acs::{AccessKey, ConnectionString};
-use entra::{EntraConfig, EntraService};
+use entra::EntraService;
 use faults::FaultPlan;
 use identity_api::IdentityService;
 use service::App;
@@ -48,16 +54,13 @@ use stats::RequestStats;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use throttle::{Throttle, ThrottleConfig};
+use throttle::Throttle;
+use tls::Transport;
 use tokens::TokenMinter;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use url::Url;
-
-pub use operation::Operation;
-pub use tls::TlsPem;
-use tls::Transport;
 
 /// How to run an emulator.
 #[derive(Debug, Clone)]
@@ -100,11 +103,11 @@ impl EmulatorConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
     #[error("TLS setup failed: {0}")]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] TlsError),
     #[error("cannot read the listener's address: {0}")]
     Listener(#[from] std::io::Error),
     #[error("invalid throttle configuration: {0}")]
-    Throttle(#[from] throttle::ThrottleConfigError),
+    Throttle(#[from] ThrottleConfigError),
 }
 
 /// A running emulator. Dropping the handle stops it too.
@@ -194,7 +197,7 @@ pub async fn serve(
 /// `https://localhost:PORT/`: certificates for local use name `localhost` (and usually
 /// 127.0.0.1 too), and the SDKs sign whatever host the endpoint names. Without TLS it is the
 /// numeric address (`http://127.0.0.1:PORT/`), which needs no name resolution.
-pub fn derived_endpoint(addr: SocketAddr, transport: Transport) -> Url {
+fn derived_endpoint(addr: SocketAddr, transport: Transport) -> Url {
     let port = addr.port();
     let ip = addr.ip();
     let host = match (transport, ip) {
