@@ -1,7 +1,11 @@
-//! The emulator's Entra ID side: the token endpoint a workload identity calls
-//! (`POST /{tenant}/oauth2/v2.0/token`, client credentials with a federated `client_assertion`,
-//! PROTOCOL.md §3.1), and the check of the bearer tokens it issued when they come back on the
-//! ACS endpoints.
+//! The emulator's Entra ID side: the token endpoint a workload identity calls, and the check of
+//! the bearer tokens it issued when they come back on the ACS endpoints.
+//!
+//! The request is the one every SDK's workload identity credential (and the `azure_identity`
+//! crate) sends: `POST {authority}/{tenant}/oauth2/v2.0/token`, form-encoded, a client
+//! credentials grant whose `client_assertion` is the projected service-account token read
+//! from `AZURE_FEDERATED_TOKEN_FILE`, for the scope `https://communication.azure.com//.default`
+//! (the double slash is how the SDKs write ACS's resource followed by `/.default`).
 //!
 //! Issued tokens are JWT-shaped and signed with a secret of this emulator instance (not the
 //! one of ACS user tokens), carrying `aud` = `https://communication.azure.com`, `tid`,
@@ -421,7 +425,8 @@ mod tests {
 
     const TENANT: &str = "11111111-2222-3333-4444-555555555555";
     const CLIENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
-    /// The body azure-identity-python 1.27.0 sent (recordings/captured), trailing `%0A` included.
+    /// A body as azure-identity (Python) 1.27.0 sends it: the token file verbatim, so its
+    /// trailing newline arrives as `%0A`.
     const CAPTURED: &str = "client_assertion=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDpvcGVyYXRvciJ9.sig%0A&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_id=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee&grant_type=client_credentials&scope=https%3A%2F%2Fcommunication.azure.com%2F%2F.default";
 
     fn form_headers() -> HeaderMap {

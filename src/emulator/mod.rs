@@ -5,9 +5,12 @@
 //! delete identity for the api-versions in [`crate::acs::model::SUPPORTED_API_VERSIONS`] (the
 //! previews among them with an idempotent create per `customId`),
 //! verifies the HMAC signature of every request against its access key (or, over TLS, a bearer
-//! token from its own Entra ID token endpoint, [`entra`]), mints JWT-shaped tokens, throttles
-//! like the service, and offers an admin API ([`admin`]) to inspect state, inject faults and
-//! read counters. `EMULATOR.md` at the repository root is the user guide.
+//! token from its own Entra ID token endpoint), mints JWT-shaped tokens, throttles like the
+//! service, and offers an admin API to inspect state, inject faults and read counters.
+//! `EMULATOR.md` at the repository root is the user guide.
+//!
+//! The public surface is [`serve`], which takes an [`EmulatorConfig`] and returns an
+//! [`EmulatorHandle`], and the types those name; how a request is served stays inside.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -67,8 +67,8 @@ impl ErrorReply {
         Self::new(StatusCode::UNAUTHORIZED, "Denied", reason.to_string())
     }
 
-    /// 404 for an unknown or deleted identity. Code and message chosen by the emulator: the
-    /// service's body for this case is not recorded anywhere (PROTOCOL.md §7).
+    /// 404 for an unknown or deleted identity. Code and message chosen by the emulator: neither
+    /// the service's documentation nor any captured answer shows the service's body here.
     pub fn identity_not_found(id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

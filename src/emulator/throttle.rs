@@ -1,7 +1,14 @@
-//! ACS throttling: each operation may be called a limited number of times per fixed window
-//! (30 s, limits from PROTOCOL.md §4); calls over the limit are refused with 429 and a
-//! `Retry-After` of the seconds left in the window. Time is passed in, so the windows are
-//! tested without sleeping.
+//! ACS throttling: each operation may be called a limited number of times per fixed window;
+//! calls over the limit are refused with 429 and a `Retry-After` of the seconds left in the
+//! window. Time is passed in, so the windows are tested without sleeping.
+//!
+//! The defaults are the limits Microsoft publishes for the Identity API in the ACS
+//! service-limits documentation
+//! (<https://learn.microsoft.com/azure/communication-services/concepts/service-limits>), kept in
+//! [`crate::acs::Operation::acs_limit`]: per 30 s, 1000 creates, 1000 creates with a first
+//! token (the page's `createUserAndToken`), 1000 token issues, 500 revocations and 500
+//! deletes, each operation counted on its own. The page does not say whether a limit is per
+//! resource or per subscription; the emulator is one resource, so its limits are its own.
 
 use super::operation::Operation;
 use serde::{Deserialize, Serialize};

@@ -3,9 +3,11 @@
 //! ([`TokenClaims`]) and the Entra bearer tokens ([`super::entra`]) use one minter each, so a
 //! token of one kind never passes as the other.
 //!
-//! The official SDKs read `exp` from the payload, and Python decodes it with the *standard*
-//! base64 alphabet (PROTOCOL.md §1.5). The payload is therefore kept pure ASCII without `>`,
-//! `?` and `~`: for such bytes base64url and standard base64 produce the same text.
+//! The official SDKs read `exp` from the payload although tokens are meant to be opaque, and the
+//! Python SDK decodes it with `base64.b64decode`: the *standard* alphabet, which skips the
+//! `-` and `_` of base64url instead of failing, so a payload holding them decodes to garbage.
+//! The payload is therefore kept pure ASCII without `>`, `?` and `~`: for such bytes base64url
+//! and standard base64 produce the same text.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
