@@ -103,6 +103,7 @@ impl EmulatorConfig {
     }
 }
 
+/// Why [`serve`] could not start an emulator.
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
     #[error("TLS setup failed: {0}")]
@@ -128,6 +129,7 @@ impl EmulatorHandle {
         self.local_addr
     }
 
+    /// The endpoint clients use: `public_endpoint` if configured, else derived from the address.
     pub fn endpoint(&self) -> &Url {
         &self.connection_string.endpoint
     }

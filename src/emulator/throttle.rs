@@ -84,7 +84,7 @@ impl ThrottleConfig {
     }
 
     /// Checks names and the window; fills in defaults for operations not named.
-    pub fn normalized(mut self) -> Result<Self, ThrottleConfigError> {
+    pub(super) fn normalized(mut self) -> Result<Self, ThrottleConfigError> {
         if self.window_seconds == 0 {
             return Err(ThrottleConfigError::ZeroWindow);
         }
