@@ -16,7 +16,7 @@
 
 use super::responses::HttpResponse;
 use super::tls::Transport;
-use super::tokens::{TokenError, TokenMinter};
+use super::tokens::{TokenError, TokenMinter, unix_seconds};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use bytes::Bytes;
@@ -25,7 +25,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue, PRAGMA}
 use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// The name under which token requests are counted in the admin stats.
 pub const OPERATION: &str = "entraToken";
@@ -393,11 +393,6 @@ fn is_jwt_shaped(assertion: &str) -> bool {
             .is_some_and(|v| v.is_object())
     };
     parts.len() == 3 && json_object(parts[0]) && json_object(parts[1]) && !parts[2].is_empty()
-}
-
-fn unix_seconds(now: SystemTime) -> i64 {
-    now.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Entra's answers: JSON with a charset, never cached.

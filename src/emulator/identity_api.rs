@@ -8,7 +8,7 @@
 
 use super::responses::ErrorReply;
 use super::state::{IdentityNotFound, IdentityStore, Standing};
-use super::tokens::{MintedToken, TokenClaims, TokenError, TokenMinter};
+use super::tokens::{MintedToken, TokenClaims, TokenError, TokenMinter, unix_seconds};
 use super::validation::{self, ScopeField};
 use crate::acs::Scope;
 use crate::acs::model::{
@@ -159,7 +159,7 @@ impl IdentityService {
             .lifetime_override
             .unwrap_or(Duration::from_secs(u64::from(minutes) * 60));
         let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let iat = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
+        let iat = unix_seconds(now);
         // Round up so a token lives at least as long as asked.
         let expiry = since_epoch.saturating_add(lifetime);
         let exp = i64::try_from(expiry.as_secs() + u64::from(expiry.subsec_nanos() > 0))
@@ -187,18 +187,12 @@ impl IdentityService {
 /// A time as the service writes `lastTokenIssuedAt`: seven fractional digits, `+00:00`.
 fn format_service_time(at: SystemTime) -> String {
     let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seconds = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
-    let whole = jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::MAX);
+    let whole = jiff::Timestamp::from_second(unix_seconds(at)).unwrap_or(jiff::Timestamp::MAX);
     format!(
         "{}.{:07}+00:00",
         whole.strftime("%Y-%m-%dT%H:%M:%S"),
         since_epoch.subsec_nanos() / 100
     )
-}
-
-fn unix_seconds(at: SystemTime) -> i64 {
-    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

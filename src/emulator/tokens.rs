@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -142,6 +143,12 @@ impl TokenMinter {
         mac.update(signing_input.as_bytes());
         mac
     }
+}
+
+/// Whole seconds since the Unix epoch, as JWT time claims count; 0 before it.
+pub fn unix_seconds(at: SystemTime) -> i64 {
+    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 /// `expiresOn` as the service writes it: seven fractional digits and an explicit `+00:00`
