@@ -11,8 +11,7 @@
 
 use acs_identity_operator::acs::model::encode_identity_id;
 use acs_identity_operator::acs::{AccessKey, signing};
-use acs_identity_operator::emulator::throttle::ThrottleConfig;
-use acs_identity_operator::emulator::{EmulatorConfig, serve};
+use acs_identity_operator::emulator::{EmulatorConfig, ThrottleConfig, serve};
 use clap::Parser;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

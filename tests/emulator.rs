@@ -6,8 +6,7 @@ mod common;
 
 use acs_identity_operator::acs::model::SUPPORTED_API_VERSIONS;
 use acs_identity_operator::acs::{AccessKey, signing};
-use acs_identity_operator::emulator::throttle::ThrottleConfig;
-use acs_identity_operator::emulator::{EmulatorConfig, EmulatorHandle};
+use acs_identity_operator::emulator::{EmulatorConfig, EmulatorHandle, ThrottleConfig};
 use base64::Engine;
 use common::{Admin, TEST_KEY as KEY, start_emulator, test_ca};
 use serde_json::{Value, json};

@@ -4,8 +4,7 @@
 //! serves until SIGTERM or SIGINT, then exits 0. Logs go to stderr. See EMULATOR.md.
 
 use acs_identity_operator::acs::AccessKey;
-use acs_identity_operator::emulator::throttle::ThrottleConfig;
-use acs_identity_operator::emulator::{EmulatorConfig, TlsPem, serve};
+use acs_identity_operator::emulator::{EmulatorConfig, ThrottleConfig, TlsPem, serve};
 use clap::Parser;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;

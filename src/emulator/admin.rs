@@ -38,7 +38,7 @@
 //! Malformed admin requests answer `400 {"error":{"code":"BadRequest","message":"…"}}`.
 
 use super::faults::FaultSpec;
-use super::responses::{AcsError, HttpResponse, admin_json};
+use super::responses::{ErrorReply, HttpResponse, admin_json};
 use super::routes::AdminRoute;
 use super::service::{App, lock, parse_body};
 use super::throttle::ThrottleConfig;
@@ -84,7 +84,7 @@ pub(super) fn handle(app: &App, route: AdminRoute, body: &[u8]) -> HttpResponse 
     }
 }
 
-fn answer(app: &App, route: AdminRoute, body: &[u8]) -> Result<HttpResponse, AcsError> {
+fn answer(app: &App, route: AdminRoute, body: &[u8]) -> Result<HttpResponse, ErrorReply> {
     Ok(match route {
         AdminRoute::Health => admin_json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         AdminRoute::ListIdentities => {
@@ -155,6 +155,6 @@ fn faults_view(app: &App, status: StatusCode) -> HttpResponse {
     admin_json(status, &serde_json::json!({ "faults": pending }))
 }
 
-fn bad_request(reason: impl std::fmt::Display) -> AcsError {
-    AcsError::new(StatusCode::BAD_REQUEST, "BadRequest", reason.to_string())
+fn bad_request(reason: impl std::fmt::Display) -> ErrorReply {
+    ErrorReply::new(StatusCode::BAD_REQUEST, "BadRequest", reason.to_string())
 }

@@ -1,7 +1,16 @@
-//! HMAC-SHA256 verification of every data-plane request, accepting what each official SDK
-//! sends (PROTOCOL.md §2.3): `x-ms-date` or the older `date`, the signed headers in the order
-//! the client lists them, the request target exactly as received (`%3A` or `:`), and the host
-//! with or without its port (Java signs it without).
+//! HMAC-SHA256 verification of every data-plane request.
+//!
+//! A client signs `METHOD\n<path and query>\n<date>;<host>;<content hash>` with the access key.
+//! Each signed value closes a hole: the date (checked against a skew window) keeps a captured
+//! request from being replayed later, the host ties the signature to this resource, and
+//! `x-ms-content-sha256`, the SHA-256 of the body, ties it to the body. No other header is
+//! signed, so the rest (`User-Agent`, `x-ms-client-request-id`, …) never affects the check.
+//!
+//! The official SDKs agree on that scheme but not on the details, and all of them must pass:
+//! the date comes in `x-ms-date` or, from older SDKs, in `date`; the signed headers are taken in
+//! the order the client lists them; the target is the one received, byte for byte (most SDKs
+//! send `%3A` in identity ids, Python's aiohttp transport sends `:`); and the host is tried with
+//! and without its port, because the Java SDK signs it without.
 
 use crate::acs::AccessKey;
 use crate::acs::signing::{content_hash, parse_authorization, signature_matches, string_to_sign};
@@ -271,7 +280,8 @@ mod tests {
         assert_eq!(check(&sdk_headers(), TARGET, BODY), Ok(()));
     }
 
-    /// Requests the official SDKs sent (recordings/captured/*-over-http.jsonl), verbatim.
+    /// Requests as the Python and JS SDKs sent them to this emulator over plain HTTP: target,
+    /// host, date, body and signature verbatim.
     #[test]
     fn accepts_requests_captured_from_the_python_and_js_sdks() {
         let id = "8%3Aacs%3A00000000-0000-0000-0000-000000000000";

@@ -1,7 +1,11 @@
-//! The emulator's Entra ID side: the token endpoint a workload identity calls
-//! (`POST /{tenant}/oauth2/v2.0/token`, client credentials with a federated `client_assertion`,
-//! PROTOCOL.md §3.1), and the check of the bearer tokens it issued when they come back on the
-//! ACS endpoints.
+//! The emulator's Entra ID side: the token endpoint a workload identity calls, and the check of
+//! the bearer tokens it issued when they come back on the ACS endpoints.
+//!
+//! The request is the one every SDK's workload identity credential (and the `azure_identity`
+//! crate) sends: `POST {authority}/{tenant}/oauth2/v2.0/token`, form-encoded, a client
+//! credentials grant whose `client_assertion` is the projected service-account token read
+//! from `AZURE_FEDERATED_TOKEN_FILE`, for the scope `https://communication.azure.com//.default`
+//! (the double slash is how the SDKs write ACS's resource followed by `/.default`).
 //!
 //! Issued tokens are JWT-shaped and signed with a secret of this emulator instance (not the
 //! one of ACS user tokens), carrying `aud` = `https://communication.azure.com`, `tid`,
@@ -11,7 +15,8 @@
 //! `error_codes`, …); codes follow Entra's documentation, the wording is the emulator's.
 
 use super::responses::HttpResponse;
-use super::tokens::{TokenError, TokenMinter};
+use super::tls::Transport;
+use super::tokens::{TokenError, TokenMinter, unix_seconds};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use bytes::Bytes;
@@ -20,7 +25,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue, PRAGMA}
 use hyper::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// The name under which token requests are counted in the admin stats.
 pub const OPERATION: &str = "entraToken";
@@ -315,10 +320,10 @@ impl EntraService {
     pub fn verify_bearer(
         &self,
         token: &str,
-        tls: bool,
+        transport: Transport,
         now: SystemTime,
     ) -> Result<EntraClaims, BearerError> {
-        if !tls {
+        if transport != Transport::Tls {
             return Err(BearerError::NotTls);
         }
         let claims: EntraClaims = self.minter.verify(token).map_err(|e| match e {
@@ -390,11 +395,6 @@ fn is_jwt_shaped(assertion: &str) -> bool {
     parts.len() == 3 && json_object(parts[0]) && json_object(parts[1]) && !parts[2].is_empty()
 }
 
-fn unix_seconds(now: SystemTime) -> i64 {
-    now.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// Entra's answers: JSON with a charset, never cached.
 fn json_response(status: StatusCode, body: &impl Serialize) -> HttpResponse {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
@@ -420,7 +420,8 @@ mod tests {
 
     const TENANT: &str = "11111111-2222-3333-4444-555555555555";
     const CLIENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
-    /// The body azure-identity-python 1.27.0 sent (recordings/captured), trailing `%0A` included.
+    /// A body as azure-identity (Python) 1.27.0 sends it: the token file verbatim, so its
+    /// trailing newline arrives as `%0A`.
     const CAPTURED: &str = "client_assertion=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDpvcGVyYXRvciJ9.sig%0A&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_id=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee&grant_type=client_credentials&scope=https%3A%2F%2Fcommunication.azure.com%2F%2F.default";
 
     fn form_headers() -> HeaderMap {
@@ -460,7 +461,7 @@ mod tests {
         assert_eq!(body["ext_expires_in"], 3599);
         let token = body["access_token"].as_str().unwrap();
         let claims = service
-            .verify_bearer(token, true, SystemTime::now())
+            .verify_bearer(token, Transport::Tls, SystemTime::now())
             .unwrap();
         assert_eq!(claims.aud, ACS_AUDIENCE);
         assert_eq!(claims.tid, TENANT);
@@ -580,37 +581,38 @@ mod tests {
 
     #[test]
     fn bearer_tokens_are_checked_for_issuer_audience_and_time() {
+        use Transport::{PlainHttp, Tls};
         let service = EntraService::new(EntraConfig::default());
         let now = SystemTime::now();
         let t = unix_seconds(now);
         let good = service.sign(&claims(ACS_AUDIENCE, t, t + 60));
-        assert!(service.verify_bearer(&good, true, now).is_ok());
+        assert!(service.verify_bearer(&good, Tls, now).is_ok());
         let cases = [
-            (good.clone(), false, BearerError::NotTls),
-            ("eyJ.eyJ.x".to_string(), true, BearerError::Malformed),
+            (good.clone(), PlainHttp, BearerError::NotTls),
+            ("eyJ.eyJ.x".to_string(), Tls, BearerError::Malformed),
             (
                 EntraService::new(EntraConfig::default()).sign(&claims(ACS_AUDIENCE, t, t + 60)),
-                true,
+                Tls,
                 BearerError::Foreign,
             ),
             (
                 service.sign(&claims("https://vault.azure.net", t, t + 60)),
-                true,
+                Tls,
                 BearerError::WrongAudience,
             ),
             (
                 service.sign(&claims(ACS_AUDIENCE, t - 60, t)),
-                true,
+                Tls,
                 BearerError::Expired,
             ),
             (
                 service.sign(&claims(ACS_AUDIENCE, t + 60, t + 120)),
-                true,
+                Tls,
                 BearerError::NotYetValid,
             ),
         ];
-        for (token, tls, expected) in cases {
-            assert_eq!(service.verify_bearer(&token, tls, now), Err(expected));
+        for (token, transport, expected) in cases {
+            assert_eq!(service.verify_bearer(&token, transport, now), Err(expected));
         }
     }
 

@@ -6,9 +6,9 @@
 //! asked for), and the answer's identity shows `customId` and `lastTokenIssuedAt`. GA versions
 //! do not know the field and ignore it, as they ignore any unknown field.
 
-use super::responses::AcsError;
+use super::responses::ErrorReply;
 use super::state::{IdentityNotFound, IdentityStore, Standing};
-use super::tokens::{MintedToken, TokenClaims, TokenError, TokenMinter};
+use super::tokens::{MintedToken, TokenClaims, TokenError, TokenMinter, unix_seconds};
 use super::validation::{self, ScopeField};
 use crate::acs::Scope;
 use crate::acs::model::{
@@ -63,7 +63,7 @@ impl IdentityService {
         version: &str,
         body: &CreateIdentityRequest,
         now: SystemTime,
-    ) -> Result<CreateIdentityResponse, AcsError> {
+    ) -> Result<CreateIdentityResponse, ErrorReply> {
         let minutes = validation::lifetime_minutes(body.expires_in_minutes, version)?;
         let scopes = body
             .create_token_with_scopes
@@ -108,24 +108,24 @@ impl IdentityService {
         id: &str,
         body: &IssueTokenRequest,
         now: SystemTime,
-    ) -> Result<AccessTokenBody, AcsError> {
+    ) -> Result<AccessTokenBody, ErrorReply> {
         let scopes = validation::required_scopes(body.scopes.as_deref(), version)?;
         let minutes = validation::lifetime_minutes(body.expires_in_minutes, version)?;
         self.mint(id, &scopes, minutes, now)
     }
 
     /// `POST /identities/{id}/:revokeAccessTokens`.
-    pub fn revoke(&self, id: &str) -> Result<(), AcsError> {
+    pub fn revoke(&self, id: &str) -> Result<(), ErrorReply> {
         self.store
             .revoke(id)
-            .map_err(|_| AcsError::identity_not_found(id))
+            .map_err(|_| ErrorReply::identity_not_found(id))
     }
 
     /// `DELETE /identities/{id}`.
-    pub fn delete(&self, id: &str) -> Result<(), AcsError> {
+    pub fn delete(&self, id: &str) -> Result<(), ErrorReply> {
         self.store
             .delete(id)
-            .map_err(|_| AcsError::identity_not_found(id))
+            .map_err(|_| ErrorReply::identity_not_found(id))
     }
 
     /// Whether a token would be honoured now, and if not, why.
@@ -150,16 +150,16 @@ impl IdentityService {
         scopes: &[Scope],
         minutes: u32,
         now: SystemTime,
-    ) -> Result<AccessTokenBody, AcsError> {
+    ) -> Result<AccessTokenBody, ErrorReply> {
         let seq = self
             .store
             .issue_token(id, now)
-            .map_err(|IdentityNotFound| AcsError::identity_not_found(id))?;
+            .map_err(|IdentityNotFound| ErrorReply::identity_not_found(id))?;
         let lifetime = self
             .lifetime_override
             .unwrap_or(Duration::from_secs(u64::from(minutes) * 60));
         let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let iat = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
+        let iat = unix_seconds(now);
         // Round up so a token lives at least as long as asked.
         let expiry = since_epoch.saturating_add(lifetime);
         let exp = i64::try_from(expiry.as_secs() + u64::from(expiry.subsec_nanos() > 0))
@@ -187,18 +187,12 @@ impl IdentityService {
 /// A time as the service writes `lastTokenIssuedAt`: seven fractional digits, `+00:00`.
 fn format_service_time(at: SystemTime) -> String {
     let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seconds = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
-    let whole = jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::MAX);
+    let whole = jiff::Timestamp::from_second(unix_seconds(at)).unwrap_or(jiff::Timestamp::MAX);
     format!(
         "{}.{:07}+00:00",
         whole.strftime("%Y-%m-%dT%H:%M:%S"),
         since_epoch.subsec_nanos() / 100
     )
-}
-
-fn unix_seconds(at: SystemTime) -> i64 {
-    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

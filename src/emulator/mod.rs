@@ -5,9 +5,12 @@
 //! delete identity for the api-versions in [`crate::acs::model::SUPPORTED_API_VERSIONS`] (the
 //! previews among them with an idempotent create per `customId`),
 //! verifies the HMAC signature of every request against its access key (or, over TLS, a bearer
-//! token from its own Entra ID token endpoint, [`entra`]), mints JWT-shaped tokens, throttles
-//! like the service, and offers an admin API ([`admin`]) to inspect state, inject faults and
-//! read counters. `EMULATOR.md` at the repository root is the user guide.
+//! token from its own Entra ID token endpoint), mints JWT-shaped tokens, throttles like the
+//! service, and offers an admin API to inspect state, inject faults and read counters.
+//! `EMULATOR.md` at the repository root is the user guide.
+//!
+//! The public surface is [`serve`], which takes an [`EmulatorConfig`] and returns an
+//! [`EmulatorHandle`], and the types those name; how a request is served stays inside.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,25 +24,31 @@
 //! # Ok(()) }
 //! ```
 
-pub mod admin;
-pub mod auth;
-pub mod entra;
-pub mod faults;
-pub mod identity_api;
-pub mod operation;
-pub mod responses;
-pub mod routes;
+// Everything below is the emulator's own; what callers need is re-exported here.
+mod admin;
+mod auth;
+mod entra;
+mod faults;
+mod identity_api;
+mod operation;
+mod responses;
+mod routes;
 mod server;
-pub mod service;
-pub mod state;
-pub mod stats;
-pub mod throttle;
-pub mod tls;
-pub mod tokens;
-pub mod validation;
+mod service;
+mod state;
+mod stats;
+mod throttle;
+mod tls;
+mod tokens;
+mod validation;
+
+pub use entra::EntraConfig;
+pub use operation::UnknownOperation;
+pub use throttle::{ThrottleConfig, ThrottleConfigError};
+pub use tls::{TlsError, TlsPem};
 
 use crate::acs::{AccessKey, ConnectionString};
-use entra::{EntraConfig, EntraService};
+use entra::EntraService;
 use faults::FaultPlan;
 use identity_api::IdentityService;
 use service::App;
@@ -48,15 +57,13 @@ use stats::RequestStats;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use throttle::{Throttle, ThrottleConfig};
+use throttle::Throttle;
+use tls::Transport;
 use tokens::TokenMinter;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use url::Url;
-
-pub use operation::Operation;
-pub use tls::TlsPem;
 
 /// How to run an emulator.
 #[derive(Debug, Clone)]
@@ -96,14 +103,15 @@ impl EmulatorConfig {
     }
 }
 
+/// Why [`serve`] could not start an emulator.
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {
     #[error("TLS setup failed: {0}")]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] TlsError),
     #[error("cannot read the listener's address: {0}")]
     Listener(#[from] std::io::Error),
     #[error("invalid throttle configuration: {0}")]
-    Throttle(#[from] throttle::ThrottleConfigError),
+    Throttle(#[from] ThrottleConfigError),
 }
 
 /// A running emulator. Dropping the handle stops it too.
@@ -121,6 +129,7 @@ impl EmulatorHandle {
         self.local_addr
     }
 
+    /// The endpoint clients use: `public_endpoint` if configured, else derived from the address.
     pub fn endpoint(&self) -> &Url {
         &self.connection_string.endpoint
     }
@@ -151,12 +160,13 @@ pub async fn serve(
     listener: TcpListener,
 ) -> Result<EmulatorHandle, EmulatorError> {
     let local_addr = listener.local_addr()?;
+    let transport = Transport::of(config.tls.as_ref());
     let acceptor = config.tls.as_ref().map(TlsPem::acceptor).transpose()?;
     let throttle = config.throttle.clone().normalized()?;
     let endpoint = config
         .public_endpoint
         .clone()
-        .unwrap_or_else(|| derived_endpoint(local_addr, acceptor.is_some()));
+        .unwrap_or_else(|| derived_endpoint(local_addr, transport));
     let resource_id = config
         .resource_id
         .clone()
@@ -172,11 +182,11 @@ pub async fn serve(
         throttle: Mutex::new(Throttle::new(throttle)),
         faults: Mutex::new(FaultPlan::default()),
         stats: RequestStats::default(),
-        scheme: if acceptor.is_some() { "https" } else { "http" },
+        transport,
     });
     let (shutdown, stop) = watch::channel(false);
     let task = tokio::spawn(server::run(listener, acceptor, app, stop));
-    tracing::info!(%endpoint, tls = config.tls.is_some(), "ACS emulator listening");
+    tracing::info!(%endpoint, tls = (transport == Transport::Tls), "ACS emulator listening");
     Ok(EmulatorHandle {
         local_addr,
         connection_string: ConnectionString {
@@ -192,17 +202,17 @@ pub async fn serve(
 /// `https://localhost:PORT/`: certificates for local use name `localhost` (and usually
 /// 127.0.0.1 too), and the SDKs sign whatever host the endpoint names. Without TLS it is the
 /// numeric address (`http://127.0.0.1:PORT/`), which needs no name resolution.
-pub fn derived_endpoint(addr: SocketAddr, tls: bool) -> Url {
+fn derived_endpoint(addr: SocketAddr, transport: Transport) -> Url {
     let port = addr.port();
     let ip = addr.ip();
-    let host = match (tls, ip) {
-        (true, ip) if ip.is_loopback() || ip.is_unspecified() => "localhost".to_string(),
-        (false, IpAddr::V4(v4)) if v4.is_unspecified() => "127.0.0.1".to_string(),
-        (false, IpAddr::V6(v6)) if v6.is_unspecified() => "[::1]".to_string(),
+    let host = match (transport, ip) {
+        (Transport::Tls, ip) if ip.is_loopback() || ip.is_unspecified() => "localhost".to_string(),
+        (Transport::PlainHttp, IpAddr::V4(v4)) if v4.is_unspecified() => "127.0.0.1".to_string(),
+        (Transport::PlainHttp, IpAddr::V6(v6)) if v6.is_unspecified() => "[::1]".to_string(),
         (_, IpAddr::V4(v4)) => v4.to_string(),
         (_, IpAddr::V6(v6)) => format!("[{v6}]"),
     };
-    let scheme = if tls { "https" } else { "http" };
+    let scheme = transport.scheme();
     // Built from an IP address or "localhost" and a port: always a valid URL.
     Url::parse(&format!("{scheme}://{host}:{port}/")).expect("valid endpoint URL")
 }
@@ -213,22 +223,27 @@ mod tests {
 
     #[test]
     fn endpoints_for_each_kind_of_listen_address() {
+        use Transport::{PlainHttp, Tls};
         let cases = [
-            ("127.0.0.1:8443", true, "https://localhost:8443/"),
-            ("0.0.0.0:8443", true, "https://localhost:8443/"),
-            ("[::1]:8443", true, "https://localhost:8443/"),
-            ("192.0.2.7:8443", true, "https://192.0.2.7:8443/"),
-            ("127.0.0.1:8080", false, "http://127.0.0.1:8080/"),
-            ("0.0.0.0:8080", false, "http://127.0.0.1:8080/"),
-            ("[::]:8080", false, "http://[::1]:8080/"),
-            ("[2001:db8::1]:8080", false, "http://[2001:db8::1]:8080/"),
+            ("127.0.0.1:8443", Tls, "https://localhost:8443/"),
+            ("0.0.0.0:8443", Tls, "https://localhost:8443/"),
+            ("[::1]:8443", Tls, "https://localhost:8443/"),
+            ("192.0.2.7:8443", Tls, "https://192.0.2.7:8443/"),
+            ("127.0.0.1:8080", PlainHttp, "http://127.0.0.1:8080/"),
+            ("0.0.0.0:8080", PlainHttp, "http://127.0.0.1:8080/"),
+            ("[::]:8080", PlainHttp, "http://[::1]:8080/"),
+            (
+                "[2001:db8::1]:8080",
+                PlainHttp,
+                "http://[2001:db8::1]:8080/",
+            ),
         ];
-        for (addr, tls, expected) in cases {
+        for (addr, transport, expected) in cases {
             let addr: SocketAddr = addr.parse().unwrap();
             assert_eq!(
-                derived_endpoint(addr, tls).as_str(),
+                derived_endpoint(addr, transport).as_str(),
                 expected,
-                "{addr} {tls}"
+                "{addr} {transport:?}"
             );
         }
     }

@@ -15,9 +15,11 @@ pub type HttpResponse = Response<Full<Bytes>>;
 const JSON_UTF8: &str = "application/json; charset=utf-8";
 const JSON: &str = "application/json";
 
-/// An error answer in the service's shape.
+/// An error the emulator answers with, in the service's shape (status, `error.code`,
+/// `error.message`, optional `error.target` and `Retry-After`). Not the client's
+/// [`crate::acs::AcsError`], which is what a client makes of such an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AcsError {
+pub struct ErrorReply {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
@@ -25,7 +27,7 @@ pub struct AcsError {
     pub retry_after_seconds: Option<u64>,
 }
 
-impl AcsError {
+impl ErrorReply {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
@@ -65,8 +67,8 @@ impl AcsError {
         Self::new(StatusCode::UNAUTHORIZED, "Denied", reason.to_string())
     }
 
-    /// 404 for an unknown or deleted identity. Code and message chosen by the emulator: the
-    /// service's body for this case is not recorded anywhere (PROTOCOL.md §7).
+    /// 404 for an unknown or deleted identity. Code and message chosen by the emulator: neither
+    /// the service's documentation nor any captured answer shows the service's body here.
     pub fn identity_not_found(id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -109,7 +111,7 @@ impl AcsError {
     }
 }
 
-impl std::fmt::Display for AcsError {
+impl std::fmt::Display for ErrorReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
@@ -194,7 +196,7 @@ mod tests {
 
     #[tokio::test]
     async fn error_body_has_the_service_shape() {
-        let error = AcsError::validation(
+        let error = ErrorReply::validation(
             "ExpiresInMinutes value 59 is invalid. Value must be within the [60, 1440] interval.",
             "ExpiresInMinutes",
         );
@@ -213,7 +215,7 @@ mod tests {
 
     #[tokio::test]
     async fn target_is_omitted_when_absent_and_retry_after_is_a_header() {
-        let response = AcsError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "slow")
+        let response = ErrorReply::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "slow")
             .with_retry_after(Some(7))
             .to_response();
         assert_eq!(response.headers()[RETRY_AFTER], "7");

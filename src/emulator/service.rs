@@ -12,10 +12,11 @@ use super::entra::{self, EntraService};
 use super::faults::{Fault, FaultPlan};
 use super::identity_api::IdentityService;
 use super::operation::Operation;
-use super::responses::{self, AcsError, HttpResponse};
+use super::responses::{self, ErrorReply, HttpResponse};
 use super::routes::{self, AcsRoute, Route};
 use super::stats::{RequestStats, UNROUTED};
-use super::throttle::{Admission, Throttle, retry_after_seconds};
+use super::throttle::{Throttle, ThrottleDecision, retry_after_seconds};
+use super::tls::Transport;
 use super::validation;
 use crate::acs::model::{CreateIdentityRequest, IssueTokenRequest};
 use bytes::Bytes;
@@ -40,14 +41,14 @@ pub struct App {
     pub(super) throttle: Mutex<Throttle>,
     pub(super) faults: Mutex<FaultPlan>,
     pub(super) stats: RequestStats,
-    /// `https` or `http`, for the URI quoted in api-version errors.
-    pub(super) scheme: &'static str,
+    /// Over TLS or not: the scheme of quoted URIs and token issuers; bearer tokens need TLS.
+    pub(super) transport: Transport,
 }
 
 /// A data-plane request with its body parsed (or the reason it could not be).
 enum Call {
-    Create(Result<CreateIdentityRequest, AcsError>),
-    IssueToken(String, Result<IssueTokenRequest, AcsError>),
+    Create(Result<CreateIdentityRequest, ErrorReply>),
+    IssueToken(String, Result<IssueTokenRequest, ErrorReply>),
     Revoke(String),
     Delete(String),
 }
@@ -104,7 +105,7 @@ impl App {
                 response
             }
             Route::NotFound => {
-                let error = AcsError::route_not_found(parts.method.as_str(), parts.uri.path());
+                let error = ErrorReply::route_not_found(parts.method.as_str(), parts.uri.path());
                 self.finish(UNROUTED, error.to_response(), &parts, started)
             }
             Route::Acs(route) => {
@@ -124,7 +125,7 @@ impl App {
         call: Call,
         parts: &Parts,
         body: &[u8],
-    ) -> Result<HttpResponse, AcsError> {
+    ) -> Result<HttpResponse, ErrorReply> {
         let operation = call.operation();
         let fault = lock(&self.faults).take(operation);
         match fault {
@@ -147,7 +148,7 @@ impl App {
         call: Call,
         parts: &Parts,
         body: &[u8],
-    ) -> Result<HttpResponse, AcsError> {
+    ) -> Result<HttpResponse, ErrorReply> {
         let operation = call.operation();
         let target = parts
             .uri
@@ -162,15 +163,15 @@ impl App {
         };
         if let Err(reason) = self.authenticate(&signed, SystemTime::now()) {
             tracing::info!(operation = operation.as_str(), %reason, "request denied");
-            return Err(AcsError::denied(reason));
+            return Err(ErrorReply::denied(reason));
         }
         let requested = routes::api_version(parts.uri.query());
         let version = validation::api_version(requested.as_deref(), &self.request_uri(parts))?;
-        if let Admission::Throttled { retry_after } =
+        if let ThrottleDecision::Throttled { retry_after } =
             lock(&self.throttle).admit(operation, Instant::now())
         {
             let seconds = retry_after_seconds(retry_after);
-            return Err(AcsError::new(
+            return Err(ErrorReply::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequests",
                 format!(
@@ -207,8 +208,7 @@ impl App {
     fn authenticate(&self, request: &SignedRequest<'_>, now: SystemTime) -> Result<(), AuthError> {
         match bearer_token(request.headers) {
             Some(token) => {
-                let tls = self.scheme == "https";
-                let claims = self.entra.verify_bearer(token, tls, now)?;
+                let claims = self.entra.verify_bearer(token, self.transport, now)?;
                 tracing::debug!(tenant = %claims.tid, client = %claims.appid, "bearer accepted");
                 Ok(())
             }
@@ -224,7 +224,7 @@ impl App {
             .and_then(|h| h.to_str().ok())
             .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .unwrap_or("localhost");
-        format!("{}://{host}", self.scheme)
+        format!("{}://{host}", self.transport.scheme())
     }
 
     fn request_uri(&self, parts: &Parts) -> String {
@@ -263,7 +263,7 @@ impl App {
 }
 
 /// An injected fault: waits, then answers its status if it has one.
-async fn apply_fault(fault: Fault) -> Result<(), AcsError> {
+async fn apply_fault(fault: Fault) -> Result<(), ErrorReply> {
     if let Some(delay) = fault.delay {
         tokio::time::sleep(delay).await;
     }
@@ -277,7 +277,7 @@ async fn apply_fault(fault: Fault) -> Result<(), AcsError> {
         StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
         _ => "InjectedFault",
     };
-    Err(AcsError::new(
+    Err(ErrorReply::new(
         status,
         code,
         "Fault injected through the emulator admin API.",
@@ -290,7 +290,7 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn read_body<B>(body: B) -> Result<Bytes, AcsError>
+async fn read_body<B>(body: B) -> Result<Bytes, ErrorReply>
 where
     B: Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -298,9 +298,9 @@ where
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(AcsError::body_too_large(MAX_BODY_BYTES))
+            Err(ErrorReply::body_too_large(MAX_BODY_BYTES))
         }
-        Err(error) => Err(AcsError::new(
+        Err(error) => Err(ErrorReply::new(
             StatusCode::BAD_REQUEST,
             "InvalidRequestBody",
             format!("The request body could not be read: {error}"),
@@ -309,18 +309,18 @@ where
 }
 
 /// An empty body (the SDKs send `Content-Length: 0` on create) or JSON `null` reads as `{}`.
-pub(super) fn parse_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, AcsError> {
+pub(super) fn parse_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ErrorReply> {
     let text = body.trim_ascii();
     if text.is_empty() {
         return Ok(T::default());
     }
     // serde would also read a struct from a JSON array; the service takes objects only.
     if text.first() == Some(&b'[') {
-        return Err(AcsError::malformed_body("expected a JSON object"));
+        return Err(ErrorReply::malformed_body("expected a JSON object"));
     }
     serde_json::from_slice::<Option<T>>(text)
         .map(Option::unwrap_or_default)
-        .map_err(AcsError::malformed_body)
+        .map_err(ErrorReply::malformed_body)
 }
 
 #[cfg(test)]

@@ -1,7 +1,14 @@
-//! ACS throttling: each operation may be called a limited number of times per fixed window
-//! (30 s, limits from PROTOCOL.md §4); calls over the limit are refused with 429 and a
-//! `Retry-After` of the seconds left in the window. Time is passed in, so the windows are
-//! tested without sleeping.
+//! ACS throttling: each operation may be called a limited number of times per fixed window;
+//! calls over the limit are refused with 429 and a `Retry-After` of the seconds left in the
+//! window. Time is passed in, so the windows are tested without sleeping.
+//!
+//! The defaults are the limits Microsoft publishes for the Identity API in the ACS
+//! service-limits documentation
+//! (<https://learn.microsoft.com/azure/communication-services/concepts/service-limits>), kept in
+//! [`crate::acs::Operation::acs_limit`]: per 30 s, 1000 creates, 1000 creates with a first
+//! token (the page's `createUserAndToken`), 1000 token issues, 500 revocations and 500
+//! deletes, each operation counted on its own. The page does not say whether a limit is per
+//! resource or per subscription; the emulator is one resource, so its limits are its own.
 
 use super::operation::Operation;
 use serde::{Deserialize, Serialize};
@@ -77,7 +84,7 @@ impl ThrottleConfig {
     }
 
     /// Checks names and the window; fills in defaults for operations not named.
-    pub fn normalized(mut self) -> Result<Self, ThrottleConfigError> {
+    pub(super) fn normalized(mut self) -> Result<Self, ThrottleConfigError> {
         if self.window_seconds == 0 {
             return Err(ThrottleConfigError::ZeroWindow);
         }
@@ -98,8 +105,10 @@ impl ThrottleConfig {
     }
 }
 
+/// Whether the emulator serves a call or answers it 429. Unlike the client's
+/// [`crate::acs::Admission`], nothing waits: a throttled call is refused at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub enum ThrottleDecision {
     Admitted,
     Throttled { retry_after: Duration },
 }
@@ -136,9 +145,9 @@ impl Throttle {
     }
 
     /// Counts one call of `op` at `now`, or refuses it.
-    pub fn admit(&mut self, op: Operation, now: Instant) -> Admission {
+    pub fn admit(&mut self, op: Operation, now: Instant) -> ThrottleDecision {
         if !self.config.enabled {
-            return Admission::Admitted;
+            return ThrottleDecision::Admitted;
         }
         let length = Duration::from_secs(self.config.window_seconds.max(1));
         let limit = self.config.limit(op);
@@ -155,10 +164,10 @@ impl Throttle {
         }
         if window.used < limit {
             window.used += 1;
-            return Admission::Admitted;
+            return ThrottleDecision::Admitted;
         }
         let left = length.saturating_sub(now.saturating_duration_since(window.start));
-        Admission::Throttled { retry_after: left }
+        ThrottleDecision::Throttled { retry_after: left }
     }
 }
 
@@ -184,13 +193,13 @@ mod tests {
             let at = t0 + Duration::from_secs(i);
             assert_eq!(
                 throttle.admit(Operation::IssueToken, at),
-                Admission::Admitted
+                ThrottleDecision::Admitted
             );
         }
         let at = t0 + Duration::from_millis(10_500);
         assert_eq!(
             throttle.admit(Operation::IssueToken, at),
-            Admission::Throttled {
+            ThrottleDecision::Throttled {
                 retry_after: Duration::from_millis(19_500)
             }
         );
@@ -202,17 +211,17 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(
             throttle.admit(Operation::RevokeTokens, t0),
-            Admission::Admitted
+            ThrottleDecision::Admitted
         );
         let almost = t0 + Duration::from_millis(29_999);
         assert!(matches!(
             throttle.admit(Operation::RevokeTokens, almost),
-            Admission::Throttled { .. }
+            ThrottleDecision::Throttled { .. }
         ));
         let next = t0 + DEFAULT_WINDOW;
         assert_eq!(
             throttle.admit(Operation::RevokeTokens, next),
-            Admission::Admitted
+            ThrottleDecision::Admitted
         );
     }
 
@@ -222,19 +231,19 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(
             throttle.admit(Operation::CreateIdentity, t0),
-            Admission::Admitted
+            ThrottleDecision::Admitted
         );
         assert_eq!(
             throttle.admit(Operation::CreateIdentityWithToken, t0),
-            Admission::Admitted
+            ThrottleDecision::Admitted
         );
         assert!(matches!(
             throttle.admit(Operation::CreateIdentity, t0),
-            Admission::Throttled { .. }
+            ThrottleDecision::Throttled { .. }
         ));
         assert_eq!(
             throttle.admit(Operation::IssueToken, t0),
-            Admission::Admitted
+            ThrottleDecision::Admitted
         );
     }
 
@@ -243,11 +252,11 @@ mod tests {
         let mut throttle = Throttle::new(ThrottleConfig::default());
         let t0 = Instant::now();
         let admitted = (0..1200)
-            .filter(|_| throttle.admit(Operation::DeleteIdentity, t0) == Admission::Admitted)
+            .filter(|_| throttle.admit(Operation::DeleteIdentity, t0) == ThrottleDecision::Admitted)
             .count();
         assert_eq!(admitted, 500);
         let admitted = (0..1200)
-            .filter(|_| throttle.admit(Operation::IssueToken, t0) == Admission::Admitted)
+            .filter(|_| throttle.admit(Operation::IssueToken, t0) == ThrottleDecision::Admitted)
             .count();
         assert_eq!(admitted, 1000);
     }
@@ -258,13 +267,13 @@ mod tests {
         let t0 = Instant::now();
         assert!(matches!(
             throttle.admit(Operation::IssueToken, t0),
-            Admission::Throttled { .. }
+            ThrottleDecision::Throttled { .. }
         ));
         throttle.reconfigure(ThrottleConfig::off());
         for _ in 0..5000 {
             assert_eq!(
                 throttle.admit(Operation::IssueToken, t0),
-                Admission::Admitted
+                ThrottleDecision::Admitted
             );
         }
     }

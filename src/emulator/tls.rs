@@ -1,5 +1,5 @@
 //! TLS for the emulator: a certificate chain and key in PEM, served with rustls on the `ring`
-//! provider, HTTP/2 and HTTP/1.1 offered by ALPN.
+//! provider, HTTP/2 and HTTP/1.1 offered by ALPN; and [`Transport`], whether it is served at all.
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
@@ -8,6 +8,32 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
+
+/// How clients reach the emulator. Decided once from the configuration (a [`TlsPem`] given or
+/// not) and asked wherever the scheme matters: the advertised endpoint, the URIs quoted in
+/// answers, and bearer tokens, which are refused over plain HTTP as the SDKs refuse to send them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    PlainHttp,
+    Tls,
+}
+
+impl Transport {
+    pub fn of(tls: Option<&TlsPem>) -> Self {
+        match tls {
+            Some(_) => Transport::Tls,
+            None => Transport::PlainHttp,
+        }
+    }
+
+    /// The URL scheme clients use: `https` or `http`.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Transport::PlainHttp => "http",
+            Transport::Tls => "https",
+        }
+    }
+}
 
 /// A server certificate chain (leaf first) and its private key, both PEM.
 #[derive(Clone)]

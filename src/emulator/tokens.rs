@@ -3,9 +3,11 @@
 //! ([`TokenClaims`]) and the Entra bearer tokens ([`super::entra`]) use one minter each, so a
 //! token of one kind never passes as the other.
 //!
-//! The official SDKs read `exp` from the payload, and Python decodes it with the *standard*
-//! base64 alphabet (PROTOCOL.md §1.5). The payload is therefore kept pure ASCII without `>`,
-//! `?` and `~`: for such bytes base64url and standard base64 produce the same text.
+//! The official SDKs read `exp` from the payload although tokens are meant to be opaque, and the
+//! Python SDK decodes it with `base64.b64decode`: the *standard* alphabet, which skips the
+//! `-` and `_` of base64url instead of failing, so a payload holding them decodes to garbage.
+//! The payload is therefore kept pure ASCII without `>`, `?` and `~`: for such bytes base64url
+//! and standard base64 produce the same text.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -15,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -140,6 +143,12 @@ impl TokenMinter {
         mac.update(signing_input.as_bytes());
         mac
     }
+}
+
+/// Whole seconds since the Unix epoch, as JWT time claims count; 0 before it.
+pub fn unix_seconds(at: SystemTime) -> i64 {
+    let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 /// `expiresOn` as the service writes it: seven fractional digits and an explicit `+00:00`

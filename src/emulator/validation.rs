@@ -2,7 +2,7 @@
 //! scopes each knows, and when `expiresInMinutes` is allowed and in what range. Pure
 //! functions answering the exact (or, where unrecorded, the emulator's) error.
 
-use super::responses::AcsError;
+use super::responses::ErrorReply;
 use crate::acs::Scope;
 use crate::acs::model::{
     MAX_TOKEN_LIFETIME_MINUTES, MIN_TOKEN_LIFETIME_MINUTES, SUPPORTED_API_VERSIONS,
@@ -32,9 +32,9 @@ impl ScopeField {
 
 /// A supported api-version, or the 400 the service gives for others. `request_uri` is the
 /// scheme, authority and path, as the service quotes it.
-pub fn api_version(requested: Option<&str>, request_uri: &str) -> Result<&'static str, AcsError> {
+pub fn api_version(requested: Option<&str>, request_uri: &str) -> Result<&'static str, ErrorReply> {
     let Some(requested) = requested else {
-        return Err(AcsError::new(
+        return Err(ErrorReply::new(
             StatusCode::BAD_REQUEST,
             "MissingApiVersionParameter",
             "The api-version query parameter (?api-version=) is required for all requests.",
@@ -45,7 +45,7 @@ pub fn api_version(requested: Option<&str>, request_uri: &str) -> Result<&'stati
         .copied()
         .find(|v| *v == requested)
         .ok_or_else(|| {
-            AcsError::new(
+            ErrorReply::new(
                 StatusCode::BAD_REQUEST,
                 "UnsupportedApiVersion",
                 format!(
@@ -57,9 +57,9 @@ pub fn api_version(requested: Option<&str>, request_uri: &str) -> Result<&'stati
 
 /// The requested scopes, each known and available in `version`; an empty list is refused.
 /// Duplicates are dropped, order kept.
-pub fn scopes(raw: &[String], version: &str, field: ScopeField) -> Result<Vec<Scope>, AcsError> {
+pub fn scopes(raw: &[String], version: &str, field: ScopeField) -> Result<Vec<Scope>, ErrorReply> {
     if raw.is_empty() {
-        return Err(AcsError::validation(
+        return Err(ErrorReply::validation(
             format!("{}: At least one scope is required.", field.target()),
             field.target(),
         ));
@@ -69,7 +69,7 @@ pub fn scopes(raw: &[String], version: &str, field: ScopeField) -> Result<Vec<Sc
         let scope = match name.parse::<Scope>() {
             Ok(scope) if scope.since_api_version() <= version => scope,
             Ok(scope) => {
-                return Err(AcsError::validation(
+                return Err(ErrorReply::validation(
                     format!(
                         "Scope '{name}' is not supported in api-version '{version}'; it requires api-version '{}' or later.",
                         scope.since_api_version()
@@ -78,7 +78,7 @@ pub fn scopes(raw: &[String], version: &str, field: ScopeField) -> Result<Vec<Sc
                 ));
             }
             Err(_) => {
-                return Err(AcsError::validation(
+                return Err(ErrorReply::validation(
                     format!(
                         "Scope '{name}' is not valid. Valid scopes for api-version '{version}' are: {}.",
                         scopes_in(version).join(", ")
@@ -95,20 +95,20 @@ pub fn scopes(raw: &[String], version: &str, field: ScopeField) -> Result<Vec<Sc
 }
 
 /// `scopes` of `:issueAccessToken` is required.
-pub fn required_scopes(raw: Option<&[String]>, version: &str) -> Result<Vec<Scope>, AcsError> {
-    let raw =
-        raw.ok_or_else(|| AcsError::validation("Scopes: The Scopes field is required.", "Scopes"))?;
+pub fn required_scopes(raw: Option<&[String]>, version: &str) -> Result<Vec<Scope>, ErrorReply> {
+    let raw = raw
+        .ok_or_else(|| ErrorReply::validation("Scopes: The Scopes field is required.", "Scopes"))?;
     scopes(raw, version, ScopeField::Scopes)
 }
 
 /// The token lifetime in minutes: default 1440, `[60, 1440]` from 2022-10-01 on, refused on
 /// older versions (which have no such field).
-pub fn lifetime_minutes(raw: Option<i64>, version: &str) -> Result<u32, AcsError> {
+pub fn lifetime_minutes(raw: Option<i64>, version: &str) -> Result<u32, ErrorReply> {
     let Some(minutes) = raw else {
         return Ok(MAX_TOKEN_LIFETIME_MINUTES);
     };
     if version < LIFETIME_SINCE {
-        return Err(AcsError::validation(
+        return Err(ErrorReply::validation(
             format!(
                 "ExpiresInMinutes is not supported in api-version '{version}'; it requires api-version '{LIFETIME_SINCE}' or later."
             ),
@@ -117,7 +117,7 @@ pub fn lifetime_minutes(raw: Option<i64>, version: &str) -> Result<u32, AcsError
     }
     let range = i64::from(MIN_TOKEN_LIFETIME_MINUTES)..=i64::from(MAX_TOKEN_LIFETIME_MINUTES);
     if !range.contains(&minutes) {
-        return Err(AcsError::validation(
+        return Err(ErrorReply::validation(
             format!(
                 "ExpiresInMinutes value {minutes} is invalid. Value must be within the [{MIN_TOKEN_LIFETIME_MINUTES}, {MAX_TOKEN_LIFETIME_MINUTES}] interval."
             ),
@@ -130,9 +130,9 @@ pub fn lifetime_minutes(raw: Option<i64>, version: &str) -> Result<u32, AcsError
 
 /// A `customId` (preview versions): any non-empty string. The service's own rules for it are
 /// unrecorded; refusing the empty string is the emulator's choice.
-pub fn custom_id(raw: &str) -> Result<&str, AcsError> {
+pub fn custom_id(raw: &str) -> Result<&str, ErrorReply> {
     if raw.is_empty() {
-        return Err(AcsError::validation(
+        return Err(ErrorReply::validation(
             "CustomId: The CustomId field must not be empty.",
             "CustomId",
         ));
