@@ -112,6 +112,36 @@ pub struct Context {
 }
 
 impl Context {
+    fn new(
+        client: Client,
+        settings: &Settings,
+        connections: Connections,
+        identities: Store<AcsIdentity>,
+        token_secrets: Arc<secret_index::TokenSecretIndex>,
+        nudge: mpsc::UnboundedSender<ObjectRef<AcsIdentity>>,
+    ) -> Self {
+        Self {
+            events: events::Publisher::new(client.clone(), MANAGER, settings.instance.clone()),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: MANAGER.into(),
+                    instance: settings.instance.clone(),
+                },
+            ),
+            client,
+            connections,
+            identities,
+            token_secrets,
+            nudge,
+            api_failures: Mutex::default(),
+            on_reconciled: settings.on_reconciled.clone(),
+            idempotent_create: settings.idempotent_create,
+            metrics: settings.metrics.clone(),
+            statuses: Arc::default(),
+        }
+    }
+
     /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.
     pub async fn publish(&self, obj: &AcsIdentity, type_: EventType, reason: Reason, note: String) {
         let mut regarding = identity::object_ref(obj);
@@ -149,7 +179,10 @@ impl Context {
         namespace: &str,
         name: &str,
         written: Option<&str>,
-    ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
+    ) -> Option<(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        token_secret::OwnedKeys,
+    )> {
         self.token_secrets.at_version(namespace, name, written?)
     }
 
@@ -217,7 +250,6 @@ pub async fn run(client: Client, settings: Settings) {
     // (generation), annotations (refresh, skip-cleanup), finalizers and deletion (which bumps
     // the generation) do trigger.
     let (identity_reader, identity_writer) = reflector::store();
-    let statuses = Arc::new(status::WrittenStatuses::default());
     let identity_triggers = watcher(identities_api, watch_config.clone())
         .default_backoff()
         // managedFields and kubectl's copy of the last applied manifest are never read here
@@ -244,38 +276,26 @@ pub async fn run(client: Client, settings: Settings) {
     // here, owned by this function, and stop with the controllers.
     let limiter = settings.rate_limiter.clone();
     let (new_limiters, limiters) = mpsc::unbounded::<Arc<AcsRateLimiter>>();
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        connections: Connections::new(
-            client.clone(),
-            namespaced_ctrl.store(),
-            cluster_store.clone(),
-            settings.acs_timeout,
-            settings.workload_identity.clone(),
-            Box::new(move || {
-                let limiter = Arc::new(limiter());
-                let _ = new_limiters.unbounded_send(limiter.clone());
-                limiter
-            }),
-        ),
-        events: events::Publisher::new(client.clone(), MANAGER, settings.instance.clone()),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: MANAGER.into(),
-                instance: settings.instance.clone(),
-            },
-        ),
-        identities: identity_ctrl.store(),
+    let connections = Connections::new(
+        client.clone(),
+        namespaced_ctrl.store(),
+        cluster_store.clone(),
+        settings.acs_timeout,
+        settings.workload_identity.clone(),
+        Box::new(move || {
+            let limiter = Arc::new(limiter());
+            let _ = new_limiters.unbounded_send(limiter.clone());
+            limiter
+        }),
+    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        &settings,
+        connections,
+        identity_ctrl.store(),
         token_secrets,
         nudge,
-        api_failures: Mutex::default(),
-        on_reconciled: settings.on_reconciled.clone(),
-        idempotent_create: settings.idempotent_create,
-        metrics: settings.metrics.clone(),
-        statuses,
-    });
-
+    ));
     // Identities must not be judged before the connections are known, or a restart would
     // write ConnectionNotFound for every identity.
     let namespaced_store = namespaced_ctrl.store();

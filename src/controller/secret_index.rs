@@ -3,6 +3,7 @@
 //! metadata watch of our Secrets. A reflector store of the watched metadata would keep a full
 //! ObjectMeta per Secret, about four times as much (10 MB at 10,000 identities).
 
+use super::token_secret::OwnedKeys;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
@@ -24,6 +25,9 @@ struct Entry {
     owner: Option<Box<str>>,
     labels: Pairs,
     annotations: Pairs,
+    /// The label and annotation keys our own apply holds.
+    owned_labels: Box<[Box<str>]>,
+    owned_annotations: Box<[Box<str>]>,
 }
 
 #[derive(Debug, Default)]
@@ -70,19 +74,23 @@ impl TokenSecretIndex {
 
     /// The metadata of `namespace/name` if it is at `resource_version`; `None` if it is at
     /// another version, unknown, or the index has not synced yet. Its owner reference holds
-    /// only the controller's uid.
+    /// only the controller's uid. With it, the keys our own apply holds.
     pub fn at_version(
         &self,
         namespace: &str,
         name: &str,
         resource_version: &str,
-    ) -> Option<ObjectMeta> {
+    ) -> Option<(ObjectMeta, OwnedKeys)> {
         let state = self.0.read().expect("secret index lock");
         if !state.synced {
             return None;
         }
         let e = state.entries.get(&(namespace.into(), name.into()))?;
-        (&*e.resource_version == resource_version).then(|| ObjectMeta {
+        let owned = OwnedKeys {
+            labels: e.owned_labels.iter().map(|k| k.to_string()).collect(),
+            annotations: e.owned_annotations.iter().map(|k| k.to_string()).collect(),
+        };
+        let meta = ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
             resource_version: Some(resource_version.to_string()),
@@ -97,7 +105,8 @@ impl TokenSecretIndex {
             labels: Some(to_map(&e.labels)),
             annotations: (!e.annotations.is_empty()).then(|| to_map(&e.annotations)),
             ..ObjectMeta::default()
-        })
+        };
+        (&*e.resource_version == resource_version).then_some((meta, owned))
     }
 
     #[cfg(test)]
@@ -113,12 +122,19 @@ fn entry<K: kube::Resource>(s: &PartialObjectMeta<K>) -> Option<(Key, Entry)> {
         .iter()
         .find(|o| o.controller == Some(true))
         .map(|o| o.uid.as_str().into());
+    let owned = OwnedKeys::of(&s.metadata);
     let entry = Entry {
         resource_version: s.resource_version()?.into(),
         uid: s.uid().map(Into::into),
         owner,
         labels: pairs(s.labels()),
         annotations: pairs(s.annotations()),
+        owned_labels: owned.labels.iter().map(|k| k.as_str().into()).collect(),
+        owned_annotations: owned
+            .annotations
+            .iter()
+            .map(|k| k.as_str().into())
+            .collect(),
     };
     Some((key, entry))
 }
@@ -165,7 +181,7 @@ mod tests {
         index.apply(&watcher::Event::InitApply(meta("a", "5")));
         assert_eq!(index.at_version("ns", "a", "5"), None, "not synced yet");
         index.apply::<Secret>(&watcher::Event::InitDone);
-        let m = index.at_version("ns", "a", "5").expect("known");
+        let (m, _) = index.at_version("ns", "a", "5").expect("known");
         assert_eq!(m.labels.unwrap()["team"], "a");
         assert_eq!(m.annotations.unwrap()["note"], "x");
         let owners = m.owner_references.unwrap();

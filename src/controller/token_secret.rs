@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub const MANAGED_BY_KEY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "acs-identity-operator";
@@ -108,29 +108,77 @@ pub fn is_controlled_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
         .any(|o| o.controller == Some(true) && o.uid == owner_uid)
 }
 
-/// Whether our label and the template's labels and annotations are all there.
-fn metadata_matches(meta: &ObjectMeta, template: Option<&SecretTemplate>) -> bool {
+/// The label and annotation keys the operator's own server-side apply holds on a Secret
+/// (from its managed fields): what it set, as opposed to what other tools added.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnedKeys {
+    pub labels: BTreeSet<String>,
+    pub annotations: BTreeSet<String>,
+}
+
+impl OwnedKeys {
+    pub fn of(meta: &ObjectMeta) -> Self {
+        let ours = meta.managed_fields.iter().flatten().find(|m| {
+            m.manager.as_deref() == Some(super::MANAGER) && m.operation.as_deref() == Some("Apply")
+        });
+        let Some(fields) = ours.and_then(|m| m.fields_v1.as_ref()) else {
+            return Self::default();
+        };
+        let keys = |set: &str| -> BTreeSet<String> {
+            fields.0["f:metadata"][set]
+                .as_object()
+                .into_iter()
+                .flat_map(|o| o.keys())
+                .filter_map(|k| k.strip_prefix("f:").map(str::to_string))
+                .collect()
+        };
+        Self {
+            labels: keys("f:labels"),
+            annotations: keys("f:annotations"),
+        }
+    }
+}
+
+/// Whether the Secret's metadata are what the operator applies: our label and the template's
+/// labels and annotations are there, and nothing we set earlier that the template dropped.
+fn metadata_matches(
+    meta: &ObjectMeta,
+    owned: &OwnedKeys,
+    template: Option<&SecretTemplate>,
+) -> bool {
     let empty = BTreeMap::new();
     let labels = meta.labels.as_ref().unwrap_or(&empty);
     let annotations = meta.annotations.as_ref().unwrap_or(&empty);
     let includes = |have: &BTreeMap<String, String>, want: &BTreeMap<String, String>| {
         want.iter().all(|(k, v)| have.get(k) == Some(v))
     };
+    let template = template.cloned().unwrap_or_default();
+    let dropped_label = owned
+        .labels
+        .iter()
+        .any(|k| k != MANAGED_BY_KEY && !template.labels.contains_key(k));
+    let dropped_annotation = owned
+        .annotations
+        .iter()
+        .any(|k| !template.annotations.contains_key(k));
     labels.get(MANAGED_BY_KEY).map(String::as_str) == Some(MANAGED_BY_VALUE)
-        && template
-            .is_none_or(|t| includes(labels, &t.labels) && includes(annotations, &t.annotations))
+        && includes(labels, &template.labels)
+        && includes(annotations, &template.annotations)
+        && !dropped_label
+        && !dropped_annotation
 }
 
 /// The state of a Secret that still has the resourceVersion it had right after we wrote it:
 /// its type and data are what we wrote, so only its metadata are compared.
 pub fn observe_unchanged(
     meta: &ObjectMeta,
+    owned: &OwnedKeys,
     owner_uid: &str,
     template: Option<&SecretTemplate>,
 ) -> SecretState {
     if !is_controlled_by(meta, owner_uid) {
         SecretState::Foreign
-    } else if metadata_matches(meta, template) {
+    } else if metadata_matches(meta, owned, template) {
         SecretState::Current
     } else {
         SecretState::MetadataDrift
@@ -170,7 +218,8 @@ pub fn observe(
     let data_ok = format_expires_on(content.expires_on) == format_expires_on(expected.expires_on)
         && content.identity_id == expected.identity_id
         && secret.data.as_ref().is_some_and(|d| d.len() == 3);
-    let metadata_ok = metadata_matches(&secret.metadata, template)
+    let owned = OwnedKeys::of(&secret.metadata);
+    let metadata_ok = metadata_matches(&secret.metadata, &owned, template)
         && secret.type_.as_deref().unwrap_or("Opaque") == "Opaque";
     if data_ok && metadata_ok {
         SecretState::Current
@@ -306,8 +355,10 @@ mod tests {
     fn an_unchanged_secret_is_judged_by_its_metadata() {
         let template = identity().spec.secret_template;
         let good = desired(&identity(), &content(), None).metadata;
-        let judge =
-            |meta: &ObjectMeta, owner: &str| observe_unchanged(meta, owner, template.as_ref());
+        let none = OwnedKeys::default();
+        let judge = |meta: &ObjectMeta, owner: &str| {
+            observe_unchanged(meta, &none, owner, template.as_ref())
+        };
         assert_eq!(judge(&good, "uid-1"), SecretState::Current);
         assert_eq!(judge(&good, "someone-else"), SecretState::Foreign);
         let mut relabelled = good.clone();
@@ -319,6 +370,43 @@ mod tests {
         let mut not_ours = good.clone();
         not_ours.labels.as_mut().unwrap().remove(MANAGED_BY_KEY);
         assert_eq!(judge(&not_ours, "uid-1"), SecretState::MetadataDrift);
+    }
+
+    #[test]
+    fn a_key_we_applied_that_the_template_dropped_is_drift() {
+        let template = identity().spec.secret_template;
+        let mut meta = desired(&identity(), &content(), None).metadata;
+        meta.labels
+            .as_mut()
+            .unwrap()
+            .insert("tier".into(), "gold".into());
+        let fields = serde_json::json!({"f:metadata": {
+            "f:labels": {"f:team": {}, "f:tier": {}, "f:app.kubernetes.io/managed-by": {}},
+            "f:annotations": {"f:note": {}}}});
+        meta.managed_fields = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                manager: Some(crate::controller::MANAGER.into()),
+                operation: Some("Apply".into()),
+                fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                    fields,
+                )),
+                ..Default::default()
+            },
+        ]);
+        let owned = OwnedKeys::of(&meta);
+        assert_eq!(owned.annotations.iter().collect::<Vec<_>>(), ["note"]);
+        assert_eq!(
+            observe_unchanged(&meta, &owned, "uid-1", template.as_ref()),
+            SecretState::MetadataDrift,
+            "tier was ours and the template no longer has it"
+        );
+        let mut by_others = OwnedKeys::of(&meta);
+        by_others.labels.remove("tier");
+        assert_eq!(
+            observe_unchanged(&meta, &by_others, "uid-1", template.as_ref()),
+            SecretState::Current,
+            "a label another tool set is not ours to remove"
+        );
     }
 
     #[test]

@@ -442,6 +442,54 @@ async fn a_foreign_secret_is_never_overwritten() {
 }
 
 #[tokio::test]
+async fn a_label_dropped_from_the_template_leaves_the_secret_and_others_labels_stay() {
+    let w = World::new(|_| {}).await;
+    let mut s = spec(&["chat"]);
+    s["secretTemplate"] = json!({"labels": {"team": "a", "tier": "gold"},
+                                 "annotations": {"note": "x"}});
+    w.identity("lena", s.clone()).await;
+    w.wait_ready("lena").await;
+    let token = secret_text(&w.get::<Secret>("lena").await.unwrap(), "token");
+
+    // Another tool labels the Secret, as a backup or policy controller would.
+    let theirs = json!({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": "lena", "labels": {"backup": "daily"}}});
+    w.api::<Secret>()
+        .patch(
+            "lena",
+            &kube::api::PatchParams::apply("backup-tool"),
+            &kube::api::Patch::Apply(&theirs),
+        )
+        .await
+        .unwrap();
+
+    s["secretTemplate"] = json!({"labels": {"team": "a"}});
+    w.identity("lena", s).await;
+    let secret = w
+        .wait_secret("lena", "without the dropped label", |s| {
+            s.is_some_and(|s| !s.labels().contains_key("tier"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(secret.labels().get("team").map(String::as_str), Some("a"));
+    assert_eq!(
+        secret.labels().get("backup").map(String::as_str),
+        Some("daily"),
+        "what another tool added stays"
+    );
+    assert!(
+        !secret.annotations().contains_key("note"),
+        "dropped annotation removed too: {:?}",
+        secret.annotations()
+    );
+    assert_eq!(
+        secret_text(&secret, "token"),
+        token,
+        "only metadata changed: the token is kept, no ACS call"
+    );
+}
+
+#[tokio::test]
 async fn a_deleted_or_edited_secret_is_restored_with_a_fresh_token() {
     let w = World::new(|_| {}).await;
     w.identity("kim", spec(&["chat"])).await;

@@ -5,6 +5,8 @@
 //! `acsoperator.io/cleanup` finalizer to [`cleanup`].
 
 mod act;
+#[cfg(test)]
+mod call_sequence;
 mod cleanup;
 mod observe;
 

@@ -110,8 +110,8 @@ async fn observe_secret(
     let owner_uid = obj.uid().unwrap_or_default();
     let template = obj.spec.secret_template.as_ref();
     let written = record.and_then(|r| r.secret_resource_version.as_deref());
-    if let Some(meta) = ctx.unchanged_token_secret(&namespace, &name, written) {
-        let state = token_secret::observe_unchanged(&meta, &owner_uid, template);
+    if let Some((meta, owned)) = ctx.unchanged_token_secret(&namespace, &name, written) {
+        let state = token_secret::observe_unchanged(&meta, &owned, &owner_uid, template);
         let known = Secret {
             metadata: meta,
             ..Secret::default()

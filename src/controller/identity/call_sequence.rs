@@ -1,0 +1,249 @@
+//! The identity reconcile's contract with the API server, call by call, against a mocked API
+//! (tower-test) and the in-process ACS emulator: which requests a reconcile sends, in which
+//! order, and nothing else. The same behaviour against a real API server is in
+//! tests/operator; this pins the exact sequence without one.
+
+use super::{FINALIZER, reconcile};
+use crate::acs::{AccessKey, AcsRateLimiter};
+use crate::api::{AcsConnection, AcsIdentity};
+use crate::controller::connections::Connections;
+use crate::controller::{Context, Settings, secret_index::TokenSecretIndex};
+use crate::emulator::{EmulatorConfig, EmulatorHandle, serve};
+use futures::channel::mpsc;
+use http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tower_test::mock::{self, Handle};
+
+const NS: &str = "team";
+const KEY: &str = "ZW11bGF0b3ItdGVzdC1rZXktMDEyMzQ1Njc4OWFiY2RlZg==";
+
+/// One request the reconcile is expected to send, and the answer to give it.
+struct Expect {
+    method: Method,
+    path: String,
+    /// `key=value` pairs the query must hold.
+    query: &'static [&'static str],
+    status: StatusCode,
+    body: Value,
+}
+
+fn expect(method: Method, path: &str, status: StatusCode, body: Value) -> Expect {
+    Expect {
+        method,
+        path: path.to_string(),
+        query: &[],
+        status,
+        body,
+    }
+}
+
+/// Server-side apply under the operator's field manager.
+const APPLY: &[&str] = &["fieldManager=acs-identity-operator", "force=true"];
+
+fn apply(path: &str, status: StatusCode, body: Value) -> Expect {
+    Expect {
+        query: APPLY,
+        ..expect(Method::PATCH, path, status, body)
+    }
+}
+
+/// Answers the requests in order, checking each against `script`; returns the bodies sent.
+/// Fails on any request beyond the script.
+async fn serve_script(
+    mut handle: Handle<Request<Body>, Response<Body>>,
+    script: Vec<Expect>,
+) -> Vec<Value> {
+    let mut sent = Vec::new();
+    for (i, step) in script.into_iter().enumerate() {
+        let (request, respond) =
+            tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("request {i} ({} {}) never came", step.method, step.path)
+                })
+                .expect("client alive");
+        let (path, query) = (request.uri().path(), request.uri().query().unwrap_or(""));
+        assert_eq!(
+            (request.method(), path),
+            (&step.method, step.path.as_str()),
+            "request {i}"
+        );
+        for pair in step.query {
+            assert!(
+                query.split('&').any(|p| p == *pair),
+                "request {i} {path}?{query}: no {pair}"
+            );
+        }
+        if request.method() == Method::PATCH {
+            let content_type = request.headers()["content-type"].to_str().unwrap();
+            assert_eq!(
+                content_type, "application/apply-patch+yaml",
+                "request {i} {path}"
+            );
+        }
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        sent.push(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
+        let body = serde_json::to_vec(&step.body).unwrap();
+        respond.send_response(
+            Response::builder()
+                .status(step.status)
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap(),
+        );
+    }
+    sent
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+           "code": 404, "message": "not found"})
+}
+
+fn identity() -> AcsIdentity {
+    serde_json::from_value(json!({
+        "apiVersion": "acsoperator.io/v1alpha1", "kind": "AcsIdentity",
+        "metadata": {"name": "alice", "namespace": NS, "uid": "uid-alice",
+                     "resourceVersion": "10", "generation": 1, "finalizers": [FINALIZER]},
+        "spec": {"connectionRef": {"name": "acs"}, "scopes": ["chat"]}
+    }))
+    .unwrap()
+}
+
+struct Fixture {
+    ctx: Arc<Context>,
+    handle: Handle<Request<Body>, Response<Body>>,
+    emulator: EmulatorHandle,
+    connection_string: String,
+    _connections: Writer<AcsConnection>,
+}
+
+async fn fixture() -> Fixture {
+    let key = AccessKey::from_base64(KEY).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emulator = serve(EmulatorConfig::new(key), listener).await.unwrap();
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NS);
+    let (store, mut writer) = reflector::store::<AcsConnection>();
+    let connection: AcsConnection = serde_json::from_value(json!({
+        "apiVersion": "acsoperator.io/v1alpha1", "kind": "AcsConnection",
+        "metadata": {"name": "acs", "namespace": NS, "uid": "uid-acs", "generation": 1},
+        "spec": {"connectionStringSecretRef": {"name": "acs-conn", "key": "connectionString"}}
+    }))
+    .unwrap();
+    writer.apply_watcher_event(&watcher::Event::Apply(connection));
+    let connections = Connections::new(
+        client.clone(),
+        store,
+        reflector::store().0,
+        Duration::from_secs(5),
+        Default::default(),
+        Box::new(|| Arc::new(AcsRateLimiter::at_acs_limits())),
+    );
+    let (nudge, _nudges) = mpsc::unbounded();
+    let ctx = Context::new(
+        client,
+        &Settings::default(),
+        connections,
+        reflector::store().0,
+        Arc::new(TokenSecretIndex::default()),
+        nudge,
+    );
+    Fixture {
+        ctx: Arc::new(ctx),
+        handle,
+        connection_string: emulator.connection_string().expose(),
+        emulator,
+        _connections: writer,
+    }
+}
+
+fn connection_secret(connection_string: &str) -> Value {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(connection_string);
+    json!({"apiVersion": "v1", "kind": "Secret",
+           "metadata": {"name": "acs-conn", "namespace": NS, "resourceVersion": "3"},
+           "data": {"connectionString": encoded}})
+}
+
+#[tokio::test]
+async fn a_new_identity_costs_one_secret_apply_one_status_apply_and_one_event() {
+    let f = fixture().await;
+    let secrets = format!("/api/v1/namespaces/{NS}/secrets");
+    let identities = format!("/apis/acsoperator.io/v1alpha1/namespaces/{NS}/acsidentities");
+    let mut written_secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "alice", "namespace": NS, "uid": "uid-secret", "resourceVersion": "11"}});
+    written_secret["data"] = json!({});
+    let mut written_identity = serde_json::to_value(identity()).unwrap();
+    written_identity["metadata"]["resourceVersion"] = json!("12");
+    let script = vec![
+        // The connection's Secret, read once per connection and then cached.
+        expect(
+            Method::GET,
+            &format!("{secrets}/acs-conn"),
+            StatusCode::OK,
+            connection_secret(&f.connection_string),
+        ),
+        // The token Secret: the index has not synced, so it is read.
+        expect(
+            Method::GET,
+            &format!("{secrets}/alice"),
+            StatusCode::NOT_FOUND,
+            not_found(),
+        ),
+        // (one createIdentityWithToken call to ACS)
+        apply(
+            &format!("{secrets}/alice"),
+            StatusCode::CREATED,
+            written_secret,
+        ),
+        apply(
+            &format!("{identities}/alice/status"),
+            StatusCode::OK,
+            written_identity,
+        ),
+        expect(
+            Method::POST,
+            &format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
+            StatusCode::CREATED,
+            json!({}),
+        ),
+    ];
+    let server = tokio::spawn(serve_script(f.handle, script));
+    let action = reconcile(Arc::new(identity()), f.ctx.clone())
+        .await
+        .unwrap();
+    let sent = server.await.unwrap();
+
+    let secret = &sent[2];
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "uid-alice");
+    assert_eq!(
+        secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "acs-identity-operator"
+    );
+    assert!(
+        secret["metadata"].get("uid").is_none(),
+        "nothing observed to pin"
+    );
+    let status = &sent[3]["status"];
+    assert_eq!(status["conditions"][0]["reason"], "TokenValid");
+    assert_eq!(status["issuedFor"]["secretResourceVersion"], "11");
+    assert_eq!(sent[4]["reason"], "IdentityCreated");
+    let stats: Value = reqwest::get(f.emulator.endpoint().join("admin/stats").unwrap())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["total"], 1, "one ACS call: {stats}");
+    // The next look is the renewal, two thirds into a day.
+    let wait = format!("{action:?}");
+    assert!(wait.contains("requeue_after: Some("), "{wait}");
+    f.emulator.shutdown().await;
+}
