@@ -435,6 +435,11 @@ impl AcsClient {
             .bytes()
             .await
             .map_err(|e| self.transport_error(e))?;
+        if status == StatusCode::TOO_MANY_REQUESTS
+            && let Some(limiter) = &self.rate_limiter
+        {
+            limiter.throttled(operation, retry_after);
+        }
         if !status.is_success() {
             return Err(AcsError::from_response(
                 status.as_u16(),

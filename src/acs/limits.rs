@@ -1,18 +1,28 @@
 //! A client-side limiter at the ACS Identity rate limits, so that many identities sharing one
 //! resource queue up locally instead of drawing 429s.
 //!
-//! ACS counts requests per operation in 30-second windows. A token bucket whose burst (1 % of
-//! the limit) plus what it refills in 30 s equals the limit can never put more than `limit`
-//! requests into any 30-second span, whatever the window alignment. The burst is kept small:
-//! every request it allows at once is one fewer in the steady refill, so a larger burst only
-//! lowers the sustained rate and lets a backlog go out as a spike.
+//! ACS documents its limits as a count of requests per operation in 30-second windows; how
+//! the service counts (fixed or sliding windows) is not documented. What this limiter assumes
+//! and does:
+//!
+//! - Creates, revokes and deletes go through a **sliding window**: never more than the limit
+//!   in any 30 s span (plus a small margin for time in transit), which keeps within the limit
+//!   however the service aligns its windows. A burst of 1,000 creates goes out at once, the
+//!   1,001st 30 s after the first.
+//! - Token issues (mostly renewals) go through a **token bucket** whose burst (1 % of the
+//!   limit) plus its 30-s refill equal the limit, which also never exceeds the limit in any
+//!   30 s span, and spreads renewals evenly; callers queue by urgency ([`AcsRateLimiter::admit`]).
+//! - If a 429 is ever seen anyway, that operation pauses until the `Retry-After` the service
+//!   gave (one second without one) and, for [`CAUTION`] afterwards, sliding-window operations
+//!   are paced evenly at the limit's average rate instead of in bursts.
 
 use super::admission::AdmissionQueue;
 use governor::{Quota, RateLimiter, clock::DefaultClock, state::InMemoryState, state::NotKeyed};
 use jiff::Timestamp;
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// The operations ACS limits separately.
@@ -71,6 +81,15 @@ pub const WINDOW: Duration = Duration::from_secs(30);
 /// Share of the limit that refills steadily; the rest is the burst.
 const FILL: f64 = 0.99;
 
+/// Added to a sliding window's 30 s, for requests that spend different times in transit.
+pub const TRANSIT_MARGIN: Duration = Duration::from_millis(500);
+
+/// How long after a 429 sliding-window operations stay paced instead of bursting.
+pub const CAUTION: Duration = Duration::from_secs(600);
+
+/// The wait after a 429 that came without `Retry-After`.
+const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+
 type Bucket = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 
 /// A grant nobody came back for within this time is dropped.
@@ -83,7 +102,11 @@ const GRANT_TTL: Duration = Duration::from_secs(60);
 /// limit holds however late an admitted caller comes back. Turns are paced by a second bucket
 /// of the same quota, which only decides who goes next.
 pub struct AcsRateLimiter {
+    /// For [`Operation::IssueToken`]; the others use `windows`.
     buckets: [Bucket; 5],
+    windows: [Mutex<SlidingWindow>; 5],
+    /// Set by a 429: no request of the operation before this time.
+    paused_until: [Mutex<Option<Instant>>; 5],
     turns: [Bucket; 5],
     queues: [Mutex<AdmissionQueue<String>>; 5],
     enqueued: [Notify; 5],
@@ -105,22 +128,20 @@ impl std::fmt::Debug for AcsRateLimiter {
 }
 
 impl AcsRateLimiter {
-    /// A limiter at the service's documented limits, except that creates keep 5 % below
-    /// theirs: identities created together renew together, at the rate they were created,
-    /// and that must leave the issue limit headroom for retries and for other identities.
+    /// A limiter at the service's documented limits. (Identities created together do not
+    /// renew together: their first renewals are spread over a cycle, see
+    /// [`crate::policy::schedule`].)
     pub fn at_acs_limits() -> Self {
-        Self::with_limits(|op| match op {
-            Operation::CreateIdentity | Operation::CreateIdentityWithToken => {
-                op.acs_limit() * 95 / 100
-            }
-            _ => op.acs_limit(),
-        })
+        Self::with_limits(Operation::acs_limit)
     }
 
     /// A limiter with `limit(op)` requests per 30-second window for each operation.
     pub fn with_limits(limit: impl Fn(Operation) -> u32) -> Self {
         Self {
             buckets: Operation::ALL.map(|op| RateLimiter::direct(quota(limit(op)))),
+            windows: Operation::ALL
+                .map(|op| Mutex::new(SlidingWindow::new(limit(op), WINDOW + TRANSIT_MARGIN))),
+            paused_until: Default::default(),
             turns: Operation::ALL.map(|op| RateLimiter::direct(quota(limit(op)))),
             queues: Default::default(),
             enqueued: Default::default(),
@@ -129,7 +150,39 @@ impl AcsRateLimiter {
 
     /// Waits until one more `operation` request fits under the limit.
     pub async fn acquire(&self, operation: Operation) {
-        self.buckets[operation as usize].until_ready().await;
+        let i = operation as usize;
+        let paused = *self.paused_until[i].lock().expect("pause lock");
+        if let Some(until) = paused {
+            tokio::time::sleep_until(until.into()).await;
+        }
+        if operation == Operation::IssueToken {
+            self.buckets[i].until_ready().await;
+        } else {
+            let slot = self.windows[i]
+                .lock()
+                .expect("window lock")
+                .reserve(Instant::now());
+            tokio::time::sleep_until(slot.into()).await;
+        }
+    }
+
+    /// Records a 429 for `operation`: pause until `retry_after` has passed, then pace.
+    pub fn throttled(&self, operation: Operation, retry_after: Option<Duration>) {
+        let i = operation as usize;
+        let now = Instant::now();
+        let until = now + retry_after.unwrap_or(DEFAULT_PAUSE);
+        let mut paused = self.paused_until[i].lock().expect("pause lock");
+        *paused = Some(paused.map_or(until, |p| p.max(until)));
+        self.windows[i]
+            .lock()
+            .expect("window lock")
+            .pace_until(now + CAUTION);
+        tracing::warn!(
+            operation = operation.as_str(),
+            pause_ms = until.duration_since(now).as_millis() as u64,
+            "ACS answered 429 although the limiter kept to the documented limit; pausing, \
+             then pacing this operation evenly"
+        );
     }
 
     /// Asks for a turn to send one `operation` request for `key`, without waiting: `Now` if
@@ -175,6 +228,53 @@ impl AcsRateLimiter {
     }
 }
 
+/// At most `limit` requests in any span of `window`, by reserving each request's time.
+#[derive(Debug)]
+struct SlidingWindow {
+    limit: usize,
+    window: Duration,
+    /// The reserved send times of the last `limit` requests, oldest first, non-decreasing.
+    reserved: VecDeque<Instant>,
+    /// Until then, requests are spaced `window / limit` apart (no burst).
+    paced_until: Option<Instant>,
+}
+
+impl SlidingWindow {
+    fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit: limit.max(1) as usize,
+            window,
+            reserved: VecDeque::new(),
+            paced_until: None,
+        }
+    }
+
+    /// Reserves the earliest time at or after `now` at which one more request keeps every
+    /// span of `window` within `limit`, and returns it.
+    fn reserve(&mut self, now: Instant) -> Instant {
+        let mut at = now;
+        if let Some(&last) = self.reserved.back() {
+            at = at.max(last);
+            if self.paced_until.is_some_and(|p| now < p) {
+                at = at.max(last + self.window / self.limit as u32);
+            }
+        }
+        if self.reserved.len() >= self.limit {
+            // The request `limit` places back must be a whole window earlier.
+            at = at.max(self.reserved[self.reserved.len() - self.limit] + self.window);
+        }
+        self.reserved.push_back(at);
+        while self.reserved.len() > self.limit {
+            self.reserved.pop_front();
+        }
+        at
+    }
+
+    fn pace_until(&mut self, until: Instant) {
+        self.paced_until = Some(until);
+    }
+}
+
 fn quota(limit: u32) -> Quota {
     let limit = limit.max(1);
     let burst = (((1.0 - FILL) * f64::from(limit)).floor() as u32).max(1);
@@ -210,6 +310,88 @@ mod tests {
                 "limit {limit} wastes capacity"
             );
         }
+    }
+
+    /// The largest number of `times` in any span shorter than `window`.
+    fn busiest_span(times: &[Instant], window: Duration) -> usize {
+        (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|t| **t < times[i] + window)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_sliding_window_sends_the_limit_at_once_and_never_more_in_any_window() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(30);
+        let mut w = SlidingWindow::new(1000, window);
+        let slots: Vec<_> = (0..2500).map(|_| w.reserve(t0)).collect();
+        assert!(
+            slots[..1000].iter().all(|s| *s == t0),
+            "the first 1,000 go at once"
+        );
+        assert_eq!(slots[1000], t0 + window, "the 1,001st a window later");
+        assert_eq!(slots[2000], t0 + 2 * window);
+        assert_eq!(busiest_span(&slots, window), 1000);
+        // Requests arriving spread out are never held back while under the limit.
+        let mut w = SlidingWindow::new(10, window);
+        for k in 0..10 {
+            let now = t0 + Duration::from_secs(k);
+            assert_eq!(w.reserve(now), now);
+        }
+        let late = w.reserve(t0 + Duration::from_secs(12));
+        assert_eq!(
+            late,
+            t0 + window,
+            "the 11th waits for the 1st to leave the window"
+        );
+    }
+
+    #[test]
+    fn after_a_429_a_window_is_paced_and_later_bursts_again() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(30);
+        let mut w = SlidingWindow::new(100, window);
+        w.pace_until(t0 + Duration::from_secs(60));
+        let paced: Vec<_> = (0..3).map(|_| w.reserve(t0)).collect();
+        assert_eq!(
+            paced[1] - paced[0],
+            Duration::from_millis(300),
+            "30 s / 100"
+        );
+        assert_eq!(paced[2] - paced[1], Duration::from_millis(300));
+        let later = t0 + Duration::from_secs(120);
+        assert_eq!(w.reserve(later), later);
+        assert_eq!(
+            w.reserve(later),
+            later,
+            "no pacing once the caution is over"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_429_pauses_the_operation_for_its_retry_after() {
+        let limiter = AcsRateLimiter::with_limits(|_| 1000);
+        let op = Operation::CreateIdentityWithToken;
+        limiter.throttled(op, Some(Duration::from_millis(300)));
+        let started = Instant::now();
+        limiter.acquire(op).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            started.elapsed()
+        );
+        let other = Instant::now();
+        limiter.acquire(Operation::DeleteIdentity).await;
+        assert!(
+            other.elapsed() < Duration::from_millis(100),
+            "other operations go on"
+        );
     }
 
     /// Runs the dispatcher until it has given `count` turns (10 s at most); their keys in order.

@@ -2,7 +2,7 @@
 //! and Secret) and what is wanted (spec), each naming its reason — the shape of cert-manager's
 //! re-issuance policies. No I/O: the controller gathers the facts and carries out the answer.
 
-use super::Reason;
+use super::{Phase, Reason};
 use crate::acs::Scope;
 use jiff::Timestamp;
 use std::fmt;
@@ -95,6 +95,15 @@ pub enum IssueReason {
 }
 
 impl IssueReason {
+    /// Where the new token's renewal falls: only a renewal on schedule keeps its place in
+    /// the cycle (see [`super::schedule`]).
+    pub fn phase(self) -> Phase {
+        match self {
+            IssueReason::Due => Phase::Keep,
+            _ => Phase::New,
+        }
+    }
+
     /// The Event that announces a token issued for this reason.
     pub fn event_reason(self) -> Reason {
         match self {

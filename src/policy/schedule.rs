@@ -1,5 +1,13 @@
 //! When a token is renewed: from the lifetime ACS actually granted (`expiresOn` minus the
 //! issue time), never from the lifetime that was asked for.
+//!
+//! A renewal that came on schedule keeps its place in the renewal cycle (moved a little
+//! earlier by jitter). A token issued for any other reason (an identity's first token, a
+//! changed spec or connection, an expired token after an outage, a refresh) starts at a
+//! random place in the cycle: identities created or changed together (a burst of creates,
+//! a GitOps edit of many objects, a key rotation) would otherwise renew together forever, as
+//! a train that the ACS rate limit turns into lateness. The cost is that such a token is
+//! renewed once earlier than needed.
 
 use jiff::{SignedDuration, Timestamp};
 use std::time::Duration;
@@ -35,6 +43,15 @@ pub fn jitter_window(margin: Duration) -> Duration {
     (margin / 10).min(Duration::from_secs(600))
 }
 
+/// Where in the renewal cycle a new token's renewal falls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// A renewal on schedule: the same place as the token it replaces, jittered.
+    Keep,
+    /// Off schedule: anywhere from a tenth of the cycle to its end.
+    New,
+}
+
 /// Time from `from` until `at`; `None` if `at` is already past.
 pub fn time_until(at: Timestamp, from: Timestamp) -> Option<Duration> {
     Duration::try_from(at.duration_since(from)).ok()
@@ -42,19 +59,26 @@ pub fn time_until(at: Timestamp, from: Timestamp) -> Option<Duration> {
 
 /// When to renew a token issued at `issued_at` that expires at `expires_on`.
 ///
-/// `jitter` in `[0, 1)` moves the time earlier within [`jitter_window`], never later. A token
-/// that was already expired when issued (clock skew) is due immediately.
+/// `jitter` in `[0, 1)` moves the time earlier, never later: within [`jitter_window`] for
+/// [`Phase::Keep`], over the last nine tenths of the cycle (issue to renewal) for
+/// [`Phase::New`]. A token that was already expired when issued (clock skew) is due
+/// immediately.
 pub fn renewal_time(
     issued_at: Timestamp,
     expires_on: Timestamp,
     renew_before: RenewBefore,
+    phase: Phase,
     jitter: f64,
 ) -> Timestamp {
     let Some(lifetime) = time_until(expires_on, issued_at) else {
         return issued_at;
     };
     let margin = renewal_margin(lifetime, renew_before);
-    let shift = jitter_window(margin).mul_f64(jitter.clamp(0.0, 1.0));
+    let window = match phase {
+        Phase::Keep => jitter_window(margin),
+        Phase::New => lifetime.saturating_sub(margin).mul_f64(0.9),
+    };
+    let shift = window.mul_f64(jitter.clamp(0.0, 1.0));
     let before_expiry = SignedDuration::try_from(margin + shift).unwrap_or(SignedDuration::MAX);
     expires_on
         .checked_sub(before_expiry)
@@ -120,7 +144,7 @@ mod tests {
     #[test]
     fn schedule_uses_the_granted_lifetime_not_the_requested_one() {
         // Asked for 24 h, ACS granted 60 s (e.g. the emulator's --token-lifetime-seconds).
-        let renew = renewal_time(at(1000), at(1060), RenewBefore::Default, 0.0);
+        let renew = renewal_time(at(1000), at(1060), RenewBefore::Default, Phase::Keep, 0.0);
         assert_eq!(renew, at(1040));
     }
 
@@ -128,16 +152,35 @@ mod tests {
     fn jitter_only_moves_earlier_and_stays_in_its_window() {
         let issued = at(0);
         let expires = at(86_400);
-        let latest = renewal_time(issued, expires, RenewBefore::Default, 0.0);
+        let latest = renewal_time(issued, expires, RenewBefore::Default, Phase::Keep, 0.0);
         assert_eq!(latest, at(57_600));
         for jitter in [0.0, 0.25, 0.5, 0.999, 1.0, 7.0, -3.0] {
-            let t = renewal_time(issued, expires, RenewBefore::Default, jitter);
+            let t = renewal_time(issued, expires, RenewBefore::Default, Phase::Keep, jitter);
             assert!(t <= latest, "jitter {jitter} made it later");
             assert!(
                 t >= at(57_600 - 600),
                 "jitter {jitter} beyond the 10 min window"
             );
         }
+    }
+
+    #[test]
+    fn a_new_phase_falls_anywhere_in_the_last_nine_tenths_of_the_cycle() {
+        // 60 s token, default margin 20 s: the cycle is the 40 s from issue to renewal.
+        let t = |jitter| renewal_time(at(0), at(60), RenewBefore::Default, Phase::New, jitter);
+        assert_eq!(t(0.0), at(40), "no jitter: on schedule");
+        assert_eq!(t(0.5), at(22));
+        assert_eq!(t(1.0), at(4), "earliest: a tenth of the cycle after issue");
+        // A cohort issued together spreads over the cycle, not over the jitter window.
+        let spread: std::collections::BTreeSet<_> =
+            (0..100).map(|i| t(f64::from(i) / 100.0)).collect();
+        assert!(spread.len() >= 30, "{} distinct seconds", spread.len());
+        let keep = renewal_time(at(0), at(60), RenewBefore::Default, Phase::Keep, 1.0);
+        assert_eq!(
+            keep,
+            at(38),
+            "a renewal on schedule moves at most a tenth of the margin"
+        );
     }
 
     #[test]
@@ -148,7 +191,7 @@ mod tests {
                 RenewBefore::Percentage(99),
                 RenewBefore::Fixed(HOUR),
             ] {
-                let t = renewal_time(at(issued), at(expires), rb, 0.9);
+                let t = renewal_time(at(issued), at(expires), rb, Phase::New, 0.9);
                 assert!(t >= at(issued), "{issued}->{expires} {rb:?}: {t}");
                 assert!(
                     t <= at(expires.max(issued)),
@@ -160,9 +203,21 @@ mod tests {
 
     #[test]
     fn percentages_at_the_edges() {
-        let one = renewal_time(at(0), at(10_000), RenewBefore::Percentage(1), 0.0);
+        let one = renewal_time(
+            at(0),
+            at(10_000),
+            RenewBefore::Percentage(1),
+            Phase::Keep,
+            0.0,
+        );
         assert_eq!(one, at(9_900));
-        let ninety_nine = renewal_time(at(0), at(10_000), RenewBefore::Percentage(99), 0.0);
+        let ninety_nine = renewal_time(
+            at(0),
+            at(10_000),
+            RenewBefore::Percentage(99),
+            Phase::Keep,
+            0.0,
+        );
         assert_eq!(ninety_nine, at(100));
     }
 }

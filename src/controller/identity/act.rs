@@ -140,7 +140,9 @@ async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
             .await
             .map_err(created)?;
     }
-    let stored = store(facts, target, &id, token).await.map_err(created)?;
+    let stored = store(facts, target, &id, token, IssueReason::FirstToken)
+        .await
+        .map_err(created)?;
     Ok(Step::Current {
         token: stored,
         event: Some((
@@ -186,7 +188,7 @@ async fn issue(reason: IssueReason, facts: &Facts, target: &Target<'_>) -> Resul
             e => Error::Acs(e),
         })?;
     info!(identity = %id, %reason, "issued token");
-    let stored = store(facts, target, &id, token).await?;
+    let stored = store(facts, target, &id, token, reason).await?;
     Ok(Step::Current {
         token: stored,
         event: Some((
@@ -209,6 +211,7 @@ async fn store(
     target: &Target<'_>,
     identity_id: &str,
     token: IssuedToken,
+    reason: IssueReason,
 ) -> Result<TokenRecord, Error> {
     // Kubernetes keeps timestamps to the second: record what will read back identically, so
     // the next reconcile finds status unchanged. Expiry rounds down (never claims more).
@@ -217,7 +220,13 @@ async fn store(
     let issued_at = whole_seconds(Timestamp::now());
     let expires_on = whole_seconds(token.expires_on);
     let jitter = rand::random::<f64>();
-    let renew_at = renewal_time(issued_at, expires_on, facts.renew_before, jitter);
+    let renew_at = renewal_time(
+        issued_at,
+        expires_on,
+        facts.renew_before,
+        reason.phase(),
+        jitter,
+    );
     let content = TokenContent {
         token: token.token,
         expires_on,
