@@ -170,7 +170,7 @@ where
 
 /// Create, renew, delete, with every verb granted doing its part (see each step).
 async fn full_cycle(w: &World, name: &str, connection_ref: Value) {
-    // AcsIdentities list/watch, patch (finalizer), status patch; Secrets get, create;
+    // AcsIdentities list/watch, patch (finalizer), status patch; Secrets get, patch (apply);
     // Events create.
     w.identity(
         name,
@@ -180,7 +180,7 @@ async fn full_cycle(w: &World, name: &str, connection_ref: Value) {
     let created = w.wait_ready(name).await;
     let id = status_of(&created).identity_id.clone().unwrap();
     let first_expiry = status_of(&created).token_expires_on.clone().unwrap().0;
-    // The renewal replaces the Secret (update).
+    // The renewal applies the Secret again (patch).
     w.wait_identity(name, "renewed", |o| {
         o.status
             .as_ref()
