@@ -475,8 +475,8 @@ async fn a_label_dropped_from_the_template_leaves_the_secret_and_others_labels_s
         .await
         .unwrap();
 
-    s["secretTemplate"] = json!({"labels": {"team": "a"}});
-    w.identity("lena", s).await;
+    s["secretTemplate"] = json!({"labels": {"team": "a"}, "annotations": {"note": "x"}});
+    w.identity("lena", s.clone()).await;
     let secret = w
         .wait_secret("lena", "without the dropped label", |s| {
             s.is_some_and(|s| !s.labels().contains_key("tier"))
@@ -489,10 +489,18 @@ async fn a_label_dropped_from_the_template_leaves_the_secret_and_others_labels_s
         Some("daily"),
         "what another tool added stays"
     );
-    assert!(
-        !secret.annotations().contains_key("note"),
-        "dropped annotation removed too: {:?}",
-        secret.annotations()
+
+    s["secretTemplate"] = json!({"labels": {"team": "a"}});
+    w.identity("lena", s).await;
+    let secret = w
+        .wait_secret("lena", "without the dropped annotation", |s| {
+            s.is_some_and(|s| !s.annotations().contains_key("note"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        secret.labels().get("backup").map(String::as_str),
+        Some("daily")
     );
     assert_eq!(
         secret_text(&secret, "token"),
