@@ -586,6 +586,23 @@ mod tests {
         assert!(!fingerprint(&a).contains("c2VjcmV0"));
     }
 
+    /// Status records these values: a change would re-issue every token on upgrade.
+    #[test]
+    fn fingerprints_are_pinned() {
+        let c: ConnectionString = "endpoint=https://a/;accesskey=c2VjcmV0".parse().unwrap();
+        assert_eq!(fingerprint(&c), "8e2b83d117db2bef");
+        let identity = workload_identity(&wi(Some("c"), Some("t")), &pod_env(), Duration::ZERO);
+        let endpoint = Url::parse("https://one/").unwrap();
+        assert_eq!(
+            workload_identity_fingerprint(&endpoint, &identity.unwrap()),
+            "ab562699bde63891"
+        );
+        assert_eq!(
+            super::super::token_secret::token_hash("an-acs-token"),
+            "2283fd4a23779bd8"
+        );
+    }
+
     fn wi(client: Option<&str>, tenant: Option<&str>) -> WorkloadIdentitySpec {
         WorkloadIdentitySpec {
             client_id: client.map(Into::into),
