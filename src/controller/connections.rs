@@ -194,12 +194,16 @@ impl ConnectionSource {
         };
         Self {
             auth: ConnectionAuth::from_spec(
-                c.spec.connection_string_secret_ref.as_ref().map(local),
-                c.spec.endpoint.as_ref(),
-                c.spec.workload_identity.as_ref(),
+                c.spec
+                    .connection
+                    .connection_string_secret_ref
+                    .as_ref()
+                    .map(local),
+                c.spec.connection.endpoint.as_ref(),
+                c.spec.connection.workload_identity.as_ref(),
             ),
-            ca_bundle: c.spec.ca_bundle.clone(),
-            ca_secret: c.spec.ca_secret_ref.as_ref().map(local),
+            ca_bundle: c.spec.connection.ca_bundle.clone(),
+            ca_secret: c.spec.connection.ca_secret_ref.as_ref().map(local),
             allowed: None,
             uid: c.uid().unwrap_or_default(),
             generation: c.metadata.generation,
@@ -209,12 +213,12 @@ impl ConnectionSource {
     pub fn from_cluster(c: &ClusterAcsConnection) -> Self {
         Self {
             auth: ConnectionAuth::from_spec(
-                c.spec.connection_string_secret_ref.clone(),
-                c.spec.endpoint.as_ref(),
-                c.spec.workload_identity.as_ref(),
+                c.spec.connection.connection_string_secret_ref.clone(),
+                c.spec.connection.endpoint.as_ref(),
+                c.spec.connection.workload_identity.as_ref(),
             ),
-            ca_bundle: c.spec.ca_bundle.clone(),
-            ca_secret: c.spec.ca_secret_ref.clone(),
+            ca_bundle: c.spec.connection.ca_bundle.clone(),
+            ca_secret: c.spec.connection.ca_secret_ref.clone(),
             allowed: c.spec.allowed_namespaces.clone(),
             uid: c.uid().unwrap_or_default(),
             generation: c.metadata.generation,
