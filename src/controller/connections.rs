@@ -9,6 +9,7 @@
 
 use super::error::Error;
 use crate::acs::entra::DEFAULT_AUTHORITY_HOST;
+use crate::acs::fingerprint::short_sha256_hex;
 use crate::acs::{
     AcsClient, AcsError, AcsRateLimiter, ClientOptions, ConnectionString, WorkloadIdentity,
 };
@@ -20,7 +21,6 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -524,29 +524,23 @@ pub fn kind_name(kind: ConnectionKind) -> &'static str {
     }
 }
 
-/// 16 hex digits of SHA-256 over endpoint and key: tells connections apart, reveals neither.
+/// Fingerprint of endpoint and key: tells connections apart, reveals neither.
 pub fn fingerprint(connection: &ConnectionString) -> String {
-    let digest = Sha256::new()
-        .chain_update(connection.endpoint.as_str())
-        .chain_update([0u8])
-        .chain_update(connection.access_key.to_base64())
-        .finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    short_sha256_hex(&[
+        connection.endpoint.as_str().as_bytes(),
+        connection.access_key.to_base64().as_bytes(),
+    ])
 }
 
-/// 16 hex digits of SHA-256 over endpoint, tenant and client id: another identity (or
-/// resource) means other tokens. Domain-separated from [`fingerprint`].
+/// Fingerprint of endpoint, tenant and client id: another identity (or resource) means other
+/// tokens. Domain-separated from [`fingerprint`].
 pub fn workload_identity_fingerprint(endpoint: &Url, identity: &WorkloadIdentity) -> String {
-    let digest = Sha256::new()
-        .chain_update("workload-identity")
-        .chain_update([0u8])
-        .chain_update(endpoint.as_str())
-        .chain_update([0u8])
-        .chain_update(identity.tenant_id.as_bytes())
-        .chain_update([0u8])
-        .chain_update(identity.client_id.as_bytes())
-        .finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    short_sha256_hex(&[
+        b"workload-identity",
+        endpoint.as_str().as_bytes(),
+        identity.tenant_id.as_bytes(),
+        identity.client_id.as_bytes(),
+    ])
 }
 
 /// Label selector semantics of Kubernetes (matchLabels and matchExpressions, all must hold).
