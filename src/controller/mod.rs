@@ -5,6 +5,7 @@
 //! managed-by label), AcsConnection/ClusterAcsConnection, and the metadata of Secrets, streamed
 //! without a cache, only to notice when a connection's Secret changes.
 
+pub mod conditions;
 pub mod connection_status;
 pub mod connections;
 pub mod error;
