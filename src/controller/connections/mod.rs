@@ -16,18 +16,17 @@ pub use workload_identity::WorkloadIdentityDefaults;
 
 use super::error::Error;
 use crate::acs::AcsRateLimiter;
-use crate::api::{
-    AcsConnection, AllowedNamespaces, ClusterAcsConnection, ConnectionKind, ConnectionRef,
-};
+use crate::api::{AcsConnection, ClusterAcsConnection, ConnectionKind, ConnectionRef};
+use access::{ByName, Labels, NamespaceAccess, NamespaceLabels};
 use clients::ClientCache;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
+use kube::core::SelectorExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use source::kind_name;
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Connections {
     client: Client,
@@ -36,6 +35,7 @@ pub struct Connections {
     acs_timeout: Duration,
     workload_identity: WorkloadIdentityDefaults,
     clients: ClientCache,
+    namespace_labels: NamespaceLabels,
 }
 
 impl Connections {
@@ -54,6 +54,7 @@ impl Connections {
             acs_timeout,
             workload_identity,
             clients: ClientCache::new(new_limiter),
+            namespace_labels: NamespaceLabels::new(access::NAMESPACE_LABELS_TTL),
         }
     }
 
@@ -118,30 +119,45 @@ impl Connections {
         users
     }
 
+    /// See [`access`] for why labels are remembered and for how long.
     async fn check_allowed(
         &self,
-        allowed: &AllowedNamespaces,
+        allowed: &NamespaceAccess,
         name: &str,
         namespace: &str,
     ) -> Result<(), Error> {
-        if allowed.names.iter().any(|n| n == namespace) {
-            return Ok(());
-        }
-        if let Some(selector) = &allowed.selector {
-            let ns = Api::<Namespace>::all(self.client.clone())
-                .get(namespace)
-                .await?;
-            if access::selector_matches(
-                selector,
-                ns.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
-            ) {
-                return Ok(());
+        let admitted = match allowed.by_name(namespace) {
+            ByName::Allowed => true,
+            ByName::Denied => false,
+            ByName::ByLabels(selector) => selector.matches(&self.labels_of(namespace).await?),
+            ByName::InvalidSelector(why) => {
+                return Err(Error::InvalidSpec(format!(
+                    "ClusterAcsConnection {name}: allowedNamespaces.selector: {why}"
+                )));
             }
+        };
+        if admitted {
+            return Ok(());
         }
         Err(Error::ConnectionNotAllowed {
             name: name.to_string(),
             namespace: namespace.to_string(),
         })
+    }
+
+    async fn labels_of(&self, namespace: &str) -> Result<Labels, Error> {
+        if let Some(labels) = self.namespace_labels.fresh(namespace, Instant::now()) {
+            return Ok(labels);
+        }
+        // Stamped before sending: the labels are at least this recent.
+        let asked = Instant::now();
+        let ns = Api::<Namespace>::all(self.client.clone())
+            .get(namespace)
+            .await?;
+        let labels = ns.metadata.labels.unwrap_or_default();
+        self.namespace_labels
+            .remember(namespace, labels.clone(), asked);
+        Ok(labels)
     }
 }
 
@@ -157,4 +173,203 @@ fn readers_of<K: ConnectionObject>(
         .filter(|c| c.source().reads_secret(namespace, name))
         .map(|c| (K::KIND, c.namespace(), c.name_any()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! `resolve` against a fake API server that counts the requests it serves.
+
+    use super::*;
+    use http_body_util::Full;
+    use hyper::body::{Bytes, Incoming};
+    use hyper::{Request, Response};
+    use hyper_util::rt::TokioIo;
+    use kube::runtime::watcher;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// Served objects by path; every request is counted by path.
+    #[derive(Default)]
+    struct FakeApi {
+        objects: Mutex<HashMap<String, serde_json::Value>>,
+        requests: Mutex<HashMap<String, usize>>,
+    }
+
+    impl FakeApi {
+        fn serve(&self, path: &str, object: serde_json::Value) {
+            self.objects.lock().unwrap().insert(path.into(), object);
+        }
+
+        fn requests(&self, path: &str) -> usize {
+            self.requests
+                .lock()
+                .unwrap()
+                .get(path)
+                .copied()
+                .unwrap_or(0)
+        }
+
+        fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+            let path = request.uri().path().to_string();
+            *self
+                .requests
+                .lock()
+                .unwrap()
+                .entry(path.clone())
+                .or_default() += 1;
+            let body = self.objects.lock().unwrap().get(&path).cloned();
+            let (status, body) = match body {
+                Some(body) => (200, body),
+                None => (404, serde_json::json!({"kind": "Status", "code": 404})),
+            };
+            let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+            response
+        }
+
+        async fn client(self: &Arc<Self>) -> Client {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let api = self.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let api = api.clone();
+                    let service = hyper::service::service_fn(move |r| {
+                        let response = api.answer(r);
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::spawn(connection);
+                }
+            });
+            Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap()
+        }
+    }
+
+    const TEAM: &str = "/api/v1/namespaces/team";
+
+    /// Connections with one ClusterAcsConnection `shared`, usable from namespace `listed` and
+    /// from those labelled `tenant=a` (or another selector), and a fake API server serving its
+    /// Secret.
+    async fn connections(labels_ttl: Duration) -> (Connections, Arc<FakeApi>) {
+        let tenant_a = serde_json::json!({"matchLabels": {"tenant": "a"}});
+        connections_selecting(labels_ttl, tenant_a).await
+    }
+
+    async fn connections_selecting(
+        labels_ttl: Duration,
+        selector: serde_json::Value,
+    ) -> (Connections, Arc<FakeApi>) {
+        let api = Arc::new(FakeApi::default());
+        api.serve(
+            "/api/v1/namespaces/platform/secrets/acs",
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "acs"},
+                "data": {"connectionString": "ZW5kcG9pbnQ9aHR0cHM6Ly9hLztBY2Nlc3NLZXk9YzJWamNtVjA="},
+            }),
+        );
+        let connection: ClusterAcsConnection = serde_json::from_value(serde_json::json!({
+            "apiVersion": "acsoperator.io/v1alpha1", "kind": "ClusterAcsConnection",
+            "metadata": {"name": "shared", "uid": "u-1", "generation": 1},
+            "spec": {
+                "connectionStringSecretRef": {"namespace": "platform", "name": "acs"},
+                "allowedNamespaces": {"names": ["listed"], "selector": selector},
+            },
+        }))
+        .unwrap();
+        let (cluster, mut writer) = kube::runtime::reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Apply(connection));
+        let (namespaced, _) = kube::runtime::reflector::store();
+        let limiter = || Arc::new(AcsRateLimiter::at_acs_limits());
+        let mut connections = Connections::new(
+            api.client().await,
+            namespaced,
+            cluster,
+            Duration::from_secs(1),
+            WorkloadIdentityDefaults::default(),
+            Box::new(limiter),
+        );
+        connections.namespace_labels = NamespaceLabels::new(labels_ttl);
+        (connections, api)
+    }
+
+    fn labelled(tenant: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "team", "labels": {"tenant": tenant}},
+        })
+    }
+
+    fn shared() -> ConnectionRef {
+        ConnectionRef {
+            kind: ConnectionKind::ClusterAcsConnection,
+            name: "shared".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listed_namespace_is_admitted_without_reading_it() {
+        let (connections, api) = connections(Duration::from_secs(30)).await;
+        connections.resolve("listed", &shared()).await.unwrap();
+        connections.resolve("listed", &shared()).await.unwrap();
+        assert_eq!(api.requests("/api/v1/namespaces/listed"), 0);
+        assert_eq!(
+            api.requests("/api/v1/namespaces/platform/secrets/acs"),
+            1,
+            "the client is built once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_selected_namespace_is_read_once_per_ttl() {
+        let (connections, api) = connections(Duration::from_secs(30)).await;
+        api.serve(TEAM, labelled("a"));
+        for _ in 0..3 {
+            connections.resolve("team", &shared()).await.unwrap();
+        }
+        assert_eq!(api.requests(TEAM), 1);
+    }
+
+    #[tokio::test]
+    async fn a_namespace_whose_label_is_removed_loses_access_once_the_ttl_is_over() {
+        let ttl = Duration::from_millis(200);
+        let (connections, api) = connections(ttl).await;
+        api.serve(TEAM, labelled("a"));
+        connections.resolve("team", &shared()).await.unwrap();
+        api.serve(TEAM, labelled("b"));
+        tokio::time::sleep(ttl).await;
+        let refused = connections.resolve("team", &shared()).await.unwrap_err();
+        assert_eq!(refused.category(), "ConnectionNotAllowed", "{refused}");
+        assert_eq!(api.requests(TEAM), 2);
+    }
+
+    #[tokio::test]
+    async fn a_namespace_never_labelled_is_refused() {
+        let (connections, api) = connections(Duration::from_secs(30)).await;
+        api.serve(TEAM, labelled("b"));
+        let refused = connections.resolve("team", &shared()).await.unwrap_err();
+        assert_eq!(refused.category(), "ConnectionNotAllowed", "{refused}");
+        assert_eq!(
+            api.requests("/api/v1/namespaces/platform/secrets/acs"),
+            0,
+            "refused before any Secret is read"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_selector_admits_no_namespace_and_says_why() {
+        let bogus =
+            serde_json::json!({"matchExpressions": [{"key": "tenant", "operator": "NotIn"}]});
+        let (connections, api) = connections_selecting(Duration::from_secs(30), bogus).await;
+        api.serve(TEAM, labelled("a"));
+        let refused = connections.resolve("team", &shared()).await.unwrap_err();
+        assert_eq!(refused.category(), "InvalidSpec");
+        assert_eq!(
+            refused.to_string(),
+            "invalid spec: ClusterAcsConnection shared: allowedNamespaces.selector: tenant NotIn needs values"
+        );
+        assert_eq!(api.requests(TEAM), 0);
+        connections.resolve("listed", &shared()).await.unwrap();
+    }
 }

@@ -2,9 +2,10 @@
 //! [`ConnectionSource`] (how it authenticates, which CA it trusts, which namespaces may use
 //! it), so that nothing downstream cares which kind it was.
 
+use super::access::NamespaceAccess;
 use crate::api::connection::ConnectionSettings;
 use crate::api::{
-    AcsConnection, AcsConnectionStatus, AllowedNamespaces, ClusterAcsConnection, ConnectionKind,
+    AcsConnection, AcsConnectionStatus, ClusterAcsConnection, ConnectionKind,
     NamespacedSecretKeyRef, SecretKeyRef, WorkloadIdentitySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -44,8 +45,9 @@ impl ConnectionObject for ClusterAcsConnection {
     const KIND: ConnectionKind = ConnectionKind::ClusterAcsConnection;
 
     fn source(&self) -> ConnectionSource {
-        let allowed = self.spec.allowed_namespaces.clone();
-        ConnectionSource::new(&self.spec.connection, &self.metadata, allowed)
+        let allowed = self.spec.allowed_namespaces.as_ref();
+        let access = allowed.map(NamespaceAccess::new);
+        ConnectionSource::new(&self.spec.connection, &self.metadata, access)
     }
 
     fn connection_status(&self) -> Option<&AcsConnectionStatus> {
@@ -119,7 +121,7 @@ pub struct ConnectionSource {
     pub ca_secret: Option<NamespacedSecretKeyRef>,
     /// `None`: every namespace may use it (a namespaced connection, its own namespace only,
     /// which the lookup by namespace already ensures).
-    pub allowed: Option<AllowedNamespaces>,
+    pub allowed: Option<NamespaceAccess>,
     pub built_from: BuiltFrom,
 }
 
@@ -137,7 +139,7 @@ impl ConnectionSource {
     fn new<R: SecretKeyLocation>(
         spec: &ConnectionSettings<R>,
         meta: &ObjectMeta,
-        allowed: Option<AllowedNamespaces>,
+        allowed: Option<NamespaceAccess>,
     ) -> Self {
         let namespace = meta.namespace.as_deref().unwrap_or_default();
         let auth = ConnectionAuth::from_spec(
