@@ -28,7 +28,8 @@ pub const NAMESPACE_LABELS_TTL: Duration = Duration::from_secs(30);
 
 pub type Labels = BTreeMap<String, String>;
 
-/// `allowedNamespaces`, with its selector parsed once.
+/// `allowedNamespaces`, with its selector parsed (each time the connection source is read,
+/// so always the current spec's).
 #[derive(Debug, Clone)]
 pub struct NamespaceAccess {
     names: Vec<String>,

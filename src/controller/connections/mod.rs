@@ -28,6 +28,7 @@ use source::kind_name;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The connections in the watch caches, their built clients and the namespace labels seen.
 pub struct Connections {
     client: Client,
     namespaced: Store<AcsConnection>,
