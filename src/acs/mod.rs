@@ -8,6 +8,7 @@ pub mod client;
 pub mod connection_string;
 pub mod entra;
 pub mod error;
+pub mod fingerprint;
 pub mod limits;
 pub mod model;
 pub mod signing;

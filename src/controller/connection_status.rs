@@ -3,54 +3,36 @@
 //! changed or rotated connection reaches them.
 
 use super::Context;
-use super::connections::ConnectionSource;
+use super::conditions::{apply_status, ready_condition};
+use super::connections::{ConnectionObject, ConnectionSource};
 use super::error::Error;
-use crate::api::{AcsConnection, AcsConnectionStatus, ClusterAcsConnection, ConnectionKind};
+use crate::api::{AcsConnectionStatus, ConnectionKind};
 use crate::policy::Reason;
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use std::sync::Arc;
-use std::time::Duration;
 
-pub async fn reconcile_namespaced(
-    obj: Arc<AcsConnection>,
+/// Either kind: writes its status when it changed, then nudges its identities.
+pub async fn reconcile<K: ConnectionObject>(
+    obj: Arc<K>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let namespace = obj.namespace().unwrap_or_default();
-    let source = ConnectionSource::from_namespaced(&obj);
-    let status = checked_status(&ctx, &source, obj.status.as_ref(), obj.meta().generation).await;
-    if obj.status.as_ref() != Some(&status) {
-        let api: Api<AcsConnection> = Api::namespaced(ctx.client.clone(), &namespace);
-        apply_status(&api, &obj.name_any(), "AcsConnection", &status).await?;
+    let previous = obj.connection_status();
+    let generation = obj.meta().generation;
+    let status = checked_status(&ctx, &obj.source(), previous, generation).await;
+    if previous != Some(&status) {
+        apply_status(&obj.api(ctx.client.clone()), &obj.name_any(), &status).await?;
     }
-    ctx.nudge_identities(
-        ConnectionKind::AcsConnection,
-        Some(&namespace),
-        &obj.name_any(),
-    );
-    Ok(Action::await_change())
-}
-
-pub async fn reconcile_cluster(
-    obj: Arc<ClusterAcsConnection>,
-    ctx: Arc<Context>,
-) -> Result<Action, Error> {
-    let source = ConnectionSource::from_cluster(&obj);
-    let status = checked_status(&ctx, &source, obj.status.as_ref(), obj.meta().generation).await;
-    if obj.status.as_ref() != Some(&status) {
-        let api: Api<ClusterAcsConnection> = Api::all(ctx.client.clone());
-        apply_status(&api, &obj.name_any(), "ClusterAcsConnection", &status).await?;
-    }
-    ctx.nudge_identities(ConnectionKind::ClusterAcsConnection, None, &obj.name_any());
-    Ok(Action::await_change())
+    ctx.nudge_identities(K::KIND, obj.namespace().as_deref(), &obj.name_any());
+    Ok(super::identity::look_again(
+        crate::policy::Outcome::ConnectionChecked,
+    ))
 }
 
 pub fn error_policy<K>(_: Arc<K>, _: &Error, _: Arc<Context>) -> Action {
-    Action::requeue(Duration::from_secs(30))
+    super::identity::look_again(crate::policy::Outcome::ConnectionFailed)
 }
 
 async fn checked_status(
@@ -60,50 +42,25 @@ async fn checked_status(
     generation: Option<i64>,
 ) -> AcsConnectionStatus {
     let (ready, reason, message, endpoint) = match ctx.connections.check(source).await {
-        Ok((endpoint, summary)) => (true, Reason::Valid.as_str(), summary, Some(endpoint)),
-        Err(e) => (false, e.reason().as_str(), e.to_string(), None),
+        Ok((endpoint, summary)) => (true, Reason::Valid, summary, Some(endpoint)),
+        Err(e) => (false, e.reason(), e.to_string(), None),
     };
-    let status = if ready { "True" } else { "False" };
-    let last_transition_time = previous
-        .and_then(|p| p.conditions.iter().find(|c| c.type_ == "Ready"))
-        .filter(|c| c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(Timestamp::now()));
+    let previous = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
+    let ready = ready_condition(
+        previous,
+        ready,
+        reason,
+        message,
+        generation,
+        Timestamp::now(),
+    );
     AcsConnectionStatus {
         endpoint,
         observed_generation: generation,
-        conditions: vec![Condition {
-            type_: "Ready".into(),
-            status: status.into(),
-            reason: reason.into(),
-            message,
-            observed_generation: generation,
-            last_transition_time,
-        }],
+        conditions: vec![ready],
     }
-}
-
-async fn apply_status<K>(
-    api: &Api<K>,
-    name: &str,
-    kind: &str,
-    status: &AcsConnectionStatus,
-) -> Result<(), Error>
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let patch = serde_json::json!({
-        "apiVersion": "acsoperator.io/v1alpha1",
-        "kind": kind,
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(super::MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    Ok(())
 }
 
 /// The identities that refer to a connection, from the identity watch cache.

@@ -5,6 +5,7 @@
 //! managed-by label), AcsConnection/ClusterAcsConnection, and the metadata of Secrets, streamed
 //! without a cache, only to notice when a connection's Secret changes.
 
+pub mod conditions;
 pub mod connection_status;
 pub mod connections;
 pub mod error;
@@ -311,7 +312,7 @@ pub async fn run(client: Client, settings: Settings) {
 
     let namespaced_run = namespaced_ctrl
         .run(
-            connection_status::reconcile_namespaced,
+            connection_status::reconcile::<AcsConnection>,
             connection_status::error_policy,
             ctx.clone(),
         )
@@ -319,7 +320,7 @@ pub async fn run(client: Client, settings: Settings) {
     let cluster_run = async {
         if let Some(c) = cluster_ctrl {
             c.run(
-                connection_status::reconcile_cluster,
+                connection_status::reconcile::<ClusterAcsConnection>,
                 connection_status::error_policy,
                 ctx.clone(),
             )

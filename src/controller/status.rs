@@ -3,12 +3,13 @@
 //! changed (server-side apply under the operator's field manager).
 
 use super::Context;
+use super::conditions::{apply_status, ready_condition};
 use super::error::Error;
 use crate::api::{AcsIdentity, AcsIdentityStatus, IssuedFor};
-use crate::policy::{Failure, Reason, TokenParams, TokenRecord, readiness};
+use crate::policy::{Failure, TokenParams, TokenRecord, readiness};
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -100,7 +101,7 @@ fn finish(
     s.observed_generation = generation;
     s.secret_name = Some(obj.secret_name());
     s.conditions = vec![ready_condition(
-        s.conditions.iter().find(|c| c.type_ == "Ready"),
+        &s.conditions,
         verdict.ready,
         verdict.reason,
         verdict.message,
@@ -108,30 +109,6 @@ fn finish(
         now,
     )];
     s
-}
-
-/// A Ready condition that keeps the previous transition time while its status is unchanged.
-fn ready_condition(
-    previous: Option<&Condition>,
-    ready: bool,
-    reason: Reason,
-    message: String,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> Condition {
-    let status = if ready { "True" } else { "False" };
-    let last_transition_time = previous
-        .filter(|c| c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    Condition {
-        type_: "Ready".into(),
-        status: status.into(),
-        reason: reason.as_str().into(),
-        message,
-        observed_generation: generation,
-        last_transition_time,
-    }
 }
 
 /// The statuses this operator wrote that its watch cache may not show yet.
@@ -225,18 +202,7 @@ pub async fn write(
     }
     let api: Api<AcsIdentity> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": AcsIdentity::api_version(&()),
-        "kind": AcsIdentity::kind(&()),
-        "status": status,
-    });
-    let written = api
-        .patch_status(
-            &obj.name_any(),
-            &PatchParams::apply(super::MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await?;
+    let written = apply_status(&api, &obj.name_any(), &status).await?;
     // Remember the status as the server stored it, which is what the cache will show.
     ctx.statuses.record(obj, written.status);
     Ok(())

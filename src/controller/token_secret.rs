@@ -8,7 +8,6 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub const MANAGED_BY_KEY: &str = "app.kubernetes.io/managed-by";
@@ -40,10 +39,7 @@ impl std::fmt::Debug for TokenContent {
 
 /// 16 hex digits of SHA-256 of the token: enough to notice an edit, useless to an attacker.
 pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::acs::fingerprint::short_sha256_hex(&[token.as_bytes()])
 }
 
 /// RFC 3339 in UTC with whole seconds (rounded down), as written into the Secret.

@@ -1,0 +1,121 @@
+//! What every status this operator writes shares: the Ready condition, and the server-side
+//! apply of `status` under the operator's field manager.
+
+use crate::policy::Reason;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::Resource;
+use kube::api::{Api, Patch, PatchParams};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+
+pub const READY: &str = "Ready";
+
+/// The Ready condition, keeping the lastTransitionTime of the `previous` Ready condition
+/// while its status stays the same (conditions say since when, not when last checked).
+pub fn ready_condition(
+    previous: &[Condition],
+    ready: bool,
+    reason: Reason,
+    message: impl Into<String>,
+    observed_generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if ready { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == READY)
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: READY.into(),
+        status: status.into(),
+        reason: reason.as_str().into(),
+        message: message.into(),
+        observed_generation,
+        last_transition_time,
+    }
+}
+
+/// The server-side apply patch that sets `status` of a `K`.
+fn status_patch<K: Resource<DynamicType = ()>>(status: &impl Serialize) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    })
+}
+
+/// Writes `status` of the object `name` by server-side apply, taking the fields over from
+/// any other manager; returns the object as the server stored it.
+pub async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &impl Serialize,
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let params = PatchParams::apply(super::MANAGER).force();
+    let patch = Patch::Apply(status_patch::<K>(status));
+    api.patch_status(name, &params, &patch).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AcsConnection, AcsIdentity, ClusterAcsConnection};
+
+    fn condition(type_: &str, status: &str, at: i64) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: "m".into(),
+            observed_generation: None,
+            last_transition_time: Time(Timestamp::from_second(at).unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_transition_time_moves_only_when_the_ready_status_changes() {
+        let now = Timestamp::from_second(100).unwrap();
+        let cases = [
+            (vec![], true, 100),
+            (vec![condition(READY, "True", 5)], true, 5),
+            (vec![condition(READY, "True", 5)], false, 100),
+            (vec![condition(READY, "False", 5)], false, 5),
+            (vec![condition("Other", "True", 5)], true, 100),
+        ];
+        for (i, (previous, ready, expected)) in cases.into_iter().enumerate() {
+            let c = ready_condition(&previous, ready, Reason::Valid, "what", Some(2), now);
+            assert_eq!(c.last_transition_time.0.as_second(), expected, "case {i}");
+            assert_eq!(c.type_, READY);
+            assert_eq!(c.status, if ready { "True" } else { "False" });
+            assert_eq!((c.reason.as_str(), c.message.as_str()), ("Valid", "what"));
+            assert_eq!(c.observed_generation, Some(2));
+        }
+    }
+
+    #[test]
+    fn the_patch_names_the_kind_it_is_for() {
+        let status = serde_json::json!({"endpoint": "https://a/"});
+        for (patch, kind) in [
+            (status_patch::<AcsConnection>(&status), "AcsConnection"),
+            (
+                status_patch::<ClusterAcsConnection>(&status),
+                "ClusterAcsConnection",
+            ),
+            (status_patch::<AcsIdentity>(&status), "AcsIdentity"),
+        ] {
+            assert_eq!(
+                patch,
+                serde_json::json!({
+                    "apiVersion": "acsoperator.io/v1alpha1", "kind": kind, "status": status,
+                })
+            );
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Turning a [`ConnectionSource`] into a client: reads the Secrets it names (connection
+//! string, CA bundle) or completes its workload identity from the pod's environment. Never
+//! calls ACS or Entra.
+
+use super::Connections;
+use super::clients::Resolved;
+use super::source::{BuiltFrom, ConnectionAuth, ConnectionSource};
+use super::workload_identity::{workload_identity, workload_identity_fingerprint};
+use crate::acs::fingerprint::short_sha256_hex;
+use crate::acs::{AcsClient, AcsError, AcsRateLimiter, ClientOptions, ConnectionString};
+use crate::api::{NamespacedSecretKeyRef, WorkloadIdentitySpec};
+use crate::controller::error::Error;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use std::sync::Arc;
+use url::Url;
+
+impl Connections {
+    pub(super) async fn build(&self, source: &ConnectionSource) -> Result<Resolved, Error> {
+        let extra_ca_pem = match (&source.ca_bundle, &source.ca_secret) {
+            (Some(pem), _) => Some(pem.clone().into_bytes()),
+            (None, Some(r)) => Some(self.read_secret_key(r).await?.into_bytes()),
+            (None, None) => None,
+        };
+        let built_from = source.built_from.clone();
+        match &source.auth {
+            ConnectionAuth::ConnectionString(r) => {
+                let connection = self.read_connection_string(r).await?;
+                self.with_access_key(&connection, extra_ca_pem, built_from)
+            }
+            ConnectionAuth::WorkloadIdentity { endpoint, identity } => {
+                self.with_workload_identity(endpoint, identity, extra_ca_pem, built_from)
+            }
+            ConnectionAuth::Ambiguous => Err(Error::InvalidConnection(
+                "set either connectionStringSecretRef, or endpoint and workloadIdentity".into(),
+            )),
+        }
+    }
+
+    fn options(
+        &self,
+        limiter: &Arc<AcsRateLimiter>,
+        extra_ca_pem: Option<Vec<u8>>,
+    ) -> ClientOptions {
+        ClientOptions {
+            timeout: self.acs_timeout,
+            extra_ca_pem,
+            rate_limiter: Some(limiter.clone()),
+        }
+    }
+
+    fn with_access_key(
+        &self,
+        connection: &ConnectionString,
+        extra_ca_pem: Option<Vec<u8>>,
+        built_from: BuiltFrom,
+    ) -> Result<Resolved, Error> {
+        let limiter = self.clients.limiter_for(connection.endpoint.as_str());
+        let client =
+            AcsClient::new(connection, self.options(&limiter, extra_ca_pem)).map_err(invalid_ca)?;
+        Ok(Resolved {
+            fingerprint: fingerprint(connection),
+            summary: format!("connection string for {} parsed", connection.endpoint),
+            client,
+            limiter,
+            built_from,
+        })
+    }
+
+    fn with_workload_identity(
+        &self,
+        endpoint: &str,
+        spec: &WorkloadIdentitySpec,
+        extra_ca_pem: Option<Vec<u8>>,
+        built_from: BuiltFrom,
+    ) -> Result<Resolved, Error> {
+        let endpoint = Url::parse(endpoint)
+            .ok()
+            .filter(|u| u.scheme() == "https" && u.has_host())
+            .ok_or_else(|| {
+                Error::InvalidConnection(format!("endpoint {endpoint:?} is not an https URL"))
+            })?;
+        let identity = workload_identity(spec, &self.workload_identity, self.acs_timeout)?;
+        let credential = identity.credential().map_err(|e| match e {
+            AcsError::Config(message) => Error::WorkloadIdentity(message),
+            other => Error::WorkloadIdentity(other.to_string()),
+        })?;
+        let limiter = self.clients.limiter_for(endpoint.as_str());
+        let options = self.options(&limiter, extra_ca_pem);
+        let client =
+            AcsClient::with_bearer(endpoint.clone(), credential, options).map_err(invalid_ca)?;
+        Ok(Resolved {
+            fingerprint: workload_identity_fingerprint(&endpoint, &identity),
+            summary: format!(
+                "workload identity {} of tenant {} for {endpoint}, token file present",
+                identity.client_id, identity.tenant_id
+            ),
+            client,
+            limiter,
+            built_from,
+        })
+    }
+
+    async fn read_connection_string(
+        &self,
+        r: &NamespacedSecretKeyRef,
+    ) -> Result<ConnectionString, Error> {
+        let raw = self.read_secret_key(r).await?;
+        raw.parse().map_err(|e| Error::InvalidConnectionString {
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+            key: r.key.clone(),
+            source: e,
+        })
+    }
+
+    async fn read_secret_key(&self, r: &NamespacedSecretKeyRef) -> Result<String, Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &r.namespace);
+        let secret =
+            api.get_opt(&r.name)
+                .await?
+                .ok_or_else(|| Error::ConnectionSecretNotFound {
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                })?;
+        let missing = || Error::ConnectionSecretKeyMissing {
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+            key: r.key.clone(),
+        };
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&r.key))
+            .map(|b| b.0.clone())
+            .ok_or_else(missing)?;
+        String::from_utf8(bytes).map_err(|_| missing())
+    }
+}
+
+fn invalid_ca(e: AcsError) -> Error {
+    Error::InvalidCaBundle(e.to_string())
+}
+
+/// Fingerprint of endpoint and key: tells connections apart, reveals neither.
+pub fn fingerprint(connection: &ConnectionString) -> String {
+    short_sha256_hex(&[
+        connection.endpoint.as_str().as_bytes(),
+        connection.access_key.to_base64().as_bytes(),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::workload_identity::tests::{pod_env, wi};
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn fingerprint_changes_with_key_or_endpoint_and_hides_both() {
+        let a: ConnectionString = "endpoint=https://a/;accesskey=c2VjcmV0".parse().unwrap();
+        let b: ConnectionString = "endpoint=https://a/;accesskey=b3RoZXI=".parse().unwrap();
+        let c: ConnectionString = "endpoint=https://c/;accesskey=c2VjcmV0".parse().unwrap();
+        assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+        assert_eq!(fingerprint(&a).len(), 16);
+        assert!(!fingerprint(&a).contains("c2VjcmV0"));
+    }
+
+    /// Status records these values: a change would re-issue every token on upgrade.
+    #[test]
+    fn fingerprints_are_pinned() {
+        let c: ConnectionString = "endpoint=https://a/;accesskey=c2VjcmV0".parse().unwrap();
+        assert_eq!(fingerprint(&c), "8e2b83d117db2bef");
+        let identity = workload_identity(&wi(Some("c"), Some("t")), &pod_env(), Duration::ZERO);
+        let endpoint = Url::parse("https://one/").unwrap();
+        assert_eq!(
+            workload_identity_fingerprint(&endpoint, &identity.unwrap()),
+            "ab562699bde63891"
+        );
+        assert_eq!(
+            crate::controller::token_secret::token_hash("an-acs-token"),
+            "2283fd4a23779bd8"
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! Resolving an AcsIdentity's `connectionRef` to a ready ACS client: finds the connection
+//! object in the watch caches ([`source`]), checks that the identity's namespace may use it
+//! ([`access`]), and takes its client from the cache ([`clients`]) or builds one ([`build`]),
+//! signing with the access key of a connection string or sending bearer tokens of an Entra ID
+//! workload identity ([`workload_identity`]).
+
+mod access;
+mod build;
+mod clients;
+mod source;
+mod workload_identity;
+
+pub use clients::Resolved;
+pub use source::{ConnectionObject, ConnectionSource};
+pub use workload_identity::WorkloadIdentityDefaults;
+
+use super::error::Error;
+use crate::acs::AcsRateLimiter;
+use crate::api::{AcsConnection, ClusterAcsConnection, ConnectionKind, ConnectionRef};
+use access::{ByName, Labels, NamespaceAccess, NamespaceLabels};
+use clients::ClientCache;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
+use kube::core::SelectorExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+use source::kind_name;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The connections in the watch caches, their built clients and the namespace labels seen.
+pub struct Connections {
+    client: Client,
+    namespaced: Store<AcsConnection>,
+    cluster: Store<ClusterAcsConnection>,
+    acs_timeout: Duration,
+    workload_identity: WorkloadIdentityDefaults,
+    clients: ClientCache,
+    namespace_labels: NamespaceLabels,
+}
+
+impl Connections {
+    pub fn new(
+        client: Client,
+        namespaced: Store<AcsConnection>,
+        cluster: Store<ClusterAcsConnection>,
+        acs_timeout: Duration,
+        workload_identity: WorkloadIdentityDefaults,
+        new_limiter: Box<dyn Fn() -> Arc<AcsRateLimiter> + Send + Sync>,
+    ) -> Self {
+        Self {
+            client,
+            namespaced,
+            cluster,
+            acs_timeout,
+            workload_identity,
+            clients: ClientCache::new(new_limiter),
+            namespace_labels: NamespaceLabels::new(access::NAMESPACE_LABELS_TTL),
+        }
+    }
+
+    /// The connection object an identity in `namespace` refers to, from the watch cache.
+    pub fn source(&self, namespace: &str, r: &ConnectionRef) -> Result<ConnectionSource, Error> {
+        match r.kind {
+            ConnectionKind::AcsConnection => self
+                .namespaced
+                .get(&ObjectRef::new(&r.name).within(namespace))
+                .map(|c| c.source()),
+            ConnectionKind::ClusterAcsConnection => self
+                .cluster
+                .get(&ObjectRef::new(&r.name))
+                .map(|c| c.source()),
+        }
+        .ok_or_else(|| Error::ConnectionNotFound {
+            kind: kind_name(r.kind),
+            name: r.name.clone(),
+        })
+    }
+
+    /// A client for the connection an identity in `namespace` refers to. The namespace is
+    /// checked on every call, since a cluster connection's client serves all namespaces.
+    pub async fn resolve(
+        &self,
+        namespace: &str,
+        r: &ConnectionRef,
+    ) -> Result<Arc<Resolved>, Error> {
+        let source = self.source(namespace, r)?;
+        if let Some(allowed) = &source.allowed {
+            self.check_allowed(allowed, &r.name, namespace).await?;
+        }
+        let key = clients::cache_key(namespace, r);
+        if let Some(hit) = self.clients.get(&key, &source.built_from) {
+            return Ok(hit);
+        }
+        let resolved = self.build(&source).await?;
+        Ok(self.clients.insert(key, resolved))
+    }
+
+    /// Checks that a connection is usable: its Secrets hold a connection string (and CA
+    /// bundle), or its workload identity is complete and the token file readable. Returns the
+    /// endpoint and a summary. Reads Secrets and the token file; never calls ACS or Entra.
+    pub async fn check(&self, source: &ConnectionSource) -> Result<(String, String), Error> {
+        let resolved = self.build(source).await?;
+        Ok((resolved.client.endpoint().to_string(), resolved.summary))
+    }
+
+    /// Drops cached clients built from this Secret; the next use re-reads it.
+    pub fn forget_secret(&self, namespace: &str, name: &str) {
+        self.clients.forget_secret(namespace, name);
+    }
+
+    /// The connections (kind, namespace for namespaced ones, name) that read this Secret.
+    pub fn connections_using_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Vec<(ConnectionKind, Option<String>, String)> {
+        let mut users = readers_of(&self.namespaced, namespace, name);
+        users.extend(readers_of(&self.cluster, namespace, name));
+        users
+    }
+
+    /// See [`access`] for why labels are remembered and for how long.
+    async fn check_allowed(
+        &self,
+        allowed: &NamespaceAccess,
+        name: &str,
+        namespace: &str,
+    ) -> Result<(), Error> {
+        let admitted = match allowed.by_name(namespace) {
+            ByName::Allowed => true,
+            ByName::Denied => false,
+            ByName::ByLabels(selector) => selector.matches(&self.labels_of(namespace).await?),
+            ByName::InvalidSelector(why) => {
+                return Err(Error::InvalidConnection(format!(
+                    "ClusterAcsConnection {name}: allowedNamespaces.selector: {why}"
+                )));
+            }
+        };
+        if admitted {
+            return Ok(());
+        }
+        Err(Error::ConnectionNotAllowed {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+        })
+    }
+
+    async fn labels_of(&self, namespace: &str) -> Result<Labels, Error> {
+        if let Some(labels) = self.namespace_labels.fresh(namespace, Instant::now()) {
+            return Ok(labels);
+        }
+        // Stamped before sending: the labels are at least this recent.
+        let asked = Instant::now();
+        let ns = Api::<Namespace>::all(self.client.clone())
+            .get(namespace)
+            .await?;
+        let labels = ns.metadata.labels.unwrap_or_default();
+        self.namespace_labels
+            .remember(namespace, labels.clone(), asked);
+        Ok(labels)
+    }
+}
+
+/// The objects in `store` that read the Secret `namespace`/`name`, as (kind, namespace, name).
+fn readers_of<K: ConnectionObject>(
+    store: &Store<K>,
+    namespace: &str,
+    name: &str,
+) -> Vec<(ConnectionKind, Option<String>, String)> {
+    store
+        .state()
+        .iter()
+        .filter(|c| c.source().reads_secret(namespace, name))
+        .map(|c| (K::KIND, c.namespace(), c.name_any()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! `resolve` against a fake API server that counts the requests it serves.
+
+    use super::*;
+    use http_body_util::Full;
+    use hyper::body::{Bytes, Incoming};
+    use hyper::{Request, Response};
+    use hyper_util::rt::TokioIo;
+    use kube::runtime::watcher;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// Served objects by path; every request is counted by path.
+    #[derive(Default)]
+    struct FakeApi {
+        objects: Mutex<HashMap<String, serde_json::Value>>,
+        requests: Mutex<HashMap<String, usize>>,
+    }
+
+    impl FakeApi {
+        fn serve(&self, path: &str, object: serde_json::Value) {
+            self.objects.lock().unwrap().insert(path.into(), object);
+        }
+
+        fn requests(&self, path: &str) -> usize {
+            self.requests
+                .lock()
+                .unwrap()
+                .get(path)
+                .copied()
+                .unwrap_or(0)
+        }
+
+        fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+            let path = request.uri().path().to_string();
+            *self
+                .requests
+                .lock()
+                .unwrap()
+                .entry(path.clone())
+                .or_default() += 1;
+            let body = self.objects.lock().unwrap().get(&path).cloned();
+            let (status, body) = match body {
+                Some(body) => (200, body),
+                None => (404, serde_json::json!({"kind": "Status", "code": 404})),
+            };
+            let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+            response
+        }
+
+        async fn client(self: &Arc<Self>) -> Client {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let api = self.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let api = api.clone();
+                    let service = hyper::service::service_fn(move |r| {
+                        let response = api.answer(r);
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                    let connection = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::spawn(connection);
+                }
+            });
+            Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap()
+        }
+    }
+
+    const TEAM: &str = "/api/v1/namespaces/team";
+
+    /// Connections with one ClusterAcsConnection `shared`, usable from namespace `listed` and
+    /// from those labelled `tenant=a` (or another selector), and a fake API server serving its
+    /// Secret.
+    async fn connections(labels_ttl: Duration) -> (Connections, Arc<FakeApi>) {
+        let tenant_a = serde_json::json!({"matchLabels": {"tenant": "a"}});
+        connections_selecting(labels_ttl, tenant_a).await
+    }
+
+    async fn connections_selecting(
+        labels_ttl: Duration,
+        selector: serde_json::Value,
+    ) -> (Connections, Arc<FakeApi>) {
+        let api = Arc::new(FakeApi::default());
+        api.serve(
+            "/api/v1/namespaces/platform/secrets/acs",
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "acs"},
+                "data": {"connectionString": "ZW5kcG9pbnQ9aHR0cHM6Ly9hLztBY2Nlc3NLZXk9YzJWamNtVjA="},
+            }),
+        );
+        let connection: ClusterAcsConnection = serde_json::from_value(serde_json::json!({
+            "apiVersion": "acsoperator.io/v1alpha1", "kind": "ClusterAcsConnection",
+            "metadata": {"name": "shared", "uid": "u-1", "generation": 1},
+            "spec": {
+                "connectionStringSecretRef": {"namespace": "platform", "name": "acs"},
+                "allowedNamespaces": {"names": ["listed"], "selector": selector},
+            },
+        }))
+        .unwrap();
+        let (cluster, mut writer) = kube::runtime::reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Apply(connection));
+        let (namespaced, _) = kube::runtime::reflector::store();
+        let limiter = || Arc::new(AcsRateLimiter::at_acs_limits());
+        let mut connections = Connections::new(
+            api.client().await,
+            namespaced,
+            cluster,
+            Duration::from_secs(1),
+            WorkloadIdentityDefaults::default(),
+            Box::new(limiter),
+        );
+        connections.namespace_labels = NamespaceLabels::new(labels_ttl);
+        (connections, api)
+    }
+
+    fn labelled(tenant: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "team", "labels": {"tenant": tenant}},
+        })
+    }
+
+    fn shared() -> ConnectionRef {
+        ConnectionRef {
+            kind: ConnectionKind::ClusterAcsConnection,
+            name: "shared".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listed_namespace_is_admitted_without_reading_it() {
+        let (connections, api) = connections(Duration::from_secs(30)).await;
+        connections.resolve("listed", &shared()).await.unwrap();
+        connections.resolve("listed", &shared()).await.unwrap();
+        assert_eq!(api.requests("/api/v1/namespaces/listed"), 0);
+        assert_eq!(
+            api.requests("/api/v1/namespaces/platform/secrets/acs"),
+            1,
+            "the client is built once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_selected_namespace_is_read_once_per_ttl() {
+        let (connections, api) = connections(Duration::from_secs(30)).await;
+        api.serve(TEAM, labelled("a"));
+        for _ in 0..3 {
+            connections.resolve("team", &shared()).await.unwrap();
+        }
+        assert_eq!(api.requests(TEAM), 1);
+    }
+
+    #[tokio::test]
+    async fn a_namespace_whose_label_is_removed_loses_access_once_the_ttl_is_over() {
+        let ttl = Duration::from_millis(200);
+        let (connections, api) = connections(ttl).await;
+        api.serve(TEAM, labelled("a"));
+        connections.resolve("team", &shared()).await.unwrap();
+        api.serve(TEAM, labelled("b"));
+        tokio::time::sleep(ttl).await;
+        let refused = connections.resolve("team", &shared()).await.unwrap_err();
+        assert_eq!(
+            refused.reason(),
+            crate::policy::Reason::ConnectionNotAllowed,
+            "{refused}"
+        );
+        assert_eq!(api.requests(TEAM), 2);
+    }
+
+    #[tokio::test]
+    async fn a_namespace_never_labelled_is_refused() {
+        let (connections, api) = connections(Duration::from_secs(30)).await;
+        api.serve(TEAM, labelled("b"));
+        let refused = connections.resolve("team", &shared()).await.unwrap_err();
+        assert_eq!(
+            refused.reason(),
+            crate::policy::Reason::ConnectionNotAllowed,
+            "{refused}"
+        );
+        assert_eq!(
+            api.requests("/api/v1/namespaces/platform/secrets/acs"),
+            0,
+            "refused before any Secret is read"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_selector_admits_no_namespace_and_says_why() {
+        let bogus =
+            serde_json::json!({"matchExpressions": [{"key": "tenant", "operator": "NotIn"}]});
+        let (connections, api) = connections_selecting(Duration::from_secs(30), bogus).await;
+        api.serve(TEAM, labelled("a"));
+        let refused = connections.resolve("team", &shared()).await.unwrap_err();
+        assert_eq!(refused.reason(), crate::policy::Reason::InvalidConnection);
+        assert_eq!(
+            refused.to_string(),
+            "invalid connection: ClusterAcsConnection shared: allowedNamespaces.selector: tenant NotIn needs values"
+        );
+        assert_eq!(api.requests(TEAM), 0);
+        connections.resolve("listed", &shared()).await.unwrap();
+    }
+}
