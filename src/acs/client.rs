@@ -477,13 +477,7 @@ impl AcsClient {
         while let Some(cause) = source {
             message.push_str(": ");
             message.push_str(&cause.to_string());
-            // rustls' error reaches us wrapped in an io::Error, whose `source` skips it.
-            let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
-                cause
-                    .downcast_ref::<std::io::Error>()
-                    .and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>())
-            });
-            if let Some(rustls::Error::InvalidCertificate(why)) = tls {
+            if let Some(rustls::Error::InvalidCertificate(why)) = rustls_error(cause) {
                 untrusted = Some(format!("{why:?}"));
             }
             source = cause.source();
@@ -492,6 +486,17 @@ impl AcsClient {
             Some(why) => AcsError::UntrustedCertificate(why),
             None => AcsError::Transport(message),
         }
+    }
+}
+
+/// The rustls error behind `e`: it reaches us wrapped in io::Errors (twice, through hyper),
+/// whose `source` skips the error they wrap.
+fn rustls_error<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    loop {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        e = e.downcast_ref::<std::io::Error>()?.get_ref()?;
     }
 }
 
