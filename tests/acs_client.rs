@@ -1,14 +1,15 @@
 //! The Rust ACS client runs the quickstart flow against the emulator over HTTP and HTTPS, and
 //! the emulator's admin view confirms each step took effect.
 
-mod common;
+mod support;
 
 use acs_identity_operator::acs::{
     AcsClient, AcsError, ClientOptions, ConnectionString, CreateIdentityParams, FirstToken, Scope,
     TokenLifetime,
 };
-use common::{Admin, start_emulator, test_ca};
 use std::time::Duration;
+use support::emulator::{Admin, start_emulator};
+use support::tls::test_ca;
 
 async fn quickstart_flow(client: &AcsClient, admin: &Admin) {
     let day = TokenLifetime::MAX;

@@ -2,15 +2,16 @@
 //! each step, faults, throttling, TLS, and the `acs-emulator` binary itself. Everything binds
 //! 127.0.0.1 and every wait is bounded.
 
-mod common;
+mod support;
 
 use acs_identity_operator::acs::model::SUPPORTED_API_VERSIONS;
 use acs_identity_operator::acs::{AccessKey, signing};
 use acs_identity_operator::emulator::{EmulatorConfig, EmulatorHandle, ThrottleConfig};
 use base64::Engine;
-use common::{Admin, TEST_KEY as KEY, start_emulator, test_ca};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime};
+use support::emulator::{Admin, TEST_KEY as KEY, start_emulator};
+use support::tls::test_ca;
 use url::Url;
 
 const V: &str = "2023-10-01";

@@ -1,8 +1,8 @@
 //! The official Azure SDKs, unmodified, against the real `acs-emulator` binary over TLS.
 //!
 //! Each test installs the pinned SDKs once (`tests/sdk/setup.sh`, cached under `.cache/sdk`),
-//! makes a throw-away CA and a `localhost`/`127.0.0.1` leaf certificate with rcgen, starts the
-//! emulator with them, and runs the ACS access-token quickstart (`tests/sdk/quickstart.py` with
+//! writes out a throw-away CA and a `localhost`/`127.0.0.1` leaf certificate (the shared test CA
+//! of `support::tls`), starts the emulator with them, and runs the ACS access-token quickstart (`tests/sdk/quickstart.py` with
 //! `azure-communication-identity` 1.5.0, `tests/sdk/quickstart.mjs` with
 //! `@azure/communication-identity` 1.3.1) against `https://localhost:PORT/`, trusting the CA
 //! through `REQUESTS_CA_BUNDLE` / `NODE_EXTRA_CA_CERTS` exactly as a developer would.
@@ -17,12 +17,10 @@
 //! Tokens are test tokens of a throw-away emulator, but they are still kept out of failure
 //! messages.
 
+mod support;
+
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -31,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use support::tls::{TestCa, test_ca};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -135,7 +134,7 @@ fn read_lossy(path: &Path) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A throw-away CA and a server certificate for localhost / 127.0.0.1
+// The test CA as files, where the SDKs and the emulator binary read it
 
 struct TestTls {
     dir: tempfile::TempDir,
@@ -144,45 +143,14 @@ struct TestTls {
 
 impl TestTls {
     fn generate() -> Self {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "acs-emulator SDK test CA");
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_key = KeyPair::generate().expect("CA key");
-        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let mut leaf_params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .expect("leaf params");
-        leaf_params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        leaf_params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        leaf_params.use_authority_key_identifier_extension = true;
-        let leaf_key = KeyPair::generate().expect("leaf key");
-        let leaf_cert = leaf_params
-            .signed_by(&leaf_key, &issuer)
-            .expect("leaf certificate");
-
-        let dir = tempfile::tempdir().expect("tempdir");
+        let TestCa { ca_pem, server } = test_ca();
         let tls = TestTls {
-            dir,
-            ca_pem: ca_cert.pem(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            ca_pem,
         };
         std::fs::write(tls.ca_path(), &tls.ca_pem).expect("write ca.pem");
-        std::fs::write(tls.cert_path(), leaf_cert.pem()).expect("write server.pem");
-        std::fs::write(tls.key_path(), leaf_key.serialize_pem()).expect("write server.key");
+        std::fs::write(tls.cert_path(), &server.cert_chain).expect("write server.pem");
+        std::fs::write(tls.key_path(), &server.private_key).expect("write server.key");
         tls
     }
 

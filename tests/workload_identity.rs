@@ -6,15 +6,16 @@
 //! Everything is configured explicitly (tenant, client, token file, authority): no test reads
 //! or writes process environment, which is shared by tests running in parallel.
 
-mod common;
+mod support;
 
 use acs_identity_operator::acs::{
     AcsClient, AcsError, ClientOptions, Scope, TokenLifetime, WorkloadIdentity,
 };
 use acs_identity_operator::emulator::EmulatorHandle;
-use common::{Admin, TestCa, start_emulator, test_ca};
 use std::path::PathBuf;
 use std::time::Duration;
+use support::emulator::{Admin, start_emulator};
+use support::tls::{TestCa, test_ca};
 use url::Url;
 
 const TENANT: &str = "11111111-2222-3333-4444-555555555555";

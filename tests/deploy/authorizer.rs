@@ -53,7 +53,7 @@ async fn the_test_server_judges_rbac_like_kube_apiserver() {
     let there = TestNamespace::create("rbac-judge-there").await;
     let admin = here.client();
     let (a, b) = (here.name().to_string(), there.name().to_string());
-    crate::harness::install_crds(&admin).await;
+    crate::support::operator::install_crds(&admin).await;
     for ns in [&a, &b] {
         let secrets: Api<Secret> = Api::namespaced(admin.clone(), ns);
         for name in ["x", "y"] {

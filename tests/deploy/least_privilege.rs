@@ -7,9 +7,9 @@
 //! what it does not need.
 
 use crate::authorizer::wait_until_allowed;
-use crate::harness::{World, status_of};
 use crate::install::Install;
 use crate::support::TestNamespace;
+use crate::support::operator::{World, status_of};
 use crate::{impersonating, service_account_identity, status};
 use acs_identity_operator::api::{AcsConnection, AcsIdentity, ClusterAcsConnection};
 use k8s_openapi::api::coordination::v1::Lease;

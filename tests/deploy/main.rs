@@ -3,11 +3,6 @@
 //! exactly enough for the operator (`least_privilege`); and the test server judges RBAC the
 //! way kube-apiserver does, or those proofs would prove nothing (`authorizer`).
 
-#[path = "../common/mod.rs"]
-mod common;
-#[path = "../operator/harness.rs"]
-#[allow(dead_code)] // this binary uses part of the operator tests' harness
-mod harness;
 #[path = "../support/mod.rs"]
 mod support;
 

@@ -4,7 +4,7 @@
 //! emulator's `afterCommit` fault makes that lost answer happen on demand; the second test shows
 //! the same fault leaks an identity when the create is not idempotent.
 
-use crate::harness::{World, secret_text, status_of};
+use crate::support::operator::{World, secret_text, status_of};
 use acs_identity_operator::api::AcsIdentity;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;

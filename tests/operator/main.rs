@@ -1,9 +1,6 @@
 //! The operator's behaviour, proven against the real test API server and the ACS emulator.
-//! Each test gets its own namespace, emulator and operator instance (see `harness`).
+//! Each test gets its own namespace, emulator and operator instance (see `support::operator`).
 
-#[path = "../common/mod.rs"]
-mod common;
-mod harness;
 mod idempotent_create;
 mod processes;
 #[path = "../support/mod.rs"]
@@ -13,12 +10,13 @@ use acs_identity_operator::acs::{AcsClient, ClientOptions};
 use acs_identity_operator::api::AcsIdentity;
 use acs_identity_operator::controller::identity::{REFRESH_ANNOTATION, SKIP_CLEANUP_ANNOTATION};
 use base64::Engine;
-use harness::{World, ready_reason, secret_text, status_of};
+// The tests here call the operator harness `harness::` (its name before it moved to support).
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use serde_json::json;
 use std::time::Duration;
+use support::operator::{self as harness, World, ready_reason, secret_text, status_of};
 
 fn spec(scopes: &[&str]) -> serde_json::Value {
     json!({"connectionRef": {"name": "acs"}, "scopes": scopes})

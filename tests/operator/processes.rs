@@ -1,8 +1,8 @@
 //! Tests that run the real `acs-identity-operator` binary: leader election between two
 //! replicas, and what it writes to its log at trace level.
 
-use crate::harness::{WAIT, World, secret_text, status_of};
 use crate::support;
+use crate::support::operator::{WAIT, World, secret_text, status_of};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;

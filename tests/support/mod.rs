@@ -1,10 +1,18 @@
-//! Harness for integration tests against a real Kubernetes API server.
+//! What the integration tests share, one module per concern:
 //!
-//! Each test binary gets one cluster: either the one `KUBECONFIG` names (kind,
-//! AKS, ...) or, when that variable is unset, a local one started once by
-//! `tests/kube-apiserver/cluster up` (see its README for what that server does
-//! not do: no controllers, so no garbage collection and no namespace
-//! cascading; RBAC without the default roles). Every test gets its own namespace:
+//! - [`cluster`]: the Kubernetes API server of the test binary, either the one `KUBECONFIG`
+//!   names (kind, AKS, ...) or, when that variable is unset, a local one started once by
+//!   `tests/kube-apiserver/cluster up` (see its README for what that server does not do: no
+//!   controllers, so no garbage collection and no namespace cascading; RBAC without the
+//!   default roles);
+//! - [`namespace`]: a namespace of its own for every test, deleted when the test ends;
+//! - [`emulator`]: an in-process ACS emulator and a client of its admin API;
+//! - [`tls`]: a throw-away CA and server certificate for tests that serve TLS;
+//! - [`operator`]: one operator test's world (namespace, emulator, operator instance).
+//!
+//! A test file at `tests/NAME.rs` takes it with `mod support;`; a test binary in a folder
+//! (`tests/NAME/main.rs`) needs `#[path = "../support/mod.rs"] mod support;`, as Cargo
+//! resolves its modules inside that folder.
 //!
 //! ```ignore
 //! mod support;
@@ -20,10 +28,14 @@
 //!
 //! Every wait in a test is bounded: use [`within`].
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
+// Each test binary compiles the whole tree and uses a different part of it.
+#![allow(dead_code)]
 
 mod cluster;
+pub mod emulator;
 mod namespace;
+pub mod operator;
+pub mod tls;
 
 #[allow(unused_imports)] // each test binary uses a different part of the harness
 pub use cluster::{client, cluster_config, kubeconfig_env};

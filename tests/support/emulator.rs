@@ -1,41 +1,13 @@
-//! Helpers shared by integration tests that need an ACS emulator.
-
-#![allow(dead_code)]
+//! An in-process ACS emulator for a test, and a client of its admin API (what the emulator
+//! saw: identities, token verdicts, request counts).
 
 use acs_identity_operator::acs::AccessKey;
-use acs_identity_operator::emulator::{EmulatorConfig, EmulatorHandle, TlsPem, serve};
+use acs_identity_operator::emulator::{EmulatorConfig, EmulatorHandle, serve};
 use serde_json::Value;
 use std::time::Duration;
 
+/// The access key of every in-process emulator (base64 of `emulator-test-key-0123456789abcdef`).
 pub const TEST_KEY: &str = "ZW11bGF0b3ItdGVzdC1rZXktMDEyMzQ1Njc4OWFiY2RlZg==";
-
-/// A CA and a leaf for localhost and 127.0.0.1 signed by it.
-pub struct TestCa {
-    pub ca_pem: String,
-    pub server: TlsPem,
-}
-
-pub fn test_ca() -> TestCa {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf_params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-    TestCa {
-        ca_pem: ca.pem(),
-        server: TlsPem {
-            cert_chain: leaf.pem().into_bytes(),
-            private_key: leaf_key.serialize_pem().into_bytes(),
-        },
-    }
-}
 
 /// Starts an in-process emulator on 127.0.0.1 with the test key.
 pub async fn start_emulator(configure: impl FnOnce(&mut EmulatorConfig)) -> EmulatorHandle {

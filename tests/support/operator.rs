@@ -2,8 +2,9 @@
 //! operator instance watching only that namespace (so tests run in parallel without seeing
 //! each other). The operator can be stopped and started again to test restarts.
 
-use crate::common::{Admin, TEST_KEY, start_emulator, test_ca};
-use crate::support;
+use super::emulator::{Admin, TEST_KEY, start_emulator};
+use super::tls::test_ca;
+use super::{TestNamespace, within};
 use acs_identity_operator::api::{AcsConnection, AcsIdentity};
 use acs_identity_operator::controller::connections::WorkloadIdentityDefaults;
 use acs_identity_operator::controller::{self, Settings};
@@ -39,7 +40,7 @@ pub struct World {
     workload_identity: WorkloadIdentityDefaults,
     /// Holds the federated token file of a workload identity world.
     _scratch: Option<tempfile::TempDir>,
-    _namespace: support::TestNamespace,
+    _namespace: TestNamespace,
 }
 
 /// Applies the operator's CRDs (server-side apply: idempotent across tests) and waits until
@@ -60,9 +61,7 @@ pub async fn install_crds(client: &Client) {
         .await
         .unwrap();
         let established = await_condition(api.clone(), &name, conditions::is_crd_established());
-        support::within("CRD established", established)
-            .await
-            .unwrap();
+        within("CRD established", established).await.unwrap();
     }
 }
 
@@ -138,7 +137,7 @@ impl World {
     /// A namespace with the CRDs and an emulator (trusted through `ca_pem` when it serves
     /// TLS), no connection and no operator.
     async fn bare(configure: impl FnOnce(&mut EmulatorConfig), ca_pem: Option<&str>) -> Self {
-        let namespace = support::TestNamespace::create(&test_name()).await;
+        let namespace = TestNamespace::create(&test_name()).await;
         let client = namespace.client();
         let ns = namespace.name().to_string();
         install_crds(&client).await;
