@@ -11,8 +11,8 @@
 //! cargo run --release --example operator_bench -- chaos --duration-seconds 600
 //! ```
 //!
-//! Each run builds what it starts (`cargo build` of the two binaries and the baseline example,
-//! a no-op when they are current; `--no-build` skips it), then starts a test API server
+//! Each run builds what it starts (`cargo build --bins --examples`, the same build as
+//! `cargo build --release --bins --examples` and a no-op after it; `--no-build` skips it), then starts a test API server
 //! (`tests/kube-apiserver/cluster up`, or reuses `--kubeconfig`), the `acs-emulator` binary at
 //! the real ACS limits, installs the CRDs from `acs-identity-operator crds`, creates a
 //! namespace with the connection Secret and AcsConnection, and runs the operator binary as a
@@ -150,11 +150,14 @@ impl Bins {
     }
 
     /// `cargo run --example` builds the example only; the driver needs the binaries too.
+    /// All examples are built with them: that is the release build README documents, and an
+    /// example build enables the dev-dependencies' features, so building the binaries alone
+    /// would resolve other features and recompile half the tree at every switch.
     fn build(release: bool) -> Result<(), Error> {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut command = std::process::Command::new(cargo);
         command
-            .args(["build", "--bins", "--example", "baseline_operator"])
+            .args(["build", "--bins", "--examples"])
             .current_dir(repo());
         if release {
             command.arg("--release");
