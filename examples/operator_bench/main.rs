@@ -159,6 +159,21 @@ impl Bins {
         command
             .args(["build", "--bins", "--examples"])
             .current_dir(repo());
+        // `cargo run` gives this process the package's CARGO_PKG_* and friends; build
+        // scripts that watch such variables (ring's does) would see them changed and
+        // rebuild half the tree compared with the same build from a shell.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let per_crate = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ];
+            if per_crate.iter().any(|p| key.starts_with(p)) || key == "CARGO_PRIMARY_PACKAGE" {
+                command.env_remove(key.as_ref());
+            }
+        }
         if release {
             command.arg("--release");
         }

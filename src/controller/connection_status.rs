@@ -22,10 +22,13 @@ pub async fn reconcile<K: ConnectionObject>(
     let previous = obj.connection_status();
     let generation = obj.meta().generation;
     let status = checked_status(&ctx, &obj.source(), previous, generation).await;
+    // Only a new status (new spec, or a check that now comes out differently) concerns the
+    // identities; the reconcile our own status write triggers does not. A changed Secret
+    // reaches them through the Secret watch.
     if previous != Some(&status) {
         apply_status(&obj.api(ctx.client.clone()), &obj.name_any(), &status).await?;
+        ctx.nudge_identities(K::KIND, obj.namespace().as_deref(), &obj.name_any());
     }
-    ctx.nudge_identities(K::KIND, obj.namespace().as_deref(), &obj.name_any());
     Ok(super::identity::look_again(
         crate::policy::Outcome::ConnectionChecked,
     ))

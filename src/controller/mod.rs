@@ -196,91 +196,22 @@ impl Context {
     }
 }
 
-/// Runs the controllers until a shutdown signal.
+/// Runs the controllers until a shutdown signal. Only wiring: the watches feed the
+/// controllers and the indexes, the reconcilers decide and act.
 pub async fn run(client: Client, settings: Settings) {
-    let ns = settings.namespace.clone();
-    type SecretMeta = PartialObjectMeta<Secret>;
-    let scoped = |c: &Client| -> (Api<AcsConnection>, Api<AcsIdentity>, Api<SecretMeta>) {
-        match &ns {
-            Some(ns) => (
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c.clone(), ns),
-            ),
-            None => (
-                Api::all(c.clone()),
-                Api::all(c.clone()),
-                Api::all(c.clone()),
-            ),
-        }
-    };
-    let (connections_api, identities_api, secrets_api) = scoped(&client);
-    let watch_config = watcher::Config::default().any_semantic();
-
-    let namespaced_ctrl =
-        Controller::new(connections_api, watch_config.clone()).shutdown_on_signal();
-    // A namespaced install may not read cluster-scoped objects: its store simply stays empty.
-    let cluster_ctrl = ns.is_none().then(|| {
-        Controller::new(
-            Api::<ClusterAcsConnection>::all(client.clone()),
-            watch_config.clone(),
-        )
-        .shutdown_on_signal()
-    });
-    let cluster_store = match &cluster_ctrl {
-        Some(c) => c.store(),
-        None => reflector::store::<ClusterAcsConnection>().0,
-    };
-
+    let apis = ScopedApis::new(&client, settings.namespace.as_deref());
+    let connection_ctrls = ConnectionControllers::new(&client, &apis, settings.namespace.is_none());
     let (nudge, nudges) = mpsc::unbounded();
     let token_secrets = Arc::new(secret_index::TokenSecretIndex::default());
-    let index = token_secrets.clone();
-    let owned_secrets = watcher(
-        secrets_api.clone(),
-        watcher::Config::default().labels(token_secret::MANAGED_BY_SELECTOR),
-    )
-    .default_backoff()
-    .inspect(move |event| {
-        if let Ok(event) = event {
-            index.apply(event);
-        }
-    })
-    .touched_objects();
-    // Status-only changes (our own writes) must not trigger a reconcile: a failure records
-    // failedAttempts in status, and reacting to that write would defeat the backoff. Spec
-    // (generation), annotations (refresh, skip-cleanup), finalizers and deletion (which bumps
-    // the generation) do trigger.
-    let (identity_reader, identity_writer) = reflector::store();
-    let identity_triggers = watcher(identities_api, watch_config.clone())
-        .default_backoff()
-        // managedFields and kubectl's copy of the last applied manifest are never read here
-        // and are the bulk of each cached object.
-        .modify(|identity| {
-            identity.managed_fields_mut().clear();
-            identity.annotations_mut().remove(LAST_APPLIED);
-        })
-        .reflect(identity_writer)
-        .applied_objects()
-        .predicate_filter(
-            predicates::generation
-                .combine(predicates::annotations)
-                .combine(predicates::finalizers),
-            Default::default(),
-        );
-    let identity_ctrl = Controller::for_stream(identity_triggers, identity_reader)
-        .owns_stream(owned_secrets)
-        .reconcile_on(nudges)
-        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-        .shutdown_on_signal();
-
+    let identity_ctrl = identity_controller(&apis, token_secrets.clone(), nudges, &settings);
     // Each ACS resource's limiter is made when its first client is; its dispatchers run
     // here, owned by this function, and stop with the controllers.
     let limiter = settings.rate_limiter.clone();
     let (new_limiters, limiters) = mpsc::unbounded::<Arc<AcsRateLimiter>>();
     let connections = Connections::new(
         client.clone(),
-        namespaced_ctrl.store(),
-        cluster_store.clone(),
+        connection_ctrls.namespaced.store(),
+        connection_ctrls.cluster_store(),
         settings.acs_timeout,
         settings.workload_identity.clone(),
         Box::new(move || {
@@ -297,61 +228,189 @@ pub async fn run(client: Client, settings: Settings) {
         token_secrets,
         nudge,
     ));
+    info!(namespace = ?settings.namespace, concurrency = settings.concurrency, "operator started");
     // Identities must not be judged before the connections are known, or a restart would
     // write ConnectionNotFound for every identity.
-    let namespaced_store = namespaced_ctrl.store();
-    let watch_cluster = cluster_ctrl.is_some();
-    let connections_ready = async move {
-        let _ = namespaced_store.wait_until_ready().await;
-        if watch_cluster {
-            let _ = cluster_store.wait_until_ready().await;
-        }
-        info!("connection caches synced");
-    };
-    let ready = settings.ready.clone();
-
-    let namespaced_run = namespaced_ctrl
-        .run(
-            connection_status::reconcile::<AcsConnection>,
-            connection_status::error_policy,
+    let connections_ready = connection_ctrls.ready();
+    let controllers = futures::future::join(
+        connection_ctrls.run(ctx.clone()),
+        run_identities(
+            identity_ctrl,
+            connections_ready,
+            settings.ready.clone(),
             ctx.clone(),
-        )
-        .for_each(|r| log_result("AcsConnection", r));
-    let cluster_run = async {
-        if let Some(c) = cluster_ctrl {
-            c.run(
-                connection_status::reconcile::<ClusterAcsConnection>,
+        ),
+    );
+    tokio::select! {
+        _ = controllers => {},
+        _ = watch_connection_secrets(apis.secrets.clone(), ctx.clone()) => {},
+        _ = prune_status_ledger(ctx.clone()) => {},
+        _ = dispatch_admissions(limiters, ctx.nudge.clone()) => {},
+    }
+    info!("operator stopped");
+}
+
+/// The APIs the operator watches, in its namespace (namespaced install) or cluster-wide.
+struct ScopedApis {
+    connections: Api<AcsConnection>,
+    identities: Api<AcsIdentity>,
+    secrets: Api<PartialObjectMeta<Secret>>,
+}
+
+impl ScopedApis {
+    fn new(client: &Client, namespace: Option<&str>) -> Self {
+        fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+        where
+            K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+        {
+            match namespace {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            }
+        }
+        Self {
+            connections: scoped(client, namespace),
+            identities: scoped(client, namespace),
+            secrets: scoped(client, namespace),
+        }
+    }
+}
+
+/// The connection controllers: namespaced always, cluster-scoped when the install may read
+/// cluster-scoped objects (a namespaced install's cluster store simply stays empty).
+struct ConnectionControllers {
+    namespaced: Controller<AcsConnection>,
+    cluster: Option<Controller<ClusterAcsConnection>>,
+    empty_cluster_store: Store<ClusterAcsConnection>,
+}
+
+impl ConnectionControllers {
+    fn new(client: &Client, apis: &ScopedApis, cluster_wide: bool) -> Self {
+        let config = watcher::Config::default().any_semantic();
+        Self {
+            namespaced: Controller::new(apis.connections.clone(), config.clone())
+                .shutdown_on_signal(),
+            cluster: cluster_wide.then(|| {
+                Controller::new(Api::<ClusterAcsConnection>::all(client.clone()), config)
+                    .shutdown_on_signal()
+            }),
+            empty_cluster_store: reflector::store::<ClusterAcsConnection>().0,
+        }
+    }
+
+    fn cluster_store(&self) -> Store<ClusterAcsConnection> {
+        match &self.cluster {
+            Some(c) => c.store(),
+            None => self.empty_cluster_store.clone(),
+        }
+    }
+
+    /// Resolves once both connection caches have synced.
+    fn ready(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let (namespaced, cluster) = (self.namespaced.store(), self.cluster_store());
+        let watch_cluster = self.cluster.is_some();
+        async move {
+            let _ = namespaced.wait_until_ready().await;
+            if watch_cluster {
+                let _ = cluster.wait_until_ready().await;
+            }
+            info!("connection caches synced");
+        }
+    }
+
+    async fn run(self, ctx: Arc<Context>) {
+        let namespaced = self
+            .namespaced
+            .run(
+                connection_status::reconcile::<AcsConnection>,
                 connection_status::error_policy,
                 ctx.clone(),
             )
-            .for_each(|r| log_result("ClusterAcsConnection", r))
-            .await;
-        }
-    };
-    let secret_watch = watch_connection_secrets(secrets_api, ctx.clone());
-    let ledger_pruning = prune_status_ledger(ctx.clone());
-    let admissions = dispatch_admissions(limiters, ctx.nudge.clone());
-    let identity_store = identity_ctrl.store();
-    let identity_run = async {
-        connections_ready.await;
-        let mark_ready = async {
-            let _ = identity_store.wait_until_ready().await;
-            ready.store(true, std::sync::atomic::Ordering::Relaxed);
-            info!("identity cache synced; ready");
+            .for_each(|r| log_result("AcsConnection", r));
+        let cluster = async {
+            if let Some(c) = self.cluster {
+                c.run(
+                    connection_status::reconcile::<ClusterAcsConnection>,
+                    connection_status::error_policy,
+                    ctx.clone(),
+                )
+                .for_each(|r| log_result("ClusterAcsConnection", r))
+                .await;
+            }
         };
-        let run = identity_ctrl
-            .run(reconcile_identity, identity_error_policy, ctx.clone())
-            .for_each(|r| log_result("AcsIdentity", r));
-        futures::future::join(mark_ready, run).await;
-    };
-    info!(namespace = ?settings.namespace, concurrency = settings.concurrency, "operator started");
-    tokio::select! {
-        _ = futures::future::join3(namespaced_run, cluster_run, identity_run) => {},
-        _ = secret_watch => {},
-        _ = ledger_pruning => {},
-        _ = admissions => {},
+        futures::future::join(namespaced, cluster).await;
     }
-    info!("operator stopped");
+}
+
+/// The AcsIdentity controller: triggered by spec, annotation and finalizer changes (not by
+/// status-only changes), by changes of its own token Secrets (which also feed `index`), and
+/// by `nudges` (a connection changed, an ACS turn came).
+fn identity_controller(
+    apis: &ScopedApis,
+    index: Arc<secret_index::TokenSecretIndex>,
+    nudges: mpsc::UnboundedReceiver<ObjectRef<AcsIdentity>>,
+    settings: &Settings,
+) -> Controller<AcsIdentity> {
+    let owned_secrets = watcher(
+        apis.secrets.clone(),
+        watcher::Config::default().labels(token_secret::MANAGED_BY_SELECTOR),
+    )
+    .default_backoff()
+    .inspect(move |event| {
+        if let Ok(event) = event {
+            index.apply(event);
+        }
+    })
+    .touched_objects();
+    // Status-only changes (our own writes) must not trigger a reconcile: a failure records
+    // failedAttempts in status, and reacting to that write would defeat the backoff. Nor do
+    // finalizer changes: the one we add is added by the reconcile that goes on to do the
+    // work. Spec (generation), annotations (refresh, skip-cleanup) and deletion (which bumps
+    // the generation) do trigger.
+    let (identity_reader, identity_writer) = reflector::store();
+    let triggers = watcher(
+        apis.identities.clone(),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    // managedFields and kubectl's copy of the last applied manifest are never read here and
+    // are the bulk of each cached object.
+    .modify(|identity| {
+        identity.managed_fields_mut().clear();
+        identity.annotations_mut().remove(LAST_APPLIED);
+    })
+    .reflect(identity_writer)
+    .applied_objects()
+    .predicate_filter(
+        predicates::generation.combine(predicates::annotations),
+        Default::default(),
+    );
+    Controller::for_stream(triggers, identity_reader)
+        .owns_stream(owned_secrets)
+        .reconcile_on(nudges)
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+        .shutdown_on_signal()
+}
+
+/// Runs the identity controller once the connections are known; marks the operator ready
+/// when its cache has synced.
+async fn run_identities(
+    ctrl: Controller<AcsIdentity>,
+    connections_ready: impl std::future::Future<Output = ()>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    ctx: Arc<Context>,
+) {
+    connections_ready.await;
+    let store = ctrl.store();
+    let mark_ready = async {
+        let _ = store.wait_until_ready().await;
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        info!("identity cache synced; ready");
+    };
+    let run = ctrl
+        .run(reconcile_identity, identity_error_policy, ctx)
+        .for_each(|r| log_result("AcsIdentity", r));
+    futures::future::join(mark_ready, run).await;
 }
 
 /// The operations whose callers queue by urgency (see [`crate::acs::AcsRateLimiter::admit`]).

@@ -29,6 +29,7 @@ struct Expect {
     path: String,
     /// `key=value` pairs the query must hold.
     query: &'static [&'static str],
+    content_type: Option<&'static str>,
     status: StatusCode,
     body: Value,
 }
@@ -38,6 +39,7 @@ fn expect(method: Method, path: &str, status: StatusCode, body: Value) -> Expect
         method,
         path: path.to_string(),
         query: &[],
+        content_type: None,
         status,
         body,
     }
@@ -49,6 +51,7 @@ const APPLY: &[&str] = &["fieldManager=acs-identity-operator", "force=true"];
 fn apply(path: &str, status: StatusCode, body: Value) -> Expect {
     Expect {
         query: APPLY,
+        content_type: Some("application/apply-patch+yaml"),
         ..expect(Method::PATCH, path, status, body)
     }
 }
@@ -80,12 +83,9 @@ async fn serve_script(
                 "request {i} {path}?{query}: no {pair}"
             );
         }
-        if request.method() == Method::PATCH {
+        if let Some(wanted) = step.content_type {
             let content_type = request.headers()["content-type"].to_str().unwrap();
-            assert_eq!(
-                content_type, "application/apply-patch+yaml",
-                "request {i} {path}"
-            );
+            assert_eq!(content_type, wanted, "request {i} {path}");
         }
         let bytes = request.into_body().collect_bytes().await.unwrap();
         sent.push(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
@@ -106,14 +106,21 @@ fn not_found() -> Value {
            "code": 404, "message": "not found"})
 }
 
+/// A new AcsIdentity, as the watch first delivers it (no finalizer yet).
 fn identity() -> AcsIdentity {
     serde_json::from_value(json!({
         "apiVersion": "acsoperator.io/v1alpha1", "kind": "AcsIdentity",
         "metadata": {"name": "alice", "namespace": NS, "uid": "uid-alice",
-                     "resourceVersion": "10", "generation": 1, "finalizers": [FINALIZER]},
+                     "resourceVersion": "10", "generation": 1},
         "spec": {"connectionRef": {"name": "acs"}, "scopes": ["chat"]}
     }))
     .unwrap()
+}
+
+fn with_finalizer(mut obj: AcsIdentity, resource_version: &str) -> Value {
+    obj.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    obj.metadata.resource_version = Some(resource_version.into());
+    serde_json::to_value(obj).unwrap()
 }
 
 struct Fixture {
@@ -173,16 +180,26 @@ fn connection_secret(connection_string: &str) -> Value {
 }
 
 #[tokio::test]
-async fn a_new_identity_costs_one_secret_apply_one_status_apply_and_one_event() {
+async fn a_new_identity_costs_one_reconcile_a_finalizer_patch_one_secret_apply_one_status_apply_and_one_event()
+ {
     let f = fixture().await;
     let secrets = format!("/api/v1/namespaces/{NS}/secrets");
     let identities = format!("/apis/acsoperator.io/v1alpha1/namespaces/{NS}/acsidentities");
     let mut written_secret = json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "alice", "namespace": NS, "uid": "uid-secret", "resourceVersion": "11"}});
     written_secret["data"] = json!({});
-    let mut written_identity = serde_json::to_value(identity()).unwrap();
-    written_identity["metadata"]["resourceVersion"] = json!("12");
     let script = vec![
+        // The finalizer, added by a JSON patch that tests the finalizers seen, and the work
+        // goes on in the same reconcile.
+        Expect {
+            content_type: Some("application/json-patch+json"),
+            ..expect(
+                Method::PATCH,
+                &format!("{identities}/alice"),
+                StatusCode::OK,
+                with_finalizer(identity(), "12"),
+            )
+        },
         // The connection's Secret, read once per connection and then cached.
         expect(
             Method::GET,
@@ -206,7 +223,7 @@ async fn a_new_identity_costs_one_secret_apply_one_status_apply_and_one_event() 
         apply(
             &format!("{identities}/alice/status"),
             StatusCode::OK,
-            written_identity,
+            with_finalizer(identity(), "13"),
         ),
         expect(
             Method::POST,
@@ -221,6 +238,12 @@ async fn a_new_identity_costs_one_secret_apply_one_status_apply_and_one_event() 
         .unwrap();
     let sent = server.await.unwrap();
 
+    assert_eq!(
+        sent[0],
+        json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+               {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
+    );
+    let sent = &sent[1..];
     let secret = &sent[2];
     assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "uid-alice");
     assert_eq!(

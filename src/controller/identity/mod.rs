@@ -34,6 +34,20 @@ pub const SKIP_CLEANUP_ANNOTATION: &str = "acsoperator.io/skip-cleanup";
 pub async fn reconcile(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = obj.namespace().unwrap_or_default();
     let api: Api<AcsIdentity> = Api::namespaced(ctx.client.clone(), &namespace);
+    // kube's finalizer helper adds a missing finalizer and stops, leaving the work to the
+    // reconcile that the change triggers: two reconciles for every new identity. Adding it
+    // here and going on does the same in one.
+    let obj = match add_finalizer(&api, &obj).await {
+        Ok(Some(patched)) => Arc::new(patched),
+        Ok(None) => obj,
+        // The patch first tests the finalizers we saw; 422 means the cached object was older
+        // than the server's (our own earlier patch not yet seen).
+        Err(kube::Error::Api(s)) if s.code == 422 => {
+            debug!("finalizer patch raced a newer version; looking again");
+            return Ok(look_again(Outcome::FinalizerRaced));
+        }
+        Err(e) => return Err(Error::Kube(e)),
+    };
     let result = finalizer::finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(o) => apply(&o, &ctx).await,
@@ -41,19 +55,59 @@ pub async fn reconcile(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<Actio
         }
     })
     .await;
-    // Adding the finalizer is a JSON patch that first tests the finalizers we saw; 422 means
-    // the cached object was older than the server's (our own earlier patch not yet seen).
-    if let Err(finalizer::Error::AddFinalizer(kube::Error::Api(s))) = &result
-        && s.code == 422
-    {
-        debug!("finalizer patch raced a newer version; looking again");
-        return Ok(look_again(Outcome::FinalizerRaced));
-    }
     result.map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
         other => Error::Finalizer(Box::new(other)),
     })
+}
+
+/// Adds our finalizer to an object that is not being deleted and lacks it, by a JSON patch
+/// that first tests the finalizers seen (so no other controller's change is lost); the
+/// object as patched, or `None` when there was nothing to add.
+async fn add_finalizer(
+    api: &Api<AcsIdentity>,
+    obj: &AcsIdentity,
+) -> Result<Option<AcsIdentity>, kube::Error> {
+    use json_patch::{AddOperation, PatchOperation, TestOperation, jsonptr::PointerBuf};
+    let finalizers = obj.finalizers();
+    if obj.meta().deletion_timestamp.is_some() || finalizers.iter().any(|f| f == FINALIZER) {
+        return Ok(None);
+    }
+    let path = |p: &str| PointerBuf::parse(p).expect("a constant JSON pointer");
+    let (seen, add) = if finalizers.is_empty() {
+        (
+            serde_json::Value::Null,
+            ("/metadata/finalizers", vec![FINALIZER].into()),
+        )
+    } else {
+        (
+            finalizers.into(),
+            ("/metadata/finalizers/-", FINALIZER.into()),
+        )
+    };
+    let patch = json_patch::Patch(vec![
+        PatchOperation::Test(TestOperation {
+            path: path("/metadata/finalizers"),
+            value: seen,
+        }),
+        PatchOperation::Add(AddOperation {
+            path: path(add.0),
+            value: add.1,
+        }),
+    ]);
+    let params = kube::api::PatchParams::default();
+    let mut patched = api
+        .patch(
+            &obj.name_any(),
+            &params,
+            &kube::api::Patch::Json::<()>(patch),
+        )
+        .await?;
+    // As the watch cache keeps it (see controller::run).
+    patched.managed_fields_mut().clear();
+    patched.annotations_mut().remove(super::LAST_APPLIED);
+    Ok(Some(patched))
 }
 
 /// Makes sure the Secret holds a valid token for the spec. Failures are recorded in status
