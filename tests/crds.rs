@@ -1,21 +1,55 @@
-//! The CRDs committed under crds/ are exactly what the Rust types generate, and document
-//! every field (what `kubectl explain` shows).
+//! The CRDs committed under crds/ are exactly what the Rust types generate, are all that
+//! directory holds (so `kubectl apply -f crds/` installs them), and document every field
+//! (what `kubectl explain` shows).
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 use serde::Deserialize;
+use std::path::{Path, PathBuf};
 
-const CRD_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/acsoperator.io.yaml");
+const CRDS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
+
+/// Where the generated CRDs are committed: crds/ for `kubectl apply -f crds/`, and a copy in
+/// deploy/base because kustomize loads no file from outside a kustomization's directory.
+const GENERATED: [&str; 2] = ["crds/acsoperator.io.yaml", "deploy/base/crds.yaml"];
 
 #[test]
 fn committed_crds_match_the_rust_types() {
-    let committed = std::fs::read_to_string(CRD_FILE).expect("crds/acsoperator.io.yaml exists");
     let generated = acs_identity_operator::api::crds_yaml();
-    assert!(
-        committed == generated,
-        "crds/ is stale: run `cargo run --bin acs-identity-operator -- crds > crds/acsoperator.io.yaml`"
-    );
+    for file in GENERATED {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(
+            committed == generated,
+            "{file} is stale: run `cargo run --bin acs-identity-operator -- crds | tee {} >/dev/null`",
+            GENERATED.join(" ")
+        );
+    }
+}
+
+/// `kubectl apply -f crds/` applies every file of the directory: anything but a CRD there
+/// (a kustomization.yaml, say) makes it fail.
+#[test]
+fn crds_directory_holds_only_custom_resource_definitions() {
+    let files = crd_files();
+    assert!(!files.is_empty(), "no manifests in {CRDS_DIR}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("readable");
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(document)
+                .unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()));
+            assert_eq!(
+                (value["apiVersion"].as_str(), value["kind"].as_str()),
+                (
+                    Some("apiextensions.k8s.io/v1"),
+                    Some("CustomResourceDefinition")
+                ),
+                "{} holds something other than a CRD",
+                path.display()
+            );
+        }
+    }
 }
 
 #[test]
@@ -117,9 +151,27 @@ fn has_description(schema: &JSONSchemaProps) -> bool {
         .is_some_and(|d| !d.trim().is_empty())
 }
 
+fn crd_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(CRDS_DIR)
+        .expect("crds/ exists")
+        .map(|entry| entry.expect("readable directory").path())
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
 fn committed_crds() -> Vec<CustomResourceDefinition> {
-    let text = std::fs::read_to_string(CRD_FILE).expect("crds/acsoperator.io.yaml exists");
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|document| CustomResourceDefinition::deserialize(document).expect("a CRD"))
+    crd_files()
+        .iter()
+        .flat_map(|path| {
+            let text = std::fs::read_to_string(path).expect("readable");
+            serde_yaml::Deserializer::from_str(&text)
+                .map(|document| {
+                    CustomResourceDefinition::deserialize(document)
+                        .unwrap_or_else(|e| panic!("{}: not a CRD: {e}", path.display()))
+                })
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
