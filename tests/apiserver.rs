@@ -629,6 +629,92 @@ async fn core_v1_event_is_read_as_an_events_k8s_io_event() {
     );
 }
 
+/// What a user sees of the operator's Events: `kubectl describe` of the object and `kubectl
+/// get events` list an events.k8s.io/v1 Event. Skipped without a kubectl on PATH.
+#[tokio::test]
+async fn kubectl_shows_events_k8s_io_events() {
+    if std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("no kubectl on PATH: skipped");
+        return;
+    }
+    let ns = TestNamespace::create("event-kubectl").await;
+    let config_maps: Api<ConfigMap> = ns.api();
+    let config_map = within(
+        "creating a ConfigMap",
+        config_maps.create(&PostParams::default(), &config_map("cm", &[])),
+    )
+    .await
+    .expect("creating a ConfigMap");
+    let events: Api<Event> = ns.api();
+    let event: Event = serde_json::from_value(json!({
+        "metadata": { "name": "cm.1" },
+        "eventTime": MicroTime(jiff::Timestamp::now()),
+        "reportingController": "acs-identity-operator",
+        "reportingInstance": "acs-identity-operator-0",
+        "action": "Reconcile",
+        "reason": "TokenIssued",
+        "type": "Normal",
+        "note": "issued a token",
+        "regarding": {
+            "apiVersion": "v1", "kind": "ConfigMap", "namespace": ns.name(), "name": "cm",
+            "uid": config_map.metadata.uid,
+        },
+    }))
+    .expect("event");
+    within("creating", events.create(&PostParams::default(), &event))
+        .await
+        .expect("creating an Event");
+
+    let listed = kubectl(&["get", "events", "-n", ns.name()]).await;
+    assert!(listed.contains("LAST SEEN"), "{listed}");
+    let row = listed
+        .lines()
+        .find(|line| line.contains("TokenIssued"))
+        .unwrap_or_else(|| panic!("no row for the Event: {listed}"));
+    assert!(row.contains("configmap/cm"), "{row}");
+    assert!(row.contains("issued a token"), "{row}");
+
+    let described = kubectl(&["describe", "configmap", "cm", "-n", ns.name()]).await;
+    let events_section = described
+        .split_once("Events:")
+        .map(|(_, events)| events)
+        .unwrap_or_else(|| panic!("no Events section: {described}"));
+    assert!(
+        events_section.contains("TokenIssued") && events_section.contains("issued a token"),
+        "{described}"
+    );
+}
+
+/// Runs kubectl against the test cluster and returns its stdout; panics if it fails.
+async fn kubectl(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let what = format!("kubectl {}", args.join(" "));
+    let output = within(
+        &what,
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("kubectl")
+                .env("KUBECONFIG", support::kubeconfig_env())
+                .arg("--request-timeout=30s")
+                .args(&args)
+                .output()
+        }),
+    )
+    .await
+    .expect("kubectl ran")
+    .expect("kubectl started");
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
 fn names<K: ResourceExt>(items: &[K]) -> Vec<String> {
     items.iter().map(|item| item.name_any()).collect()
 }
