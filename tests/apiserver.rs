@@ -7,13 +7,13 @@ mod support;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{
-    Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent,
-    WatchParams,
+    Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
+    WatchEvent, WatchParams,
 };
 use kube::discovery::ApiResource;
 use kube::runtime::wait::{await_condition, conditions};
@@ -473,6 +473,250 @@ async fn events_k8s_io_event_round_trips() {
     assert_eq!(stored.note.as_deref(), Some("issued a token"));
     assert_eq!(stored.regarding.and_then(|r| r.name).as_deref(), Some("s"));
     assert!(stored.event_time.is_some());
+}
+
+/// What kube-runtime's recorder writes (events.k8s.io/v1) is what `kubectl describe` and
+/// `kubectl get events` read (core/v1): one stored object, with the renamed fields mapped
+/// as kube-apiserver maps them.
+#[tokio::test]
+async fn events_k8s_io_event_is_read_as_a_core_v1_event() {
+    let ns = TestNamespace::create("event-as-core").await;
+    let events: Api<Event> = ns.api();
+    let event: Event = serde_json::from_value(json!({
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": { "name": "alice.1" },
+        "eventTime": "2026-01-02T03:04:05.123456Z",
+        "series": { "count": 2, "lastObservedTime": "2026-01-02T03:05:06.000001Z" },
+        "reportingController": "acs-identity-operator",
+        "reportingInstance": "acs-identity-operator-0",
+        "action": "IssueToken",
+        "reason": "TokenIssued",
+        "type": "Normal",
+        "note": "issued a token",
+        "regarding": {
+            "apiVersion": "acsoperator.io/v1alpha1", "kind": "AcsIdentity",
+            "namespace": ns.name(), "name": "alice", "uid": "u-alice"
+        },
+        "related": { "apiVersion": "v1", "kind": "Secret", "namespace": ns.name(), "name": "alice" },
+        "deprecatedSource": { "component": "legacy-recorder" },
+        "deprecatedCount": 3,
+    }))
+    .expect("event");
+    within("creating", events.create(&PostParams::default(), &event))
+        .await
+        .expect("creating through events.k8s.io/v1");
+
+    let core: Api<CoreEvent> = ns.api();
+    let stored = within("reading", core.get("alice.1"))
+        .await
+        .expect("the same Event through core/v1");
+    let involved = &stored.involved_object;
+    assert_eq!(involved.kind.as_deref(), Some("AcsIdentity"));
+    assert_eq!(involved.name.as_deref(), Some("alice"));
+    assert_eq!(involved.namespace.as_deref(), Some(ns.name()));
+    assert_eq!(involved.uid.as_deref(), Some("u-alice"));
+    assert_eq!(stored.message.as_deref(), Some("issued a token"));
+    assert_eq!(stored.reason.as_deref(), Some("TokenIssued"));
+    assert_eq!(stored.type_.as_deref(), Some("Normal"));
+    assert_eq!(stored.action.as_deref(), Some("IssueToken"));
+    assert_eq!(
+        stored.reporting_component.as_deref(),
+        Some("acs-identity-operator")
+    );
+    assert_eq!(
+        stored.reporting_instance.as_deref(),
+        Some("acs-identity-operator-0")
+    );
+    assert_eq!(
+        stored.source.and_then(|s| s.component).as_deref(),
+        Some("legacy-recorder")
+    );
+    assert_eq!(stored.count, Some(3));
+    assert_eq!(
+        stored.event_time.map(|t| t.0.to_string()).as_deref(),
+        Some("2026-01-02T03:04:05.123456Z")
+    );
+    assert_eq!(stored.series.and_then(|s| s.count), Some(2));
+    assert_eq!(
+        stored.related.and_then(|r| r.kind).as_deref(),
+        Some("Secret")
+    );
+
+    // What `kubectl describe acsid alice` asks for.
+    let selector = format!(
+        "involvedObject.name=alice,involvedObject.namespace={},involvedObject.kind=AcsIdentity,involvedObject.uid=u-alice",
+        ns.name()
+    );
+    let described = within(
+        "listing by involvedObject",
+        core.list(&ListParams::default().fields(&selector)),
+    )
+    .await
+    .expect("core/v1 events selected by involvedObject");
+    assert_eq!(names(&described.items), ["alice.1"]);
+    let unrelated = within(
+        "listing another object's events",
+        core.list(&ListParams::default().fields("involvedObject.name=bob")),
+    )
+    .await
+    .expect("listing");
+    assert!(unrelated.items.is_empty(), "{:?}", names(&unrelated.items));
+}
+
+/// The reverse: a core/v1 Event (client-go's old recorder, `kubectl create`) is listed by
+/// events.k8s.io/v1 with the new names, and selected by them.
+#[tokio::test]
+async fn core_v1_event_is_read_as_an_events_k8s_io_event() {
+    let ns = TestNamespace::create("event-as-events").await;
+    let core: Api<CoreEvent> = ns.api();
+    let event: CoreEvent = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": { "name": "widget.1" },
+        "involvedObject": { "apiVersion": "v1", "kind": "Secret", "namespace": ns.name(), "name": "s" },
+        "reason": "Rotated",
+        "message": "rotated the key",
+        "type": "Warning",
+        "source": { "component": "rotator" },
+        "firstTimestamp": "2026-01-02T03:04:05Z",
+        "lastTimestamp": "2026-01-02T03:09:05Z",
+        "count": 4,
+    }))
+    .expect("event");
+    within("creating", core.create(&PostParams::default(), &event))
+        .await
+        .expect("creating through core/v1");
+
+    let events: Api<Event> = ns.api();
+    let listed = within(
+        "listing by regarding",
+        events.list(&ListParams::default().fields("regarding.name=s,regarding.kind=Secret")),
+    )
+    .await
+    .expect("events.k8s.io/v1 events selected by regarding");
+    assert_eq!(names(&listed.items), ["widget.1"]);
+    let stored = &listed.items[0];
+    let regarding = stored.regarding.as_ref().expect("regarding");
+    assert_eq!(regarding.kind.as_deref(), Some("Secret"));
+    assert_eq!(regarding.name.as_deref(), Some("s"));
+    assert_eq!(stored.note.as_deref(), Some("rotated the key"));
+    assert_eq!(stored.reason.as_deref(), Some("Rotated"));
+    assert_eq!(stored.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        stored
+            .deprecated_source
+            .as_ref()
+            .and_then(|s| s.component.as_deref()),
+        Some("rotator")
+    );
+    assert_eq!(stored.deprecated_count, Some(4));
+    assert_eq!(
+        stored
+            .deprecated_first_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .as_deref(),
+        Some("2026-01-02T03:04:05Z")
+    );
+    assert_eq!(
+        stored
+            .deprecated_last_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .as_deref(),
+        Some("2026-01-02T03:09:05Z")
+    );
+}
+
+/// What a user sees of the operator's Events: `kubectl describe` of the object and `kubectl
+/// get events` list an events.k8s.io/v1 Event. Skipped without a kubectl on PATH.
+#[tokio::test]
+async fn kubectl_shows_events_k8s_io_events() {
+    if std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("no kubectl on PATH: skipped");
+        return;
+    }
+    let ns = TestNamespace::create("event-kubectl").await;
+    let config_maps: Api<ConfigMap> = ns.api();
+    let config_map = within(
+        "creating a ConfigMap",
+        config_maps.create(&PostParams::default(), &config_map("cm", &[])),
+    )
+    .await
+    .expect("creating a ConfigMap");
+    let events: Api<Event> = ns.api();
+    let event: Event = serde_json::from_value(json!({
+        "metadata": { "name": "cm.1" },
+        "eventTime": MicroTime(jiff::Timestamp::now()),
+        "reportingController": "acs-identity-operator",
+        "reportingInstance": "acs-identity-operator-0",
+        "action": "Reconcile",
+        "reason": "TokenIssued",
+        "type": "Normal",
+        "note": "issued a token",
+        "regarding": {
+            "apiVersion": "v1", "kind": "ConfigMap", "namespace": ns.name(), "name": "cm",
+            "uid": config_map.metadata.uid,
+        },
+    }))
+    .expect("event");
+    within("creating", events.create(&PostParams::default(), &event))
+        .await
+        .expect("creating an Event");
+
+    let listed = kubectl(&["get", "events", "-n", ns.name()]).await;
+    assert!(listed.contains("LAST SEEN"), "{listed}");
+    let row = listed
+        .lines()
+        .find(|line| line.contains("TokenIssued"))
+        .unwrap_or_else(|| panic!("no row for the Event: {listed}"));
+    assert!(row.contains("configmap/cm"), "{row}");
+    assert!(row.contains("issued a token"), "{row}");
+
+    let described = kubectl(&["describe", "configmap", "cm", "-n", ns.name()]).await;
+    let events_section = described
+        .split_once("Events:")
+        .map(|(_, events)| events)
+        .unwrap_or_else(|| panic!("no Events section: {described}"));
+    assert!(
+        events_section.contains("TokenIssued") && events_section.contains("issued a token"),
+        "{described}"
+    );
+}
+
+/// Runs kubectl against the test cluster and returns its stdout; panics if it fails.
+async fn kubectl(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let what = format!("kubectl {}", args.join(" "));
+    let output = within(
+        &what,
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("kubectl")
+                .env("KUBECONFIG", support::kubeconfig_env())
+                .arg("--request-timeout=30s")
+                .args(&args)
+                .output()
+        }),
+    )
+    .await
+    .expect("kubectl ran")
+    .expect("kubectl started");
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+fn names<K: ResourceExt>(items: &[K]) -> Vec<String> {
+    items.iter().map(|item| item.name_any()).collect()
 }
 
 #[tokio::test]

@@ -11,7 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -35,6 +36,8 @@ use serde::{Deserialize, Serialize};
         json_path = ".metadata.creationTimestamp"
     )
 )]
+/// How to authenticate to the ACS resource (a connection string, or an endpoint and a workload
+/// identity), and which CAs to trust for it. Secrets are read from this namespace.
 pub struct AcsConnectionSpec {
     #[serde(flatten)]
     pub connection: ConnectionSettings<SecretKeyRef>,
@@ -62,6 +65,8 @@ pub struct AcsConnectionSpec {
     )
 )]
 #[serde(rename_all = "camelCase")]
+/// How to authenticate to the ACS resource (a connection string, or an endpoint and a workload
+/// identity), which CAs to trust for it, and which namespaces may use it.
 pub struct ClusterAcsConnectionSpec {
     #[serde(flatten)]
     pub connection: ConnectionSettings<NamespacedSecretKeyRef>,
@@ -77,7 +82,7 @@ pub struct ClusterAcsConnectionSpec {
 /// Flattened into each spec: its validation rules ([`connection_rules`]) and properties land
 /// on the spec object. It has no schema description, which would become the spec's.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase", bound(deserialize = "R: Deserialize<'de>"))]
+#[serde(rename_all = "camelCase", bound(deserialize = "R: DeserializeOwned"))]
 #[schemars(description = "", transform = connection_rules)]
 pub struct ConnectionSettings<R> {
     /// The Secret key holding `endpoint=https://…;accesskey=…`: in the connection's namespace
@@ -97,7 +102,12 @@ pub struct ConnectionSettings<R> {
     pub ca_bundle: Option<String>,
     /// Like caBundle, read from a Secret key (in the same namespace as for
     /// connectionStringSecretRef).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "ca_secret_ref",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(transform = ca_secret_ref_schema)]
     pub ca_secret_ref: Option<R>,
 }
 
@@ -117,23 +127,30 @@ fn connection_rules(schema: &mut schemars::Schema) {
     }
 }
 
+/// A key of a Secret in the connection's namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
+    /// Name of the Secret.
     #[schemars(length(min = 1))]
     pub name: String,
+    /// Key in the Secret's data.
     #[serde(default = "default_key")]
     #[schemars(length(min = 1))]
     pub key: String,
 }
 
+/// A key of a Secret in a named namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NamespacedSecretKeyRef {
+    /// Namespace of the Secret.
     #[schemars(length(min = 1))]
     pub namespace: String,
+    /// Name of the Secret.
     #[schemars(length(min = 1))]
     pub name: String,
+    /// Key in the Secret's data.
     #[serde(default = "default_key")]
     #[schemars(length(min = 1))]
     pub key: String,
@@ -156,28 +173,73 @@ pub struct WorkloadIdentitySpec {
     pub tenant_id: Option<String>,
 }
 
+/// The key of connectionStringSecretRef when none is given.
+const CONNECTION_STRING_KEY: &str = "connectionString";
+/// The key of caSecretRef when none is given: where cert-manager and `kubernetes.io/tls`
+/// Secrets keep the CA.
+const CA_KEY: &str = "ca.crt";
+
 fn default_key() -> String {
-    "connectionString".into()
+    CONNECTION_STRING_KEY.into()
+}
+
+/// caSecretRef shares its type with connectionStringSecretRef but not its default key: a
+/// missing `key` is `ca.crt` here (the API server applies the schema's default as well; this
+/// covers objects it did not default).
+fn ca_secret_ref<'de, D, R>(deserializer: D) -> Result<Option<R>, D::Error>
+where
+    D: Deserializer<'de>,
+    R: DeserializeOwned,
+{
+    let Some(mut value) = Option::<serde_json::Value>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(fields) = value.as_object_mut() {
+        fields.entry("key").or_insert_with(|| CA_KEY.into());
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// The schema half of [`ca_secret_ref`]: `key`'s default and description name `ca.crt`.
+fn ca_secret_ref_schema(schema: &mut schemars::Schema) {
+    let key = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("key"))
+        .and_then(|k| k.as_object_mut())
+        .expect("caSecretRef's schema is inlined and has a key property");
+    key.insert("default".into(), CA_KEY.into());
+    key.insert(
+        "description".into(),
+        format!("Key in the Secret's data (default {CA_KEY}).").into(),
+    );
 }
 
 /// A namespace may use the connection if it is listed by name or matches the selector.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AllowedNamespaces {
+    /// Namespaces allowed by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<String>,
+    /// Namespaces allowed by their labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
 }
 
+/// What the operator found when it checked the connection.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AcsConnectionStatus {
     /// The endpoint in use, from the connection string (never the key) or the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Ready`: True (reason Valid) when the connection is usable as written, checked without
+    /// calling ACS; otherwise False, the reason says what is wrong.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -185,6 +247,59 @@ pub struct AcsConnectionStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CA Secret's key is `ca.crt` unless named; a connection string's is `connectionString`.
+    #[test]
+    fn secret_keys_default_by_what_they_hold() {
+        let spec: AcsConnectionSpec = serde_json::from_value(serde_json::json!({
+            "connectionStringSecretRef": {"name": "acs"},
+            "caSecretRef": {"name": "ca"},
+        }))
+        .unwrap();
+        let connection = spec.connection;
+        assert_eq!(
+            connection.connection_string_secret_ref.unwrap().key,
+            "connectionString"
+        );
+        assert_eq!(connection.ca_secret_ref.unwrap().key, "ca.crt");
+
+        let spec: ClusterAcsConnectionSpec = serde_json::from_value(serde_json::json!({
+            "connectionStringSecretRef": {"namespace": "p", "name": "acs"},
+            "caSecretRef": {"namespace": "p", "name": "ca"},
+        }))
+        .unwrap();
+        let connection = spec.connection;
+        assert_eq!(
+            connection.connection_string_secret_ref.unwrap().key,
+            "connectionString"
+        );
+        assert_eq!(connection.ca_secret_ref.unwrap().key, "ca.crt");
+
+        let named: AcsConnectionSpec = serde_json::from_value(serde_json::json!({
+            "connectionStringSecretRef": {"name": "acs"},
+            "caSecretRef": {"name": "ca", "key": "bundle.pem"},
+        }))
+        .unwrap();
+        assert_eq!(named.connection.ca_secret_ref.unwrap().key, "bundle.pem");
+        let absent: AcsConnectionSpec = serde_json::from_value(serde_json::json!({
+            "connectionStringSecretRef": {"name": "acs"},
+        }))
+        .unwrap();
+        assert_eq!(absent.connection.ca_secret_ref, None);
+    }
+
+    /// The API server applies the same defaults, from the CRD schemas.
+    #[test]
+    fn crd_schemas_default_secret_keys_by_what_they_hold() {
+        use kube::CustomResourceExt;
+        for crd in [AcsConnection::crd(), ClusterAcsConnection::crd()] {
+            let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+            let spec = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"];
+            let default = |field: &str| spec[field]["properties"]["key"]["default"].clone();
+            assert_eq!(default("connectionStringSecretRef"), "connectionString");
+            assert_eq!(default("caSecretRef"), "ca.crt");
+        }
+    }
 
     /// The shared settings are flattened: the wire format has every field on the spec itself.
     #[test]

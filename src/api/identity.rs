@@ -49,6 +49,8 @@ use std::collections::BTreeMap;
 #[x_kube(validation = Rule::new("!has(oldSelf.identityId) || (has(self.identityId) && self.identityId == oldSelf.identityId)")
     .message("identityId is immutable once set"))]
 #[serde(rename_all = "camelCase")]
+/// Which ACS resource to create the identity in, what its tokens are for, and where to write
+/// them.
 pub struct AcsIdentitySpec {
     /// The AcsConnection (or ClusterAcsConnection) that says which ACS resource to use.
     pub connection_ref: ConnectionRef,
@@ -94,8 +96,10 @@ fn default_lifetime() -> u32 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionRef {
+    /// AcsConnection (in this namespace) or ClusterAcsConnection.
     #[serde(default)]
     pub kind: ConnectionKind,
+    /// Name of the connection object.
     #[schemars(length(min = 1))]
     pub name: String,
 }
@@ -109,8 +113,10 @@ pub enum ConnectionKind {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 pub struct SecretTemplate {
+    /// Labels to set on the Secret, besides the operator's own.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Annotations to set on the Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -132,28 +138,36 @@ pub struct AcsIdentityStatus {
     /// The ACS identity (created, or adopted from spec.identityId).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_id: Option<String>,
+    /// The Secret that holds the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// When the token in the Secret expires, as ACS granted it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_expires_on: Option<Time>,
+    /// When the operator renews the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_time: Option<Time>,
+    /// When the token in the Secret was issued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_issued_at: Option<Time>,
     /// What the current token was issued for; a difference from the spec re-issues.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_for: Option<IssuedFor>,
+    /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Consecutive failures; reset by a success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "int32"))]
     pub failed_attempts: Option<u32>,
+    /// When the last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure_time: Option<Time>,
     /// The last value of the `acsoperator.io/refresh-requested` annotation that was handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_refresh_request: Option<String>,
+    /// `Ready`: True while the Secret holds a valid token for the current spec; the reason
+    /// says which state it is in (README: "Ready condition reasons").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -162,7 +176,9 @@ pub struct AcsIdentityStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuedFor {
+    /// spec.scopes when the token was issued.
     pub scopes: Vec<Scope>,
+    /// spec.tokenLifetimeMinutes when the token was issued.
     #[schemars(extend("format" = "int32"))]
     pub token_lifetime_minutes: u32,
     /// A one-way fingerprint of the connection's endpoint and key (not the key).

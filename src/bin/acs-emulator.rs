@@ -6,7 +6,7 @@
 use acs_identity_operator::acs::AccessKey;
 use acs_identity_operator::emulator::{EmulatorConfig, ThrottleConfig, TlsPem, serve};
 use clap::Parser;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,7 +80,7 @@ fn parse_throttle(spec: &str) -> Result<ThrottleConfig, String> {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(acs_identity_operator::telemetry::stderr_colour())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

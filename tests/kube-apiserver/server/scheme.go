@@ -29,6 +29,7 @@ var (
 
 // servedGroupVersions lists the external group versions, each with one of its
 // types to tell its Go package (only types of that package become internal).
+// events.k8s.io has no sample: its internal type is core's Event (events.go).
 var servedGroupVersions = []struct {
 	addToScheme func(*runtime.Scheme) error
 	gv          schema.GroupVersion
@@ -38,13 +39,15 @@ var servedGroupVersions = []struct {
 	{appsv1.AddToScheme, appsv1.SchemeGroupVersion, appsv1.Deployment{}},
 	{rbacv1.AddToScheme, rbacv1.SchemeGroupVersion, rbacv1.Role{}},
 	{coordinationv1.AddToScheme, coordinationv1.SchemeGroupVersion, coordinationv1.Lease{}},
-	{eventsv1.AddToScheme, eventsv1.SchemeGroupVersion, eventsv1.Event{}},
+	{registerEventsGroup, eventsv1.SchemeGroupVersion, nil},
 }
 
 func init() {
 	for _, g := range servedGroupVersions {
 		utilruntime.Must(g.addToScheme(Scheme))
-		registerAsInternal(Scheme, g.gv, reflect.TypeOf(g.sample).PkgPath())
+		if g.sample != nil {
+			registerAsInternal(Scheme, g.gv, reflect.TypeOf(g.sample).PkgPath())
+		}
 		utilruntime.Must(Scheme.SetVersionPriority(g.gv))
 	}
 	addDefaultingFuncs(Scheme)
@@ -63,7 +66,8 @@ func registerAsInternal(s *runtime.Scheme, gv schema.GroupVersion, pkgPath strin
 	}
 }
 
-// storageCodec writes each kind to etcd in its external version, as JSON.
+// storageCodec writes each kind to etcd in its external version, as JSON
+// (events of both groups as core/v1: that is the one exact match of their Go type).
 func storageCodec() runtime.Codec {
 	gvs := make([]schema.GroupVersion, 0, len(servedGroupVersions))
 	for _, g := range servedGroupVersions {

@@ -38,8 +38,9 @@ type resource struct {
 }
 
 // builtinResources is what a typical operator and its deploy manifests touch.
-// core/v1 Events and events.k8s.io/v1 Events are two separate collections here
-// (kube-apiserver converts one into the other; that conversion is not packaged).
+// core/v1 Events and events.k8s.io/v1 Events are one collection, as in
+// kube-apiserver: both stores hold corev1.Event under one etcd prefix, and
+// events.k8s.io/v1 requests are converted (events.go).
 var builtinResources = []resource{
 	{corev1.SchemeGroupVersion, "namespaces", "namespace", false, []string{"ns"}, nil,
 		func() runtime.Object { return &corev1.Namespace{} }, func() runtime.Object { return &corev1.NamespaceList{} }, namespaceRules},
@@ -52,9 +53,9 @@ var builtinResources = []resource{
 	{corev1.SchemeGroupVersion, "services", "service", true, []string{"svc"}, []string{"all"},
 		func() runtime.Object { return &corev1.Service{} }, func() runtime.Object { return &corev1.ServiceList{} }, serviceRules},
 	{corev1.SchemeGroupVersion, "events", "event", true, []string{"ev"}, nil,
-		func() runtime.Object { return &corev1.Event{} }, func() runtime.Object { return &corev1.EventList{} }, plainRules},
+		func() runtime.Object { return &corev1.Event{} }, func() runtime.Object { return &corev1.EventList{} }, eventRules},
 	{eventsv1.SchemeGroupVersion, "events", "event", true, []string{"ev"}, nil,
-		func() runtime.Object { return &eventsv1.Event{} }, func() runtime.Object { return &eventsv1.EventList{} }, plainRules},
+		func() runtime.Object { return &corev1.Event{} }, func() runtime.Object { return &corev1.EventList{} }, eventRules},
 	{coordinationv1.SchemeGroupVersion, "leases", "lease", true, nil, nil,
 		func() runtime.Object { return &coordinationv1.Lease{} }, func() runtime.Object { return &coordinationv1.LeaseList{} }, plainRules},
 	{appsv1.SchemeGroupVersion, "deployments", "deployment", true, []string{"deploy"}, []string{"all"},
@@ -72,6 +73,7 @@ var builtinResources = []resource{
 // installBuiltinAPIs installs builtinResources on s: core/v1 under /api, the
 // other groups under /apis.
 func installBuiltinAPIs(s *genericapiserver.GenericAPIServer, options generic.RESTOptionsGetter) error {
+	options = cohabitingEvents{options}
 	groups := map[string]*genericapiserver.APIGroupInfo{}
 	var groupOrder []string
 	for _, r := range builtinResources {
@@ -126,9 +128,12 @@ func newStorage(r resource, options generic.RESTOptionsGetter) (rest.Storage, re
 		UpdateStrategy:            s,
 		DeleteStrategy:            s,
 		ResetFieldsStrategy:       s,
-		TableConvertor:            rest.NewDefaultTableConvertor(qualified),
+		TableConvertor:            r.rules.table,
 	}
-	if err := store.CompleteWithOptions(&generic.StoreOptions{RESTOptions: options}); err != nil {
+	if store.TableConvertor == nil {
+		store.TableConvertor = rest.NewDefaultTableConvertor(qualified)
+	}
+	if err := store.CompleteWithOptions(&generic.StoreOptions{RESTOptions: options, AttrFunc: r.rules.attrs}); err != nil {
 		return nil, nil, err
 	}
 	main := &namedStore{Store: store, shortNames: r.shortNames, categories: r.categories}

@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apiserver/pkg/registry/rest"
+	"k8s.io/apiserver/pkg/storage"
 	"k8s.io/apiserver/pkg/storage/names"
 	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 )
@@ -33,6 +35,11 @@ type typeRules struct {
 	initialStatus func(obj runtime.Object)
 	// tracksGeneration: metadata.generation starts at 1 and counts spec changes.
 	tracksGeneration bool
+	// attrs gives the fields lists and watches can select on; nil: only
+	// metadata.name and metadata.namespace.
+	attrs storage.AttrFunc
+	// table prints the type for kubectl; nil: name and age.
+	table rest.TableConvertor
 }
 
 // strategy implements the create/update/delete strategies of one type.

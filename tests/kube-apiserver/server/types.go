@@ -47,6 +47,8 @@ var (
 	}
 	// RBAC object names may contain ':' (system:controller:...).
 	rbacRules = typeRules{validName: path.ValidatePathSegmentName}
+	// Both groups' events store corev1.Event (events.go).
+	eventRules = typeRules{attrs: eventAttrs, table: eventTable{}}
 	plainRules = typeRules{}
 )
 
