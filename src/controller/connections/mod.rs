@@ -10,6 +10,8 @@ mod clients;
 mod source;
 mod workload_identity;
 
+#[cfg(test)]
+pub(crate) use build::fingerprint;
 pub use clients::Resolved;
 pub use source::{ConnectionObject, ConnectionSource};
 pub use workload_identity::WorkloadIdentityDefaults;

@@ -270,3 +270,107 @@ async fn a_new_identity_costs_one_reconcile_a_finalizer_patch_one_secret_apply_o
     assert!(wait.contains("requeue_after: Some("), "{wait}");
     f.emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_due_renewal_costs_one_secret_apply_one_status_apply_and_one_event() {
+    let f = fixture().await;
+    let secrets = format!("/api/v1/namespaces/{NS}/secrets");
+    let identities = format!("/apis/acsoperator.io/v1alpha1/namespaces/{NS}/acsidentities");
+    let acs = crate::acs::AcsClient::new(
+        &f.connection_string.parse().unwrap(),
+        crate::acs::ClientOptions::default(),
+    )
+    .unwrap();
+    let id = acs.create_identity().await.unwrap();
+
+    // Status says a token was written and fell due a minute ago; the Secret holds it.
+    let now = jiff::Timestamp::now().as_second();
+    let at = |s: i64| jiff::Timestamp::from_second(now + s).unwrap().to_string();
+    let fingerprint = {
+        let connection: crate::acs::ConnectionString = f.connection_string.parse().unwrap();
+        crate::controller::connections::fingerprint(&connection)
+    };
+    let mut obj = serde_json::to_value(identity()).unwrap();
+    obj["metadata"]["finalizers"] = json!([FINALIZER]);
+    obj["status"] = json!({
+        "identityId": id, "secretName": "alice",
+        "tokenExpiresOn": at(3600), "renewalTime": at(-60), "lastIssuedAt": at(-7200),
+        "issuedFor": {"scopes": ["chat"], "tokenLifetimeMinutes": 1440,
+                      "connectionFingerprint": fingerprint,
+                      "tokenHash": crate::controller::token_secret::token_hash("old-token"),
+                      "secretResourceVersion": "20"},
+    });
+    let obj: AcsIdentity = serde_json::from_value(obj).unwrap();
+    let secret = {
+        use base64::Engine;
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "alice", "namespace": NS, "uid": "uid-secret",
+                            "resourceVersion": "20",
+                            "labels": {"app.kubernetes.io/managed-by": "acs-identity-operator"},
+                            "ownerReferences": [{"apiVersion": "acsoperator.io/v1alpha1",
+                                "kind": "AcsIdentity", "name": "alice", "uid": "uid-alice",
+                                "controller": true}]},
+               "type": "Opaque",
+               "data": {"token": b64("old-token"), "expiresOn": b64(&at(3600)),
+                        "identityId": b64(&id)}})
+    };
+    let mut renewed = secret.clone();
+    renewed["metadata"]["resourceVersion"] = json!("21");
+    let script = vec![
+        expect(
+            Method::GET,
+            &format!("{secrets}/acs-conn"),
+            StatusCode::OK,
+            connection_secret(&f.connection_string),
+        ),
+        // Not yet synced, the index cannot vouch for the Secret: it is read.
+        expect(
+            Method::GET,
+            &format!("{secrets}/alice"),
+            StatusCode::OK,
+            secret,
+        ),
+        // (one issueToken call to ACS)
+        apply(&format!("{secrets}/alice"), StatusCode::OK, renewed),
+        apply(
+            &format!("{identities}/alice/status"),
+            StatusCode::OK,
+            with_finalizer(obj.clone(), "22"),
+        ),
+        expect(
+            Method::POST,
+            &format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
+            StatusCode::CREATED,
+            json!({}),
+        ),
+    ];
+    let server = tokio::spawn(serve_script(f.handle, script));
+    reconcile(Arc::new(obj), f.ctx.clone()).await.unwrap();
+    let sent = server.await.unwrap();
+
+    assert_eq!(
+        sent[2]["metadata"]["uid"], "uid-secret",
+        "the write is pinned to the Secret observed as ours"
+    );
+    assert_ne!(
+        sent[2]["data"]["token"],
+        sent[1].get("data").cloned().unwrap_or_default()["token"]
+    );
+    assert_eq!(
+        sent[3]["status"]["issuedFor"]["secretResourceVersion"],
+        "21"
+    );
+    assert_eq!(sent[4]["reason"], "TokenRenewed");
+    let stats: Value = reqwest::get(f.emulator.endpoint().join("admin/stats").unwrap())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["total"], 2,
+        "the test's create and one issue: {stats}"
+    );
+    f.emulator.shutdown().await;
+}
