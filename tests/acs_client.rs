@@ -266,3 +266,52 @@ async fn a_lost_answer_to_a_create_with_a_custom_id_is_recovered_by_retrying() {
     assert_eq!(live[0]["id"], id.as_str());
     emulator.shutdown().await;
 }
+
+/// Serves one canned HTTP response per connection, for `connections` connections (at most
+/// 10 s each); the address to connect to.
+async fn hostile_server(head: &'static str, body_len: usize, connections: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..connections {
+            let Ok(Ok((mut socket, _))) =
+                tokio::time::timeout(Duration::from_secs(10), listener.accept()).await
+            else {
+                return;
+            };
+            let mut request = vec![0u8; 64 * 1024];
+            let _ = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut request)).await;
+            let chunk = vec![b'x'; 64 * 1024];
+            let _ = socket.write_all(head.as_bytes()).await;
+            let mut sent = 0;
+            while sent < body_len {
+                if socket.write_all(&chunk).await.is_err() {
+                    break; // the client stopped reading: what it should do
+                }
+                sent += chunk.len();
+            }
+        }
+    });
+    format!("endpoint=http://{addr}/;accesskey=d3Jvbmcta2V5")
+}
+
+#[tokio::test]
+async fn a_huge_response_body_is_refused_not_buffered() {
+    let cases = [
+        // Announced: refused before reading.
+        "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 104857600\r\n\r\n",
+        // Not announced (read until close): refused once 1 MiB has come.
+        "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n",
+    ];
+    for head in cases {
+        let connection: ConnectionString =
+            hostile_server(head, 100 << 20, 1).await.parse().unwrap();
+        let client = AcsClient::new(&connection, ClientOptions::default()).unwrap();
+        let err = client.create_identity().await.unwrap_err();
+        assert!(
+            matches!(&err, AcsError::InvalidResponse(m) if m.contains("larger than 1024 KiB")),
+            "{head:?}: {err:?}"
+        );
+    }
+}

@@ -431,10 +431,9 @@ impl AcsClient {
                 .as_deref(),
             SystemTime::now(),
         );
-        let bytes = response
-            .bytes()
+        let bytes = read_capped(response)
             .await
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| e.into_acs(|e| self.transport_error(e)))?;
         if status == StatusCode::TOO_MANY_REQUESTS
             && let Some(limiter) = &self.rate_limiter
         {
@@ -447,7 +446,7 @@ impl AcsClient {
                 &bytes,
             ));
         }
-        Ok((status, bytes.to_vec()))
+        Ok((status, bytes))
     }
 
     /// A token for [`ACS_SCOPE`], from the credential's cache while it is fresh. Bounded by the
@@ -487,6 +486,47 @@ impl AcsClient {
             None => AcsError::Transport(message),
         }
     }
+}
+
+/// The most of a response body the client reads. ACS answers are a few hundred bytes; a
+/// hostile or broken server must not make the operator buffer without bound.
+pub(crate) const MAX_BODY: usize = 1 << 20;
+
+/// Why a body could not be read.
+pub(crate) enum BodyError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+impl BodyError {
+    fn into_acs(self, transport: impl FnOnce(reqwest::Error) -> AcsError) -> AcsError {
+        match self {
+            BodyError::TooLarge => AcsError::InvalidResponse(format!(
+                "response body larger than {} KiB; not read",
+                MAX_BODY / 1024
+            )),
+            BodyError::Transport(e) => transport(e),
+        }
+    }
+}
+
+/// The body of `response`, at most [`MAX_BODY`] bytes: refused as soon as the announced length
+/// or the bytes received pass it.
+pub(crate) async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The rustls error behind `e`: it reaches us wrapped in io::Errors (twice, through hyper),

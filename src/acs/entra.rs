@@ -167,9 +167,19 @@ impl HttpClient for ReqwestTransport {
                 );
             }
         }
-        let bytes = response.bytes().await.map_err(|e| {
-            azure_core::Error::with_error(ErrorKind::Io, e, "reading the token response failed")
-        })?;
+        let bytes = super::client::read_capped(response)
+            .await
+            .map_err(|e| match e {
+                super::client::BodyError::TooLarge => azure_core::Error::with_message(
+                    ErrorKind::DataConversion,
+                    "the token response is larger than 1 MiB",
+                ),
+                super::client::BodyError::Transport(e) => azure_core::Error::with_error(
+                    ErrorKind::Io,
+                    e,
+                    "reading the token response failed",
+                ),
+            })?;
         Ok(AsyncRawResponse::from_bytes(status, headers, bytes))
     }
 }
