@@ -315,3 +315,17 @@ async fn a_huge_response_body_is_refused_not_buffered() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_redirect_is_an_error_not_followed() {
+    // A server that redirects to itself: followed, it would loop until reqwest gives up.
+    let head = "HTTP/1.1 302 Found\r\nlocation: /identities?api-version=2023-10-01\r\ncontent-length: 0\r\n\r\n";
+    let connection: ConnectionString = hostile_server(head, 0, 11).await.parse().unwrap();
+    let client = AcsClient::new(&connection, ClientOptions::default()).unwrap();
+    let err = client.create_identity().await.unwrap_err();
+    assert!(
+        matches!(err, AcsError::Rejected { status: 302, .. }),
+        "{err:?}"
+    );
+    assert!(!err.is_retriable());
+}

@@ -179,6 +179,9 @@ pub(crate) fn http_client(
         .use_rustls_tls()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
+        // ACS and Entra never redirect; a redirect would carry a signed request (or a token
+        // request) to wherever a hostile endpoint points. A 3xx is answered as an error.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("acs-identity-operator/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = extra_ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem)
