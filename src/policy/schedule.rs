@@ -52,6 +52,36 @@ pub enum Phase {
     New,
 }
 
+/// How far an `expiresOn` may lie beyond the lifetime asked for: the service's clock may be
+/// ahead of ours.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(600);
+
+/// Whether an `expiresOn` ACS answered for a token issued at `issued_at` with `requested`
+/// lifetime can be scheduled from; `Err` says why not. One already past would be renewed at
+/// once, again and again; one beyond the lifetime asked for (plus [`CLOCK_SKEW`]) would be
+/// renewed after the token really expired, if the service's claim were wrong.
+pub fn check_expiry(
+    issued_at: Timestamp,
+    expires_on: Timestamp,
+    requested: Duration,
+) -> Result<(), String> {
+    if expires_on <= issued_at {
+        return Err(format!(
+            "ACS answered expiresOn {expires_on}, not after the time of issue {issued_at}"
+        ));
+    }
+    let latest = SignedDuration::try_from(requested + CLOCK_SKEW)
+        .ok()
+        .and_then(|d| issued_at.checked_add(d).ok());
+    match latest {
+        Some(latest) if expires_on > latest => Err(format!(
+            "ACS answered expiresOn {expires_on}, later than the {} minutes asked for allow",
+            requested.as_secs() / 60
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Time from `from` until `at`; `None` if `at` is already past.
 pub fn time_until(at: Timestamp, from: Timestamp) -> Option<Duration> {
     Duration::try_from(at.duration_since(from)).ok()
@@ -181,6 +211,28 @@ mod tests {
             at(38),
             "a renewal on schedule moves at most a tenth of the margin"
         );
+    }
+
+    #[test]
+    fn an_expiry_in_the_past_or_beyond_the_lifetime_is_refused() {
+        let hour = Duration::from_secs(3600);
+        let cases = [
+            (3600, true, "exactly the lifetime"),
+            (60, true, "less than asked: ACS may grant less"),
+            (
+                3600 + 600,
+                true,
+                "the service's clock ahead by the allowed skew",
+            ),
+            (3600 + 601, false, "beyond lifetime and skew"),
+            (86_400 * 365, false, "a year ahead"),
+            (0, false, "expires when issued"),
+            (-30, false, "already expired"),
+        ];
+        for (offset, ok, case) in cases {
+            let result = check_expiry(at(1000), at(1000 + offset), hour);
+            assert_eq!(result.is_ok(), ok, "{case}: {result:?}");
+        }
     }
 
     #[test]

@@ -10,7 +10,9 @@ use crate::api::{AcsIdentity, AcsIdentityStatus};
 use crate::controller::error::Error;
 use crate::controller::token_secret::{self, TokenContent, token_hash};
 use crate::controller::{Context, MANAGER, admission_key, status};
-use crate::policy::{Decision, IssueReason, Reason, TokenRecord, renewal_time, time_until};
+use crate::policy::{
+    Decision, IssueReason, Reason, TokenRecord, check_expiry, renewal_time, time_until,
+};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -219,6 +221,9 @@ async fn store(
     // limiter is not part of the token's life.
     let issued_at = whole_seconds(Timestamp::now());
     let expires_on = whole_seconds(token.expires_on);
+    let requested = Duration::from_secs(u64::from(facts.lifetime.minutes()) * 60);
+    check_expiry(issued_at, expires_on, requested)
+        .map_err(|why| Error::Acs(AcsError::InvalidResponse(why)))?;
     let jitter = rand::random::<f64>();
     let renew_at = renewal_time(
         issued_at,
