@@ -95,16 +95,24 @@ type Bucket = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 /// A grant nobody came back for within this time is dropped.
 const GRANT_TTL: Duration = Duration::from_secs(60);
 
-/// One token bucket per operation, for one ACS resource, and a queue of callers by urgency
-/// (see [`AcsRateLimiter::admit`]).
+/// The operations whose callers queue by urgency ([`AcsRateLimiter::admit`]); they are spread
+/// evenly by a token bucket, the others go through a sliding window.
+pub const ADMITTED: [Operation; 1] = [Operation::IssueToken];
+
+/// How one operation's requests are spread under its limit.
+enum Pacing {
+    Bucket(Bucket),
+    Window(Mutex<SlidingWindow>),
+}
+
+/// The pacing of each operation, for one ACS resource, and a queue of callers by urgency for
+/// the [`ADMITTED`] ones (see [`AcsRateLimiter::admit`]).
 ///
-/// Every request waits for its bucket ([`AcsRateLimiter::acquire`]), admitted or not, so the
+/// Every request waits for its pacing ([`AcsRateLimiter::acquire`]), admitted or not, so the
 /// limit holds however late an admitted caller comes back. Turns are paced by a second bucket
 /// of the same quota, which only decides who goes next.
 pub struct AcsRateLimiter {
-    /// For [`Operation::IssueToken`]; the others use `windows`.
-    buckets: [Bucket; 5],
-    windows: [Mutex<SlidingWindow>; 5],
+    pacing: [Pacing; 5],
     /// Set by a 429: no request of the operation before this time.
     paused_until: [Mutex<Option<Instant>>; 5],
     turns: [Bucket; 5],
@@ -138,9 +146,14 @@ impl AcsRateLimiter {
     /// A limiter with `limit(op)` requests per 30-second window for each operation.
     pub fn with_limits(limit: impl Fn(Operation) -> u32) -> Self {
         Self {
-            buckets: Operation::ALL.map(|op| RateLimiter::direct(quota(limit(op)))),
-            windows: Operation::ALL
-                .map(|op| Mutex::new(SlidingWindow::new(limit(op), WINDOW + TRANSIT_MARGIN))),
+            pacing: Operation::ALL.map(|op| {
+                if ADMITTED.contains(&op) {
+                    Pacing::Bucket(RateLimiter::direct(quota(limit(op))))
+                } else {
+                    let window = SlidingWindow::new(limit(op), WINDOW + TRANSIT_MARGIN);
+                    Pacing::Window(Mutex::new(window))
+                }
+            }),
             paused_until: Default::default(),
             turns: Operation::ALL.map(|op| RateLimiter::direct(quota(limit(op)))),
             queues: Default::default(),
@@ -155,14 +168,12 @@ impl AcsRateLimiter {
         if let Some(until) = paused {
             tokio::time::sleep_until(until.into()).await;
         }
-        if operation == Operation::IssueToken {
-            self.buckets[i].until_ready().await;
-        } else {
-            let slot = self.windows[i]
-                .lock()
-                .expect("window lock")
-                .reserve(Instant::now());
-            tokio::time::sleep_until(slot.into()).await;
+        match &self.pacing[i] {
+            Pacing::Bucket(bucket) => bucket.until_ready().await,
+            Pacing::Window(window) => {
+                let slot = window.lock().expect("window lock").reserve(Instant::now());
+                tokio::time::sleep_until(slot.into()).await;
+            }
         }
     }
 
@@ -173,10 +184,12 @@ impl AcsRateLimiter {
         let until = now + retry_after.unwrap_or(DEFAULT_PAUSE);
         let mut paused = self.paused_until[i].lock().expect("pause lock");
         *paused = Some(paused.map_or(until, |p| p.max(until)));
-        self.windows[i]
-            .lock()
-            .expect("window lock")
-            .pace_until(now + CAUTION);
+        if let Pacing::Window(window) = &self.pacing[i] {
+            window
+                .lock()
+                .expect("window lock")
+                .pace_until(now + CAUTION);
+        }
         tracing::warn!(
             operation = operation.as_str(),
             pause_ms = until.duration_since(now).as_millis() as u64,

@@ -29,13 +29,11 @@ pub async fn reconcile<K: ConnectionObject>(
         apply_status(&obj.api(ctx.client.clone()), &obj.name_any(), &status).await?;
         ctx.nudge_identities(K::KIND, obj.namespace().as_deref(), &obj.name_any());
     }
-    Ok(super::identity::look_again(
-        crate::policy::Outcome::ConnectionChecked,
-    ))
+    Ok(super::look_again(crate::policy::Outcome::ConnectionChecked))
 }
 
 pub fn error_policy<K>(_: Arc<K>, _: &Error, _: Arc<Context>) -> Action {
-    super::identity::look_again(crate::policy::Outcome::ConnectionFailed)
+    super::look_again(crate::policy::Outcome::ConnectionFailed)
 }
 
 async fn checked_status(

@@ -15,7 +15,7 @@ pub mod secret_index;
 pub mod status;
 pub mod token_secret;
 
-use crate::acs::{AcsRateLimiter, Operation};
+use crate::acs::AcsRateLimiter;
 use crate::api::{AcsConnection, AcsIdentity, ClusterAcsConnection, ConnectionKind};
 use crate::metrics::Metrics;
 use crate::policy::{Outcome, Reason};
@@ -40,6 +40,22 @@ pub const MANAGER: &str = "acs-identity-operator";
 
 /// The annotation in which `kubectl apply` keeps the whole manifest.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// An AcsIdentity as the operator keeps it: without managedFields and kubectl's copy of the
+/// last applied manifest, which are never read here and are the bulk of each object.
+fn trim_for_cache(identity: &mut AcsIdentity) {
+    identity.managed_fields_mut().clear();
+    identity.annotations_mut().remove(LAST_APPLIED);
+}
+
+/// The kube-runtime action for the policy's answer after `outcome`: every requeue of every
+/// reconciler goes through here.
+fn look_again(outcome: Outcome) -> Action {
+    match crate::policy::next_look(outcome, jiff::Timestamp::now(), rand::random::<f64>()) {
+        Some(delay) => Action::requeue(delay),
+        None => Action::await_change(),
+    }
+}
 
 /// Called after each AcsIdentity reconcile with its namespace and name.
 pub type ReconcileHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
@@ -373,12 +389,7 @@ fn identity_controller(
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
-    // managedFields and kubectl's copy of the last applied manifest are never read here and
-    // are the bulk of each cached object.
-    .modify(|identity| {
-        identity.managed_fields_mut().clear();
-        identity.annotations_mut().remove(LAST_APPLIED);
-    })
+    .modify(trim_for_cache)
     .reflect(identity_writer)
     .applied_objects()
     .predicate_filter(
@@ -413,9 +424,6 @@ async fn run_identities(
     futures::future::join(mark_ready, run).await;
 }
 
-/// The operations whose callers queue by urgency (see [`crate::acs::AcsRateLimiter::admit`]).
-pub const ADMITTED: [Operation; 1] = [Operation::IssueToken];
-
 /// The key an identity queues under for ACS requests.
 pub fn admission_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
@@ -432,7 +440,7 @@ async fn dispatch_admissions(
     loop {
         tokio::select! {
             Some(limiter) = limiters.next() => {
-                for operation in ADMITTED {
+                for operation in crate::acs::limits::ADMITTED {
                     let (limiter, nudge) = (limiter.clone(), nudge.clone());
                     dispatchers.push(async move {
                         limiter
@@ -530,7 +538,7 @@ fn identity_error_policy(obj: Arc<AcsIdentity>, error: &Error, ctx: Arc<Context>
     *n = n.saturating_add(1);
     let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
     warn!(%namespace, %name, reason = %error.reason(), %error, attempt = *n, "reconcile error");
-    identity::look_again(Outcome::ApiFailed {
+    look_again(Outcome::ApiFailed {
         attempts: *n,
         token_valid_for,
     })

@@ -44,9 +44,7 @@ pub fn token_hash(token: &str) -> String {
 
 /// RFC 3339 in UTC with whole seconds (rounded down), as written into the Secret.
 pub fn format_expires_on(t: Timestamp) -> String {
-    Timestamp::from_second(t.as_second())
-        .unwrap_or(t)
-        .to_string()
+    crate::policy::whole_seconds(t).to_string()
 }
 
 /// The Secret for `identity` holding `content`, as the operator applies it (server-side

@@ -19,5 +19,5 @@ pub use decision::{
 pub use readiness::{Failure, Readiness, readiness};
 pub use reason::Reason;
 pub use requeue::{Outcome, next_look, retry_delay};
-pub use schedule::time_until;
 pub use schedule::{Phase, RenewBefore, check_expiry, renewal_time};
+pub use schedule::{time_until, whole_seconds};

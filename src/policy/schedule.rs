@@ -82,6 +82,12 @@ pub fn check_expiry(
     }
 }
 
+/// `t` without its fraction of a second (rounded down): what Kubernetes keeps of a time, and
+/// what the Secret's `expiresOn` says.
+pub fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
 /// Time from `from` until `at`; `None` if `at` is already past.
 pub fn time_until(at: Timestamp, from: Timestamp) -> Option<Duration> {
     Duration::try_from(at.duration_since(from)).ok()

@@ -12,6 +12,7 @@ use crate::controller::token_secret::{self, TokenContent, token_hash};
 use crate::controller::{Context, MANAGER, admission_key, status};
 use crate::policy::{
     Decision, IssueReason, Reason, TokenRecord, check_expiry, renewal_time, time_until,
+    whole_seconds,
 };
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -273,9 +274,4 @@ fn secrets(target: &Target<'_>) -> Api<Secret> {
         target.ctx.client.clone(),
         &target.obj.namespace().unwrap_or_default(),
     )
-}
-
-/// `t` without its fraction of a second (rounded down).
-pub fn whole_seconds(t: Timestamp) -> Timestamp {
-    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }

@@ -12,9 +12,9 @@ mod observe;
 
 use super::Context;
 use super::error::Error;
-use super::status;
+use super::{look_again, status};
 use crate::api::{AcsIdentity, AcsIdentityStatus};
-use crate::policy::{Outcome, TokenRecord, decide, next_look};
+use crate::policy::{Outcome, TokenRecord, decide};
 use act::{Failed, Step};
 use jiff::Timestamp;
 use kube::api::Api;
@@ -104,9 +104,7 @@ async fn add_finalizer(
             &kube::api::Patch::Json::<()>(patch),
         )
         .await?;
-    // As the watch cache keeps it (see controller::run).
-    patched.managed_fields_mut().clear();
-    patched.annotations_mut().remove(super::LAST_APPLIED);
+    super::trim_for_cache(&mut patched);
     Ok(Some(patched))
 }
 
@@ -116,7 +114,7 @@ async fn add_finalizer(
 async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
     let started = Instant::now();
     // Status times are whole seconds on the server; keep `now` comparable.
-    let now = act::whole_seconds(Timestamp::now());
+    let now = crate::policy::whole_seconds(Timestamp::now());
     let known = ctx.statuses.current(obj);
     let base = known.clone().unwrap_or_default();
     if let Some(renewal) = base.renewal_time.as_ref()
@@ -166,8 +164,7 @@ impl Recorded<'_> {
         current: Option<TokenRecord>,
         result: Result<Step, Failed>,
     ) -> Result<Action, Error> {
-        let (obj, ctx) = (self.obj, self.ctx);
-        let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+        let obj = self.obj;
         match result {
             Ok(Step::InLine { token_valid_for }) => {
                 debug!("in line for ACS capacity");
@@ -179,12 +176,8 @@ impl Recorded<'_> {
                 handled_refresh,
             }) => {
                 let status = status::succeeded(obj, base, &token, handled_refresh, self.now);
-                ctx.metrics.observe_identity(&namespace, &name, &status);
-                status::write(ctx, obj, self.known, status).await?;
-                ctx.metrics.observe_reconcile(Ok(()), self.started);
-                if let Some((reason, note)) = event {
-                    ctx.publish(obj, EventType::Normal, reason, note).await;
-                }
+                let event = event.map(|(reason, note)| (EventType::Normal, reason, note));
+                self.write(status, Ok(()), event).await?;
                 Ok(look_again(Outcome::UpToDate {
                     renew_at: token.renewal_time,
                 }))
@@ -195,11 +188,8 @@ impl Recorded<'_> {
                 let status =
                     status::failed(obj, base, current.as_ref(), identity_id, &error, self.now);
                 let attempts = status.failed_attempts.unwrap_or(1);
-                ctx.metrics.observe_identity(&namespace, &name, &status);
-                status::write(ctx, obj, self.known, status).await?;
-                ctx.metrics.observe_reconcile(Err(reason), self.started);
-                ctx.publish(obj, EventType::Warning, reason, error.to_string())
-                    .await;
+                let event = (EventType::Warning, reason, error.to_string());
+                self.write(status, Err(reason), Some(event)).await?;
                 let token_valid_for = current.and_then(|c| c.valid_for(self.now));
                 Ok(look_again(failure_outcome(
                     &error,
@@ -208,6 +198,25 @@ impl Recorded<'_> {
                 )))
             }
         }
+    }
+
+    /// Updates the identity's metrics, writes `status` if it changed, counts the reconcile
+    /// and publishes `event`.
+    async fn write(
+        &self,
+        status: AcsIdentityStatus,
+        outcome: Result<(), crate::policy::Reason>,
+        event: Option<(EventType, crate::policy::Reason, String)>,
+    ) -> Result<(), Error> {
+        let (obj, ctx) = (self.obj, self.ctx);
+        let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+        ctx.metrics.observe_identity(&namespace, &name, &status);
+        status::write(ctx, obj, self.known, status).await?;
+        ctx.metrics.observe_reconcile(outcome, self.started);
+        if let Some((type_, reason, note)) = event {
+            ctx.publish(obj, type_, reason, note).await;
+        }
+        Ok(())
     }
 }
 
@@ -227,14 +236,6 @@ fn failure_outcome(
         Outcome::ForeignSecret
     } else {
         Outcome::WaitsForChange
-    }
-}
-
-/// The kube-runtime action for the policy's answer.
-pub(super) fn look_again(outcome: Outcome) -> Action {
-    match next_look(outcome, Timestamp::now(), rand::random::<f64>()) {
-        Some(delay) => Action::requeue(delay),
-        None => Action::await_change(),
     }
 }
 
