@@ -101,6 +101,38 @@ async fn serve_script(
     sent
 }
 
+const SECRETS: &str = "/api/v1/namespaces/team/secrets";
+const IDENTITIES: &str = "/apis/acsoperator.io/v1alpha1/namespaces/team/acsidentities";
+
+/// The connection's Secret, read once per connection and then cached.
+fn connection_secret_read(connection_string: &str) -> Expect {
+    expect(
+        Method::GET,
+        &format!("{SECRETS}/acs-conn"),
+        StatusCode::OK,
+        connection_secret(connection_string),
+    )
+}
+
+fn event_created() -> Expect {
+    expect(
+        Method::POST,
+        &format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
+        StatusCode::CREATED,
+        json!({}),
+    )
+}
+
+/// The emulator's request counters.
+async fn acs_stats(emulator: &EmulatorHandle) -> Value {
+    reqwest::get(emulator.endpoint().join("admin/stats").unwrap())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn not_found() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
            "code": 404, "message": "not found"})
@@ -183,8 +215,6 @@ fn connection_secret(connection_string: &str) -> Value {
 async fn a_new_identity_costs_one_reconcile_a_finalizer_patch_one_secret_apply_one_status_apply_and_one_event()
  {
     let f = fixture().await;
-    let secrets = format!("/api/v1/namespaces/{NS}/secrets");
-    let identities = format!("/apis/acsoperator.io/v1alpha1/namespaces/{NS}/acsidentities");
     let mut written_secret = json!({"apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "alice", "namespace": NS, "uid": "uid-secret", "resourceVersion": "11"}});
     written_secret["data"] = json!({});
@@ -195,42 +225,31 @@ async fn a_new_identity_costs_one_reconcile_a_finalizer_patch_one_secret_apply_o
             content_type: Some("application/json-patch+json"),
             ..expect(
                 Method::PATCH,
-                &format!("{identities}/alice"),
+                &format!("{IDENTITIES}/alice"),
                 StatusCode::OK,
                 with_finalizer(identity(), "12"),
             )
         },
-        // The connection's Secret, read once per connection and then cached.
-        expect(
-            Method::GET,
-            &format!("{secrets}/acs-conn"),
-            StatusCode::OK,
-            connection_secret(&f.connection_string),
-        ),
+        connection_secret_read(&f.connection_string),
         // The token Secret: the index has not synced, so it is read.
         expect(
             Method::GET,
-            &format!("{secrets}/alice"),
+            &format!("{SECRETS}/alice"),
             StatusCode::NOT_FOUND,
             not_found(),
         ),
         // (one createIdentityWithToken call to ACS)
         apply(
-            &format!("{secrets}/alice"),
+            &format!("{SECRETS}/alice"),
             StatusCode::CREATED,
             written_secret,
         ),
         apply(
-            &format!("{identities}/alice/status"),
+            &format!("{IDENTITIES}/alice/status"),
             StatusCode::OK,
             with_finalizer(identity(), "13"),
         ),
-        expect(
-            Method::POST,
-            &format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
-            StatusCode::CREATED,
-            json!({}),
-        ),
+        event_created(),
     ];
     let server = tokio::spawn(serve_script(f.handle, script));
     let action = reconcile(Arc::new(identity()), f.ctx.clone())
@@ -258,12 +277,7 @@ async fn a_new_identity_costs_one_reconcile_a_finalizer_patch_one_secret_apply_o
     assert_eq!(status["conditions"][0]["reason"], "TokenValid");
     assert_eq!(status["issuedFor"]["secretResourceVersion"], "11");
     assert_eq!(sent[4]["reason"], "IdentityCreated");
-    let stats: Value = reqwest::get(f.emulator.endpoint().join("admin/stats").unwrap())
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = acs_stats(&f.emulator).await;
     assert_eq!(stats["total"], 1, "one ACS call: {stats}");
     // The next look is the renewal, two thirds into a day.
     let wait = format!("{action:?}");
@@ -274,8 +288,6 @@ async fn a_new_identity_costs_one_reconcile_a_finalizer_patch_one_secret_apply_o
 #[tokio::test]
 async fn a_due_renewal_costs_one_secret_apply_one_status_apply_and_one_event() {
     let f = fixture().await;
-    let secrets = format!("/api/v1/namespaces/{NS}/secrets");
-    let identities = format!("/apis/acsoperator.io/v1alpha1/namespaces/{NS}/acsidentities");
     let acs = crate::acs::AcsClient::new(
         &f.connection_string.parse().unwrap(),
         crate::acs::ClientOptions::default(),
@@ -318,32 +330,22 @@ async fn a_due_renewal_costs_one_secret_apply_one_status_apply_and_one_event() {
     let mut renewed = secret.clone();
     renewed["metadata"]["resourceVersion"] = json!("21");
     let script = vec![
-        expect(
-            Method::GET,
-            &format!("{secrets}/acs-conn"),
-            StatusCode::OK,
-            connection_secret(&f.connection_string),
-        ),
+        connection_secret_read(&f.connection_string),
         // Not yet synced, the index cannot vouch for the Secret: it is read.
         expect(
             Method::GET,
-            &format!("{secrets}/alice"),
+            &format!("{SECRETS}/alice"),
             StatusCode::OK,
             secret,
         ),
         // (one issueToken call to ACS)
-        apply(&format!("{secrets}/alice"), StatusCode::OK, renewed),
+        apply(&format!("{SECRETS}/alice"), StatusCode::OK, renewed),
         apply(
-            &format!("{identities}/alice/status"),
+            &format!("{IDENTITIES}/alice/status"),
             StatusCode::OK,
             with_finalizer(obj.clone(), "22"),
         ),
-        expect(
-            Method::POST,
-            &format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
-            StatusCode::CREATED,
-            json!({}),
-        ),
+        event_created(),
     ];
     let server = tokio::spawn(serve_script(f.handle, script));
     reconcile(Arc::new(obj), f.ctx.clone()).await.unwrap();
@@ -362,12 +364,7 @@ async fn a_due_renewal_costs_one_secret_apply_one_status_apply_and_one_event() {
         "21"
     );
     assert_eq!(sent[4]["reason"], "TokenRenewed");
-    let stats: Value = reqwest::get(f.emulator.endpoint().join("admin/stats").unwrap())
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = acs_stats(&f.emulator).await;
     assert_eq!(
         stats["total"], 2,
         "the test's create and one issue: {stats}"
