@@ -20,6 +20,7 @@
 //! stopped when the run ends, fails, times out (`--timeout-seconds`) or is interrupted.
 //! See BENCHMARKS.md for the figures and the definitions behind them.
 
+mod fairness;
 mod observe;
 mod processes;
 mod report;
@@ -51,6 +52,8 @@ pub enum Scenario {
     Steady,
     /// Short-lived tokens under ACS faults, operator kills and API server restarts; then delete all.
     Chaos,
+    /// N creates from one namespace on a ClusterAcsConnection, then one from another: its wait.
+    Fairness,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -365,15 +368,26 @@ pub async fn create_identities(
     names: Vec<String>,
     concurrency: usize,
 ) -> Result<Duration, Error> {
+    let spec = json!({"connectionRef": {"name": "acs"}, "scopes": ["chat", "voip"]});
+    create_identities_with(api, names, concurrency, spec).await
+}
+
+/// Like [`create_identities`], each with `spec`.
+pub async fn create_identities_with(
+    api: Api<AcsIdentity>,
+    names: Vec<String>,
+    concurrency: usize,
+    spec: serde_json::Value,
+) -> Result<Duration, Error> {
     let started = Instant::now();
     stream::iter(names)
         .map(|name| {
-            let api = api.clone();
+            let (api, spec) = (api.clone(), spec.clone());
             async move {
                 let identity: AcsIdentity = serde_json::from_value(json!({
                     "apiVersion": "acsoperator.io/v1alpha1", "kind": "AcsIdentity",
                     "metadata": {"name": name},
-                    "spec": {"connectionRef": {"name": "acs"}, "scopes": ["chat", "voip"]},
+                    "spec": spec,
                 }))?;
                 let params = PostParams::default();
                 match retry_api(|| api.create(&params, &identity)).await {

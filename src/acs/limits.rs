@@ -17,6 +17,7 @@
 //!   are paced evenly at the limit's average rate instead of in bursts.
 
 use super::admission::AdmissionQueue;
+use super::fair::FairWindow;
 use governor::{Quota, RateLimiter, clock::DefaultClock, state::InMemoryState, state::NotKeyed};
 use jiff::Timestamp;
 use std::collections::VecDeque;
@@ -100,6 +101,10 @@ const GRANT_TTL: Duration = Duration::from_secs(60);
 /// evenly by a token bucket, the others go through a sliding window.
 pub const ADMITTED: [Operation; 1] = [Operation::IssueToken];
 
+/// The operations whose callers take turns shared fairly between namespaces
+/// ([`AcsRateLimiter::admit_fair`]) instead of waiting for the window in a worker.
+pub const FAIR: [Operation; 1] = [Operation::CreateIdentityWithToken];
+
 /// How one operation's requests are spread under its limit.
 enum Pacing {
     Bucket(Bucket),
@@ -121,6 +126,8 @@ pub struct AcsRateLimiter {
     enqueued: [Notify; 5],
     /// Requests waiting in [`AcsRateLimiter::acquire`] for their time.
     sleeping: [AtomicUsize; 5],
+    /// Turns for the [`FAIR`] operations.
+    fair: [Mutex<FairWindow>; 5],
 }
 
 /// The answer to [`AcsRateLimiter::admit`].
@@ -162,6 +169,8 @@ impl AcsRateLimiter {
             queues: Default::default(),
             enqueued: Default::default(),
             sleeping: Default::default(),
+            fair: Operation::ALL
+                .map(|op| Mutex::new(FairWindow::new(limit(op), WINDOW + TRANSIT_MARGIN))),
         }
     }
 
@@ -170,7 +179,8 @@ impl AcsRateLimiter {
     pub fn waiting(&self, operation: Operation) -> usize {
         let i = operation as usize;
         let queued = self.queues[i].lock().expect("admission lock").len();
-        queued + self.sleeping[i].load(Ordering::Relaxed)
+        let in_fair_line = self.fair[i].lock().expect("fair lock").len();
+        queued + in_fair_line + self.sleeping[i].load(Ordering::Relaxed)
     }
 
     /// Waits until one more `operation` request fits under the limit.
@@ -231,9 +241,34 @@ impl AcsRateLimiter {
         Admission::Queued
     }
 
-    /// Gives turns to the callers in line, most urgent first, at the pace of the limit, and
-    /// calls `on_grant` with each one's key. Runs until dropped.
+    /// Asks for a turn to send one [`FAIR`] `operation` request for `key` of `tenant` (its
+    /// namespace), without waiting: `Now`, or `Queued` and [`AcsRateLimiter::dispatch`] calls
+    /// back when the turn comes. `shared`: the request comes through a connection shared
+    /// between namespaces, so some of each window is kept for the others (see [`FairWindow`]).
+    pub fn admit_fair(
+        &self,
+        operation: Operation,
+        key: &str,
+        tenant: &str,
+        shared: bool,
+    ) -> Admission {
+        let i = operation as usize;
+        let now = Instant::now();
+        let mut fair = self.fair[i].lock().expect("fair lock");
+        if fair.admit(key, tenant, shared, now) {
+            return Admission::Now;
+        }
+        self.enqueued[i].notify_one();
+        Admission::Queued
+    }
+
+    /// Gives turns to the callers in line (most urgent first for [`ADMITTED`] operations,
+    /// fairly between tenants for [`FAIR`] ones) at the pace of the limit, and calls
+    /// `on_grant` with each one's key. Runs until dropped.
     pub async fn dispatch(&self, operation: Operation, on_grant: impl Fn(&str)) {
+        if FAIR.contains(&operation) {
+            return self.dispatch_fair(operation, on_grant).await;
+        }
         let i = operation as usize;
         loop {
             let enqueued = self.enqueued[i].notified();
@@ -250,6 +285,38 @@ impl AcsRateLimiter {
             };
             if let Some(key) = granted {
                 on_grant(&key);
+            }
+        }
+    }
+}
+
+impl AcsRateLimiter {
+    async fn dispatch_fair(&self, operation: Operation, on_grant: impl Fn(&str)) {
+        // However the window's times fall, never look again sooner than this.
+        const LEAST_PAUSE: Duration = Duration::from_millis(10);
+        let i = operation as usize;
+        loop {
+            let enqueued = self.enqueued[i].notified();
+            let (granted, waiting, room_at) = {
+                let mut fair = self.fair[i].lock().expect("fair lock");
+                let now = Instant::now();
+                fair.drop_grants_before(now.checked_sub(GRANT_TTL).unwrap_or(now));
+                (fair.grant_next(now), fair.len(), fair.next_room_at())
+            };
+            if let Some(key) = granted {
+                on_grant(&key);
+                continue;
+            }
+            if waiting == 0 {
+                enqueued.await;
+                continue;
+            }
+            let at = room_at
+                .unwrap_or_else(Instant::now)
+                .max(Instant::now() + LEAST_PAUSE);
+            tokio::select! {
+                _ = tokio::time::sleep_until(at.into()) => {}
+                _ = enqueued => {}
             }
         }
     }

@@ -8,6 +8,7 @@ pub mod client;
 pub mod connection_string;
 pub mod entra;
 pub mod error;
+mod fair;
 pub mod fingerprint;
 pub mod limits;
 pub mod model;

@@ -442,7 +442,8 @@ async fn dispatch_admissions(
     loop {
         tokio::select! {
             Some(limiter) = limiters.next() => {
-                for operation in crate::acs::limits::ADMITTED {
+                let admitted = crate::acs::limits::ADMITTED.into_iter();
+                for operation in admitted.chain(crate::acs::limits::FAIR) {
                     let (limiter, nudge) = (limiter.clone(), nudge.clone());
                     dispatchers.push(async move {
                         limiter

@@ -6,7 +6,7 @@ use super::observe::Facts;
 use crate::acs::{
     AcsError, AcsRateLimiter, Admission, CreateIdentityParams, FirstToken, IssuedToken, Operation,
 };
-use crate::api::{AcsIdentity, AcsIdentityStatus};
+use crate::api::{AcsIdentity, AcsIdentityStatus, ConnectionKind};
 use crate::controller::error::Error;
 use crate::controller::status::Handled;
 use crate::controller::token_secret::{self, TokenContent, token_hash};
@@ -105,9 +105,20 @@ async fn rewrite(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
 /// No identity yet: create it with its first token in one ACS call.
 async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
     let (obj, ctx) = (target.obj, target.ctx);
-    // Creates wait for the limit in the worker: they have no deadline to order by, and a turn
-    // handed back through a controller queue full of new identities comes late and costs
-    // capacity during exactly the burst that needs it.
+    // While the window has room a create goes at once (a burst is not sent through the
+    // controller's queue a second time); past it, the identity waits in its namespace's line
+    // without holding a worker, so another namespace's first create is not stuck behind it.
+    let namespace = obj.namespace().unwrap_or_default();
+    let key = admission_key(&namespace, &obj.name_any());
+    let shared = obj.spec.connection_ref.kind == ConnectionKind::ClusterAcsConnection;
+    let limiter = &facts.connection.limiter;
+    if limiter.admit_fair(Operation::CreateIdentityWithToken, &key, &namespace, shared)
+        == Admission::Queued
+    {
+        return Ok(Step::InLine {
+            token_valid_for: None,
+        });
+    }
     // The uid as customId makes a retry after a lost answer return the identity the lost
     // attempt created, instead of leaking it (ACS cannot list identities).
     let uid = obj.uid();
