@@ -180,7 +180,11 @@ pub fn readiness(
             ),
         ),
         (None, Some(f)) => verdict(false, f.reason, f.message.to_string()),
-        (None, None) => verdict(false, Reason::Pending, "no token issued yet".into()),
+        (None, None) => verdict(
+            false,
+            Reason::Pending,
+            "no token issued for the current spec yet".into(),
+        ),
     }
 }
 
