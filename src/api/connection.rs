@@ -242,6 +242,10 @@ pub struct AllowedNamespaces {
 /// What the operator found when it checked the connection.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+// A new object reads `status: {observedGeneration: 0}` (the API server fills it in) until the
+// operator first writes its status: kstatus (Flux, kubectl wait) and the Argo CD health check
+// then see "not yet observed" instead of an object without status, which they take as done.
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 pub struct AcsConnectionStatus {
     /// The endpoint in use, from the connection string (never the key) or the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -135,6 +135,10 @@ pub enum DeletionPolicy {
 /// a restart lives here.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+// A new object reads `status: {observedGeneration: 0}` (the API server fills it in) until the
+// operator first writes its status: kstatus (Flux, kubectl wait) and the Argo CD health check
+// then see "not yet observed" instead of an object without status, which they take as done.
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 pub struct AcsIdentityStatus {
     /// The ACS identity (created, or adopted from spec.identityId).
     #[serde(default, skip_serializing_if = "Option::is_none")]

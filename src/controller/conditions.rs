@@ -1,7 +1,8 @@
-//! What every status this operator writes shares: the Ready condition, and the server-side
-//! apply of `status` under the operator's field manager.
+//! What every status this operator writes shares: the Ready condition with kstatus's
+//! Reconciling and Stalled beside it, and the server-side apply of `status` under the
+//! operator's field manager.
 
-use crate::policy::Reason;
+use crate::policy::{Progress, Readiness, Reason};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Resource;
@@ -11,6 +12,8 @@ use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 
 pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
 
 /// The Ready condition, keeping the lastTransitionTime of the `previous` Ready condition
 /// while its status stays the same (conditions say since when, not when last checked).
@@ -23,20 +26,77 @@ pub fn ready_condition(
     now: Timestamp,
 ) -> Condition {
     let status = if ready { "True" } else { "False" };
+    condition(
+        previous,
+        READY,
+        status,
+        reason,
+        message.into(),
+        observed_generation,
+        now,
+    )
+}
+
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: Reason,
+    message: String,
+    observed_generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
     let last_transition_time = previous
         .iter()
-        .find(|c| c.type_ == READY)
+        .find(|c| c.type_ == type_)
         .filter(|c| c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or(Time(now));
     Condition {
-        type_: READY.into(),
+        type_: type_.into(),
         status: status.into(),
         reason: reason.as_str().into(),
-        message: message.into(),
+        message,
         observed_generation,
         last_transition_time,
     }
+}
+
+/// All conditions of a status: Ready always, then Reconciling and Stalled while True (kstatus
+/// reads them as "in progress" and "failed"; absent is False), each with the generation it
+/// describes.
+pub fn conditions(
+    previous: &[Condition],
+    ready: &Readiness,
+    progress: Progress,
+    observed_generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let mut all = vec![ready_condition(
+        previous,
+        ready.ready,
+        ready.reason,
+        ready.message.clone(),
+        observed_generation,
+        now,
+    )];
+    for (type_, raised) in [
+        (RECONCILING, progress.reconciling),
+        (STALLED, progress.stalled),
+    ] {
+        if let Some(r) = raised {
+            all.push(condition(
+                previous,
+                type_,
+                "True",
+                r.reason,
+                r.message,
+                observed_generation,
+                now,
+            ));
+        }
+    }
+    all
 }
 
 /// The server-side apply patch that sets `status` of a `K`.
@@ -97,6 +157,43 @@ mod tests {
             assert_eq!((c.reason.as_str(), c.message.as_str()), ("Valid", "what"));
             assert_eq!(c.observed_generation, Some(2));
         }
+    }
+
+    #[test]
+    fn progress_conditions_follow_ready_and_keep_their_transition_time() {
+        use crate::policy::Raised;
+        let now = Timestamp::from_second(100).unwrap();
+        let ready = Readiness {
+            ready: false,
+            reason: Reason::AcsUnauthorized,
+            message: "refused".into(),
+        };
+        let stalled = || Progress {
+            reconciling: None,
+            stalled: Some(Raised {
+                reason: Reason::AcsUnauthorized,
+                message: "refused".into(),
+            }),
+        };
+        let first = conditions(&[], &ready, stalled(), Some(3), now);
+        let types: Vec<_> = first
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(types, [(READY, "False"), (STALLED, "True")]);
+        assert!(first.iter().all(|c| c.observed_generation == Some(3)));
+        assert_eq!(first[1].reason, "AcsUnauthorized");
+        let later = Timestamp::from_second(200).unwrap();
+        let again = conditions(&first, &ready, stalled(), Some(3), later);
+        assert_eq!(again, first, "unchanged conditions keep their times");
+        let done = Readiness {
+            ready: true,
+            reason: Reason::TokenValid,
+            message: "valid".into(),
+        };
+        let after = conditions(&again, &done, Progress::default(), Some(4), later);
+        assert_eq!(after.len(), 1, "Stalled is gone once Ready: {after:?}");
+        assert_eq!(after[0].last_transition_time.0, later);
     }
 
     #[test]

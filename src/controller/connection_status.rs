@@ -3,11 +3,11 @@
 //! changed or rotated connection reaches them.
 
 use super::Context;
-use super::conditions::{apply_status, ready_condition};
+use super::conditions::{RECONCILING, apply_status, conditions};
 use super::connections::{ConnectionObject, ConnectionSource};
 use super::error::Error;
 use crate::api::{AcsConnectionStatus, ConnectionKind};
-use crate::policy::Reason;
+use crate::policy::{Failure, Readiness, Reason, Setback, progress};
 use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -29,7 +29,14 @@ pub async fn reconcile<K: ConnectionObject>(
         apply_status(&obj.api(ctx.client.clone()), &obj.name_any(), &status).await?;
         ctx.nudge_identities(K::KIND, obj.namespace().as_deref(), &obj.name_any());
     }
-    Ok(super::look_again(crate::policy::Outcome::ConnectionChecked))
+    // A check that failed in passing (the Secret could not be read) is looked at again, as
+    // its Reconciling condition promises; everything else is watched.
+    let retrying = status.conditions.iter().any(|c| c.type_ == RECONCILING);
+    Ok(super::look_again(if retrying {
+        crate::policy::Outcome::ConnectionFailed
+    } else {
+        crate::policy::Outcome::ConnectionChecked
+    }))
 }
 
 pub fn error_policy<K>(_: Arc<K>, _: &Error, _: Arc<Context>) -> Action {
@@ -42,25 +49,41 @@ async fn checked_status(
     previous: Option<&AcsConnectionStatus>,
     generation: Option<i64>,
 ) -> AcsConnectionStatus {
-    let (ready, reason, message, endpoint) = match ctx.connections.check(source).await {
-        Ok((endpoint, summary)) => (true, Reason::Valid, summary, Some(endpoint)),
-        Err(e) => (false, e.reason(), e.to_string(), None),
+    let (ready, endpoint, waits_for_change) = match ctx.connections.check(source).await {
+        Ok((endpoint, summary)) => (
+            Readiness {
+                ready: true,
+                reason: Reason::Valid,
+                message: summary,
+            },
+            Some(endpoint),
+            false,
+        ),
+        Err(e) => (
+            Readiness {
+                ready: false,
+                reason: e.reason(),
+                message: e.to_string(),
+            },
+            None,
+            !e.is_transient(),
+        ),
     };
+    let setback = (!ready.ready).then_some(Setback {
+        failure: Failure {
+            reason: ready.reason,
+            message: &ready.message,
+        },
+        waits_for_change,
+    });
+    let progress = progress(&ready, setback, false);
     let previous = previous
         .map(|p| p.conditions.as_slice())
         .unwrap_or_default();
-    let ready = ready_condition(
-        previous,
-        ready,
-        reason,
-        message,
-        generation,
-        Timestamp::now(),
-    );
     AcsConnectionStatus {
         endpoint,
         observed_generation: generation,
-        conditions: vec![ready],
+        conditions: conditions(previous, &ready, progress, generation, Timestamp::now()),
     }
 }
 

@@ -2,7 +2,7 @@
 //! metrics label (never a free-form string there), and says whether retrying can help.
 
 use crate::acs::{AcsError, ConnectionStringError};
-use crate::policy::Reason;
+use crate::policy::{Reason, Standing};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -102,14 +102,16 @@ impl Error {
     }
 
     /// Whether retrying later without any change can help. Permanent failures wait for a
-    /// change of the spec, the connection or its Secret (all watched) instead of hammering ACS.
+    /// change of the spec, the connection or its Secret (all watched) instead of hammering ACS,
+    /// and are reported as Stalled. The reason's [`Standing`] decides, except for the two
+    /// retrying kinds of reason whose errors can also be final.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Acs(e) => e.is_retriable(),
             // The API server being unavailable or conflicting is transient; a 4xx is not.
             Error::Kube(kube::Error::Api(status)) => status.code == 409 || status.code >= 500,
-            Error::Kube(_) | Error::Finalizer(_) | Error::SecretChanged(_) => true,
-            _ => false,
+            // Entra ID refusing the credential (4xx) is not.
+            Error::Acs(AcsError::Credential { retriable, .. }) => *retriable,
+            _ => self.reason().standing() == Standing::Retrying,
         }
     }
 

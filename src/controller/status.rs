@@ -3,10 +3,10 @@
 //! changed (server-side apply under the operator's field manager).
 
 use super::Context;
-use super::conditions::{apply_status, ready_condition};
+use super::conditions::{apply_status, conditions};
 use super::error::Error;
 use crate::api::{AcsIdentity, AcsIdentityStatus, IssuedFor};
-use crate::policy::{Failure, TokenParams, TokenRecord, readiness};
+use crate::policy::{Failure, Setback, TokenParams, TokenRecord, progress, readiness};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
@@ -73,7 +73,18 @@ pub fn succeeded(
     }
     status.failed_attempts = None;
     status.last_failure_time = None;
-    finish(obj, status, Some(current), None, now)
+    finish(obj, status, Some(current), None, false, now)
+}
+
+/// The status while the identity waits in line for ACS capacity: Reconciling, and Ready as
+/// the token the Secret holds (`current`) makes it; nothing else changes.
+pub fn in_line(
+    obj: &AcsIdentity,
+    status: AcsIdentityStatus,
+    current: Option<&TokenRecord>,
+    now: Timestamp,
+) -> AcsIdentityStatus {
+    finish(obj, status, current, None, true, now)
 }
 
 /// The status after `error`. `current`: the token the Secret holds for the current spec, if
@@ -92,32 +103,30 @@ pub fn failed(
     status.failed_attempts = Some(status.failed_attempts.unwrap_or(0).saturating_add(1));
     status.last_failure_time = Some(Time(now));
     let message = error.to_string();
-    let failure = Failure {
-        reason: error.reason(),
-        message: &message,
+    let setback = Setback {
+        failure: Failure {
+            reason: error.reason(),
+            message: &message,
+        },
+        waits_for_change: !error.is_transient(),
     };
-    finish(obj, status, current, Some(failure), now)
+    finish(obj, status, current, Some(setback), false, now)
 }
 
 fn finish(
     obj: &AcsIdentity,
     mut s: AcsIdentityStatus,
     current: Option<&TokenRecord>,
-    failure: Option<Failure<'_>>,
+    setback: Option<Setback<'_>>,
+    in_line: bool,
     now: Timestamp,
 ) -> AcsIdentityStatus {
-    let verdict = readiness(now, current, failure);
+    let verdict = readiness(now, current, setback.map(|s| s.failure));
+    let progress = progress(&verdict, setback, in_line);
     let generation = obj.meta().generation;
     s.observed_generation = generation;
     s.secret_name = Some(obj.secret_name());
-    s.conditions = vec![ready_condition(
-        &s.conditions,
-        verdict.ready,
-        verdict.reason,
-        verdict.message,
-        generation,
-        now,
-    )];
+    s.conditions = conditions(&s.conditions, &verdict, progress, generation, now);
     s
 }
 

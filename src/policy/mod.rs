@@ -18,7 +18,7 @@ pub mod tenancy;
 pub use decision::{
     Decision, IssueReason, Observed, SecretState, TokenParams, TokenRecord, decide,
 };
-pub use readiness::{Failure, Readiness, readiness};
+pub use readiness::{Failure, Progress, Raised, Readiness, Setback, Standing, progress, readiness};
 pub use reason::Reason;
 pub use requeue::{Outcome, next_look, retry_delay};
 pub use schedule::{Phase, RenewBefore, check_expiry, renewal_time};

@@ -1,6 +1,9 @@
-//! What the Ready condition says. It is True only while the Secret holds a token for the
-//! current spec that is not yet due for renewal, so `kubectl wait` and GitOps health checks
-//! tell the truth when the operator falls behind.
+//! What the Ready condition says, and the `Reconciling` and `Stalled` conditions beside it.
+//! Ready is True only while the Secret holds a token for the current spec that is not yet due
+//! for renewal, so `kubectl wait` and GitOps health checks tell the truth when the operator
+//! falls behind. Reconciling and Stalled follow kstatus (the rules Flux, `kubectl wait` and
+//! cli-utils read): Reconciling=True while the operator works towards Ready by itself,
+//! Stalled=True while it cannot get there until the user changes something.
 
 use super::{Reason, TokenRecord};
 use jiff::Timestamp;
@@ -17,6 +20,116 @@ pub struct Readiness {
 pub struct Failure<'a> {
     pub reason: Reason,
     pub message: &'a str,
+}
+
+/// Where a reason leaves an object, for the tools that read status: the one classification
+/// of every [`Reason`]. A new reason does not compile until it is given one here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Done: what the object asks for is in place (or the reason announces such a step).
+    Done,
+    /// On the way: the operator gets there by itself (nothing issued yet, renewal due).
+    Reconciling,
+    /// A failure that retrying can mend: the operator retries with backoff.
+    Retrying,
+    /// A failure that waits for a change by the user (spec, connection, Secret, ACS access):
+    /// the operator does not retry until something it watches changes.
+    Stalled,
+}
+
+impl Reason {
+    pub fn standing(self) -> Standing {
+        use Standing::*;
+        match self {
+            Reason::TokenValid | Reason::Valid => Done,
+            Reason::IdentityCreated
+            | Reason::TokenIssued
+            | Reason::TokenRenewed
+            | Reason::TokensRevoked
+            | Reason::IdentityDeleted => Done,
+            Reason::Pending | Reason::Expired | Reason::InLine => Reconciling,
+            Reason::AcsThrottled | Reason::AcsUnavailable => Retrying,
+            // Mostly passing faults; the failures of these kinds that are not (an API request
+            // the server refuses, a credential Entra ID rejects) are told apart by the error,
+            // see `controller::Error::is_transient`.
+            Reason::EntraTokenFailed | Reason::KubernetesError => Retrying,
+            Reason::ConnectionNotFound
+            | Reason::ConnectionNotAllowed
+            | Reason::InvalidConnectionString
+            | Reason::InvalidCaBundle
+            | Reason::InvalidConnection
+            | Reason::AcsCertificateUntrusted
+            | Reason::InvalidWorkloadIdentity
+            | Reason::AcsUnauthorized
+            | Reason::AcsRejected
+            | Reason::AcsInvalidResponse
+            | Reason::IdentityNotFound
+            | Reason::SecretConflict
+            | Reason::InvalidSpec => Stalled,
+        }
+    }
+}
+
+/// The last reconcile's failure as the progress conditions see it: `waits_for_change` is
+/// whether the operator stopped retrying (a [`Standing::Stalled`] reason, or a failure of a
+/// retrying kind that is not passing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setback<'a> {
+    pub failure: Failure<'a>,
+    pub waits_for_change: bool,
+}
+
+/// A condition that is True: its reason and message. Absent means False.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Raised {
+    pub reason: Reason,
+    pub message: String,
+}
+
+/// The kstatus conditions beside Ready.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub reconciling: Option<Raised>,
+    pub stalled: Option<Raised>,
+}
+
+/// Reconciling and Stalled from the Ready verdict, the last failure and whether the object
+/// waits in line for ACS capacity. Stalled wins over everything: the operator does not get
+/// out of it by itself, even while an older token is still valid. Otherwise Reconciling is
+/// True while Ready is False and the operator works on it: in line, retrying, nothing
+/// issued yet, renewal due.
+pub fn progress(ready: &Readiness, setback: Option<Setback<'_>>, in_line: bool) -> Progress {
+    let raised = |reason: Reason, message: &str| {
+        Some(Raised {
+            reason,
+            message: message.to_string(),
+        })
+    };
+    match setback {
+        Some(s) if s.waits_for_change => Progress {
+            reconciling: None,
+            stalled: raised(s.failure.reason, s.failure.message),
+        },
+        _ if ready.ready => Progress::default(),
+        _ if in_line => Progress {
+            reconciling: raised(
+                Reason::InLine,
+                &format!("waiting in line for ACS capacity; {}", ready.message),
+            ),
+            stalled: None,
+        },
+        Some(s) => Progress {
+            reconciling: raised(
+                s.failure.reason,
+                &format!("retrying: {}", s.failure.message),
+            ),
+            stalled: None,
+        },
+        None => Progress {
+            reconciling: raised(ready.reason, &ready.message),
+            stalled: None,
+        },
+    }
 }
 
 /// The Ready condition from the token the Secret holds for the current spec (`None` if it
@@ -67,7 +180,11 @@ pub fn readiness(
             ),
         ),
         (None, Some(f)) => verdict(false, f.reason, f.message.to_string()),
-        (None, None) => verdict(false, Reason::Pending, "no token issued yet".into()),
+        (None, None) => verdict(
+            false,
+            Reason::Pending,
+            "no token issued for the current spec yet".into(),
+        ),
     }
 }
 
@@ -118,6 +235,136 @@ mod tests {
                 "now={now} {token:?} {failure:?}"
             );
         }
+    }
+
+    /// Every reason, and the standing a user would expect of it: a failure only the user can
+    /// mend stalls (Flux fails fast on it), a passing one retries, the rest are progress.
+    #[test]
+    fn every_reason_has_its_standing() {
+        use Standing::*;
+        let table = [
+            (Reason::TokenValid, Done),
+            (Reason::Expired, Reconciling),
+            (Reason::Pending, Reconciling),
+            (Reason::InLine, Reconciling),
+            (Reason::Valid, Done),
+            (Reason::IdentityCreated, Done),
+            (Reason::TokenIssued, Done),
+            (Reason::TokenRenewed, Done),
+            (Reason::TokensRevoked, Done),
+            (Reason::IdentityDeleted, Done),
+            (Reason::ConnectionNotFound, Stalled),
+            (Reason::ConnectionNotAllowed, Stalled),
+            (Reason::InvalidConnectionString, Stalled),
+            (Reason::InvalidCaBundle, Stalled),
+            (Reason::InvalidConnection, Stalled),
+            (Reason::AcsCertificateUntrusted, Stalled),
+            (Reason::InvalidWorkloadIdentity, Stalled),
+            (Reason::EntraTokenFailed, Retrying),
+            (Reason::AcsUnauthorized, Stalled),
+            (Reason::AcsThrottled, Retrying),
+            (Reason::AcsUnavailable, Retrying),
+            (Reason::AcsRejected, Stalled),
+            (Reason::AcsInvalidResponse, Stalled),
+            (Reason::IdentityNotFound, Stalled),
+            (Reason::SecretConflict, Stalled),
+            (Reason::InvalidSpec, Stalled),
+            (Reason::KubernetesError, Retrying),
+        ];
+        for (reason, standing) in table {
+            assert_eq!(reason.standing(), standing, "{reason}");
+        }
+        let listed: Vec<_> = table.iter().map(|(r, _)| *r).collect();
+        let unlisted: Vec<_> = Reason::ALL.iter().filter(|r| !listed.contains(r)).collect();
+        assert!(unlisted.is_empty(), "no expected standing for {unlisted:?}");
+    }
+
+    #[test]
+    fn progress_table() {
+        let t = token();
+        let stalled = Setback {
+            failure: Failure {
+                reason: Reason::AcsUnauthorized,
+                message: "ACS refused the key (HTTP 401)",
+            },
+            waits_for_change: true,
+        };
+        let retrying = Setback {
+            failure: FAIL,
+            waits_for_change: false,
+        };
+        let r = |c: Option<Raised>| c.map(|c| c.reason);
+        // (now, token, setback, in line) -> (Reconciling, Stalled)
+        let cases = [
+            (1000, Some(&t), None, false, None, None),
+            (1000, Some(&t), Some(retrying), false, None, None),
+            (
+                1000,
+                Some(&t),
+                Some(stalled),
+                false,
+                None,
+                Some(Reason::AcsUnauthorized),
+            ),
+            (
+                1600,
+                Some(&t),
+                Some(stalled),
+                false,
+                None,
+                Some(Reason::AcsUnauthorized),
+            ),
+            (
+                1000,
+                None,
+                Some(stalled),
+                true,
+                None,
+                Some(Reason::AcsUnauthorized),
+            ),
+            (1600, Some(&t), None, false, Some(Reason::Expired), None),
+            (1600, Some(&t), None, true, Some(Reason::InLine), None),
+            (1000, Some(&t), None, true, None, None),
+            (
+                1600,
+                Some(&t),
+                Some(retrying),
+                false,
+                Some(Reason::AcsUnavailable),
+                None,
+            ),
+            (
+                2500,
+                Some(&t),
+                Some(retrying),
+                false,
+                Some(Reason::AcsUnavailable),
+                None,
+            ),
+            (
+                1000,
+                None,
+                Some(retrying),
+                false,
+                Some(Reason::AcsUnavailable),
+                None,
+            ),
+            (1000, None, None, false, Some(Reason::Pending), None),
+            (1000, None, None, true, Some(Reason::InLine), None),
+        ];
+        for (i, (now, token, setback, in_line, reconciling, stall)) in cases.into_iter().enumerate()
+        {
+            let ready = readiness(at(now), token, setback.map(|s| s.failure));
+            let p = progress(&ready, setback, in_line);
+            assert_eq!(
+                (r(p.reconciling), r(p.stalled)),
+                (reconciling, stall),
+                "case {i}"
+            );
+        }
+        let ready = readiness(at(1000), None, Some(stalled.failure));
+        let p = progress(&ready, Some(stalled), false);
+        assert_eq!(p.stalled.unwrap().message, "ACS refused the key (HTTP 401)");
     }
 
     #[test]

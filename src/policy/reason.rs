@@ -34,6 +34,9 @@ reasons! {
     Expired,
     /// Nothing issued yet.
     Pending,
+    /// Waiting in line for ACS capacity (the connection's rate limit); the operator goes on
+    /// when its turn comes (the Reconciling condition).
+    InLine,
     /// A connection is usable as written (its Ready condition; no ACS call is made to check).
     Valid,
 

@@ -8,7 +8,8 @@
 //! - [`namespace`]: a namespace of its own for every test, deleted when the test ends;
 //! - [`emulator`]: an in-process ACS emulator and a client of its admin API;
 //! - [`tls`]: a throw-away CA and server certificate for tests that serve TLS;
-//! - [`operator`]: one operator test's world (namespace, emulator, operator instance).
+//! - [`operator`]: one operator test's world (namespace, emulator, operator instance);
+//! - [`kstatus`]: the readiness rules Flux and `kubectl wait` apply to an object.
 //!
 //! A test file at `tests/NAME.rs` takes it with `mod support;`; a test binary in a folder
 //! (`tests/NAME/main.rs`) needs `#[path = "../support/mod.rs"] mod support;`, as Cargo
@@ -33,6 +34,7 @@
 
 mod cluster;
 pub mod emulator;
+pub mod kstatus;
 mod namespace;
 pub mod operator;
 pub mod tls;

@@ -170,6 +170,10 @@ impl Recorded<'_> {
         match result {
             Ok(Step::InLine { token_valid_for }) => {
                 debug!("in line for ACS capacity");
+                // Reconciling=True says so to the tools that read status; written once (a
+                // status that did not change is not written again).
+                let status = status::in_line(obj, base, current.as_ref(), self.now);
+                status::write(self.ctx, obj, self.known, status).await?;
                 Ok(look_again(Outcome::InLine { token_valid_for }))
             }
             Ok(Step::Current {
