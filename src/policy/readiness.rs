@@ -66,6 +66,11 @@ impl Reason {
             | Reason::IdentityNotFound
             | Reason::SecretConflict
             | Reason::InvalidSpec => Stalled,
+            // Tenancy refusals: a change of the connection's rules, or another object's
+            // deletion (which nudges the waiting ones), lets them go on.
+            Reason::AdoptionNotAllowed
+            | Reason::IdentityClaimed
+            | Reason::IdentityLimitReached => Stalled,
         }
     }
 }
@@ -270,6 +275,9 @@ mod tests {
             (Reason::SecretConflict, Stalled),
             (Reason::InvalidSpec, Stalled),
             (Reason::KubernetesError, Retrying),
+            (Reason::AdoptionNotAllowed, Stalled),
+            (Reason::IdentityClaimed, Stalled),
+            (Reason::IdentityLimitReached, Stalled),
         ];
         for (reason, standing) in table {
             assert_eq!(reason.standing(), standing, "{reason}");
