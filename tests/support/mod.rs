@@ -8,7 +8,8 @@
 //! - [`namespace`]: a namespace of its own for every test, deleted when the test ends;
 //! - [`emulator`]: an in-process ACS emulator and a client of its admin API;
 //! - [`tls`]: a throw-away CA and server certificate for tests that serve TLS;
-//! - [`operator`]: one operator test's world (namespace, emulator, operator instance).
+//! - [`operator`]: one operator test's world (namespace, emulator, operator instance);
+//! - [`tools`]: the pinned helm, kubectl and promtool (`tests/tools/install`).
 //!
 //! A test file at `tests/NAME.rs` takes it with `mod support;`; a test binary in a folder
 //! (`tests/NAME/main.rs`) needs `#[path = "../support/mod.rs"] mod support;`, as Cargo
@@ -36,6 +37,7 @@ pub mod emulator;
 mod namespace;
 pub mod operator;
 pub mod tls;
+pub mod tools;
 
 #[allow(unused_imports)] // each test binary uses a different part of the harness
 pub use cluster::{client, cluster_config, kubeconfig_env};
