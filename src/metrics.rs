@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 mod identity_gauges;
+mod waiting;
 use identity_gauges::{IdentityGauges, IdentityRecord, ReadyValue};
+use waiting::WaitingGauge;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -47,6 +49,7 @@ fn seconds_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     identities: Arc<IdentityGauges>,
+    waiting: Arc<WaitingGauge>,
     last_encoded_len: AtomicUsize,
     acs_requests: Family<RequestLabels, Counter>,
     acs_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
@@ -61,6 +64,7 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let m = Self {
             identities: Arc::default(),
+            waiting: Arc::default(),
             last_encoded_len: AtomicUsize::new(0),
             acs_requests: Family::default(),
             acs_duration: Family::new_with_constructor(seconds_histogram),
@@ -71,6 +75,7 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         registry.register_collector(Box::new(m.identities.clone()));
+        registry.register_collector(Box::new(m.waiting.clone()));
         registry.register(
             "acs_api_requests",
             "ACS Identity requests by operation and HTTP status (or error kind)",
@@ -124,6 +129,11 @@ impl Metrics {
     /// Removes every series of a deleted identity.
     pub fn forget_identity(&self, namespace: &str, name: &str) {
         self.identities.remove(namespace, name);
+    }
+
+    /// Counts the requests waiting in `limiter` in `acs_api_requests_waiting`.
+    pub fn watch_limiter(&self, limiter: &Arc<crate::acs::AcsRateLimiter>) {
+        self.waiting.watch(limiter);
     }
 
     /// Runs one ACS call and records its outcome and latency.
@@ -322,5 +332,47 @@ mod tests {
         assert!(m.encode().contains("\nacs_identity_operator_leader 0\n"));
         m.set_leader(true);
         assert!(m.encode().contains("\nacs_identity_operator_leader 1\n"));
+    }
+
+    #[test]
+    fn requests_in_line_are_counted_by_operation_across_limiters() {
+        use crate::acs::{AcsRateLimiter, Admission};
+        let m = Metrics::default();
+        let (a, b) = (
+            Arc::new(AcsRateLimiter::with_limits(|_| 1)),
+            Arc::new(AcsRateLimiter::with_limits(|_| 1)),
+        );
+        m.watch_limiter(&a);
+        m.watch_limiter(&b);
+        let now = jiff::Timestamp::now();
+        // Limit 1: the first caller goes, the others queue.
+        let admitted: Vec<_> = ["ns/x", "ns/y", "ns/z"]
+            .iter()
+            .map(|k| a.admit(Operation::IssueToken, k, now))
+            .collect();
+        assert_eq!(
+            admitted,
+            [Admission::Now, Admission::Queued, Admission::Queued]
+        );
+        assert_eq!(b.admit(Operation::IssueToken, "ns/w", now), Admission::Now);
+        assert_eq!(
+            b.admit(Operation::IssueToken, "ns/v", now),
+            Admission::Queued
+        );
+        let text = m.encode();
+        assert!(
+            text.contains(r#"acs_api_requests_waiting{operation="issueToken"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"acs_api_requests_waiting{operation="createIdentityWithToken"} 0"#),
+            "{text}"
+        );
+        drop(a);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"acs_api_requests_waiting{operation="issueToken"} 1"#),
+            "a dropped limiter no longer counts: {text}"
+        );
     }
 }

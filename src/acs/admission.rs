@@ -39,6 +39,11 @@ impl<K: Ord + Hash + Clone> AdmissionQueue<K> {
         self.waiting.is_empty()
     }
 
+    /// How many callers are waiting for a turn.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
     #[cfg(test)]
     fn is_waiting(&self, key: &K) -> bool {
         self.position.contains_key(key)

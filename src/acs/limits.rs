@@ -22,6 +22,7 @@ use jiff::Timestamp;
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -118,6 +119,8 @@ pub struct AcsRateLimiter {
     turns: [Bucket; 5],
     queues: [Mutex<AdmissionQueue<String>>; 5],
     enqueued: [Notify; 5],
+    /// Requests waiting in [`AcsRateLimiter::acquire`] for their time.
+    sleeping: [AtomicUsize; 5],
 }
 
 /// The answer to [`AcsRateLimiter::admit`].
@@ -158,12 +161,23 @@ impl AcsRateLimiter {
             turns: Operation::ALL.map(|op| RateLimiter::direct(quota(limit(op)))),
             queues: Default::default(),
             enqueued: Default::default(),
+            sleeping: Default::default(),
         }
+    }
+
+    /// How many `operation` requests wait for the limit right now: in line for a turn, or
+    /// holding one and waiting for their time.
+    pub fn waiting(&self, operation: Operation) -> usize {
+        let i = operation as usize;
+        let queued = self.queues[i].lock().expect("admission lock").len();
+        queued + self.sleeping[i].load(Ordering::Relaxed)
     }
 
     /// Waits until one more `operation` request fits under the limit.
     pub async fn acquire(&self, operation: Operation) {
         let i = operation as usize;
+        self.sleeping[i].fetch_add(1, Ordering::Relaxed);
+        let _counted = Decrement(&self.sleeping[i]);
         let paused = *self.paused_until[i].lock().expect("pause lock");
         if let Some(until) = paused {
             tokio::time::sleep_until(until.into()).await;
@@ -238,6 +252,15 @@ impl AcsRateLimiter {
                 on_grant(&key);
             }
         }
+    }
+}
+
+/// Counts a waiting request out again however its wait ends (done or dropped).
+struct Decrement<'a>(&'a AtomicUsize);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -73,6 +73,17 @@ pub struct ClusterAcsConnectionSpec {
     /// Which namespaces' AcsIdentities may use this connection. Absent: all namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<AllowedNamespaces>,
+    /// Which namespaces may adopt an existing ACS identity (an AcsIdentity's spec.identityId)
+    /// through this connection. Absent: none, so identities reached through it are only the
+    /// ones the operator creates. Adopting takes over an identity whoever created it: allow
+    /// it only for namespaces trusted with the whole ACS resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adoption_allowed_namespaces: Option<AllowedNamespaces>,
+    /// At most this many AcsIdentities of one namespace may use this connection, the oldest
+    /// first; the others wait with reason IdentityLimitReached. Absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_identities_per_namespace: Option<u32>,
 }
 
 /// What both kinds of connection hold: how to authenticate, and which CAs to trust. `R`

@@ -84,9 +84,11 @@ pub struct AcsIdentitySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub identity_id: Option<String>,
-    /// What deleting this resource does in ACS.
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    /// What deleting this resource does in ACS. Default: Delete for an identity the operator
+    /// created, Retain for one adopted with identityId (the operator deletes what it did not
+    /// create only when told to, and never while another AcsIdentity holds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
 }
 
 fn default_lifetime() -> u32 {
@@ -121,10 +123,9 @@ pub struct SecretTemplate {
     pub annotations: BTreeMap<String, String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
     /// Revoke the tokens and delete the ACS identity, then the Secret.
-    #[default]
     Delete,
     /// Keep the ACS identity; delete only the Secret.
     Retain,

@@ -47,6 +47,29 @@ pub enum Error {
     Acs(#[from] AcsError),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error(
+        "ClusterAcsConnection {connection} does not allow namespace {namespace} to adopt \
+         identities (spec.identityId); ask its owner to add the namespace to \
+         adoptionAllowedNamespaces, or remove identityId to have an identity created"
+    )]
+    AdoptionNotAllowed {
+        connection: String,
+        namespace: String,
+    },
+    #[error(
+        "ACS identity {id} is already held by another AcsIdentity; an ACS identity can be held \
+         by one AcsIdentity only"
+    )]
+    IdentityClaimed { id: String },
+    #[error(
+        "namespace {namespace} already has {max} AcsIdentities on ClusterAcsConnection \
+         {connection} (maxIdentitiesPerNamespace); this one waits until one is deleted"
+    )]
+    IdentityLimitReached {
+        connection: String,
+        namespace: String,
+        max: u32,
+    },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -68,6 +91,9 @@ impl Error {
             Error::WorkloadIdentity(_) => Reason::InvalidWorkloadIdentity,
             Error::SecretConflict(_) => Reason::SecretConflict,
             Error::IdentityNotFound { .. } => Reason::IdentityNotFound,
+            Error::AdoptionNotAllowed { .. } => Reason::AdoptionNotAllowed,
+            Error::IdentityClaimed { .. } => Reason::IdentityClaimed,
+            Error::IdentityLimitReached { .. } => Reason::IdentityLimitReached,
             Error::Acs(e) => acs_reason(e),
             Error::SecretChanged(_) | Error::Kube(_) | Error::Finalizer(_) => {
                 Reason::KubernetesError

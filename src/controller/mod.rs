@@ -223,6 +223,7 @@ pub async fn run(client: Client, settings: Settings) {
     // Each ACS resource's limiter is made when its first client is; its dispatchers run
     // here, owned by this function, and stop with the controllers.
     let limiter = settings.rate_limiter.clone();
+    let metrics = settings.metrics.clone();
     let (new_limiters, limiters) = mpsc::unbounded::<Arc<AcsRateLimiter>>();
     let connections = Connections::new(
         client.clone(),
@@ -232,6 +233,7 @@ pub async fn run(client: Client, settings: Settings) {
         settings.workload_identity.clone(),
         Box::new(move || {
             let limiter = Arc::new(limiter());
+            metrics.watch_limiter(&limiter);
             let _ = new_limiters.unbounded_send(limiter.clone());
             limiter
         }),

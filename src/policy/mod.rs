@@ -6,12 +6,14 @@
 //! - when does the operator look again? [`requeue`]
 //! - what does the Ready condition say? [`readiness`]
 //! - what does a reason mean? [`reason`]
+//! - who may hold which ACS identity, and delete it? [`tenancy`]
 
 pub mod decision;
 pub mod readiness;
 pub mod reason;
 pub mod requeue;
 pub mod schedule;
+pub mod tenancy;
 
 pub use decision::{
     Decision, IssueReason, Observed, SecretState, TokenParams, TokenRecord, decide,

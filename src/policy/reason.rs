@@ -85,6 +85,15 @@ reasons! {
     InvalidSpec,
     /// The Kubernetes API server refused or failed a request.
     KubernetesError,
+    /// `spec.identityId` through a ClusterAcsConnection that does not allow this namespace to
+    /// adopt identities (`adoptionAllowedNamespaces`); also an Event when a deletion keeps an
+    /// identity adopted that way.
+    AdoptionNotAllowed,
+    /// Another AcsIdentity in the cluster holds this ACS identity (which one is not said).
+    IdentityClaimed,
+    /// The namespace already has `maxIdentitiesPerNamespace` AcsIdentities on this
+    /// ClusterAcsConnection.
+    IdentityLimitReached,
 }
 
 impl fmt::Display for Reason {

@@ -25,6 +25,10 @@ pub enum Outcome {
     /// The Secret name belongs to someone else. That Secret is not watched (only our own
     /// are), so its removal would go unnoticed without a periodic look.
     ForeignSecret,
+    /// Held back by another AcsIdentity (one holds the ACS identity asked for, or the
+    /// namespace's share of a connection is used up). Those objects' deletions nudge the
+    /// waiting ones; the periodic look covers a nudge lost to a restart.
+    HeldBackByOthers,
     /// The reconcile failed and only a change (spec, connection, Secret; all watched) can
     /// help: no timer.
     WaitsForChange,
@@ -67,7 +71,7 @@ pub fn next_look(outcome: Outcome, now: Timestamp, jitter: f64) -> Option<Durati
                 attempts,
                 token_valid_for,
             } => retry_delay(attempts, None, token_valid_for, jitter),
-            Outcome::ForeignSecret => FOREIGN_SECRET_RECHECK,
+            Outcome::ForeignSecret | Outcome::HeldBackByOthers => FOREIGN_SECRET_RECHECK,
             Outcome::FinalizerRaced => FLOOR,
             Outcome::ConnectionFailed => CONNECTION_RETRY,
             Outcome::WaitsForChange | Outcome::ConnectionChecked => return None,
@@ -207,6 +211,11 @@ mod tests {
                 Some(S(10)),
             ),
             ("foreign Secret", Outcome::ForeignSecret, Some(S(300))),
+            (
+                "held back by others",
+                Outcome::HeldBackByOthers,
+                Some(S(300)),
+            ),
             ("waits for a change", Outcome::WaitsForChange, None),
             ("finalizer race", Outcome::FinalizerRaced, Some(FLOOR)),
             (

@@ -18,6 +18,7 @@ pub async fn start_emulator(configure: impl FnOnce(&mut EmulatorConfig)) -> Emul
 }
 
 /// The emulator's admin API (no auth, plain JSON).
+#[derive(Clone)]
 pub struct Admin {
     base: url::Url,
     http: reqwest::Client,

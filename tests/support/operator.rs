@@ -157,6 +157,26 @@ impl World {
         }
     }
 
+    /// Another namespace (a second tenant) served by this world's emulator and by its
+    /// operator once that is started cluster-wide: the same helpers, bound to the new
+    /// namespace. It starts no operator of its own.
+    #[allow(dead_code)] // used by the tenancy tests only
+    pub async fn neighbour(&self, hint: &str) -> World {
+        let namespace = TestNamespace::create(hint).await;
+        World {
+            client: namespace.client(),
+            ns: namespace.name().to_string(),
+            admin: self.admin.clone(),
+            emulator: None,
+            operator: None,
+            metrics: self.metrics.clone(),
+            reconciled: self.reconciled.clone(),
+            workload_identity: WorkloadIdentityDefaults::default(),
+            _scratch: None,
+            _namespace: namespace,
+        }
+    }
+
     pub fn connection_string(&self) -> String {
         self.emulator.as_ref().unwrap().connection_string().expose()
     }

@@ -13,7 +13,7 @@ mod workload_identity;
 #[cfg(test)]
 pub(crate) use build::fingerprint;
 pub use clients::Resolved;
-pub use source::{ConnectionObject, ConnectionSource};
+pub use source::{Adoption, ConnectionObject, ConnectionSource};
 pub use workload_identity::WorkloadIdentityDefaults;
 
 use super::error::Error;
@@ -98,6 +98,29 @@ impl Connections {
         Ok(self.clients.insert(key, resolved))
     }
 
+    /// What the connection lets `namespace` do besides using it. `adopting`: whether the
+    /// identity asks to adopt (only then may namespace labels be read for it).
+    pub async fn grants(
+        &self,
+        namespace: &str,
+        r: &ConnectionRef,
+        adopting: bool,
+    ) -> Result<Grants, Error> {
+        let source = self.source(namespace, r)?;
+        let may_adopt = match (&source.tenancy.adoption, adopting) {
+            (_, false) | (Adoption::Anyone, _) => true,
+            (Adoption::Nobody, true) => false,
+            (Adoption::Namespaces(access), true) => {
+                self.admits(access, namespace, &r.name, "adoptionAllowedNamespaces")
+                    .await?
+            }
+        };
+        Ok(Grants {
+            may_adopt,
+            max_identities: source.tenancy.max_identities_per_namespace,
+        })
+    }
+
     /// Checks that a connection is usable: its Secrets hold a connection string (and CA
     /// bundle), or its workload identity is complete and the token file readable. Returns the
     /// endpoint and a summary. Reads Secrets and the token file; never calls ACS or Entra.
@@ -129,22 +152,35 @@ impl Connections {
         name: &str,
         namespace: &str,
     ) -> Result<(), Error> {
-        let admitted = match allowed.by_name(namespace) {
-            ByName::Allowed => true,
-            ByName::Denied => false,
-            ByName::ByLabels(selector) => selector.matches(&self.labels_of(namespace).await?),
-            ByName::InvalidSelector(why) => {
-                return Err(Error::InvalidConnection(format!(
-                    "ClusterAcsConnection {name}: allowedNamespaces.selector: {why}"
-                )));
-            }
-        };
-        if admitted {
+        if self
+            .admits(allowed, namespace, name, "allowedNamespaces")
+            .await?
+        {
             return Ok(());
         }
         Err(Error::ConnectionNotAllowed {
             name: name.to_string(),
             namespace: namespace.to_string(),
+        })
+    }
+
+    /// Whether `access` (the field `field` of ClusterAcsConnection `name`) admits `namespace`.
+    async fn admits(
+        &self,
+        access: &NamespaceAccess,
+        namespace: &str,
+        name: &str,
+        field: &str,
+    ) -> Result<bool, Error> {
+        Ok(match access.by_name(namespace) {
+            ByName::Allowed => true,
+            ByName::Denied => false,
+            ByName::ByLabels(selector) => selector.matches(&self.labels_of(namespace).await?),
+            ByName::InvalidSelector(why) => {
+                return Err(Error::InvalidConnection(format!(
+                    "ClusterAcsConnection {name}: {field}.selector: {why}"
+                )));
+            }
         })
     }
 
@@ -162,6 +198,15 @@ impl Connections {
             .remember(namespace, labels.clone(), asked);
         Ok(labels)
     }
+}
+
+/// What a connection lets one namespace do besides using it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grants {
+    /// May adopt existing ACS identities (`spec.identityId`).
+    pub may_adopt: bool,
+    /// At most this many AcsIdentities of the namespace may use the connection.
+    pub max_identities: Option<u32>,
 }
 
 /// The objects in `store` that read the Secret `namespace`/`name`, as (kind, namespace, name).

@@ -29,7 +29,11 @@ impl ConnectionObject for AcsConnection {
     const KIND: ConnectionKind = ConnectionKind::AcsConnection;
 
     fn source(&self) -> ConnectionSource {
-        ConnectionSource::new(&self.spec.connection, &self.metadata, None)
+        let tenancy = Tenancy {
+            adoption: Adoption::Anyone,
+            max_identities_per_namespace: None,
+        };
+        ConnectionSource::new(&self.spec.connection, &self.metadata, None, tenancy)
     }
 
     fn connection_status(&self) -> Option<&AcsConnectionStatus> {
@@ -47,7 +51,14 @@ impl ConnectionObject for ClusterAcsConnection {
     fn source(&self) -> ConnectionSource {
         let allowed = self.spec.allowed_namespaces.as_ref();
         let access = allowed.map(NamespaceAccess::new);
-        ConnectionSource::new(&self.spec.connection, &self.metadata, access)
+        let tenancy = Tenancy {
+            adoption: match &self.spec.adoption_allowed_namespaces {
+                Some(allowed) => Adoption::Namespaces(NamespaceAccess::new(allowed)),
+                None => Adoption::Nobody,
+            },
+            max_identities_per_namespace: self.spec.max_identities_per_namespace,
+        };
+        ConnectionSource::new(&self.spec.connection, &self.metadata, access, tenancy)
     }
 
     fn connection_status(&self) -> Option<&AcsConnectionStatus> {
@@ -122,7 +133,26 @@ pub struct ConnectionSource {
     /// `None`: every namespace may use it (a namespaced connection, its own namespace only,
     /// which the lookup by namespace already ensures).
     pub allowed: Option<NamespaceAccess>,
+    pub tenancy: Tenancy,
     pub built_from: BuiltFrom,
+}
+
+/// What a connection lets each namespace do besides using it.
+#[derive(Debug, Clone)]
+pub struct Tenancy {
+    pub adoption: Adoption,
+    pub max_identities_per_namespace: Option<u32>,
+}
+
+/// Who may adopt an existing ACS identity (`spec.identityId`) through the connection.
+#[derive(Debug, Clone)]
+pub enum Adoption {
+    /// A namespaced AcsConnection: its namespace holds the key, and could do as much itself.
+    Anyone,
+    /// A ClusterAcsConnection's `adoptionAllowedNamespaces`.
+    Namespaces(NamespaceAccess),
+    /// A ClusterAcsConnection without it.
+    Nobody,
 }
 
 /// Which object version and Secrets a client was built from: a cached client is used while
@@ -140,6 +170,7 @@ impl ConnectionSource {
         spec: &ConnectionSettings<R>,
         meta: &ObjectMeta,
         allowed: Option<NamespaceAccess>,
+        tenancy: Tenancy,
     ) -> Self {
         let namespace = meta.namespace.as_deref().unwrap_or_default();
         let auth = ConnectionAuth::from_spec(
@@ -168,6 +199,7 @@ impl ConnectionSource {
             ca_bundle: spec.ca_bundle.clone(),
             ca_secret,
             allowed,
+            tenancy,
         }
     }
 

@@ -1,18 +1,22 @@
 //! Releasing an AcsIdentity that is being deleted: revoke its tokens and delete the ACS
-//! identity (Delete policy), then delete its own token Secret. Works when setup never
-//! completed, and is skipped with the skip-cleanup annotation.
+//! identity it holds when [`tenancy::release`] says so (by default only one the operator
+//! created, never one another AcsIdentity holds), then delete its own token Secret. Works
+//! when setup never completed; the skip-cleanup annotation keeps the ACS identity.
 
 use super::SKIP_CLEANUP_ANNOTATION;
+use super::observe::claimant;
 use crate::acs::{AcsError, Operation};
-use crate::api::{AcsIdentity, DeletionPolicy};
+use crate::api::AcsIdentity;
 use crate::controller::error::Error;
 use crate::controller::{Context, token_secret};
 use crate::policy::Reason;
+use crate::policy::tenancy::{self, KeepReason, Leaving, Release};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use tracing::{info, warn};
 
 pub async fn cleanup(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
@@ -34,21 +38,89 @@ pub async fn cleanup(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> 
 }
 
 async fn release(obj: &AcsIdentity, ctx: &Context) -> Result<(), Error> {
+    // Only what this object holds: a refused adoption never held the id it names.
+    let held = obj.status.as_ref().and_then(|s| s.identity_id.clone());
+    if let Some(id) = held {
+        match decide_release(obj, ctx, &id).await? {
+            Release::Delete => delete_identity(obj, ctx, &id).await?,
+            Release::Keep(why) => {
+                info!(identity = %id, ?why, "kept the ACS identity");
+                if let Some(reason) = why.event_reason() {
+                    let note = format!("kept ACS identity {id} in ACS: {}", keep_note(why));
+                    ctx.publish(obj, EventType::Normal, reason, note).await;
+                }
+            }
+        }
+    }
+    delete_owned_secret(ctx, obj).await?;
+    nudge_held_back(obj, ctx);
+    Ok(())
+}
+
+/// See [`tenancy::release`].
+async fn decide_release(obj: &AcsIdentity, ctx: &Context, id: &str) -> Result<Release, Error> {
     let skip = obj
         .annotations()
         .get(SKIP_CLEANUP_ANNOTATION)
         .map(String::as_str)
         == Some("true");
-    let identity_id = obj
-        .status
-        .as_ref()
-        .and_then(|s| s.identity_id.clone())
-        .or(obj.spec.identity_id.clone());
-    if let (false, DeletionPolicy::Delete, Some(id)) = (skip, obj.spec.deletion_policy, identity_id)
-    {
-        delete_identity(obj, ctx, &id).await?;
+    let adopted = obj.spec.identity_id.as_deref() == Some(id);
+    let all = ctx.identities.state();
+    let others = all
+        .iter()
+        .filter(|o| o.uid() != obj.uid())
+        .map(|o| claimant(o));
+    let me = claimant(obj);
+    let rightful = tenancy::holder_of(id, others.chain([me])) == Some(me.uid);
+    let may_adopt = if adopted && !skip && rightful {
+        let namespace = obj.namespace().unwrap_or_default();
+        ctx.connections
+            .grants(&namespace, &obj.spec.connection_ref, true)
+            .await?
+            .may_adopt
+    } else {
+        true
+    };
+    Ok(tenancy::release(Leaving {
+        adopted,
+        policy: obj.spec.deletion_policy,
+        rightful,
+        may_adopt,
+        skip,
+    }))
+}
+
+fn keep_note(why: KeepReason) -> &'static str {
+    match why {
+        KeepReason::HeldElsewhere => "another AcsIdentity holds it",
+        KeepReason::AdoptionNotAllowed => {
+            "it was adopted through a connection that no longer allows this namespace to adopt"
+        }
+        KeepReason::Retained => "deletionPolicy Retain (the default for adopted identities)",
+        KeepReason::Skipped => "cleanup skipped by annotation",
     }
-    delete_owned_secret(ctx, obj).await
+}
+
+/// Identities that may have waited for this one to go: those asking for the identity it
+/// held, and those of its namespace on the same connection without one yet (a share freed).
+fn nudge_held_back(obj: &AcsIdentity, ctx: &Context) {
+    let held = obj.status.as_ref().and_then(|s| s.identity_id.as_deref());
+    let namespace = obj.namespace();
+    for other in ctx.identities.state() {
+        if other.uid() == obj.uid() {
+            continue;
+        }
+        let wants_it = held.is_some() && other.spec.identity_id.as_deref() == held;
+        let same_share = other.namespace() == namespace
+            && other.spec.connection_ref == obj.spec.connection_ref
+            && other
+                .status
+                .as_ref()
+                .is_none_or(|s| s.identity_id.is_none());
+        if wants_it || same_share {
+            let _ = ctx.nudge.unbounded_send(ObjectRef::from_obj(&*other));
+        }
+    }
 }
 
 /// Revokes the identity's tokens, then deletes it; each step is done if ACS no longer knows it.

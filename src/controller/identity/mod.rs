@@ -234,6 +234,11 @@ fn failure_outcome(
         }
     } else if matches!(error, Error::SecretConflict(_)) {
         Outcome::ForeignSecret
+    } else if matches!(
+        error,
+        Error::IdentityClaimed { .. } | Error::IdentityLimitReached { .. }
+    ) {
+        Outcome::HeldBackByOthers
     } else {
         Outcome::WaitsForChange
     }

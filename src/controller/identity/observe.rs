@@ -9,7 +9,7 @@ use crate::controller::Context;
 use crate::controller::connections::Resolved;
 use crate::controller::error::Error;
 use crate::controller::{status, token_secret};
-use crate::policy::{Observed, RenewBefore, SecretState, TokenParams, TokenRecord};
+use crate::policy::{Observed, RenewBefore, SecretState, TokenParams, TokenRecord, tenancy};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -75,6 +75,7 @@ pub async fn observe(
         .connections
         .resolve(&namespace, &obj.spec.connection_ref)
         .await?;
+    check_tenancy(obj, ctx, &namespace, status).await?;
     let lifetime = TokenLifetime::from_minutes(obj.spec.token_lifetime_minutes)
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
     let wanted = TokenParams::new(
@@ -122,6 +123,73 @@ async fn observe_secret(
     let existing = secrets.get_opt(&name).await?;
     let state = token_secret::observe(existing.as_ref(), &owner_uid, record, template);
     Ok((existing, state))
+}
+
+/// The tenancy rules ([`crate::policy::tenancy`]): adoption only where the connection allows
+/// it, one holder per ACS identity, and the namespace's share of a shared connection. Reads
+/// the cache of AcsIdentities only when adopting or under a cap.
+async fn check_tenancy(
+    obj: &AcsIdentity,
+    ctx: &Context,
+    namespace: &str,
+    status: &AcsIdentityStatus,
+) -> Result<(), Error> {
+    let r = &obj.spec.connection_ref;
+    let adopting = obj.spec.identity_id.as_deref();
+    let grants = ctx
+        .connections
+        .grants(namespace, r, adopting.is_some())
+        .await?;
+    if adopting.is_some() && !grants.may_adopt {
+        return Err(Error::AdoptionNotAllowed {
+            connection: r.name.clone(),
+            namespace: namespace.to_string(),
+        });
+    }
+    let me = tenancy::Claimant {
+        holds: status.identity_id.as_deref(),
+        ..claimant(obj)
+    };
+    // An AcsIdentity being deleted is leaving: it frees its share, and its claim (its
+    // cleanup keeps or deletes the ACS identity as its own rules say).
+    let staying = |o: &&std::sync::Arc<AcsIdentity>| {
+        o.metadata.deletion_timestamp.is_none() && o.uid() != obj.uid()
+    };
+    if let Some(id) = adopting {
+        let all = ctx.identities.state();
+        let others = all.iter().filter(staying).map(|o| claimant(o));
+        if tenancy::holder_of(id, others.chain([me])) != Some(me.uid) {
+            return Err(Error::IdentityClaimed { id: id.to_string() });
+        }
+    }
+    if let Some(max) = grants.max_identities
+        && me.holds.is_none()
+    {
+        let all = ctx.identities.state();
+        let peers = all
+            .iter()
+            .filter(staying)
+            .filter(|o| o.namespace().as_deref() == Some(namespace) && o.spec.connection_ref == *r)
+            .map(|o| claimant(o));
+        if !tenancy::within_share(&me, peers, max) {
+            return Err(Error::IdentityLimitReached {
+                connection: r.name.clone(),
+                namespace: namespace.to_string(),
+                max,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// An AcsIdentity as the claim rules see it.
+pub fn claimant(obj: &AcsIdentity) -> tenancy::Claimant<'_> {
+    tenancy::Claimant {
+        uid: obj.metadata.uid.as_deref().unwrap_or_default(),
+        created_at: obj.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        holds: obj.status.as_ref().and_then(|s| s.identity_id.as_deref()),
+        adopts: obj.spec.identity_id.as_deref(),
+    }
 }
 
 fn unhandled_refresh_request(obj: &AcsIdentity, status: &AcsIdentityStatus) -> Option<String> {

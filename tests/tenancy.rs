@@ -1,0 +1,207 @@
+//! Tenants sharing one ACS resource through a ClusterAcsConnection, with a cluster-wide
+//! operator on the real test API server and the emulator: what one tenant may do to another's
+//! identity (nothing), and how many identities a namespace may have on the shared bill.
+//!
+//! A cluster-wide operator reconciles every namespace of this binary's cluster, so these
+//! tests take turns ([`ONE_OPERATOR`]).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use acs_identity_operator::acs::{AcsClient, ClientOptions};
+use acs_identity_operator::api::{AcsIdentity, ClusterAcsConnection};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use support::operator::{World, ready_reason, secret_text, status_of};
+
+static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The platform team's namespace (emulator and connection Secret) with a cluster-wide
+/// operator, and a ClusterAcsConnection named after it whose spec is `extra` plus the
+/// connection string.
+struct Platform {
+    world: World,
+    connection: String,
+}
+
+impl Platform {
+    async fn new(extra: Value) -> Platform {
+        let world = World::without_operator(|_| {}).await;
+        let connection = format!("{}-shared", world.ns);
+        let mut platform = Platform { world, connection };
+        platform.set_connection(extra).await;
+        platform.world.start_operator_with(|s| s.namespace = None);
+        platform
+    }
+
+    fn api(&self) -> Api<ClusterAcsConnection> {
+        Api::all(self.world.client.clone())
+    }
+
+    /// Applies the connection's spec: the platform Secret plus `extra`.
+    async fn set_connection(&self, extra: Value) {
+        let mut spec = json!({"connectionStringSecretRef": {
+            "namespace": self.world.ns, "name": "acs-conn", "key": "connectionString"
+        }});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        let body = json!({
+            "apiVersion": "acsoperator.io/v1alpha1", "kind": "ClusterAcsConnection",
+            "metadata": {"name": self.connection}, "spec": spec,
+        });
+        self.api()
+            .patch(
+                &self.connection,
+                &PatchParams::apply("platform-team").force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .unwrap();
+    }
+
+    fn spec(&self, scopes: &[&str]) -> Value {
+        json!({
+            "connectionRef": {"kind": "ClusterAcsConnection", "name": self.connection},
+            "scopes": scopes,
+        })
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let (api, name) = (self.api(), self.connection.clone());
+        // Cluster-scoped: not removed with the test's namespaces.
+        tokio::spawn(async move { api.delete(&name, &DeleteParams::default()).await });
+    }
+}
+
+/// The Ready condition's message.
+fn ready_message(obj: &AcsIdentity) -> String {
+    status_of(obj)
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_adopt_use_or_delete_another_tenants_identity() {
+    let _one = ONE_OPERATOR.lock().await;
+    let p = Platform::new(json!({})).await;
+    let a = p.world.neighbour("team-a").await;
+    let b = p.world.neighbour("team-b").await;
+    p.set_connection(json!({"allowedNamespaces": {"names": [a.ns, b.ns]}}))
+        .await;
+
+    a.identity("alice", p.spec(&["chat"])).await;
+    let alice = a.wait_ready("alice").await;
+    let id = status_of(&alice).identity_id.clone().unwrap();
+    let alice_token = secret_text(&a.get::<Secret>("alice").await.unwrap(), "token");
+
+    // Ids are not secret: team-b names alice's through the shared connection.
+    let mut stolen = p.spec(&["chat", "voip"]);
+    stolen["identityId"] = json!(id);
+    b.identity("mallory", stolen.clone()).await;
+    let refused = b.wait_reason("mallory", "AdoptionNotAllowed").await;
+    assert!(status_of(&refused).identity_id.is_none());
+    assert!(
+        b.get::<Secret>("mallory").await.is_none(),
+        "no token Secret"
+    );
+    b.wait_event("mallory", |reason, _| reason == "AdoptionNotAllowed")
+        .await;
+
+    // Even allowed to adopt, team-b cannot take an identity another AcsIdentity holds, and
+    // is not told which one does.
+    p.set_connection(json!({
+        "allowedNamespaces": {"names": [a.ns, b.ns]},
+        "adoptionAllowedNamespaces": {"names": [b.ns]},
+    }))
+    .await;
+    let claimed = b.wait_reason("mallory", "IdentityClaimed").await;
+    let message = ready_message(&claimed);
+    assert!(
+        message.contains(&id) && !message.contains(&a.ns) && !message.contains("alice"),
+        "{message}"
+    );
+    assert!(
+        b.get::<Secret>("mallory").await.is_none(),
+        "no token Secret"
+    );
+
+    // Deleting the refused object touches nothing in ACS.
+    b.delete::<AcsIdentity>("mallory").await;
+    b.wait_gone("mallory").await;
+    let view = p.world.admin.identity(&id).await.unwrap();
+    assert_eq!(
+        (
+            view["deleted"].as_bool(),
+            view["revocations"].as_u64(),
+            view["tokensIssued"].as_u64()
+        ),
+        (Some(false), Some(0), Some(1)),
+        "only alice's own token was ever issued: {view}"
+    );
+    assert_eq!(
+        p.world.admin.verify(&alice_token).await,
+        (true, "ok".into())
+    );
+    let after = a.get::<AcsIdentity>("alice").await.unwrap();
+    assert_eq!(ready_reason(&after), ("True".into(), "TokenValid".into()));
+    assert_eq!(status_of(&after).issued_for, status_of(&alice).issued_for);
+
+    // An identity nobody holds can be adopted where allowed, and is kept in ACS when its
+    // AcsIdentity is deleted (the operator did not create it).
+    let acs = AcsClient::new(
+        &p.world.emulator.as_ref().unwrap().connection_string(),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    let free = acs.create_identity().await.unwrap();
+    let mut adopt = p.spec(&["voip"]);
+    adopt["identityId"] = json!(free);
+    b.identity("bob", adopt).await;
+    b.wait_ready("bob").await;
+    b.delete::<AcsIdentity>("bob").await;
+    b.wait_gone("bob").await;
+    let view = p.world.admin.identity(&free).await.unwrap();
+    assert_eq!(
+        (view["deleted"].as_bool(), view["revocations"].as_u64()),
+        (Some(false), Some(0)),
+        "an adopted identity is retained by default: {view}"
+    );
+}
+
+#[tokio::test]
+async fn a_namespace_cap_holds_back_the_newest_identities_until_one_goes() {
+    let _one = ONE_OPERATOR.lock().await;
+    let p = Platform::new(json!({})).await;
+    let a = p.world.neighbour("capped").await;
+    let b = p.world.neighbour("other").await;
+    p.set_connection(json!({"maxIdentitiesPerNamespace": 2}))
+        .await;
+
+    // Those holding an identity come first, whatever their age.
+    for name in ["first", "second"] {
+        a.identity(name, p.spec(&["chat"])).await;
+        a.wait_ready(name).await;
+    }
+    a.identity("third", p.spec(&["chat"])).await;
+    let held = a.wait_reason("third", "IdentityLimitReached").await;
+    assert!(ready_message(&held).contains("maxIdentitiesPerNamespace"));
+    a.wait_event("third", |reason, _| reason == "IdentityLimitReached")
+        .await;
+    // Another namespace's share is its own.
+    b.identity("elsewhere", p.spec(&["chat"])).await;
+    b.wait_ready("elsewhere").await;
+    assert_eq!(p.world.admin.count("createIdentityWithToken", 201).await, 3);
+
+    // A freed place goes to the waiting one at once (nudged, not after the periodic look).
+    a.delete::<AcsIdentity>("first").await;
+    a.wait_gone("first").await;
+    a.wait_ready("third").await;
+    assert_eq!(p.world.admin.count("createIdentityWithToken", 201).await, 4);
+}
