@@ -334,7 +334,7 @@ async fn scrape_of_a_real_operator() -> String {
         w.admin
             .post(
                 "admin/faults",
-                json!({"operation": "issueToken", "count": 1, "status": status, "retryAfterSeconds": 1}),
+                json!({"operation": "createIdentity", "count": 1, "status": status, "retryAfterSeconds": 1}),
             )
             .await;
     }
@@ -344,8 +344,8 @@ async fn scrape_of_a_real_operator() -> String {
     )
     .await;
     let wanted = [
-        r#"acs_api_requests_total{operation="issueToken",code="429"}"#,
-        r#"acs_api_requests_total{operation="issueToken",code="503"}"#,
+        r#"acs_api_requests_total{operation="createIdentityWithToken",code="429"}"#,
+        r#"acs_api_requests_total{operation="createIdentityWithToken",code="503"}"#,
         r#"acs_identity_ready_status{namespace=""#,
         "acs_identity_token_renewal_timestamp_seconds{",
         "acs_identity_reconcile_failures_total{",
