@@ -167,6 +167,9 @@ pub struct AcsIdentityStatus {
     /// The last value of the `acsoperator.io/refresh-requested` annotation that was handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_refresh_request: Option<String>,
+    /// The value of the acsoperator.io/revoke-requested annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_revoke_request: Option<String>,
     /// `Ready`: True while the Secret holds a valid token for the current spec; the reason
     /// says which state it is in (README: "Ready condition reasons").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

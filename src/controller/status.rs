@@ -48,18 +48,28 @@ fn store_record(status: &mut AcsIdentityStatus, record: &TokenRecord) {
     });
 }
 
-/// The status after a reconcile that left `current` in the Secret; `handled_refresh` is the
-/// refresh annotation value it acted on.
+/// The annotation values a reconcile acted on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Handled {
+    pub refresh: Option<String>,
+    pub revoke: Option<String>,
+}
+
+/// The status after a reconcile that left `current` in the Secret; `handled`: the request
+/// annotation values it acted on.
 pub fn succeeded(
     obj: &AcsIdentity,
     mut status: AcsIdentityStatus,
     current: &TokenRecord,
-    handled_refresh: Option<String>,
+    handled: Handled,
     now: Timestamp,
 ) -> AcsIdentityStatus {
     store_record(&mut status, current);
-    if handled_refresh.is_some() {
-        status.handled_refresh_request = handled_refresh;
+    if handled.refresh.is_some() {
+        status.handled_refresh_request = handled.refresh;
+    }
+    if handled.revoke.is_some() {
+        status.handled_revoke_request = handled.revoke;
     }
     status.failed_attempts = None;
     status.last_failure_time = None;

@@ -78,11 +78,15 @@ pub struct Observed<'a> {
     pub secret: SecretState,
     /// The refresh annotation holds a value not yet handled.
     pub refresh_requested: bool,
+    /// The revoke annotation holds a value not yet handled.
+    pub revoke_requested: bool,
     pub now: Timestamp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IssueReason {
+    /// Revoke every token of the identity first (incident response), then issue.
+    RevokeRequested,
     FirstToken,
     IdentityChanged,
     RefreshRequested,
@@ -108,6 +112,7 @@ impl IssueReason {
     pub fn event_reason(self) -> Reason {
         match self {
             IssueReason::Due | IssueReason::Expired => Reason::TokenRenewed,
+            IssueReason::RevokeRequested => Reason::TokensRevoked,
             _ => Reason::TokenIssued,
         }
     }
@@ -119,6 +124,7 @@ impl fmt::Display for IssueReason {
             IssueReason::FirstToken => "no token issued yet",
             IssueReason::IdentityChanged => "identity changed",
             IssueReason::RefreshRequested => "refresh requested by annotation",
+            IssueReason::RevokeRequested => "revoke requested by annotation",
             IssueReason::SpecChanged => "scopes or lifetime changed",
             IssueReason::ConnectionChanged => "connection changed",
             IssueReason::SecretMissing => "Secret missing",
@@ -152,6 +158,10 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     let Some(identity_id) = o.identity_id else {
         return Decision::CreateIdentity;
     };
+    // A leaked token must stop working now, whatever else is due.
+    if o.revoke_requested {
+        return Decision::Issue(IssueReason::RevokeRequested);
+    }
     let Some(issued) = o.issued else {
         return Decision::Issue(IssueReason::FirstToken);
     };
@@ -218,6 +228,7 @@ mod tests {
             issued,
             secret: SecretState::Current,
             refresh_requested: false,
+            revoke_requested: false,
             now: at(1000),
         }
     }
@@ -299,6 +310,45 @@ mod tests {
                 Some(&rec),
                 |o| o.refresh_requested = true,
                 Decision::Issue(IssueReason::RefreshRequested),
+            ),
+            (
+                "revoke annotation beats everything due",
+                &other_scopes,
+                Some(&rec),
+                |o| {
+                    o.revoke_requested = true;
+                    o.refresh_requested = true;
+                    o.secret = SecretState::Missing;
+                    o.now = at(3000);
+                },
+                Decision::Issue(IssueReason::RevokeRequested),
+            ),
+            (
+                "revoke annotation for an adopted identity without a token yet",
+                &base,
+                None,
+                |o| o.revoke_requested = true,
+                Decision::Issue(IssueReason::RevokeRequested),
+            ),
+            (
+                "revoke annotation before any identity: the create is fresh",
+                &base,
+                None,
+                |o| {
+                    o.revoke_requested = true;
+                    o.identity_id = None;
+                },
+                Decision::CreateIdentity,
+            ),
+            (
+                "a foreign Secret blocks a revoke too",
+                &base,
+                Some(&rec),
+                |o| {
+                    o.revoke_requested = true;
+                    o.secret = SecretState::Foreign;
+                },
+                Decision::SecretConflict,
             ),
             (
                 "scopes changed",

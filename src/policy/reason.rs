@@ -44,7 +44,7 @@ reasons! {
     TokenIssued,
     /// A token was re-issued because the old one fell due or expired.
     TokenRenewed,
-    /// The identity's tokens were revoked during deletion.
+    /// The identity's tokens were revoked: during deletion, or for the revoke annotation.
     TokensRevoked,
     /// The ACS identity was deleted during deletion.
     IdentityDeleted,

@@ -8,7 +8,9 @@ mod support;
 
 use acs_identity_operator::acs::{AcsClient, ClientOptions};
 use acs_identity_operator::api::AcsIdentity;
-use acs_identity_operator::controller::identity::{REFRESH_ANNOTATION, SKIP_CLEANUP_ANNOTATION};
+use acs_identity_operator::controller::identity::{
+    REFRESH_ANNOTATION, REVOKE_ANNOTATION, SKIP_CLEANUP_ANNOTATION,
+};
 use base64::Engine;
 // The tests here call the operator harness `harness::` (its name before it moved to support).
 use k8s_openapi::ByteString;
@@ -607,6 +609,53 @@ async fn changing_scopes_or_asking_for_a_refresh_issues_a_new_token() {
         .as_u64()
         .unwrap();
     assert_eq!(issued, 3);
+}
+
+#[tokio::test]
+async fn a_revoke_request_kills_every_old_token_at_once_and_leaves_a_fresh_one() {
+    let w = World::new(|_| {}).await;
+    w.identity("leaky", spec(&["chat"])).await;
+    w.wait_ready("leaky").await;
+    let leaked = secret_text(&w.get::<Secret>("leaky").await.unwrap(), "token");
+    assert_eq!(w.admin.verify(&leaked).await, (true, "ok".into()));
+
+    let body = json!({"metadata": {"annotations": {REVOKE_ANNOTATION: "incident-42"}}, "spec": spec(&["chat"])});
+    w.apply::<AcsIdentity>("leaky", body).await;
+    let revoked = w
+        .wait_identity("leaky", "revoked", |o| {
+            o.status
+                .as_ref()
+                .and_then(|s| s.handled_revoke_request.as_deref())
+                == Some("incident-42")
+        })
+        .await;
+    let fresh = secret_text(&w.get::<Secret>("leaky").await.unwrap(), "token");
+    assert_ne!(fresh, leaked);
+    let (valid, why) = w.admin.verify(&leaked).await;
+    assert!(!valid, "the leaked token still works: {why}");
+    assert_eq!(w.admin.verify(&fresh).await, (true, "ok".into()));
+    assert_eq!(ready_reason(&revoked), ("True".into(), "TokenValid".into()));
+    let id = status_of(&revoked).identity_id.clone().unwrap();
+    let view = w.admin.identity(&id).await.unwrap();
+    assert_eq!(
+        (view["revocations"].as_u64(), view["tokensIssued"].as_u64()),
+        (Some(1), Some(2)),
+        "{view}"
+    );
+    w.wait_event("leaky", |reason, note| {
+        reason == "TokensRevoked" && note.contains("revoke requested")
+    })
+    .await;
+    // Handled once: a later reconcile of the same value revokes nothing more.
+    let before = w.reconcile_count("leaky");
+    let body = json!({"metadata": {"annotations": {REVOKE_ANNOTATION: "incident-42"}}, "spec": spec(&["chat", "voip"])});
+    w.apply::<AcsIdentity>("leaky", body).await;
+    w.wait_reconciled("leaky", before).await;
+    w.wait_ready("leaky").await;
+    assert_eq!(
+        w.admin.identity(&id).await.unwrap()["revocations"].as_u64(),
+        Some(1)
+    );
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use crate::acs::{
 };
 use crate::api::{AcsIdentity, AcsIdentityStatus};
 use crate::controller::error::Error;
+use crate::controller::status::Handled;
 use crate::controller::token_secret::{self, TokenContent, token_hash};
 use crate::controller::{Context, MANAGER, admission_key, status};
 use crate::policy::{
@@ -38,8 +39,8 @@ pub enum Step {
         token: TokenRecord,
         /// The Normal Event that announces what was done.
         event: Option<(Reason, String)>,
-        /// The refresh annotation value this handled.
-        handled_refresh: Option<String>,
+        /// The request annotation values this handled.
+        handled: Handled,
     },
     /// The ACS call must wait for the rate limit: in line, reconciled again when its turn
     /// comes. `token_valid_for`: how long the current token still lives, if there is one.
@@ -70,7 +71,7 @@ pub async fn act(decision: Decision, facts: &Facts, target: &Target<'_>) -> Resu
                 .clone()
                 .expect("decide finds a token up to date only if one is recorded"),
             event: None,
-            handled_refresh: None,
+            handled: Handled::default(),
         }),
         Decision::RewriteSecret => rewrite(facts, target).await,
         Decision::CreateIdentity => create(facts, target).await,
@@ -97,7 +98,7 @@ async fn rewrite(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
     Ok(Step::Current {
         token: record,
         event: None,
-        handled_refresh: None,
+        handled: Handled::default(),
     })
 }
 
@@ -152,7 +153,8 @@ async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
             Reason::IdentityCreated,
             format!("created ACS identity {id}"),
         )),
-        handled_refresh: facts.refresh_request.clone(),
+        // A new identity has no other token: both requests are met.
+        handled: facts.handled(),
     })
 }
 
@@ -170,10 +172,19 @@ async fn issue(reason: IssueReason, facts: &Facts, target: &Target<'_>) -> Resul
         .as_ref()
         .map(|r| r.expires_on)
         .filter(|t| *t > facts.now);
-    let deadline = expires_on.unwrap_or(facts.now);
+    // A revoke answers an incident: as urgent as a token that has expired.
+    let deadline = match reason {
+        IssueReason::RevokeRequested => facts.now,
+        _ => expires_on.unwrap_or(facts.now),
+    };
     if !admitted(&facts.connection.limiter, obj, deadline) {
         let token_valid_for = expires_on.and_then(|t| time_until(t, facts.now));
         return Ok(Step::InLine { token_valid_for });
+    }
+    if reason == IssueReason::RevokeRequested {
+        // Only once the new token's turn has come, so the Secret is not left holding a
+        // revoked token while in line.
+        revoke(facts, target, &id).await?;
     }
     let call = facts
         .connection
@@ -183,23 +194,46 @@ async fn issue(reason: IssueReason, facts: &Facts, target: &Target<'_>) -> Resul
         .metrics
         .acs_call(Operation::IssueToken, call)
         .await
-        .map_err(|e| match e {
-            AcsError::NotFound(_) => Error::IdentityNotFound {
-                id: id.clone(),
-                source: e,
-            },
-            e => Error::Acs(e),
-        })?;
+        .map_err(|e| not_found_as_identity(e, &id))?;
     info!(identity = %id, %reason, "issued token");
     let stored = store(facts, target, &id, token, reason).await?;
     Ok(Step::Current {
         token: stored,
-        event: Some((
-            reason.event_reason(),
-            format!("issued a new token: {reason}"),
-        )),
-        handled_refresh: facts.refresh_request.clone(),
+        event: Some((reason.event_reason(), issue_note(reason, &id))),
+        handled: facts.handled(),
     })
+}
+
+fn issue_note(reason: IssueReason, id: &str) -> String {
+    match reason {
+        IssueReason::RevokeRequested => {
+            format!("revoked every token of ACS identity {id} and issued a new one: {reason}")
+        }
+        _ => format!("issued a new token: {reason}"),
+    }
+}
+
+/// Revokes every token of the identity (the revoke annotation).
+async fn revoke(facts: &Facts, target: &Target<'_>, id: &str) -> Result<(), Error> {
+    let call = facts.connection.client.revoke_tokens(id);
+    target
+        .ctx
+        .metrics
+        .acs_call(Operation::RevokeTokens, call)
+        .await
+        .map_err(|e| not_found_as_identity(e, id))?;
+    info!(identity = %id, "revoked all tokens as requested");
+    Ok(())
+}
+
+fn not_found_as_identity(e: AcsError, id: &str) -> Error {
+    match e {
+        AcsError::NotFound(_) => Error::IdentityNotFound {
+            id: id.to_string(),
+            source: e,
+        },
+        e => Error::Acs(e),
+    }
 }
 
 /// Whether `obj` may send an issue request now; if not, it is in line by `deadline`.

@@ -29,6 +29,8 @@ use tracing::{debug, warn};
 pub const FINALIZER: &str = "acsoperator.io/cleanup";
 pub const REFRESH_ANNOTATION: &str = "acsoperator.io/refresh-requested";
 pub const SKIP_CLEANUP_ANNOTATION: &str = "acsoperator.io/skip-cleanup";
+/// A new value revokes every token of the identity and puts a fresh one in the Secret.
+pub const REVOKE_ANNOTATION: &str = "acsoperator.io/revoke-requested";
 
 /// Entry point for the controller: routes to apply or cleanup through the finalizer.
 pub async fn reconcile(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -173,9 +175,9 @@ impl Recorded<'_> {
             Ok(Step::Current {
                 token,
                 event,
-                handled_refresh,
+                handled,
             }) => {
-                let status = status::succeeded(obj, base, &token, handled_refresh, self.now);
+                let status = status::succeeded(obj, base, &token, handled, self.now);
                 let event = event.map(|(reason, note)| (EventType::Normal, reason, note));
                 self.write(status, Ok(()), event).await?;
                 Ok(look_again(Outcome::UpToDate {

@@ -2,7 +2,7 @@
 //! status keeps, the token Secret's state and any unhandled refresh request. Reads only; the
 //! decision is [`crate::policy::decide`]'s.
 
-use super::REFRESH_ANNOTATION;
+use super::{REFRESH_ANNOTATION, REVOKE_ANNOTATION};
 use crate::acs::TokenLifetime;
 use crate::api::{AcsIdentity, AcsIdentityStatus};
 use crate::controller::Context;
@@ -31,6 +31,8 @@ pub struct Facts {
     pub existing: Option<Secret>,
     /// The refresh annotation's value, when it has not been handled yet.
     pub refresh_request: Option<String>,
+    /// The revoke annotation's value, when it has not been handled yet.
+    pub revoke_request: Option<String>,
     pub renew_before: RenewBefore,
 }
 
@@ -43,6 +45,7 @@ impl Facts {
             issued: self.record.as_ref(),
             secret: self.secret,
             refresh_requested: self.refresh_request.is_some(),
+            revoke_requested: self.revoke_request.is_some(),
             now: self.now,
         }
     }
@@ -56,6 +59,14 @@ impl Facts {
             SecretState::Current | SecretState::MetadataDrift
         );
         (held && record.params == self.wanted).then(|| record.clone())
+    }
+
+    /// The request annotation values a new token answers.
+    pub fn handled(&self) -> crate::controller::status::Handled {
+        crate::controller::status::Handled {
+            refresh: self.refresh_request.clone(),
+            revoke: self.revoke_request.clone(),
+        }
     }
 
     /// The uid of the token Secret found, when it is ours (a write must land on it).
@@ -94,7 +105,8 @@ pub async fn observe(
         record,
         secret,
         existing,
-        refresh_request: unhandled_refresh_request(obj, status),
+        refresh_request: unhandled(obj, REFRESH_ANNOTATION, &status.handled_refresh_request),
+        revoke_request: unhandled(obj, REVOKE_ANNOTATION, &status.handled_revoke_request),
         renew_before: renew_before(obj),
     })
 }
@@ -192,9 +204,10 @@ pub fn claimant(obj: &AcsIdentity) -> tenancy::Claimant<'_> {
     }
 }
 
-fn unhandled_refresh_request(obj: &AcsIdentity, status: &AcsIdentityStatus) -> Option<String> {
-    let value = obj.annotations().get(REFRESH_ANNOTATION)?;
-    (status.handled_refresh_request.as_ref() != Some(value)).then(|| value.clone())
+/// A request annotation's value, when it differs from the one last handled.
+fn unhandled(obj: &AcsIdentity, annotation: &str, handled: &Option<String>) -> Option<String> {
+    let value = obj.annotations().get(annotation)?;
+    (handled.as_ref() != Some(value)).then(|| value.clone())
 }
 
 fn renew_before(obj: &AcsIdentity) -> RenewBefore {
