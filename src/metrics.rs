@@ -8,6 +8,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::future::Future;
@@ -55,6 +56,7 @@ pub struct Metrics {
     reconciles: Family<ResultLabels, Counter>,
     reconcile_failures: Family<CategoryLabels, Counter>,
     reconcile_duration: Histogram,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -69,6 +71,7 @@ impl Default for Metrics {
             reconciles: Family::default(),
             reconcile_failures: Family::default(),
             reconcile_duration: seconds_histogram(),
+            leader: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register_collector(Box::new(m.identities.clone()));
@@ -97,6 +100,11 @@ impl Default for Metrics {
             "acs_identity_reconcile_duration_seconds",
             "Duration of AcsIdentity reconciles",
             m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "acs_identity_operator_leader",
+            "1 while this replica reconciles (it holds the leader Lease, or runs without leader election), 0 while it starts or stands by",
+            m.leader.clone(),
         );
         Self { registry, ..m }
     }
@@ -176,6 +184,12 @@ impl Metrics {
         }
         self.reconcile_duration
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Whether this replica is the one reconciling: what the "no leader" alert sums over
+    /// replicas.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// The OpenMetrics text exposition.
@@ -310,6 +324,14 @@ mod tests {
             text.contains("acs_identity_reconcile_duration_seconds_count 2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_leader_gauge_says_whether_this_replica_reconciles() {
+        let m = Metrics::default();
+        assert!(m.encode().contains("\nacs_identity_operator_leader 0\n"));
+        m.set_leader(true);
+        assert!(m.encode().contains("\nacs_identity_operator_leader 1\n"));
     }
 
     #[test]

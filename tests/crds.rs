@@ -10,9 +10,14 @@ use std::path::{Path, PathBuf};
 
 const CRDS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
 
-/// Where the generated CRDs are committed: crds/ for `kubectl apply -f crds/`, and a copy in
-/// deploy/base because kustomize loads no file from outside a kustomization's directory.
-const GENERATED: [&str; 2] = ["crds/acsoperator.io.yaml", "deploy/base/crds.yaml"];
+/// Where the generated CRDs are committed: crds/ for `kubectl apply -f crds/`, and copies in
+/// deploy/base and the Helm chart because neither kustomize nor Helm loads a file from outside
+/// its own directory.
+const GENERATED: [&str; 3] = [
+    "crds/acsoperator.io.yaml",
+    "deploy/base/crds.yaml",
+    "charts/acs-identity-operator/files/crds.yaml",
+];
 
 #[test]
 fn committed_crds_match_the_rust_types() {

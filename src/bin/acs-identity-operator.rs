@@ -117,7 +117,13 @@ async fn run(args: RunArgs) -> ExitCode {
     tokio::spawn(health::serve(listener, health));
 
     let operator_client = client.clone();
-    let operator = controller::run(operator_client, settings);
+    let metrics = settings.metrics.clone();
+    // Polled only once this replica may reconcile: at once without leader election, after
+    // taking the Lease with it (the process ends when it loses the Lease).
+    let operator = async move {
+        metrics.set_leader(true);
+        controller::run(operator_client, settings).await;
+    };
     if !args.leader_election {
         operator.await;
         return ExitCode::SUCCESS;

@@ -44,14 +44,36 @@ impl Install {
         )
         .unwrap();
         let yaml = run(
-            Command::new("kubectl").args(["kustomize", dir.path().to_str().unwrap()]),
+            Command::new(support::tools::kubectl())
+                .args(["kustomize", dir.path().to_str().unwrap()]),
             None,
         )
         .unwrap_or_else(|message| panic!("{message}"));
-        let objects = serde_yaml::Deserializer::from_str(&yaml)
-            .map(|doc| Value::deserialize(doc).unwrap())
-            .filter(|v| !v.is_null())
-            .collect();
+        Install::parsed(yaml, namespace)
+    }
+
+    /// Renders the Helm chart with `helm template` into `namespace`, as the release
+    /// `acs-identity-operator-<suffix>` (so its names are the ones [`Install::render`] gives),
+    /// with the Lease named as deploy/ names it; `values` are more `helm template` arguments
+    /// (`--set k=v`, `-f file`).
+    pub fn chart(values: &[&str], namespace: &str) -> Install {
+        let suffix = namespace.rsplit('-').next().unwrap();
+        let release = format!("acs-identity-operator-{suffix}");
+        let yaml = run(
+            support::tools::helm_command()
+                .args(["template", &release])
+                .arg(support::tools::chart_dir())
+                .args(["--namespace", namespace])
+                .args(["--set", "leaderElection.leaseName=acs-identity-operator"])
+                .args(values),
+            None,
+        )
+        .unwrap_or_else(|message| panic!("{message}"));
+        Install::parsed(yaml, namespace)
+    }
+
+    fn parsed(yaml: String, namespace: &str) -> Install {
+        let objects = parse_all(&yaml);
         Install {
             objects,
             namespace: namespace.to_string(),
@@ -157,6 +179,14 @@ impl Drop for Install {
     }
 }
 
+/// Every object of a multi-document YAML stream (empty documents left out).
+pub fn parse_all(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
 pub fn name_of(obj: &Value) -> &str {
     obj["metadata"]["name"].as_str().expect("metadata.name")
 }
@@ -186,21 +216,21 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
 
 fn run_kubectl(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     run(
-        Command::new("kubectl")
+        Command::new(support::tools::kubectl())
             .args(args)
             .env("KUBECONFIG", support::kubeconfig_env()),
         stdin,
     )
 }
 
-fn run(command: &mut Command, stdin: Option<&str>) -> Result<String, String> {
+pub fn run(command: &mut Command, stdin: Option<&str>) -> Result<String, String> {
     let what = format!("{command:?}");
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("running {what} (is kubectl installed?): {e}"))?;
+        .map_err(|e| format!("running {what}: {e}"))?;
     // Written from a thread while the output is read: a large input cannot deadlock on
     // full pipes.
     let mut input = child.stdin.take().unwrap();

@@ -1,10 +1,10 @@
-//! Least privilege, proven. deploy/'s RBAC is applied; the operator binary runs as the
-//! Deployment starts it (its arguments, its environment from the downward API, leader
-//! election on) under its ServiceAccount's identity (a kubeconfig that impersonates it),
-//! through a create / renew / delete cycle that uses every verb granted. The API server
-//! refuses it nothing meanwhile (its log has no "forbidden", which kube-runtime's watchers,
-//! the event recorder and the reconcilers would all log), and the same identity is refused
-//! what it does not need.
+//! Least privilege, proven, for deploy/'s overlays and the Helm chart alike. The install's RBAC
+//! is applied; the operator binary runs as the Deployment starts it (its arguments, its
+//! environment from the downward API, leader election on) under its ServiceAccount's identity
+//! (a kubeconfig that impersonates it), through a create / renew / delete cycle that uses every
+//! verb granted. The API server refuses it nothing meanwhile (its log has no "forbidden", which
+//! kube-runtime's watchers, the event recorder and the reconcilers would all log), and the same
+//! identity is refused what it does not need.
 
 use crate::authorizer::wait_until_allowed;
 use crate::install::Install;
@@ -295,6 +295,18 @@ async fn assert_common_refusals(client: &Client, app_ns: &str, other_ns: &str) {
 
 #[tokio::test]
 async fn namespaced_install_runs_a_full_cycle_and_is_refused_everything_else() {
+    namespaced_cycle(|ns| Install::render("namespaced", ns)).await;
+}
+
+/// The Helm chart's namespaced install grants the same, no more.
+#[tokio::test]
+async fn namespaced_chart_install_runs_a_full_cycle_and_is_refused_everything_else() {
+    namespaced_cycle(|ns| Install::chart(&["--set", "scope=namespace"], ns)).await;
+}
+
+/// The namespaced install made by `render` into a namespace, with the operator running under
+/// its RBAC through a full cycle, then refused what it must not do.
+async fn namespaced_cycle(render: impl FnOnce(&str) -> Install) {
     let _one = ONE_OPERATOR.lock().await;
     let w = World::without_operator(|c| c.token_lifetime = Some(Duration::from_secs(8))).await;
     let elsewhere = TestNamespace::create("elsewhere").await;
@@ -306,7 +318,7 @@ async fn namespaced_install_runs_a_full_cycle_and_is_refused_everything_else() {
         .await
         .unwrap();
 
-    let mut install = Install::render("namespaced", &w.ns);
+    let mut install = render(&w.ns);
     install.apply();
     let (user, groups) = service_account_identity(&w.ns, &install.service_account());
     let as_operator = impersonating(&user, &groups).await;
@@ -346,12 +358,26 @@ async fn namespaced_install_runs_a_full_cycle_and_is_refused_everything_else() {
 #[tokio::test]
 async fn cluster_wide_install_runs_a_full_cycle_on_a_cluster_connection_and_is_refused_everything_else()
  {
+    cluster_wide_cycle(|ns| Install::render("cluster-wide", ns)).await;
+}
+
+/// The Helm chart's cluster-wide install (its default values) grants the same, no more.
+#[tokio::test]
+async fn cluster_wide_chart_install_runs_a_full_cycle_on_a_cluster_connection_and_is_refused_everything_else()
+ {
+    cluster_wide_cycle(|ns| Install::chart(&[], ns)).await;
+}
+
+/// The cluster-wide install made by `render` into the operator's namespace, with the operator
+/// running under its RBAC through a full cycle on a ClusterAcsConnection, then refused what it
+/// must not do.
+async fn cluster_wide_cycle(render: impl FnOnce(&str) -> Install) {
     let _one = ONE_OPERATOR.lock().await;
     let w = World::without_operator(|c| c.token_lifetime = Some(Duration::from_secs(8))).await;
     let ops = TestNamespace::create("operator").await;
     let admin = ops.client();
 
-    let mut install = Install::render("cluster-wide", ops.name());
+    let mut install = render(ops.name());
     install.apply();
     let (user, groups) = service_account_identity(ops.name(), &install.service_account());
     let as_operator = impersonating(&user, &groups).await;

@@ -7,6 +7,7 @@
 mod support;
 
 mod authorizer;
+mod helm;
 mod install;
 mod least_privilege;
 

@@ -10,6 +10,7 @@
 //! - [`tls`]: a throw-away CA and server certificate for tests that serve TLS;
 //! - [`operator`]: one operator test's world (namespace, emulator, operator instance);
 //! - [`kstatus`]: the readiness rules Flux and `kubectl wait` apply to an object.
+//! - [`tools`]: the pinned helm, kubectl and promtool (`tests/tools/install`).
 //!
 //! A test file at `tests/NAME.rs` takes it with `mod support;`; a test binary in a folder
 //! (`tests/NAME/main.rs`) needs `#[path = "../support/mod.rs"] mod support;`, as Cargo
@@ -38,6 +39,7 @@ pub mod kstatus;
 mod namespace;
 pub mod operator;
 pub mod tls;
+pub mod tools;
 
 #[allow(unused_imports)] // each test binary uses a different part of the harness
 pub use cluster::{client, cluster_config, kubeconfig_env};

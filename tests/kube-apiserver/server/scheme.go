@@ -7,6 +7,8 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -40,6 +42,8 @@ var servedGroupVersions = []struct {
 	{rbacv1.AddToScheme, rbacv1.SchemeGroupVersion, rbacv1.Role{}},
 	{coordinationv1.AddToScheme, coordinationv1.SchemeGroupVersion, coordinationv1.Lease{}},
 	{registerEventsGroup, eventsv1.SchemeGroupVersion, nil},
+	{policyv1.AddToScheme, policyv1.SchemeGroupVersion, policyv1.PodDisruptionBudget{}},
+	{networkingv1.AddToScheme, networkingv1.SchemeGroupVersion, networkingv1.NetworkPolicy{}},
 }
 
 func init() {

@@ -9,6 +9,8 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -68,6 +70,11 @@ var builtinResources = []resource{
 		func() runtime.Object { return &rbacv1.ClusterRole{} }, func() runtime.Object { return &rbacv1.ClusterRoleList{} }, rbacRules},
 	{rbacv1.SchemeGroupVersion, "clusterrolebindings", "clusterrolebinding", false, nil, nil,
 		func() runtime.Object { return &rbacv1.ClusterRoleBinding{} }, func() runtime.Object { return &rbacv1.ClusterRoleBindingList{} }, rbacRules},
+	// What the Helm chart renders besides the above (stored and served, never enforced).
+	{policyv1.SchemeGroupVersion, "poddisruptionbudgets", "poddisruptionbudget", true, []string{"pdb"}, nil,
+		func() runtime.Object { return &policyv1.PodDisruptionBudget{} }, func() runtime.Object { return &policyv1.PodDisruptionBudgetList{} }, typeRules{hasStatus: true, tracksGeneration: true}},
+	{networkingv1.SchemeGroupVersion, "networkpolicies", "networkpolicy", true, []string{"netpol"}, nil,
+		func() runtime.Object { return &networkingv1.NetworkPolicy{} }, func() runtime.Object { return &networkingv1.NetworkPolicyList{} }, plainRules},
 }
 
 // installBuiltinAPIs installs builtinResources on s: core/v1 under /api, the
