@@ -1052,3 +1052,50 @@ mod binary {
         assert!(!stderr.contains("not base64!"), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn admin_listing_pages_through_every_identity_once() {
+    let emulator = start(|_| {}).await;
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        created.push(emulator.create().await);
+    }
+    let deleted = emulator.call("DELETE", &delete_path(&created[1]), "").await;
+    assert_eq!(deleted.status, 204);
+
+    let mut listed = Vec::new();
+    let mut path = "/admin/identities?limit=2".to_string();
+    for _ in 0..10 {
+        let page = emulator.admin_get(&path).await;
+        let identities = page["identities"].as_array().unwrap();
+        assert!(identities.len() <= 2, "{page}");
+        listed.extend(
+            identities
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_string()),
+        );
+        match page["continue"].as_str() {
+            Some(token) => path = format!("/admin/identities?limit=2&continue={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(listed, created, "every identity once, oldest first");
+    // Without a limit: everything in one answer, no continue.
+    let all = emulator.admin_get("/admin/identities").await;
+    assert_eq!(all["identities"].as_array().unwrap().len(), 5);
+    assert!(all.get("continue").is_none());
+
+    for bad in [
+        "limit=0",
+        "limit=5001",
+        "limit=two",
+        "limit=2&continue=garbage",
+        "continue=17",
+    ] {
+        let answer = emulator
+            .admin_send("GET", &format!("/admin/identities?{bad}"), Value::Null)
+            .await;
+        assert_eq!(answer.status, 400, "{bad}: {}", answer.json);
+        assert_eq!(answer.error_code(), "BadRequest", "{bad}");
+    }
+}

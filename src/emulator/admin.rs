@@ -6,7 +6,7 @@
 //! | request | body | answer |
 //! |---|---|---|
 //! | `GET /admin/health` | – | `200 {"status":"ok"}` |
-//! | `GET /admin/identities` | – | `200 {"identities":[{"id":"8:acs:…","customId"?:"…","deleted":false,"tokensIssued":2,"revocations":1}]}`, oldest first, deleted ones included; `customId` only when created with one |
+//! | `GET /admin/identities[?limit=N&continue=C]` | – | `200 {"identities":[{"id":"8:acs:…","customId"?:"…","deleted":false,"tokensIssued":2,"revocations":1}],"continue"?:"…"}`, oldest first, deleted ones included; `customId` only when created with one. Without `limit`, all of them; with it (1..=5000), at most that many, and `continue` when more follow, to pass back for the next page |
 //! | `POST /admin/tokens:verify` | `{"token":"…"}` | `200 {"valid":true,"reason":"ok"}`; `reason` is one of `ok`, `expired`, `revoked`, `deleted`, `unknown` (not issued by this emulator instance), `malformed` |
 //! | `GET /admin/stats` | – | `200 {"total":7,"operations":{"issueToken":{"200":5,"429":1},"unknown":{"404":1}}}`: data-plane requests by operation and answered status; Entra token requests count as `entraToken` |
 //! | `DELETE /admin/stats` | – | `204`, counters back to zero |
@@ -60,6 +60,44 @@ struct IdentityView {
 #[derive(Serialize)]
 struct IdentitiesView {
     identities: Vec<IdentityView>,
+    /// Present when more identities follow: pass it as `continue` for the next page.
+    #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
+    continue_token: Option<String>,
+}
+
+/// The largest page `limit` accepted.
+pub const MAX_PAGE: usize = 5000;
+
+/// A listing's `limit` and `continue` query parameters: how many, and after which creation
+/// order. Without `limit`, everything.
+fn page_request(query: Option<&str>) -> Result<(u64, usize), ErrorReply> {
+    let mut after = 0;
+    let mut limit = usize::MAX;
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*name {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        bad_request(format!(
+                            "`limit` must be a whole number from 1 to {MAX_PAGE}"
+                        ))
+                    })?;
+            }
+            "continue" => {
+                after = value
+                    .strip_prefix('o')
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        bad_request("`continue` must be the value a previous page returned")
+                    })?;
+            }
+            _ => {}
+        }
+    }
+    Ok((after, limit))
 }
 
 #[derive(Default, Deserialize)]
@@ -77,21 +115,30 @@ struct ThrottleUpdate {
     limits: std::collections::BTreeMap<String, u32>,
 }
 
-pub(super) fn handle(app: &App, route: AdminRoute, body: &[u8]) -> HttpResponse {
-    match answer(app, route, body) {
+pub(super) fn handle(
+    app: &App,
+    route: AdminRoute,
+    query: Option<&str>,
+    body: &[u8],
+) -> HttpResponse {
+    match answer(app, route, query, body) {
         Ok(response) => response,
         Err(error) => error.to_response(),
     }
 }
 
-fn answer(app: &App, route: AdminRoute, body: &[u8]) -> Result<HttpResponse, ErrorReply> {
+fn answer(
+    app: &App,
+    route: AdminRoute,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<HttpResponse, ErrorReply> {
     Ok(match route {
         AdminRoute::Health => admin_json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         AdminRoute::ListIdentities => {
-            let identities: Vec<IdentityView> = app
-                .identities
-                .store()
-                .summaries()
+            let (after, limit) = page_request(query)?;
+            let (page, next) = app.identities.store().page(after, limit);
+            let identities: Vec<IdentityView> = page
                 .into_iter()
                 .map(|s| IdentityView {
                     id: s.id,
@@ -101,7 +148,14 @@ fn answer(app: &App, route: AdminRoute, body: &[u8]) -> Result<HttpResponse, Err
                     revocations: s.revocations,
                 })
                 .collect();
-            admin_json(StatusCode::OK, &IdentitiesView { identities })
+            let continue_token = next.map(|order| format!("o{order}"));
+            admin_json(
+                StatusCode::OK,
+                &IdentitiesView {
+                    identities,
+                    continue_token,
+                },
+            )
         }
         AdminRoute::VerifyToken => {
             let request: VerifyRequest = parse_body(body).map_err(bad_request)?;

@@ -91,7 +91,7 @@ impl App {
             Err(error) => return self.finish(UNROUTED, error.to_response(), &parts, started),
         };
         match route {
-            Route::Admin(route) => admin::handle(self, route, &body),
+            Route::Admin(route) => admin::handle(self, route, parts.uri.query(), &body),
             Route::EntraToken(tenant) => {
                 let issuer = self.authority(&parts);
                 let request = entra::TokenRequest {

@@ -8,7 +8,7 @@
 //! An identity may carry a `customId` (preview api-versions): creating with a `customId` that a
 //! live identity already has returns that identity instead of a new one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -30,6 +30,8 @@ pub enum Standing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentitySummary {
     pub id: String,
+    /// Creation order (1 for the first identity): where a listing continues.
+    pub order: u64,
     pub custom_id: Option<String>,
     pub deleted: bool,
     pub tokens_issued: u64,
@@ -55,6 +57,8 @@ struct Inner {
     identities: HashMap<String, Record>,
     /// The live identity holding each `customId`; a deleted identity gives its `customId` up.
     by_custom_id: HashMap<String, String>,
+    /// Every id by its creation order, for listing a page at a time.
+    by_order: BTreeMap<u64, String>,
     /// Next token sequence number, shared by all identities.
     next_seq: u64,
     created: u64,
@@ -106,6 +110,7 @@ impl IdentityStore {
         };
         inner.created += 1;
         let order = inner.created;
+        inner.by_order.insert(order, id.clone());
         inner.identities.insert(
             id.clone(),
             Record {
@@ -161,13 +166,23 @@ impl IdentityStore {
 
     /// Every identity ever created, deleted ones included, oldest first.
     pub fn summaries(&self) -> Vec<IdentitySummary> {
+        self.page(0, usize::MAX).0
+    }
+
+    /// Up to `limit` identities created after the one with creation order `after` (0: from
+    /// the first), oldest first, and the order to continue after when more remain.
+    pub fn page(&self, after: u64, limit: usize) -> (Vec<IdentitySummary>, Option<u64>) {
         let inner = self.lock();
-        let mut records: Vec<(&String, &Record)> = inner.identities.iter().collect();
-        records.sort_by_key(|(_, record)| record.order);
-        records
-            .into_iter()
-            .map(|(id, record)| summary(id, record))
-            .collect()
+        let mut listed = Vec::new();
+        let mut rest = inner.by_order.range(after.saturating_add(1)..);
+        for (_, id) in rest.by_ref().take(limit) {
+            if let Some(record) = inner.identities.get(id) {
+                listed.push(summary(id, record));
+            }
+        }
+        let more = rest.next().is_some();
+        let last = listed.last().map(|s: &IdentitySummary| s.order);
+        (listed, last.filter(|_| more))
     }
 
     /// One identity, deleted or not.
@@ -186,6 +201,7 @@ impl IdentityStore {
 fn summary(id: &str, record: &Record) -> IdentitySummary {
     IdentitySummary {
         id: id.to_string(),
+        order: record.order,
         custom_id: record.custom_id.clone(),
         deleted: record.deleted,
         tokens_issued: record.tokens_issued,
@@ -300,6 +316,7 @@ mod tests {
             summaries[1],
             IdentitySummary {
                 id: ids[1].clone(),
+                order: 2,
                 custom_id: None,
                 deleted: false,
                 tokens_issued: 2,
@@ -308,6 +325,31 @@ mod tests {
             }
         );
         assert!(summaries[3].deleted);
+    }
+
+    #[test]
+    fn pages_cover_every_identity_once_in_order() {
+        let store = store();
+        let ids: Vec<String> = (0..7).map(|_| store.create()).collect();
+        store.delete(&ids[2]).unwrap();
+        let mut listed = Vec::new();
+        let mut after = 0;
+        let mut pages = 0;
+        loop {
+            let (page, next) = store.page(after, 3);
+            assert!(page.len() <= 3);
+            pages += 1;
+            listed.extend(page.into_iter().map(|s| s.id));
+            match next {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        assert_eq!(listed, ids);
+        assert_eq!(pages, 3);
+        // Exactly one full page: nothing to continue with.
+        assert_eq!(store.page(4, 3).1, None);
+        assert_eq!(store.page(7, 3), (vec![], None));
     }
 
     #[test]
