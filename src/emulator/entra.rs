@@ -178,10 +178,16 @@ struct TokenResponse {
 }
 
 impl EntraService {
+    #[cfg(test)]
     pub fn new(config: EntraConfig) -> Self {
+        Self::with_secret(config, rand::random())
+    }
+
+    /// With the signing secret kept in `--data-dir`, so its tokens outlive a restart.
+    pub fn with_secret(config: EntraConfig, secret: [u8; 32]) -> Self {
         Self {
             config,
-            minter: TokenMinter::random(),
+            minter: TokenMinter::new(secret),
         }
     }
 

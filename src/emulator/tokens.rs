@@ -109,10 +109,6 @@ impl TokenMinter {
         }
     }
 
-    pub fn random() -> Self {
-        Self::new(rand::random())
-    }
-
     pub fn mint(&self, claims: &TokenClaims) -> MintedToken {
         MintedToken {
             token: self.sign(claims),
