@@ -1449,3 +1449,119 @@ async fn admin_listing_pages_through_every_identity_once() {
         assert_eq!(answer.error_code(), "BadRequest", "{bad}");
     }
 }
+
+#[tokio::test]
+async fn preview_versions_read_an_identity_back() {
+    let emulator = start(|_| {}).await;
+    let preview = "2025-03-02-preview";
+    let created = emulator
+        .call(
+            "POST",
+            &format!("/identities?api-version={preview}"),
+            r#"{"customId":"alice@contoso"}"#,
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let id = created.json["identity"]["id"].as_str().unwrap().to_string();
+    let get_path = |version: &str| format!("/identities/{}?api-version={version}", encoded(&id));
+
+    let read = emulator.call("GET", &get_path(preview), "").await;
+    assert_eq!(read.status, 200, "{}", read.json);
+    assert_eq!(read.json, json!({"id": id, "customId": "alice@contoso"}));
+
+    let issued = emulator.issue(&id, r#"{"scopes":["chat"]}"#).await;
+    assert_eq!(issued.status, 200);
+    let read = emulator
+        .call("GET", &get_path("2025-04-01-preview"), "")
+        .await;
+    assert_eq!(read.status, 200);
+    let issued_at: jiff::Timestamp = read.json["lastTokenIssuedAt"]
+        .as_str()
+        .expect("lastTokenIssuedAt once a token was issued")
+        .parse()
+        .unwrap();
+    let age = jiff::Timestamp::now().duration_since(issued_at);
+    assert!(age.as_secs() < 60, "{age:?}");
+
+    // GA versions have no such read.
+    for ga in [V, "2025-06-30"] {
+        let refused = emulator.call("GET", &get_path(ga), "").await;
+        assert_eq!(refused.status, 400, "{ga}");
+        assert_eq!(refused.error_code(), "UnsupportedApiVersion");
+    }
+    let deleted = emulator.call("DELETE", &delete_path(&id), "").await;
+    assert_eq!(deleted.status, 204);
+    let gone = emulator.call("GET", &get_path(preview), "").await;
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.error_code(), "IdentityNotFound");
+}
+
+#[tokio::test]
+async fn the_2020_preview_issues_revokes_by_time_and_deletes() {
+    let emulator = start(|_| {}).await;
+    let legacy = "2020-07-20-preview2";
+    let created = emulator
+        .call("POST", &format!("/identities?api-version={legacy}"), "")
+        .await;
+    assert_eq!(created.status, 200, "{}", created.json);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    assert_eq!(created.json, json!({ "id": id }));
+    let token_path = format!("/identities/{}/token?api-version={legacy}", encoded(&id));
+    let patch_path = format!("/identities/{}?api-version={legacy}", encoded(&id));
+
+    let first = emulator
+        .call("POST", &token_path, r#"{"scopes":["chat","voip"]}"#)
+        .await;
+    assert_eq!(first.status, 200, "{}", first.json);
+    assert_eq!(first.json["id"], id.as_str());
+    let first_token = first.json["token"].as_str().unwrap().to_string();
+    assert!(first.json["expiresOn"].as_str().is_some());
+    assert_eq!(emulator.verdict(&first_token).await, "ok");
+
+    // Revoke without a time: everything issued so far.
+    let revoked = emulator.call("PATCH", &patch_path, "{}").await;
+    assert_eq!(revoked.status, 204, "{}", revoked.json);
+    assert_eq!(emulator.verdict(&first_token).await, "revoked");
+    let second = emulator
+        .call("POST", &token_path, r#"{"scopes":["chat"]}"#)
+        .await;
+    let second_token = second.json["token"].as_str().unwrap().to_string();
+    assert_eq!(emulator.verdict(&second_token).await, "ok");
+
+    // Revoke what was issued before a minute ago: the new token stays valid.
+    let minute_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    let body = json!({ "tokensValidFrom": minute_ago.to_string() }).to_string();
+    assert_eq!(emulator.call("PATCH", &patch_path, &body).await.status, 204);
+    assert_eq!(emulator.verdict(&second_token).await, "ok");
+    assert_eq!(emulator.identity_view(&id).await["revocations"], 2);
+    // ...and before a minute from now: it is revoked too.
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
+    let body = json!({ "tokensValidFrom": soon.to_string() }).to_string();
+    assert_eq!(emulator.call("PATCH", &patch_path, &body).await.status, 204);
+    assert_eq!(emulator.verdict(&second_token).await, "revoked");
+
+    let bad = emulator
+        .call("PATCH", &patch_path, r#"{"tokensValidFrom":"yesterday"}"#)
+        .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json["error"]["target"], "TokensValidFrom");
+    // The current calls are not part of this version, nor this version's of the current ones.
+    let current = emulator
+        .call("POST", &issue_path(&id, legacy), r#"{"scopes":["chat"]}"#)
+        .await;
+    assert_eq!(current.status, 400);
+    assert_eq!(current.error_code(), "UnsupportedApiVersion");
+    let old_call_now = format!("/identities/{}/token?api-version={V}", encoded(&id));
+    let refused = emulator
+        .call("POST", &old_call_now, r#"{"scopes":["chat"]}"#)
+        .await;
+    assert_eq!(refused.status, 400);
+
+    let deleted = emulator.call("DELETE", &patch_path, "").await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(emulator.verdict(&second_token).await, "deleted");
+    let after = emulator
+        .call("POST", &token_path, r#"{"scopes":["chat"]}"#)
+        .await;
+    assert_eq!(after.status, 404);
+}

@@ -78,7 +78,7 @@ struct Cli {
 
     /// `on` also serves the retired api-version 2020-07-20-preview2 (for old code such as
     /// azure-communication-administration 1.0.0b4); `off` answers it 400 like the service now.
-    #[arg(long, default_value = "on", value_parser = parse_on_off)]
+    #[arg(long, default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     retired_api_versions: bool,
 }
 
