@@ -1565,3 +1565,152 @@ async fn the_2020_preview_issues_revokes_by_time_and_deletes() {
         .await;
     assert_eq!(after.status, 404);
 }
+
+#[tokio::test]
+async fn teams_user_tokens_exchange_for_acs_tokens_and_each_mismatch_is_named() {
+    let emulator = start(|_| {}).await;
+    let user = emulator
+        .admin
+        .post(
+            "admin/teamsUsers",
+            json!({"appId": "app-1", "userId": "user-1"}),
+        )
+        .await;
+    let entra_token = user["token"].as_str().unwrap().to_string();
+    assert_eq!(user["userId"], "user-1");
+    let path = format!("/teamsUser/:exchangeAccessToken?api-version={V}");
+    let exchange = |token: &str, app: &str, user: &str| {
+        json!({"token": token, "appId": app, "userId": user}).to_string()
+    };
+
+    let ok = emulator
+        .call("POST", &path, &exchange(&entra_token, "app-1", "user-1"))
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.json);
+    let acs_token = ok.json["token"].as_str().unwrap();
+    assert_eq!(
+        ok.json["expiresOn"], user["expiresOn"],
+        "expires with the Entra token"
+    );
+    assert_eq!(python_claims(acs_token)["skypeid"], "orgid:user-1");
+    assert_eq!(emulator.verdict(acs_token).await, "ok");
+    // A Teams identity is not one of the resource's identities.
+    assert!(emulator.admin.live_identities().await.is_empty());
+
+    let expired = emulator
+        .admin
+        .post(
+            "admin/teamsUsers",
+            json!({"appId": "app-1", "userId": "user-1", "lifetimeSeconds": 0}),
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrong_audience = emulator
+        .admin
+        .post(
+            "admin/teamsUsers",
+            json!({"appId": "app-1", "userId": "user-1", "audience": "https://graph.microsoft.com"}),
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A token of another emulator instance: signed with another secret.
+    let other = start(|_| {}).await;
+    let foreign = other
+        .admin
+        .post(
+            "admin/teamsUsers",
+            json!({"appId": "app-1", "userId": "user-1"}),
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cases = [
+        (
+            exchange(&entra_token, "app-2", "user-1"),
+            400,
+            "ValidationError",
+            "AAD application is not the expected one.",
+        ),
+        (
+            exchange(&entra_token, "app-1", "user-2"),
+            400,
+            "ValidationError",
+            "AAD user is not the expected one.",
+        ),
+        (
+            exchange(&entra_token, "", "user-1"),
+            400,
+            "ValidationError",
+            "AppId: The AppId field is required.",
+        ),
+        (
+            json!({"token": entra_token, "appId": "app-1"}).to_string(),
+            400,
+            "ValidationError",
+            "UserId: The UserId field is required.",
+        ),
+        (
+            exchange(&expired, "app-1", "user-1"),
+            401,
+            "InvalidAccessToken",
+            "expired",
+        ),
+        (
+            exchange(&wrong_audience, "app-1", "user-1"),
+            401,
+            "InvalidAccessToken",
+            "audience",
+        ),
+        (
+            exchange(&foreign, "app-1", "user-1"),
+            401,
+            "InvalidAccessToken",
+            "not issued by the emulator",
+        ),
+        (
+            exchange("invalid", "app-1", "user-1"),
+            401,
+            "InvalidAccessToken",
+            "not an Entra ID access token",
+        ),
+        // An ACS token is not an Entra token of a Teams user.
+        (
+            exchange(acs_token, "app-1", "user-1"),
+            401,
+            "InvalidAccessToken",
+            "not issued by the emulator",
+        ),
+    ];
+    for (body, status, code, message) in cases {
+        let refused = emulator.call("POST", &path, &body).await;
+        assert_eq!(refused.status, status, "{message}: {}", refused.json);
+        assert_eq!(refused.error_code(), code, "{message}");
+        assert!(
+            refused.error_message().contains(message),
+            "{}",
+            refused.json
+        );
+        assert!(!refused.error_message().contains(&entra_token));
+    }
+    // Before 2022-06-01 the call does not exist.
+    let old = emulator
+        .call(
+            "POST",
+            "/teamsUser/:exchangeAccessToken?api-version=2021-03-07",
+            &exchange(&entra_token, "app-1", "user-1"),
+        )
+        .await;
+    assert_eq!(old.error_code(), "UnsupportedApiVersion");
+    // Counted under its own name.
+    assert_eq!(emulator.admin.count("exchangeTeamsToken", 200).await, 1);
+    let bad_spec = emulator
+        .admin_send("POST", "/admin/teamsUsers", json!({"userId": "u"}))
+        .await;
+    assert_eq!(bad_spec.status, 400);
+    other.handle.shutdown().await;
+}

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use support::tls::{TestCa, test_ca};
@@ -1108,6 +1109,183 @@ async fn the_retired_api_version_can_be_turned_off() {
     assert!(error.contains("2020-07-20-preview2"), "{error}");
     run.finish(false).await;
     assert!(emulator.identities().await.is_empty());
+    emulator.stop().await;
+}
+
+impl Emulator {
+    /// `POST /admin/teamsUsers`: an Entra token of a test Teams user.
+    async fn teams_user_token(&self, spec: Value) -> Value {
+        self.admin_json(
+            self.admin.post(self.admin_url("teamsUsers")).json(&spec),
+            "teamsUsers",
+        )
+        .await
+    }
+}
+
+/// Runs a Teams exchange script and checks each of its steps: the exchanged token verifies and
+/// expires with the Entra token, and every refusal has the status, code and message that name
+/// its reason.
+async fn run_teams_exchange(
+    sdk: &'static str,
+    emulator: &Emulator,
+    program: &Path,
+    script: &str,
+    mut env: Vec<(&'static str, OsString)>,
+) {
+    let (app, user) = (
+        "11111111-aaaa-4bbb-8ccc-222222222222",
+        "33333333-dddd-4eee-8fff-444444444444",
+    );
+    let valid = emulator
+        .teams_user_token(json!({"appId": app, "userId": user}))
+        .await;
+    let expired = emulator
+        .teams_user_token(json!({"appId": app, "userId": user, "lifetimeSeconds": -60}))
+        .await;
+    let wrong_audience = emulator
+        .teams_user_token(
+            json!({"appId": app, "userId": user, "audience": "https://graph.microsoft.com"}),
+        )
+        .await;
+    let tokens = json!({
+        "valid": valid["token"],
+        "expired": expired["token"],
+        "wrongAudience": wrong_audience["token"],
+        "appId": app,
+        "userId": user,
+    });
+    env.push(("TEAMS_USER_TOKENS", tokens.to_string().into()));
+    let mut run = Script::spawn(
+        sdk,
+        emulator,
+        program,
+        &[repo_root().join(script).into()],
+        &env,
+    );
+
+    let step = run.next("exchange").await;
+    let token = string(&step, "token");
+    assert_eq!(
+        emulator.reason(&token).await,
+        "ok",
+        "{sdk}: the exchanged token verifies"
+    );
+    let payload = token.split('.').nth(1).expect("JWT");
+    let claims: Value =
+        serde_json::from_slice(&B64URL.decode(payload).expect("base64url")).expect("JSON claims");
+    assert_eq!(
+        claims["skypeid"],
+        format!("orgid:{user}"),
+        "{sdk}: a Teams identity"
+    );
+    let entra_exp = jiff::Timestamp::from_str(valid["expiresOn"].as_str().unwrap())
+        .unwrap()
+        .as_second();
+    assert_eq!(
+        claims["exp"], entra_exp,
+        "{sdk}: expires with the Entra token"
+    );
+    assert!(
+        emulator.identities().await.is_empty(),
+        "{sdk}: no ACS identity made"
+    );
+    run.ack().await;
+
+    let refusals = [
+        (
+            "wrong_app_rejected",
+            400,
+            "ValidationError",
+            "AAD application is not the expected one.",
+        ),
+        (
+            "wrong_user_rejected",
+            400,
+            "ValidationError",
+            "AAD user is not the expected one.",
+        ),
+        (
+            "empty_app_rejected",
+            400,
+            "ValidationError",
+            "AppId: The AppId field is required.",
+        ),
+        (
+            "expired_rejected",
+            401,
+            "InvalidAccessToken",
+            "it is expired",
+        ),
+        (
+            "wrong_audience_rejected",
+            401,
+            "InvalidAccessToken",
+            "its audience is 'https://graph.microsoft.com'",
+        ),
+        (
+            "invalid_token_rejected",
+            401,
+            "InvalidAccessToken",
+            "not an Entra ID access token",
+        ),
+    ];
+    for (name, status, code, message) in refusals {
+        let step = run.next(name).await;
+        assert_eq!(step["status"], status, "{sdk} {name}: {}", redacted(&step));
+        assert_eq!(step["code"], code, "{sdk} {name}: {}", redacted(&step));
+        assert!(
+            step["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(message),
+            "{sdk} {name}: {}",
+            redacted(&step)
+        );
+        run.ack().await;
+    }
+    run.next("done").await;
+    run.finish(true).await;
+    // Exactly one request per step: no hidden retries of the refused ones.
+    assert_eq!(
+        emulator.counts().await,
+        json!({"exchangeTeamsToken": {"200": 1, "400": 3, "401": 3}}),
+        "{sdk}"
+    );
+}
+
+#[tokio::test]
+async fn python_sdk_exchanges_teams_user_tokens_over_tls() {
+    let sdks = sdks();
+    let tls = TestTls::generate();
+    let emulator = Emulator::start(&tls).await;
+    run_teams_exchange(
+        "python teams",
+        &emulator,
+        &sdks.python,
+        "tests/sdk/teams_exchange.py",
+        python_env(&tls),
+    )
+    .await;
+    emulator.stop().await;
+}
+
+#[tokio::test]
+async fn js_sdk_exchanges_teams_user_tokens_over_tls() {
+    let sdks = sdks();
+    let tls = TestTls::generate();
+    let emulator = Emulator::start(&tls).await;
+    run_teams_exchange(
+        "js teams",
+        &emulator,
+        Path::new("node"),
+        "tests/sdk/teams_exchange.mjs",
+        vec![
+            ("NODE_EXTRA_CA_CERTS", tls.ca_path().into()),
+            ("SDK_JS_DIR", sdks.js_dir.clone().into()),
+        ],
+    )
+    .await;
     emulator.stop().await;
 }
 

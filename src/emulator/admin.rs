@@ -15,6 +15,7 @@
 //! | `DELETE /admin/faults` | – | `204`, no faults pending |
 //! | `GET /admin/throttle` | – | `200` the throttle configuration (below) |
 //! | `POST /admin/throttle` | a throttle configuration | `200` the configuration now in force; windows restart |
+//! | `POST /admin/teamsUsers` | `{"appId":"…","userId"?,"tenantId"?,"lifetimeSeconds"?,"audience"?}` | `201 {"token","appId","userId","tenantId","expiresOn"}`: an Entra ID access token of a test Teams user, for `POST /teamsUser/:exchangeAccessToken`; `userId` and `tenantId` random when absent, an hour's lifetime (0 or less: already expired), the exchange's audience unless another is asked for |
 //!
 //! A fault: `{"operation":"issueToken","count":2,"status":503,"retryAfterSeconds":2}` makes the
 //! next two `issueToken` requests answer 503 with `Retry-After: 2`;
@@ -200,6 +201,24 @@ fn answer(
             let mut throttle = lock(&app.throttle);
             throttle.reconfigure(config);
             admin_json(StatusCode::OK, throttle.config())
+        }
+        AdminRoute::IssueTeamsUserToken => {
+            let spec: super::teams::TeamsUserSpec = parse_body(body).map_err(bad_request)?;
+            let now = SystemTime::now();
+            let claims = spec
+                .claims(super::tokens::unix_seconds(now))
+                .map_err(bad_request)?;
+            let token = app.entra.issue_teams_user(&claims);
+            admin_json(
+                StatusCode::CREATED,
+                &serde_json::json!({
+                    "token": token,
+                    "appId": claims.appid,
+                    "userId": claims.oid,
+                    "tenantId": claims.tid,
+                    "expiresOn": super::tokens::format_expires_on(claims.exp),
+                }),
+            )
         }
     })
 }

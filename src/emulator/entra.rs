@@ -349,6 +349,19 @@ impl EntraService {
         Ok(claims)
     }
 
+    /// An Entra access token of a test Teams user (`POST /admin/teamsUsers`).
+    pub fn issue_teams_user(&self, claims: &super::teams::TeamsUserClaims) -> String {
+        self.minter.sign(claims)
+    }
+
+    /// The claims of a Teams user token this emulator's Entra side issued.
+    pub fn read_teams_user(
+        &self,
+        token: &str,
+    ) -> Result<super::teams::TeamsUserClaims, TokenError> {
+        self.minter.verify(token)
+    }
+
     /// Signs arbitrary claims with the token secret (for tests of the verifier).
     #[cfg(test)]
     fn sign(&self, claims: &EntraClaims) -> String {

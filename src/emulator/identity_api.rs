@@ -67,6 +67,9 @@ impl std::fmt::Debug for LegacyTokenBody {
     }
 }
 
+/// The `skypeid` of a Teams identity's token: its id is `8:orgid:<Entra object id>`.
+const TEAMS_PREFIX: &str = "orgid:";
+
 /// What `POST /admin/tokens:verify` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -239,6 +242,35 @@ impl IdentityService {
             .map_err(|error| store_error(error, id))
     }
 
+    /// An ACS token for the Teams identity `8:orgid:<user>` of an exchanged Entra token: it
+    /// expires with that token (or after `--token-lifetime-seconds`).
+    pub fn mint_teams(
+        &self,
+        user: &super::teams::TeamsUserClaims,
+        now: SystemTime,
+    ) -> AccessTokenBody {
+        let iat = unix_seconds(now);
+        let exp = match self.lifetime_override {
+            Some(lifetime) => {
+                iat.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX))
+            }
+            None => user.exp,
+        };
+        let claims = TokenClaims {
+            skypeid: format!("{TEAMS_PREFIX}{}", user.oid),
+            scp: 1792,
+            csi: iat.to_string(),
+            iat,
+            exp,
+            acs_scope: String::new(),
+            resource_id: self.store.resource_id().to_string(),
+            jti: super::state::random_uuid(),
+            seq: 0,
+        };
+        let MintedToken { token, expires_on } = self.minter.mint(&claims);
+        AccessTokenBody { token, expires_on }
+    }
+
     /// Whether a token would be honoured now, and if not, why.
     pub fn verify(&self, token: &str, now: SystemTime) -> TokenVerdict {
         let claims = match self.minter.read(token) {
@@ -246,10 +278,14 @@ impl IdentityService {
             Err(TokenError::Malformed) => return TokenVerdict::Malformed,
             Err(TokenError::ForeignSignature) => return TokenVerdict::Unknown,
         };
-        match self
-            .store
-            .standing(&claims.identity_id(), claims.seq, claims.iat)
-        {
+        // Teams identities are Entra's, not the resource's: nothing here revokes or deletes them.
+        let standing = if claims.skypeid.starts_with(TEAMS_PREFIX) {
+            Standing::Active
+        } else {
+            self.store
+                .standing(&claims.identity_id(), claims.seq, claims.iat)
+        };
+        match standing {
             Standing::Unknown => TokenVerdict::Unknown,
             Standing::Deleted => TokenVerdict::Deleted,
             Standing::Revoked => TokenVerdict::Revoked,

@@ -38,6 +38,7 @@ mod server;
 mod service;
 mod state;
 mod stats;
+mod teams;
 mod throttle;
 mod tls;
 mod tokens;

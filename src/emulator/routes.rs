@@ -45,6 +45,8 @@ pub enum AdminRoute {
     ClearFaults,
     GetThrottle,
     SetThrottle,
+    /// `POST /admin/teamsUsers`: an Entra token of a test Teams user.
+    IssueTeamsUserToken,
 }
 
 pub fn route(method: &Method, raw_path: &str) -> Route {
@@ -108,6 +110,7 @@ fn admin_route(method: &Method, rest: &str) -> Option<AdminRoute> {
         (&Method::DELETE, "faults") => ClearFaults,
         (&Method::GET, "throttle") => GetThrottle,
         (&Method::POST, "throttle") => SetThrottle,
+        (&Method::POST, "teamsUsers") => IssueTeamsUserToken,
         _ => return None,
     })
 }

@@ -271,16 +271,22 @@ impl App {
         })
     }
 
-    /// `POST /teamsUser/:exchangeAccessToken`: not served yet.
+    /// `POST /teamsUser/:exchangeAccessToken`: checks the Teams user's Entra token against
+    /// the request, then mints an ACS token for that Teams identity.
     fn exchange_teams_token(
         &self,
-        _body: &TeamsExchangeRequest,
-        _now: SystemTime,
+        body: &TeamsExchangeRequest,
+        now: SystemTime,
     ) -> Result<crate::acs::model::AccessTokenBody, ErrorReply> {
-        Err(ErrorReply::route_not_found(
-            "POST",
-            "/teamsUser/:exchangeAccessToken",
-        ))
+        let user = super::teams::check_exchange(
+            body,
+            |token| self.entra.read_teams_user(token),
+            super::tokens::unix_seconds(now),
+        )
+        .inspect_err(|error| {
+            tracing::info!(code = error.code, message = %error.message, "Teams token exchange refused");
+        })?;
+        Ok(self.identities.mint_teams(&user, now))
     }
 
     /// A bearer token is checked against what the Entra endpoint issued; anything else must be
