@@ -3,10 +3,14 @@
 //!
 //! It serves create identity (optionally with a first token), issue token, revoke tokens and
 //! delete identity for the api-versions in [`crate::acs::model::SUPPORTED_API_VERSIONS`] (the
-//! previews among them with an idempotent create per `customId`),
+//! previews among them with an idempotent create per `customId` and a read of an identity),
+//! the retired 2020-07-20-preview2 of the first Python library, and the Teams user token
+//! exchange;
 //! verifies the HMAC signature of every request against its access key (or, over TLS, a bearer
 //! token from its own Entra ID token endpoint), mints JWT-shaped tokens, throttles like the
-//! service, and offers an admin API to inspect state, inject faults and read counters.
+//! service, and offers an admin API to inspect state, inject faults, read counters and make
+//! test Teams users' tokens. With a data directory its state survives restarts
+//! (`persist`).
 //! `EMULATOR.md` at the repository root is the user guide.
 //!
 //! The public surface is [`serve`], which takes an [`EmulatorConfig`] and returns an

@@ -293,7 +293,7 @@ fn parse(path: &Path, text: &[u8]) -> Result<(Header, Vec<(usize, Event)>), Jour
 
 impl Journal {
     /// Replaces the file with the header and `events`, crash-safely, and opens it for appends.
-    pub fn compact(&self, events: &[super::persist::Event]) -> Result<(), JournalError> {
+    pub fn compact(&self, events: &[Event]) -> Result<(), JournalError> {
         let path = &self.path;
         let temp = path.with_extension("jsonl.tmp");
         let mut text = String::with_capacity(64 * (events.len() + 1));
