@@ -214,14 +214,16 @@ mod tests {
             nbf: NOW + 60,
             ..good.clone()
         };
-        let cases: [(
+        /// The token read, `appId`, `userId`; the status, code and message expected.
+        type Case = (
             Result<TeamsUserClaims, TokenError>,
-            &str,
-            &str,
+            &'static str,
+            &'static str,
             u16,
-            &str,
-            &str,
-        ); 7] = [
+            &'static str,
+            &'static str,
+        );
+        let cases: [Case; 7] = [
             (
                 Err(TokenError::Malformed),
                 "app-1",
