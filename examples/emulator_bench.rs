@@ -8,6 +8,10 @@
 //! signing, HTTP, HMAC verification, token minting.
 //!
 //! `cargo run --release --example emulator_bench -- --requests 20000 --concurrency 16`
+//!
+//! `--data-dir DIR` runs the emulator with its state journaled there (`--data-dir` of
+//! `acs-emulator`); `--operation create` measures creates (each one fsynced with a data dir)
+//! instead of issue-token.
 
 use acs_identity_operator::acs::model::encode_identity_id;
 use acs_identity_operator::acs::{AccessKey, signing};
@@ -32,6 +36,12 @@ struct Args {
     /// Identities the requests are spread over.
     #[arg(long, default_value_t = 100)]
     identities: usize,
+    /// Keep the emulator's state in this directory (journaled, as `acs-emulator --data-dir`).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// What to measure: `issue-token` or `create`.
+    #[arg(long, default_value = "issue-token")]
+    operation: String,
 }
 
 const KEY: &str = "ZW11bGF0b3ItdGVzdC1rZXktMDEyMzQ1Njc4OWFiY2RlZg==";
@@ -43,6 +53,12 @@ async fn main() {
     let key = AccessKey::from_base64(KEY).expect("test key");
     let mut config = EmulatorConfig::new(key.clone());
     config.throttle = ThrottleConfig::off();
+    config.data_dir.clone_from(&args.data_dir);
+    let create = match args.operation.as_str() {
+        "issue-token" => false,
+        "create" => true,
+        other => panic!("--operation must be issue-token or create, not {other}"),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
@@ -69,6 +85,13 @@ async fn main() {
         urls.push(endpoint.join(&path).expect("url"));
     }
 
+    if create {
+        let url = endpoint
+            .join("/identities?api-version=2023-10-01")
+            .expect("url");
+        urls = vec![url];
+    }
+    let (body, success): (&'static [u8], u16) = if create { (b"", 201) } else { (BODY, 200) };
     let urls = Arc::new(urls);
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -87,8 +110,8 @@ async fn main() {
                     }
                     let url = urls[n % urls.len()].clone();
                     let sent = Instant::now();
-                    match send(&http, &key, "POST", url, BODY).await {
-                        Ok(response) if response.status() == 200 => {
+                    match send(&http, &key, "POST", url, body).await {
+                        Ok(response) if response.status() == success => {
                             // Read the body: a request is done when its answer is.
                             let ok = response.bytes().await.is_ok();
                             if ok {
@@ -126,7 +149,13 @@ async fn main() {
 
     let ok = latencies.len();
     println!(
-        "issue-token on loopback: {ok} ok, {errors} errors, {} identities, concurrency {}, {:.2} s",
+        "{} on loopback{}: {ok} ok, {errors} errors, {} identities, concurrency {}, {:.2} s",
+        args.operation,
+        if args.data_dir.is_some() {
+            " with --data-dir"
+        } else {
+            ""
+        },
         args.identities,
         args.concurrency,
         elapsed.as_secs_f64()

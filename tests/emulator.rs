@@ -424,7 +424,8 @@ async fn null_fields_read_as_absent_and_malformed_json_is_refused() {
 
 #[tokio::test]
 async fn unsupported_or_missing_api_version_is_a_bad_request() {
-    let emulator = start(|_| {}).await;
+    // The retired version is an unsupported one once it is switched off.
+    let emulator = start(|c| c.retired_api_versions = false).await;
     let old = emulator
         .call("POST", "/identities?api-version=2020-07-20-preview2", "")
         .await;
@@ -1040,6 +1041,355 @@ mod binary {
         terminate(child, stdout).await;
     }
 
+    /// One identity as the load acknowledged it. `pending` is the one change sent but not
+    /// answered when the emulator was killed: it may or may not have happened.
+    #[derive(Debug, Clone, Default)]
+    struct Known {
+        custom_id: Option<String>,
+        deleted: bool,
+        revocations: u64,
+        tokens: u64,
+        pending: Option<&'static str>,
+    }
+
+    /// A token the emulator handed out, and how many revocations its identity had then.
+    struct Issued {
+        token: String,
+        id: String,
+        revocations_before: u64,
+    }
+
+    #[derive(Default)]
+    struct Model {
+        identities: std::collections::BTreeMap<String, Known>,
+        tokens: Vec<Issued>,
+        /// Creates sent but unanswered: that many unknown identities may exist.
+        unanswered_creates: usize,
+    }
+
+    /// A signed data-plane request; `Err` when no answer came (the emulator died).
+    async fn signed(
+        http: &reqwest::Client,
+        endpoint: &Url,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let url = endpoint.join(path).unwrap();
+        let signature =
+            signing::sign_request(&key(), method, &url, body.as_bytes(), SystemTime::now());
+        let response = http
+            .request(method.parse().unwrap(), url)
+            .header("x-ms-date", signature.x_ms_date)
+            .header("x-ms-content-sha256", signature.x_ms_content_sha256)
+            .header("authorization", signature.authorization)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// Changes its own identities, one request at a time, until a request goes unanswered or
+    /// `max_ops` are done; records what was acknowledged in `mine` and `tokens`.
+    async fn worker(
+        endpoint: Url,
+        mut mine: Vec<(String, Known)>,
+        seed: u64,
+        max_ops: usize,
+        acknowledged: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> (Vec<(String, Known)>, Vec<Issued>, usize) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+        let mut tokens = Vec::new();
+        let preview = "2025-03-02-preview";
+        for op in 0..max_ops {
+            let live: Vec<usize> = (0..mine.len()).filter(|&i| !mine[i].1.deleted).collect();
+            let roll: f64 = rng.random();
+            if live.is_empty() || roll < 0.2 {
+                let custom_id = (rng.random::<f64>() < 0.5).then(|| format!("u{seed}-{op}"));
+                let body = match &custom_id {
+                    Some(c) => json!({ "customId": c }).to_string(),
+                    None => String::new(),
+                };
+                match signed(
+                    &http,
+                    &endpoint,
+                    "POST",
+                    &format!("/identities?api-version={preview}"),
+                    &body,
+                )
+                .await
+                {
+                    Ok((201, json)) => {
+                        let id = json["identity"]["id"].as_str().unwrap().to_string();
+                        mine.push((
+                            id,
+                            Known {
+                                custom_id,
+                                ..Known::default()
+                            },
+                        ));
+                    }
+                    Ok((status, json)) => panic!("create answered {status}: {json}"),
+                    Err(_) => return (mine, tokens, 1),
+                }
+            } else {
+                let index = live[rng.random_range(0..live.len())];
+                let id = mine[index].0.clone();
+                let (method, path, body, kind) = if roll < 0.75 {
+                    (
+                        "POST",
+                        issue_path(&id, V),
+                        r#"{"scopes":["chat"]}"#,
+                        "token",
+                    )
+                } else if roll < 0.9 {
+                    ("POST", revoke_path(&id), "", "revoke")
+                } else {
+                    ("DELETE", delete_path(&id), "", "delete")
+                };
+                let known = &mut mine[index].1;
+                match signed(&http, &endpoint, method, &path, body).await {
+                    Ok((200, json)) if kind == "token" => {
+                        known.tokens += 1;
+                        tokens.push(Issued {
+                            token: json["token"].as_str().unwrap().to_string(),
+                            id,
+                            revocations_before: known.revocations,
+                        });
+                    }
+                    Ok((204, _)) if kind == "revoke" => known.revocations += 1,
+                    Ok((204, _)) if kind == "delete" => known.deleted = true,
+                    Ok((status, json)) => panic!("{kind} answered {status}: {json}"),
+                    Err(_) => {
+                        known.pending = Some(kind);
+                        return (mine, tokens, 0);
+                    }
+                }
+            }
+            acknowledged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        (mine, tokens, 0)
+    }
+
+    /// Checks the emulator's admin view and every token's verdict against what was
+    /// acknowledged, then takes what the emulator shows for the unanswered changes as known.
+    async fn check_and_settle(endpoint: &Url, model: &mut Model) {
+        let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+        let listed: Value = http
+            .get(endpoint.join("/admin/identities").unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let listed = listed["identities"].as_array().unwrap();
+        let mut unknown = 0;
+        for view in listed {
+            let id = view["id"].as_str().unwrap().to_string();
+            let deleted = view["deleted"].as_bool().unwrap();
+            let revocations = view["revocations"].as_u64().unwrap();
+            let tokens = view["tokensIssued"].as_u64().unwrap();
+            let custom_id = view["customId"].as_str().map(str::to_string);
+            let Some(known) = model.identities.get_mut(&id) else {
+                // Made by a create that was never answered.
+                unknown += 1;
+                assert_eq!((deleted, revocations, tokens), (false, 0, 0), "{view}");
+                model.identities.insert(
+                    id,
+                    Known {
+                        custom_id,
+                        ..Known::default()
+                    },
+                );
+                continue;
+            };
+            assert_eq!(custom_id, known.custom_id, "{view}");
+            let pending = known.pending.take();
+            let may = |kind: &str| pending == Some(kind);
+            assert!(
+                deleted == known.deleted || (deleted && may("delete")),
+                "acknowledged delete state lost: {view} vs {known:?}"
+            );
+            assert!(
+                revocations == known.revocations
+                    || (revocations == known.revocations + 1 && may("revoke")),
+                "acknowledged revocations lost: {view} vs {known:?}"
+            );
+            assert!(
+                tokens == known.tokens || (tokens == known.tokens + 1 && may("token")),
+                "acknowledged tokens lost: {view} vs {known:?}"
+            );
+            known.deleted = deleted;
+            known.revocations = revocations;
+            known.tokens = tokens;
+        }
+        assert!(
+            unknown <= model.unanswered_creates,
+            "{unknown} identities nobody created"
+        );
+        model.unanswered_creates = 0;
+        assert_eq!(
+            listed.len(),
+            model.identities.len(),
+            "acknowledged identities lost"
+        );
+        for issued in &model.tokens {
+            let known = &model.identities[&issued.id];
+            let expected = if known.deleted {
+                "deleted"
+            } else if known.revocations > issued.revocations_before {
+                "revoked"
+            } else {
+                "ok"
+            };
+            let verdict: Value = http
+                .post(endpoint.join("/admin/tokens:verify").unwrap())
+                .json(&json!({ "token": issued.token }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(verdict["reason"], expected, "token of {}", issued.id);
+        }
+    }
+
+    #[tokio::test]
+    async fn acknowledged_state_survives_sigkill_at_random_points() {
+        use rand::Rng;
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("state");
+        let args = [
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--throttle",
+            "off",
+        ];
+        let mut model = Model::default();
+        let mut rng = rand::rng();
+        let rounds = 4;
+        for round in 0..rounds {
+            let (mut child, line, _stdout) = launch(&args).await;
+            let endpoint = endpoint_of(&line);
+            check_and_settle(&endpoint, &mut model).await;
+
+            // The load: four workers, each with its share of the live identities.
+            let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut shares: Vec<Vec<(String, Known)>> = vec![Vec::new(); 4];
+            let live: Vec<(String, Known)> = model
+                .identities
+                .iter()
+                .filter(|(_, k)| !k.deleted)
+                .map(|(id, k)| (id.clone(), k.clone()))
+                .collect();
+            for (i, entry) in live.into_iter().enumerate() {
+                shares[i % 4].push(entry);
+            }
+            let workers: Vec<_> = shares
+                .into_iter()
+                .enumerate()
+                .map(|(w, share)| {
+                    tokio::spawn(worker(
+                        endpoint.clone(),
+                        share,
+                        (round * 10 + w) as u64,
+                        5_000,
+                        acknowledged.clone(),
+                    ))
+                })
+                .collect();
+            // Let some load be acknowledged, then kill at a random moment in the middle of it.
+            let started = Instant::now();
+            while acknowledged.load(std::sync::atomic::Ordering::Relaxed) < 40 {
+                assert!(started.elapsed() < WAIT, "the load did not get going");
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+            let final_round = round == rounds - 1;
+            let pid = child.id().unwrap().to_string();
+            let signal = if final_round { "-TERM" } else { "-KILL" };
+            let killed = Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .await
+                .unwrap();
+            assert!(killed.success());
+            tokio::time::timeout(WAIT, child.wait())
+                .await
+                .expect("the emulator ends in time")
+                .unwrap();
+            for worker in workers {
+                let (mine, tokens, unanswered) = tokio::time::timeout(WAIT, worker)
+                    .await
+                    .expect("the worker stops once the emulator is gone")
+                    .unwrap();
+                for (id, known) in mine {
+                    model.identities.insert(id, known);
+                }
+                model.tokens.extend(tokens);
+                model.unanswered_creates += unanswered;
+            }
+        }
+        assert!(model.tokens.len() > 40, "the load issued tokens");
+        // After the last (clean) stop, once more from the same directory.
+        let (child, line, stdout) = launch(&args).await;
+        check_and_settle(&endpoint_of(&line), &mut model).await;
+        terminate(child, stdout).await;
+    }
+
+    #[tokio::test]
+    async fn a_damaged_data_dir_stops_the_start_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().to_str().unwrap().to_string();
+        // A first run writes the state file.
+        let (child, _line, stdout) = launch(&["--data-dir", &data_dir]).await;
+        terminate(child, stdout).await;
+        let file = dir.path().join("state.jsonl");
+        let header = std::fs::read_to_string(&file).unwrap();
+        let cases = [
+            (
+                format!("{header}not json\n"),
+                "line 2 is not valid emulator state",
+            ),
+            (
+                header.replace("\"format\":1", "\"format\":9"),
+                "has state format 9, newer than this emulator's 1",
+            ),
+        ];
+        for (content, reason) in cases {
+            std::fs::write(&file, &content).unwrap();
+            let output = Command::new(env!("CARGO_BIN_EXE_acs-emulator"))
+                .args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--access-key",
+                    KEY,
+                    "--data-dir",
+                    &data_dir,
+                ])
+                .output();
+            let output = tokio::time::timeout(WAIT, output).await.unwrap().unwrap();
+            assert_eq!(output.status.code(), Some(1));
+            assert!(output.stdout.is_empty());
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains(reason), "{stderr}");
+            assert!(stderr.contains("state.jsonl"), "{stderr}");
+            // Never reset: the file is as it was.
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), content);
+        }
+    }
+
     #[tokio::test]
     async fn bad_arguments_exit_non_zero_without_printing() {
         let output = Command::new(env!("CARGO_BIN_EXE_acs-emulator"))
@@ -1051,4 +1401,316 @@ mod binary {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!stderr.contains("not base64!"), "{stderr}");
     }
+}
+
+#[tokio::test]
+async fn admin_listing_pages_through_every_identity_once() {
+    let emulator = start(|_| {}).await;
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        created.push(emulator.create().await);
+    }
+    let deleted = emulator.call("DELETE", &delete_path(&created[1]), "").await;
+    assert_eq!(deleted.status, 204);
+
+    let mut listed = Vec::new();
+    let mut path = "/admin/identities?limit=2".to_string();
+    for _ in 0..10 {
+        let page = emulator.admin_get(&path).await;
+        let identities = page["identities"].as_array().unwrap();
+        assert!(identities.len() <= 2, "{page}");
+        listed.extend(
+            identities
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_string()),
+        );
+        match page["continue"].as_str() {
+            Some(token) => path = format!("/admin/identities?limit=2&continue={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(listed, created, "every identity once, oldest first");
+    // Without a limit: everything in one answer, no continue.
+    let all = emulator.admin_get("/admin/identities").await;
+    assert_eq!(all["identities"].as_array().unwrap().len(), 5);
+    assert!(all.get("continue").is_none());
+
+    for bad in [
+        "limit=0",
+        "limit=5001",
+        "limit=two",
+        "limit=2&continue=garbage",
+        "continue=17",
+    ] {
+        let answer = emulator
+            .admin_send("GET", &format!("/admin/identities?{bad}"), Value::Null)
+            .await;
+        assert_eq!(answer.status, 400, "{bad}: {}", answer.json);
+        assert_eq!(answer.error_code(), "BadRequest", "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn preview_versions_read_an_identity_back() {
+    let emulator = start(|_| {}).await;
+    let preview = "2025-03-02-preview";
+    let created = emulator
+        .call(
+            "POST",
+            &format!("/identities?api-version={preview}"),
+            r#"{"customId":"alice@contoso"}"#,
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let id = created.json["identity"]["id"].as_str().unwrap().to_string();
+    let get_path = |version: &str| format!("/identities/{}?api-version={version}", encoded(&id));
+
+    let read = emulator.call("GET", &get_path(preview), "").await;
+    assert_eq!(read.status, 200, "{}", read.json);
+    assert_eq!(read.json, json!({"id": id, "customId": "alice@contoso"}));
+
+    let issued = emulator.issue(&id, r#"{"scopes":["chat"]}"#).await;
+    assert_eq!(issued.status, 200);
+    let read = emulator
+        .call("GET", &get_path("2025-04-01-preview"), "")
+        .await;
+    assert_eq!(read.status, 200);
+    let issued_at: jiff::Timestamp = read.json["lastTokenIssuedAt"]
+        .as_str()
+        .expect("lastTokenIssuedAt once a token was issued")
+        .parse()
+        .unwrap();
+    let age = jiff::Timestamp::now().duration_since(issued_at);
+    assert!(age.as_secs() < 60, "{age:?}");
+
+    // GA versions have no such read.
+    for ga in [V, "2025-06-30"] {
+        let refused = emulator.call("GET", &get_path(ga), "").await;
+        assert_eq!(refused.status, 400, "{ga}");
+        assert_eq!(refused.error_code(), "UnsupportedApiVersion");
+    }
+    let deleted = emulator.call("DELETE", &delete_path(&id), "").await;
+    assert_eq!(deleted.status, 204);
+    let gone = emulator.call("GET", &get_path(preview), "").await;
+    assert_eq!(gone.status, 404);
+    assert_eq!(gone.error_code(), "IdentityNotFound");
+}
+
+#[tokio::test]
+async fn the_2020_preview_issues_revokes_by_time_and_deletes() {
+    let emulator = start(|_| {}).await;
+    let legacy = "2020-07-20-preview2";
+    let created = emulator
+        .call("POST", &format!("/identities?api-version={legacy}"), "")
+        .await;
+    assert_eq!(created.status, 200, "{}", created.json);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    assert_eq!(created.json, json!({ "id": id }));
+    let token_path = format!("/identities/{}/token?api-version={legacy}", encoded(&id));
+    let patch_path = format!("/identities/{}?api-version={legacy}", encoded(&id));
+
+    let first = emulator
+        .call("POST", &token_path, r#"{"scopes":["chat","voip"]}"#)
+        .await;
+    assert_eq!(first.status, 200, "{}", first.json);
+    assert_eq!(first.json["id"], id.as_str());
+    let first_token = first.json["token"].as_str().unwrap().to_string();
+    assert!(first.json["expiresOn"].as_str().is_some());
+    assert_eq!(emulator.verdict(&first_token).await, "ok");
+
+    // Revoke without a time: everything issued so far.
+    let revoked = emulator.call("PATCH", &patch_path, "{}").await;
+    assert_eq!(revoked.status, 204, "{}", revoked.json);
+    assert_eq!(emulator.verdict(&first_token).await, "revoked");
+    let second = emulator
+        .call("POST", &token_path, r#"{"scopes":["chat"]}"#)
+        .await;
+    let second_token = second.json["token"].as_str().unwrap().to_string();
+    assert_eq!(emulator.verdict(&second_token).await, "ok");
+
+    // Revoke what was issued before a minute ago: the new token stays valid.
+    let minute_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    let body = json!({ "tokensValidFrom": minute_ago.to_string() }).to_string();
+    assert_eq!(emulator.call("PATCH", &patch_path, &body).await.status, 204);
+    assert_eq!(emulator.verdict(&second_token).await, "ok");
+    assert_eq!(emulator.identity_view(&id).await["revocations"], 2);
+    // ...and before a minute from now: it is revoked too.
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
+    let body = json!({ "tokensValidFrom": soon.to_string() }).to_string();
+    assert_eq!(emulator.call("PATCH", &patch_path, &body).await.status, 204);
+    assert_eq!(emulator.verdict(&second_token).await, "revoked");
+
+    let bad = emulator
+        .call("PATCH", &patch_path, r#"{"tokensValidFrom":"yesterday"}"#)
+        .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json["error"]["target"], "TokensValidFrom");
+    // The current calls are not part of this version, nor this version's of the current ones.
+    let current = emulator
+        .call("POST", &issue_path(&id, legacy), r#"{"scopes":["chat"]}"#)
+        .await;
+    assert_eq!(current.status, 400);
+    assert_eq!(current.error_code(), "UnsupportedApiVersion");
+    let old_call_now = format!("/identities/{}/token?api-version={V}", encoded(&id));
+    let refused = emulator
+        .call("POST", &old_call_now, r#"{"scopes":["chat"]}"#)
+        .await;
+    assert_eq!(refused.status, 400);
+
+    let deleted = emulator.call("DELETE", &patch_path, "").await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(emulator.verdict(&second_token).await, "deleted");
+    let after = emulator
+        .call("POST", &token_path, r#"{"scopes":["chat"]}"#)
+        .await;
+    assert_eq!(after.status, 404);
+}
+
+#[tokio::test]
+async fn teams_user_tokens_exchange_for_acs_tokens_and_each_mismatch_is_named() {
+    let emulator = start(|_| {}).await;
+    let user = emulator
+        .admin
+        .post(
+            "admin/teamsUsers",
+            json!({"appId": "app-1", "userId": "user-1"}),
+        )
+        .await;
+    let entra_token = user["token"].as_str().unwrap().to_string();
+    assert_eq!(user["userId"], "user-1");
+    let path = format!("/teamsUser/:exchangeAccessToken?api-version={V}");
+    let exchange = |token: &str, app: &str, user: &str| {
+        json!({"token": token, "appId": app, "userId": user}).to_string()
+    };
+
+    let ok = emulator
+        .call("POST", &path, &exchange(&entra_token, "app-1", "user-1"))
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.json);
+    let acs_token = ok.json["token"].as_str().unwrap();
+    assert_eq!(
+        ok.json["expiresOn"], user["expiresOn"],
+        "expires with the Entra token"
+    );
+    assert_eq!(python_claims(acs_token)["skypeid"], "orgid:user-1");
+    assert_eq!(emulator.verdict(acs_token).await, "ok");
+    // A Teams identity is not one of the resource's identities.
+    assert!(emulator.admin.live_identities().await.is_empty());
+
+    let expired = emulator
+        .admin
+        .post(
+            "admin/teamsUsers",
+            json!({"appId": "app-1", "userId": "user-1", "lifetimeSeconds": 0}),
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrong_audience = emulator
+        .admin
+        .post(
+            "admin/teamsUsers",
+            json!({"appId": "app-1", "userId": "user-1", "audience": "https://graph.microsoft.com"}),
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A token of another emulator instance: signed with another secret.
+    let other = start(|_| {}).await;
+    let foreign = other
+        .admin
+        .post(
+            "admin/teamsUsers",
+            json!({"appId": "app-1", "userId": "user-1"}),
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cases = [
+        (
+            exchange(&entra_token, "app-2", "user-1"),
+            400,
+            "ValidationError",
+            "AAD application is not the expected one.",
+        ),
+        (
+            exchange(&entra_token, "app-1", "user-2"),
+            400,
+            "ValidationError",
+            "AAD user is not the expected one.",
+        ),
+        (
+            exchange(&entra_token, "", "user-1"),
+            400,
+            "ValidationError",
+            "AppId: The AppId field is required.",
+        ),
+        (
+            json!({"token": entra_token, "appId": "app-1"}).to_string(),
+            400,
+            "ValidationError",
+            "UserId: The UserId field is required.",
+        ),
+        (
+            exchange(&expired, "app-1", "user-1"),
+            401,
+            "InvalidAccessToken",
+            "expired",
+        ),
+        (
+            exchange(&wrong_audience, "app-1", "user-1"),
+            401,
+            "InvalidAccessToken",
+            "audience",
+        ),
+        (
+            exchange(&foreign, "app-1", "user-1"),
+            401,
+            "InvalidAccessToken",
+            "not issued by the emulator",
+        ),
+        (
+            exchange("invalid", "app-1", "user-1"),
+            401,
+            "InvalidAccessToken",
+            "not an Entra ID access token",
+        ),
+        // An ACS token is not an Entra token of a Teams user.
+        (
+            exchange(acs_token, "app-1", "user-1"),
+            401,
+            "InvalidAccessToken",
+            "not issued by the emulator",
+        ),
+    ];
+    for (body, status, code, message) in cases {
+        let refused = emulator.call("POST", &path, &body).await;
+        assert_eq!(refused.status, status, "{message}: {}", refused.json);
+        assert_eq!(refused.error_code(), code, "{message}");
+        assert!(
+            refused.error_message().contains(message),
+            "{}",
+            refused.json
+        );
+        assert!(!refused.error_message().contains(&entra_token));
+    }
+    // Before 2022-06-01 the call does not exist.
+    let old = emulator
+        .call(
+            "POST",
+            "/teamsUser/:exchangeAccessToken?api-version=2021-03-07",
+            &exchange(&entra_token, "app-1", "user-1"),
+        )
+        .await;
+    assert_eq!(old.error_code(), "UnsupportedApiVersion");
+    // Counted under its own name.
+    assert_eq!(emulator.admin.count("exchangeTeamsToken", 200).await, 1);
+    let bad_spec = emulator
+        .admin_send("POST", "/admin/teamsUsers", json!({"userId": "u"}))
+        .await;
+    assert_eq!(bad_spec.status, 400);
+    other.handle.shutdown().await;
 }

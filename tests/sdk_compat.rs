@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use support::tls::{TestCa, test_ca};
@@ -199,6 +200,10 @@ struct Verdict {
 
 impl Emulator {
     async fn start(tls: &TestTls) -> Self {
+        Self::start_with(tls, &[]).await
+    }
+
+    async fn start_with(tls: &TestTls, extra: &[&str]) -> Self {
         let log = tls.dir.path().join("emulator.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_acs-emulator"))
             .args(["--listen", "127.0.0.1:0", "--access-key", ACCESS_KEY])
@@ -206,6 +211,7 @@ impl Emulator {
             .arg(tls.cert_path())
             .arg("--tls-key")
             .arg(tls.key_path())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("emulator log"))
@@ -821,6 +827,460 @@ async fn js_sdk_quickstart_passes_against_emulator_over_tls() {
         Path::new("node"),
         &[repo_root().join("tests/sdk/quickstart.mjs").into()],
         &[
+            ("NODE_EXTRA_CA_CERTS", tls.ca_path().into()),
+            ("SDK_JS_DIR", sdks.js_dir.clone().into()),
+        ],
+    )
+    .await;
+    emulator.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A script run step by step, checked by straight-line test code
+
+/// A script speaking the step protocol of the quickstarts: one JSON line per step, then it waits
+/// for a line on stdin. Dropping it kills the script.
+struct Script {
+    sdk: &'static str,
+    child: Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+    stderr: Option<tokio::task::JoinHandle<String>>,
+    deadline: tokio::time::Instant,
+    log: PathBuf,
+}
+
+impl Script {
+    fn spawn(
+        sdk: &'static str,
+        emulator: &Emulator,
+        program: &Path,
+        args: &[OsString],
+        env: &[(&str, OsString)],
+    ) -> Self {
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(repo_root())
+            .env(
+                "COMMUNICATION_SERVICES_CONNECTION_STRING",
+                emulator.connection_string(),
+            )
+            .env("SDK_STEP_ACK", "1")
+            .env_remove("PYTHONPATH")
+            .env_remove("PYTHONHOME")
+            .env_remove("NODE_PATH")
+            .env_remove("NODE_OPTIONS")
+            .env("NO_PROXY", "localhost,127.0.0.1")
+            .env("no_proxy", "localhost,127.0.0.1")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{sdk}: cannot start {}: {e}", program.display()));
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut stderr = child.stderr.take().expect("stderr");
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        Script {
+            sdk,
+            child,
+            stdin,
+            stdout,
+            stderr: Some(stderr),
+            deadline: tokio::time::Instant::now() + SCRIPT_TIMEOUT,
+            log: emulator.log.clone(),
+        }
+    }
+
+    /// The next step report, which must be `name` (a `failed` step or anything else panics
+    /// with the script's stderr and the emulator's log).
+    async fn next(&mut self, name: &str) -> Value {
+        let step = self.next_any().await;
+        if step["step"] != name {
+            self.fail(&format!("expected step {name}, got {}", redacted(&step)))
+                .await;
+        }
+        step
+    }
+
+    /// The next step report, whatever it is.
+    async fn next_any(&mut self) -> Value {
+        loop {
+            match tokio::time::timeout_at(self.deadline, self.stdout.next_line()).await {
+                Err(_) => self.fail("no step within the time limit").await,
+                Ok(Err(e)) => self.fail(&format!("reading stdout: {e}")).await,
+                Ok(Ok(None)) => self.fail("the script ended early").await,
+                Ok(Ok(Some(line))) => {
+                    if let Ok(step) = serde_json::from_str::<Value>(&line) {
+                        return step;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lets the script go on to its next step.
+    async fn ack(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        if stdin.write_all(b"next\n").await.is_err() {
+            self.fail("the script stopped reading its acknowledgements")
+                .await;
+        }
+    }
+
+    /// After its `done` (or `failed`) step: the script must exit, with success when `ok`.
+    async fn finish(mut self, ok: bool) {
+        drop(self.stdin.take());
+        match tokio::time::timeout_at(self.deadline, self.child.wait()).await {
+            Ok(Ok(status)) if status.success() == ok => {}
+            Ok(Ok(status)) => self.fail(&format!("exited with {status}")).await,
+            _ => self.fail("did not exit").await,
+        }
+    }
+
+    async fn fail(&mut self, what: &str) -> ! {
+        let _ = self.child.start_kill();
+        let stderr = match self.stderr.take() {
+            Some(task) => tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        panic!(
+            "{}: {what}\nstderr:\n{stderr}\nemulator log:\n{}",
+            self.sdk,
+            read_lossy(&self.log)
+        );
+    }
+}
+
+/// A step report with its tokens cut short, for failure messages.
+fn redacted(step: &Value) -> String {
+    let mut step = step.clone();
+    if let Some(object) = step.as_object_mut() {
+        for (name, value) in object.iter_mut() {
+            if name.contains("token") && value.is_string() {
+                *value = json!("<redacted>");
+            }
+        }
+    }
+    step.to_string()
+}
+
+fn python_env(tls: &TestTls) -> Vec<(&'static str, OsString)> {
+    vec![
+        ("REQUESTS_CA_BUNDLE", tls.ca_path().into()),
+        ("PYTHONDONTWRITEBYTECODE", "1".into()),
+        ("PYTHONUNBUFFERED", "1".into()),
+    ]
+}
+
+impl Emulator {
+    /// The admin view of one identity.
+    async fn identity(&self, id: &str) -> AdminIdentity {
+        self.identities()
+            .await
+            .remove(id)
+            .unwrap_or_else(|| panic!("the emulator does not know {id}"))
+    }
+
+    async fn reason(&self, token: &str) -> String {
+        let verdict = self.verify(token).await;
+        assert_eq!(verdict.valid, verdict.reason == "ok");
+        verdict.reason
+    }
+
+    /// `operation -> status -> count` of the admin stats.
+    async fn counts(&self) -> Value {
+        self.admin_json(self.admin.get(self.admin_url("stats")), "stats")
+            .await["operations"]
+            .clone()
+    }
+}
+
+fn string(step: &Value, field: &str) -> String {
+    step[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("step without {field}: {}", redacted(step)))
+        .to_string()
+}
+
+#[tokio::test]
+async fn python_2020_administration_library_runs_against_the_retired_api_version() {
+    let sdks = sdks();
+    let tls = TestTls::generate();
+    let emulator = Emulator::start(&tls).await;
+    let script = repo_root().join("tests/sdk/legacy_b4.py");
+    let mut run = Script::spawn(
+        "python b4",
+        &emulator,
+        &sdks.python,
+        &[script.into()],
+        &python_env(&tls),
+    );
+    let view = |deleted, tokens_issued, revocations, id: &str| AdminIdentity {
+        id: id.to_string(),
+        deleted,
+        tokens_issued,
+        revocations,
+    };
+
+    let step = run.next("create_user").await;
+    let id = string(&step, "id");
+    assert_eq!(emulator.identity(&id).await, view(false, 0, 0, &id));
+    assert_eq!(emulator.identities().await.len(), 1);
+    run.ack().await;
+
+    let step = run.next("issue_token").await;
+    let first = string(&step, "token");
+    assert_eq!(emulator.identity(&id).await, view(false, 1, 0, &id));
+    assert_eq!(emulator.reason(&first).await, "ok");
+    run.ack().await;
+
+    run.next("revoke_tokens").await;
+    assert_eq!(emulator.identity(&id).await, view(false, 1, 1, &id));
+    assert_eq!(emulator.reason(&first).await, "revoked");
+    run.ack().await;
+
+    let step = run.next("issue_token_after_revoke").await;
+    let second = string(&step, "token");
+    assert_eq!(emulator.identity(&id).await, view(false, 2, 1, &id));
+    assert_eq!(emulator.reason(&second).await, "ok");
+    assert_eq!(emulator.reason(&first).await, "revoked");
+    run.ack().await;
+
+    run.next("revoke_tokens_issued_before_an_hour_ago").await;
+    assert_eq!(emulator.identity(&id).await, view(false, 2, 2, &id));
+    assert_eq!(emulator.reason(&second).await, "ok");
+    run.ack().await;
+
+    run.next("revoke_tokens_issued_before_a_minute_from_now")
+        .await;
+    assert_eq!(emulator.identity(&id).await, view(false, 2, 3, &id));
+    assert_eq!(emulator.reason(&second).await, "revoked");
+    run.ack().await;
+
+    run.next("delete_user").await;
+    assert_eq!(emulator.identity(&id).await, view(true, 2, 3, &id));
+    assert_eq!(emulator.reason(&second).await, "deleted");
+    run.ack().await;
+
+    run.next("issue_token_deleted_rejected").await;
+    run.ack().await;
+    run.next("done").await;
+    run.finish(true).await;
+    // One request per step, each answered as the library expects: no retries, nothing else.
+    assert_eq!(
+        emulator.counts().await,
+        json!({
+            "createIdentity": {"200": 1},
+            "issueToken": {"200": 2, "404": 1},
+            "revokeTokens": {"204": 3},
+            "deleteIdentity": {"204": 1},
+        })
+    );
+    emulator.stop().await;
+}
+
+#[tokio::test]
+async fn the_retired_api_version_can_be_turned_off() {
+    let sdks = sdks();
+    let tls = TestTls::generate();
+    let emulator = Emulator::start_with(&tls, &["--retired-api-versions", "off"]).await;
+    let script = repo_root().join("tests/sdk/legacy_b4.py");
+    let mut run = Script::spawn(
+        "python b4",
+        &emulator,
+        &sdks.python,
+        &[script.into()],
+        &python_env(&tls),
+    );
+    let step = run.next("failed").await;
+    let error = string(&step, "error");
+    assert!(error.contains("UnsupportedApiVersion"), "{error}");
+    assert!(error.contains("2020-07-20-preview2"), "{error}");
+    run.finish(false).await;
+    assert!(emulator.identities().await.is_empty());
+    emulator.stop().await;
+}
+
+impl Emulator {
+    /// `POST /admin/teamsUsers`: an Entra token of a test Teams user.
+    async fn teams_user_token(&self, spec: Value) -> Value {
+        self.admin_json(
+            self.admin.post(self.admin_url("teamsUsers")).json(&spec),
+            "teamsUsers",
+        )
+        .await
+    }
+}
+
+/// Runs a Teams exchange script and checks each of its steps: the exchanged token verifies and
+/// expires with the Entra token, and every refusal has the status, code and message that name
+/// its reason.
+async fn run_teams_exchange(
+    sdk: &'static str,
+    emulator: &Emulator,
+    program: &Path,
+    script: &str,
+    mut env: Vec<(&'static str, OsString)>,
+) {
+    let (app, user) = (
+        "11111111-aaaa-4bbb-8ccc-222222222222",
+        "33333333-dddd-4eee-8fff-444444444444",
+    );
+    let valid = emulator
+        .teams_user_token(json!({"appId": app, "userId": user}))
+        .await;
+    let expired = emulator
+        .teams_user_token(json!({"appId": app, "userId": user, "lifetimeSeconds": -60}))
+        .await;
+    let wrong_audience = emulator
+        .teams_user_token(
+            json!({"appId": app, "userId": user, "audience": "https://graph.microsoft.com"}),
+        )
+        .await;
+    let tokens = json!({
+        "valid": valid["token"],
+        "expired": expired["token"],
+        "wrongAudience": wrong_audience["token"],
+        "appId": app,
+        "userId": user,
+    });
+    env.push(("TEAMS_USER_TOKENS", tokens.to_string().into()));
+    let mut run = Script::spawn(
+        sdk,
+        emulator,
+        program,
+        &[repo_root().join(script).into()],
+        &env,
+    );
+
+    let step = run.next("exchange").await;
+    let token = string(&step, "token");
+    assert_eq!(
+        emulator.reason(&token).await,
+        "ok",
+        "{sdk}: the exchanged token verifies"
+    );
+    let payload = token.split('.').nth(1).expect("JWT");
+    let claims: Value =
+        serde_json::from_slice(&B64URL.decode(payload).expect("base64url")).expect("JSON claims");
+    assert_eq!(
+        claims["skypeid"],
+        format!("orgid:{user}"),
+        "{sdk}: a Teams identity"
+    );
+    let entra_exp = jiff::Timestamp::from_str(valid["expiresOn"].as_str().unwrap())
+        .unwrap()
+        .as_second();
+    assert_eq!(
+        claims["exp"], entra_exp,
+        "{sdk}: expires with the Entra token"
+    );
+    assert!(
+        emulator.identities().await.is_empty(),
+        "{sdk}: no ACS identity made"
+    );
+    run.ack().await;
+
+    let refusals = [
+        (
+            "wrong_app_rejected",
+            400,
+            "ValidationError",
+            "AAD application is not the expected one.",
+        ),
+        (
+            "wrong_user_rejected",
+            400,
+            "ValidationError",
+            "AAD user is not the expected one.",
+        ),
+        (
+            "empty_app_rejected",
+            400,
+            "ValidationError",
+            "AppId: The AppId field is required.",
+        ),
+        (
+            "expired_rejected",
+            401,
+            "InvalidAccessToken",
+            "it is expired",
+        ),
+        (
+            "wrong_audience_rejected",
+            401,
+            "InvalidAccessToken",
+            "its audience is 'https://graph.microsoft.com'",
+        ),
+        (
+            "invalid_token_rejected",
+            401,
+            "InvalidAccessToken",
+            "not an Entra ID access token",
+        ),
+    ];
+    for (name, status, code, message) in refusals {
+        let step = run.next(name).await;
+        assert_eq!(step["status"], status, "{sdk} {name}: {}", redacted(&step));
+        assert_eq!(step["code"], code, "{sdk} {name}: {}", redacted(&step));
+        assert!(
+            step["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(message),
+            "{sdk} {name}: {}",
+            redacted(&step)
+        );
+        run.ack().await;
+    }
+    run.next("done").await;
+    run.finish(true).await;
+    // Exactly one request per step: no hidden retries of the refused ones.
+    assert_eq!(
+        emulator.counts().await,
+        json!({"exchangeTeamsToken": {"200": 1, "400": 3, "401": 3}}),
+        "{sdk}"
+    );
+}
+
+#[tokio::test]
+async fn python_sdk_exchanges_teams_user_tokens_over_tls() {
+    let sdks = sdks();
+    let tls = TestTls::generate();
+    let emulator = Emulator::start(&tls).await;
+    run_teams_exchange(
+        "python teams",
+        &emulator,
+        &sdks.python,
+        "tests/sdk/teams_exchange.py",
+        python_env(&tls),
+    )
+    .await;
+    emulator.stop().await;
+}
+
+#[tokio::test]
+async fn js_sdk_exchanges_teams_user_tokens_over_tls() {
+    let sdks = sdks();
+    let tls = TestTls::generate();
+    let emulator = Emulator::start(&tls).await;
+    run_teams_exchange(
+        "js teams",
+        &emulator,
+        Path::new("node"),
+        "tests/sdk/teams_exchange.mjs",
+        vec![
             ("NODE_EXTRA_CA_CERTS", tls.ca_path().into()),
             ("SDK_JS_DIR", sdks.js_dir.clone().into()),
         ],

@@ -70,6 +70,24 @@ struct Cli {
     /// `expires_in` of the Entra tokens issued (3599 like Entra; 0 issues expired tokens).
     #[arg(long, default_value_t = 3599)]
     entra_token_lifetime_seconds: u64,
+
+    /// Keep identities, revocations, customIds and the token signing secrets in this
+    /// directory, so a restart loses nothing (created if missing). Memory only when absent.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// `on` also serves the retired api-version 2020-07-20-preview2 (for old code such as
+    /// azure-communication-administration 1.0.0b4); `off` answers it 400 like the service now.
+    #[arg(long, default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    retired_api_versions: bool,
+}
+
+fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected `on` or `off`".into()),
+    }
 }
 
 fn parse_throttle(spec: &str) -> Result<ThrottleConfig, String> {
@@ -146,6 +164,8 @@ fn config(cli: &Cli) -> Result<EmulatorConfig, String> {
     config.public_endpoint.clone_from(&cli.public_endpoint);
     config.entra.tenants = cli.entra_tenants.iter().cloned().collect();
     config.entra.token_lifetime = Duration::from_secs(cli.entra_token_lifetime_seconds);
+    config.data_dir.clone_from(&cli.data_dir);
+    config.retired_api_versions = cli.retired_api_versions;
     Ok(config)
 }
 

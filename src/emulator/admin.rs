@@ -6,7 +6,7 @@
 //! | request | body | answer |
 //! |---|---|---|
 //! | `GET /admin/health` | – | `200 {"status":"ok"}` |
-//! | `GET /admin/identities` | – | `200 {"identities":[{"id":"8:acs:…","customId"?:"…","deleted":false,"tokensIssued":2,"revocations":1}]}`, oldest first, deleted ones included; `customId` only when created with one |
+//! | `GET /admin/identities[?limit=N&continue=C]` | – | `200 {"identities":[{"id":"8:acs:…","customId"?:"…","deleted":false,"tokensIssued":2,"revocations":1}],"continue"?:"…"}`, oldest first, deleted ones included; `customId` only when created with one. Without `limit`, all of them; with it (1..=5000), at most that many, and `continue` when more follow, to pass back for the next page |
 //! | `POST /admin/tokens:verify` | `{"token":"…"}` | `200 {"valid":true,"reason":"ok"}`; `reason` is one of `ok`, `expired`, `revoked`, `deleted`, `unknown` (not issued by this emulator instance), `malformed` |
 //! | `GET /admin/stats` | – | `200 {"total":7,"operations":{"issueToken":{"200":5,"429":1},"unknown":{"404":1}}}`: data-plane requests by operation and answered status; Entra token requests count as `entraToken` |
 //! | `DELETE /admin/stats` | – | `204`, counters back to zero |
@@ -15,6 +15,7 @@
 //! | `DELETE /admin/faults` | – | `204`, no faults pending |
 //! | `GET /admin/throttle` | – | `200` the throttle configuration (below) |
 //! | `POST /admin/throttle` | a throttle configuration | `200` the configuration now in force; windows restart |
+//! | `POST /admin/teamsUsers` | `{"appId":"…","userId"?,"tenantId"?,"lifetimeSeconds"?,"audience"?}` | `201 {"token","appId","userId","tenantId","expiresOn"}`: an Entra ID access token of a test Teams user, for `POST /teamsUser/:exchangeAccessToken`; `userId` and `tenantId` random when absent, an hour's lifetime (0 or less: already expired), the exchange's audience unless another is asked for |
 //!
 //! A fault: `{"operation":"issueToken","count":2,"status":503,"retryAfterSeconds":2}` makes the
 //! next two `issueToken` requests answer 503 with `Retry-After: 2`;
@@ -60,6 +61,44 @@ struct IdentityView {
 #[derive(Serialize)]
 struct IdentitiesView {
     identities: Vec<IdentityView>,
+    /// Present when more identities follow: pass it as `continue` for the next page.
+    #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
+    continue_token: Option<String>,
+}
+
+/// The largest page `limit` accepted.
+pub const MAX_PAGE: usize = 5000;
+
+/// A listing's `limit` and `continue` query parameters: how many, and after which creation
+/// order. Without `limit`, everything.
+fn page_request(query: Option<&str>) -> Result<(u64, usize), ErrorReply> {
+    let mut after = 0;
+    let mut limit = usize::MAX;
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*name {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        bad_request(format!(
+                            "`limit` must be a whole number from 1 to {MAX_PAGE}"
+                        ))
+                    })?;
+            }
+            "continue" => {
+                after = value
+                    .strip_prefix('o')
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        bad_request("`continue` must be the value a previous page returned")
+                    })?;
+            }
+            _ => {}
+        }
+    }
+    Ok((after, limit))
 }
 
 #[derive(Default, Deserialize)]
@@ -77,21 +116,30 @@ struct ThrottleUpdate {
     limits: std::collections::BTreeMap<String, u32>,
 }
 
-pub(super) fn handle(app: &App, route: AdminRoute, body: &[u8]) -> HttpResponse {
-    match answer(app, route, body) {
+pub(super) fn handle(
+    app: &App,
+    route: AdminRoute,
+    query: Option<&str>,
+    body: &[u8],
+) -> HttpResponse {
+    match answer(app, route, query, body) {
         Ok(response) => response,
         Err(error) => error.to_response(),
     }
 }
 
-fn answer(app: &App, route: AdminRoute, body: &[u8]) -> Result<HttpResponse, ErrorReply> {
+fn answer(
+    app: &App,
+    route: AdminRoute,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<HttpResponse, ErrorReply> {
     Ok(match route {
         AdminRoute::Health => admin_json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         AdminRoute::ListIdentities => {
-            let identities: Vec<IdentityView> = app
-                .identities
-                .store()
-                .summaries()
+            let (after, limit) = page_request(query)?;
+            let (page, next) = app.identities.store().page(after, limit);
+            let identities: Vec<IdentityView> = page
                 .into_iter()
                 .map(|s| IdentityView {
                     id: s.id,
@@ -101,7 +149,14 @@ fn answer(app: &App, route: AdminRoute, body: &[u8]) -> Result<HttpResponse, Err
                     revocations: s.revocations,
                 })
                 .collect();
-            admin_json(StatusCode::OK, &IdentitiesView { identities })
+            let continue_token = next.map(|order| format!("o{order}"));
+            admin_json(
+                StatusCode::OK,
+                &IdentitiesView {
+                    identities,
+                    continue_token,
+                },
+            )
         }
         AdminRoute::VerifyToken => {
             let request: VerifyRequest = parse_body(body).map_err(bad_request)?;
@@ -146,6 +201,24 @@ fn answer(app: &App, route: AdminRoute, body: &[u8]) -> Result<HttpResponse, Err
             let mut throttle = lock(&app.throttle);
             throttle.reconfigure(config);
             admin_json(StatusCode::OK, throttle.config())
+        }
+        AdminRoute::IssueTeamsUserToken => {
+            let spec: super::teams::TeamsUserSpec = parse_body(body).map_err(bad_request)?;
+            let now = SystemTime::now();
+            let claims = spec
+                .claims(super::tokens::unix_seconds(now))
+                .map_err(bad_request)?;
+            let token = app.entra.issue_teams_user(&claims);
+            admin_json(
+                StatusCode::CREATED,
+                &serde_json::json!({
+                    "token": token,
+                    "appId": claims.appid,
+                    "userId": claims.oid,
+                    "tenantId": claims.tid,
+                    "expiresOn": super::tokens::format_expires_on(claims.exp),
+                }),
+            )
         }
     })
 }

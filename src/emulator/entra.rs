@@ -178,10 +178,16 @@ struct TokenResponse {
 }
 
 impl EntraService {
+    #[cfg(test)]
     pub fn new(config: EntraConfig) -> Self {
+        Self::with_secret(config, rand::random())
+    }
+
+    /// With the signing secret kept in `--data-dir`, so its tokens outlive a restart.
+    pub fn with_secret(config: EntraConfig, secret: [u8; 32]) -> Self {
         Self {
             config,
-            minter: TokenMinter::random(),
+            minter: TokenMinter::new(secret),
         }
     }
 
@@ -341,6 +347,19 @@ impl EntraService {
             return Err(BearerError::NotYetValid);
         }
         Ok(claims)
+    }
+
+    /// An Entra access token of a test Teams user (`POST /admin/teamsUsers`).
+    pub fn issue_teams_user(&self, claims: &super::teams::TeamsUserClaims) -> String {
+        self.minter.sign(claims)
+    }
+
+    /// The claims of a Teams user token this emulator's Entra side issued.
+    pub fn read_teams_user(
+        &self,
+        token: &str,
+    ) -> Result<super::teams::TeamsUserClaims, TokenError> {
+        self.minter.verify(token)
     }
 
     /// Signs arbitrary claims with the token secret (for tests of the verifier).

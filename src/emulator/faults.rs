@@ -125,9 +125,13 @@ impl Rule {
         }
     }
 
-    fn applies_to(&self, op: Operation) -> bool {
-        self.operation
-            .is_none_or(|wanted| super::operation::covers(wanted, op))
+    /// A request without an operation of its own (`None`) matches only faults for any.
+    fn applies_to(&self, op: Option<Operation>) -> bool {
+        match (self.operation, op) {
+            (None, _) => true,
+            (Some(wanted), Some(op)) => super::operation::covers(wanted, op),
+            (Some(_), None) => false,
+        }
     }
 }
 
@@ -153,7 +157,7 @@ impl FaultPlan {
     }
 
     /// Uses up one application of the first rule that matches `op`.
-    pub fn take(&mut self, op: Operation) -> Option<Fault> {
+    pub fn take(&mut self, op: Option<Operation>) -> Option<Fault> {
         let index = self.rules.iter().position(|rule| rule.applies_to(op))?;
         let rule = &mut self.rules[index];
         let fault = rule.fault;
@@ -184,10 +188,25 @@ mod tests {
             retry_after_seconds: Some(2),
             after_commit: false,
         };
-        assert_eq!(plan.take(Operation::IssueToken), Some(expected));
-        assert_eq!(plan.take(Operation::DeleteIdentity), Some(expected));
-        assert_eq!(plan.take(Operation::IssueToken), None);
+        assert_eq!(plan.take(Some(Operation::IssueToken)), Some(expected));
+        assert_eq!(plan.take(Some(Operation::DeleteIdentity)), Some(expected));
+        assert_eq!(plan.take(Some(Operation::IssueToken)), None);
         assert!(plan.pending().is_empty());
+    }
+
+    #[test]
+    fn requests_without_an_operation_take_only_faults_for_any() {
+        let mut plan = FaultPlan::default();
+        plan.add(&spec(r#"{"operation":"issueToken","status":500}"#))
+            .unwrap();
+        assert_eq!(plan.take(None), None);
+        plan.add(&spec(r#"{"operation":null,"status":503}"#))
+            .unwrap();
+        assert_eq!(plan.take(None).unwrap().status, Some(503));
+        assert_eq!(
+            plan.take(Some(Operation::IssueToken)).unwrap().status,
+            Some(500)
+        );
     }
 
     #[test]
@@ -197,11 +216,14 @@ mod tests {
             .unwrap();
         plan.add(&spec(r#"{"operation":null,"delayMs":1500}"#))
             .unwrap();
-        let delayed = plan.take(Operation::RevokeTokens).unwrap();
+        let delayed = plan.take(Some(Operation::RevokeTokens)).unwrap();
         assert_eq!(delayed.delay, Some(Duration::from_millis(1500)));
         assert_eq!(delayed.status, None);
-        assert_eq!(plan.take(Operation::IssueToken).unwrap().status, Some(500));
-        assert_eq!(plan.take(Operation::IssueToken), None);
+        assert_eq!(
+            plan.take(Some(Operation::IssueToken)).unwrap().status,
+            Some(500)
+        );
+        assert_eq!(plan.take(Some(Operation::IssueToken)), None);
     }
 
     #[test]
@@ -209,7 +231,10 @@ mod tests {
         let mut plan = FaultPlan::default();
         plan.add(&spec(r#"{"operation":"createIdentity","status":429}"#))
             .unwrap();
-        assert!(plan.take(Operation::CreateIdentityWithToken).is_some());
+        assert!(
+            plan.take(Some(Operation::CreateIdentityWithToken))
+                .is_some()
+        );
     }
 
     #[test]
@@ -223,8 +248,17 @@ mod tests {
         let shown = serde_json::to_value(plan.pending()).unwrap();
         assert_eq!(shown[0]["afterCommit"], true);
         assert!(shown[1].get("afterCommit").is_none());
-        assert!(plan.take(Operation::CreateIdentity).unwrap().after_commit);
-        assert!(!plan.take(Operation::CreateIdentity).unwrap().after_commit);
+        assert!(
+            plan.take(Some(Operation::CreateIdentity))
+                .unwrap()
+                .after_commit
+        );
+        assert!(
+            !plan
+                .take(Some(Operation::CreateIdentity))
+                .unwrap()
+                .after_commit
+        );
     }
 
     #[test]
@@ -234,7 +268,7 @@ mod tests {
             r#"{"operation":"deleteIdentity","count":3,"status":503}"#,
         ))
         .unwrap();
-        plan.take(Operation::DeleteIdentity);
+        plan.take(Some(Operation::DeleteIdentity));
         let pending = plan.pending();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].count, 2);

@@ -7,7 +7,7 @@
 //! do not know the field and ignore it, as they ignore any unknown field.
 
 use super::responses::ErrorReply;
-use super::state::{IdentityNotFound, IdentityStore, Standing};
+use super::state::{IdentityStore, Standing, StoreError};
 use super::tokens::{MintedToken, TokenClaims, TokenError, TokenMinter, unix_seconds};
 use super::validation::{self, ScopeField};
 use crate::acs::Scope;
@@ -15,8 +15,60 @@ use crate::acs::model::{
     AccessTokenBody, CreateIdentityRequest, CreateIdentityResponse, IdentityBody,
     IssueTokenRequest, takes_custom_id,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Body of `PATCH /identities/{id}` (2020-07-20-preview2, `application/merge-patch+json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokensValidFromRequest {
+    #[serde(default)]
+    pub tokens_valid_from: Option<String>,
+}
+
+/// Body of `POST /teamsUser/:exchangeAccessToken`: all three are required.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamsExchangeRequest {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub app_id: Option<String>,
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+impl std::fmt::Debug for TeamsExchangeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TeamsExchangeRequest")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("app_id", &self.app_id)
+            .field("user_id", &self.user_id)
+            .finish()
+    }
+}
+
+/// The answer of `POST /identities/{id}/token` (2020-07-20-preview2): `{"id","token","expiresOn"}`.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LegacyTokenBody {
+    pub id: String,
+    pub token: String,
+    pub expires_on: String,
+}
+
+impl std::fmt::Debug for LegacyTokenBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegacyTokenBody")
+            .field("id", &self.id)
+            .field("token", &"<redacted>")
+            .field("expires_on", &self.expires_on)
+            .finish()
+    }
+}
+
+/// The `skypeid` of a Teams identity's token: its id is `8:orgid:<Entra object id>`.
+const TEAMS_PREFIX: &str = "orgid:";
 
 /// What `POST /admin/tokens:verify` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,10 +117,11 @@ impl IdentityService {
         now: SystemTime,
     ) -> Result<CreateIdentityResponse, ErrorReply> {
         let minutes = validation::lifetime_minutes(body.expires_in_minutes, version)?;
+        let rules = validation::rules_version(version);
         let scopes = body
             .create_token_with_scopes
             .as_deref()
-            .map(|raw| validation::scopes(raw, version, ScopeField::CreateTokenWithScopes))
+            .map(|raw| validation::scopes(raw, rules, ScopeField::CreateTokenWithScopes))
             .transpose()?;
         let preview = takes_custom_id(version);
         let custom_id = match body.custom_id.as_deref() {
@@ -78,7 +131,8 @@ impl IdentityService {
         let id = match custom_id {
             Some(custom_id) => self.store.create_with_custom_id(custom_id),
             None => self.store.create(),
-        };
+        }
+        .map_err(|error| store_error(error, ""))?;
         let access_token = match scopes {
             Some(scopes) => Some(self.mint(&id, &scopes, minutes, now)?),
             None => None,
@@ -114,18 +168,107 @@ impl IdentityService {
         self.mint(id, &scopes, minutes, now)
     }
 
+    /// `POST /identities/{id}/token` (2020-07-20-preview2): `{"scopes":[…]}`, a token of the
+    /// default lifetime, answered with the identity's id.
+    pub fn legacy_issue_token(
+        &self,
+        id: &str,
+        body: &IssueTokenRequest,
+        now: SystemTime,
+    ) -> Result<LegacyTokenBody, ErrorReply> {
+        let rules = validation::rules_version(validation::LEGACY_API_VERSION);
+        let scopes = validation::required_scopes(body.scopes.as_deref(), rules)?;
+        let minutes =
+            validation::lifetime_minutes(body.expires_in_minutes, validation::LEGACY_API_VERSION)?;
+        let AccessTokenBody { token, expires_on } = self.mint(id, &scopes, minutes, now)?;
+        Ok(LegacyTokenBody {
+            id: id.to_string(),
+            token,
+            expires_on,
+        })
+    }
+
+    /// `PATCH /identities/{id}` `{"tokensValidFrom": time}` (2020-07-20-preview2): revokes the
+    /// tokens issued before that time; without a time, before now.
+    pub fn set_tokens_valid_from(
+        &self,
+        id: &str,
+        body: &TokensValidFromRequest,
+        now: SystemTime,
+    ) -> Result<(), ErrorReply> {
+        let from = match body.tokens_valid_from.as_deref() {
+            None => now,
+            Some(raw) => raw
+                .parse::<jiff::Timestamp>()
+                .map(SystemTime::from)
+                .map_err(|_| {
+                    ErrorReply::validation(
+                        format!("TokensValidFrom: '{raw}' is not a valid date-time."),
+                        "TokensValidFrom",
+                    )
+                })?,
+        };
+        self.store
+            .revoke_issued_before(id, from, now)
+            .map_err(|error| store_error(error, id))
+    }
+
+    /// `GET /identities/{id}` (previews): `{"id","customId"?,"lastTokenIssuedAt"?}`; 404 once
+    /// deleted.
+    pub fn get(&self, id: &str) -> Result<IdentityBody, ErrorReply> {
+        let summary = self
+            .store
+            .summary(id)
+            .filter(|s| !s.deleted)
+            .ok_or_else(|| ErrorReply::identity_not_found(id))?;
+        Ok(IdentityBody {
+            id: summary.id,
+            custom_id: summary.custom_id,
+            last_token_issued_at: summary.last_token_issued_at.map(format_service_time),
+        })
+    }
+
     /// `POST /identities/{id}/:revokeAccessTokens`.
     pub fn revoke(&self, id: &str) -> Result<(), ErrorReply> {
         self.store
             .revoke(id)
-            .map_err(|_| ErrorReply::identity_not_found(id))
+            .map_err(|error| store_error(error, id))
     }
 
     /// `DELETE /identities/{id}`.
     pub fn delete(&self, id: &str) -> Result<(), ErrorReply> {
         self.store
             .delete(id)
-            .map_err(|_| ErrorReply::identity_not_found(id))
+            .map_err(|error| store_error(error, id))
+    }
+
+    /// An ACS token for the Teams identity `8:orgid:<user>` of an exchanged Entra token: it
+    /// expires with that token (or after `--token-lifetime-seconds`).
+    pub fn mint_teams(
+        &self,
+        user: &super::teams::TeamsUserClaims,
+        now: SystemTime,
+    ) -> AccessTokenBody {
+        let iat = unix_seconds(now);
+        let exp = match self.lifetime_override {
+            Some(lifetime) => {
+                iat.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX))
+            }
+            None => user.exp,
+        };
+        let claims = TokenClaims {
+            skypeid: format!("{TEAMS_PREFIX}{}", user.oid),
+            scp: 1792,
+            csi: iat.to_string(),
+            iat,
+            exp,
+            acs_scope: String::new(),
+            resource_id: self.store.resource_id().to_string(),
+            jti: super::state::random_uuid(),
+            seq: 0,
+        };
+        let MintedToken { token, expires_on } = self.minter.mint(&claims);
+        AccessTokenBody { token, expires_on }
     }
 
     /// Whether a token would be honoured now, and if not, why.
@@ -135,7 +278,14 @@ impl IdentityService {
             Err(TokenError::Malformed) => return TokenVerdict::Malformed,
             Err(TokenError::ForeignSignature) => return TokenVerdict::Unknown,
         };
-        match self.store.standing(&claims.identity_id(), claims.seq) {
+        // Teams identities are Entra's, not the resource's: nothing here revokes or deletes them.
+        let standing = if claims.skypeid.starts_with(TEAMS_PREFIX) {
+            Standing::Active
+        } else {
+            self.store
+                .standing(&claims.identity_id(), claims.seq, claims.iat)
+        };
+        match standing {
             Standing::Unknown => TokenVerdict::Unknown,
             Standing::Deleted => TokenVerdict::Deleted,
             Standing::Revoked => TokenVerdict::Revoked,
@@ -154,7 +304,7 @@ impl IdentityService {
         let seq = self
             .store
             .issue_token(id, now)
-            .map_err(|IdentityNotFound| ErrorReply::identity_not_found(id))?;
+            .map_err(|error| store_error(error, id))?;
         let lifetime = self
             .lifetime_override
             .unwrap_or(Duration::from_secs(u64::from(minutes) * 60));
@@ -181,6 +331,18 @@ impl IdentityService {
         };
         let MintedToken { token, expires_on } = self.minter.mint(&claims);
         Ok(AccessTokenBody { token, expires_on })
+    }
+}
+
+/// The answer to a refused store change.
+pub(super) fn store_error(error: StoreError, id: &str) -> ErrorReply {
+    match error {
+        StoreError::NotFound => ErrorReply::identity_not_found(id),
+        StoreError::NotSaved => ErrorReply::new(
+            hyper::StatusCode::SERVICE_UNAVAILABLE,
+            "StateNotSaved",
+            "The emulator could not save its state (see its log); the change was not made.",
+        ),
     }
 }
 
@@ -344,14 +506,14 @@ mod tests {
     #[test]
     fn default_lifetime_is_a_day_and_the_override_wins() {
         let service = service(None);
-        let id = service.store().create();
+        let id = service.store().create().unwrap();
         let token = service
             .issue_token(V, &id, &issue(&["chat"], None), now())
             .unwrap();
         assert_eq!(exp_of(&service, &token.token), 1_795_000_000 + 86_400 + 1);
 
         let quick = self::service(Some(Duration::from_secs(5)));
-        let id = quick.store().create();
+        let id = quick.store().create().unwrap();
         let token = quick
             .issue_token(V, &id, &issue(&["voip"], Some(600)), now())
             .unwrap();
@@ -361,7 +523,7 @@ mod tests {
     #[test]
     fn verdicts_follow_the_identity_lifecycle() {
         let service = service(Some(Duration::from_secs(60)));
-        let id = service.store().create();
+        let id = service.store().create().unwrap();
         let first = service
             .issue_token(V, &id, &issue(&["chat"], None), now())
             .unwrap()
@@ -397,7 +559,7 @@ mod tests {
             TokenMinter::new([1; 32]),
             None,
         );
-        let id = other_minter.store().create();
+        let id = other_minter.store().create().unwrap();
         let foreign = other_minter
             .issue_token(V, &id, &issue(&["chat"], None), now())
             .unwrap()
@@ -405,7 +567,7 @@ mod tests {
         assert_eq!(service.verify(&foreign, now()), TokenVerdict::Unknown);
         assert_eq!(service.verify("nope", now()), TokenVerdict::Malformed);
         // Same secret, different store: the identity is unknown here.
-        let id = other.store().create();
+        let id = other.store().create().unwrap();
         let token = other
             .issue_token(V, &id, &issue(&["chat"], None), now())
             .unwrap()
@@ -416,7 +578,7 @@ mod tests {
     #[test]
     fn issue_validates_before_touching_the_store() {
         let service = service(None);
-        let id = service.store().create();
+        let id = service.store().create().unwrap();
         let missing = IssueTokenRequest::default();
         assert_eq!(
             service

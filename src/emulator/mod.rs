@@ -3,10 +3,14 @@
 //!
 //! It serves create identity (optionally with a first token), issue token, revoke tokens and
 //! delete identity for the api-versions in [`crate::acs::model::SUPPORTED_API_VERSIONS`] (the
-//! previews among them with an idempotent create per `customId`),
+//! previews among them with an idempotent create per `customId` and a read of an identity),
+//! the retired 2020-07-20-preview2 of the first Python library, and the Teams user token
+//! exchange;
 //! verifies the HMAC signature of every request against its access key (or, over TLS, a bearer
 //! token from its own Entra ID token endpoint), mints JWT-shaped tokens, throttles like the
-//! service, and offers an admin API to inspect state, inject faults and read counters.
+//! service, and offers an admin API to inspect state, inject faults, read counters and make
+//! test Teams users' tokens. With a data directory its state survives restarts
+//! (`persist`).
 //! `EMULATOR.md` at the repository root is the user guide.
 //!
 //! The public surface is [`serve`], which takes an [`EmulatorConfig`] and returns an
@@ -31,12 +35,14 @@ mod entra;
 mod faults;
 mod identity_api;
 mod operation;
+mod persist;
 mod responses;
 mod routes;
 mod server;
 mod service;
 mod state;
 mod stats;
+mod teams;
 mod throttle;
 mod tls;
 mod tokens;
@@ -44,6 +50,7 @@ mod validation;
 
 pub use entra::EntraConfig;
 pub use operation::UnknownOperation;
+pub use persist::JournalError;
 pub use throttle::{ThrottleConfig, ThrottleConfigError};
 pub use tls::{TlsError, TlsPem};
 
@@ -55,6 +62,7 @@ use service::App;
 use state::IdentityStore;
 use stats::RequestStats;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use throttle::Throttle;
@@ -85,6 +93,11 @@ pub struct EmulatorConfig {
     pub public_endpoint: Option<Url>,
     /// The Entra ID token endpoint (`POST /{tenant}/oauth2/v2.0/token`).
     pub entra: EntraConfig,
+    /// Keep identities, revocations and the token secrets in this directory across restarts
+    /// (`--data-dir`); memory only when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Serve the retired api-version 2020-07-20-preview2 (`--retired-api-versions`).
+    pub retired_api_versions: bool,
 }
 
 impl EmulatorConfig {
@@ -99,6 +112,8 @@ impl EmulatorConfig {
             resource_id: None,
             public_endpoint: None,
             entra: EntraConfig::default(),
+            data_dir: None,
+            retired_api_versions: true,
         }
     }
 }
@@ -112,6 +127,8 @@ pub enum EmulatorError {
     Listener(#[from] std::io::Error),
     #[error("invalid throttle configuration: {0}")]
     Throttle(#[from] ThrottleConfigError),
+    #[error("cannot use the data directory: {0}")]
+    State(#[from] JournalError),
 }
 
 /// A running emulator. Dropping the handle stops it too.
@@ -167,22 +184,43 @@ pub async fn serve(
         .public_endpoint
         .clone()
         .unwrap_or_else(|| derived_endpoint(local_addr, transport));
-    let resource_id = config
-        .resource_id
-        .clone()
-        .unwrap_or_else(state::random_uuid);
+    let (store, token_secret, entra_secret) = match &config.data_dir {
+        Some(dir) => {
+            let loaded = persist::open(dir, config.resource_id.as_deref(), state::random_uuid)?;
+            let (token_secret, entra_secret) = (loaded.token_secret, loaded.entra_secret);
+            let store = IdentityStore::with_journal(loaded)?;
+            tracing::info!(
+                data_dir = %dir.display(),
+                identities = store.summaries().len(),
+                "state loaded"
+            );
+            (store, token_secret, entra_secret)
+        }
+        None => {
+            let resource_id = config
+                .resource_id
+                .clone()
+                .unwrap_or_else(state::random_uuid);
+            (
+                IdentityStore::new(resource_id),
+                rand::random(),
+                rand::random(),
+            )
+        }
+    };
     let app = Arc::new(App {
         identities: IdentityService::new(
-            IdentityStore::new(resource_id),
-            TokenMinter::random(),
+            store,
+            TokenMinter::new(token_secret),
             config.token_lifetime,
         ),
         verifier: auth::Verifier::new(config.access_key.clone(), config.max_clock_skew),
-        entra: EntraService::new(config.entra.clone()),
+        entra: EntraService::with_secret(config.entra.clone(), entra_secret),
         throttle: Mutex::new(Throttle::new(throttle)),
         faults: Mutex::new(FaultPlan::default()),
         stats: RequestStats::default(),
         transport,
+        retired_versions: config.retired_api_versions,
     });
     let (shutdown, stop) = watch::channel(false);
     let task = tokio::spawn(server::run(listener, acceptor, app, stop));

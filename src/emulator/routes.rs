@@ -23,6 +23,14 @@ pub enum AcsRoute {
     IssueToken(String),
     RevokeTokens(String),
     Delete(String),
+    /// `GET /identities/{id}` (preview api-versions).
+    Get(String),
+    /// `POST /identities/{id}/token` (2020-07-20-preview2).
+    LegacyIssueToken(String),
+    /// `PATCH /identities/{id}` with `tokensValidFrom` (2020-07-20-preview2).
+    SetTokensValidFrom(String),
+    /// `POST /teamsUser/:exchangeAccessToken`.
+    ExchangeTeamsToken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +45,8 @@ pub enum AdminRoute {
     ClearFaults,
     GetThrottle,
     SetThrottle,
+    /// `POST /admin/teamsUsers`: an Entra token of a test Teams user.
+    IssueTeamsUserToken,
 }
 
 pub fn route(method: &Method, raw_path: &str) -> Route {
@@ -58,6 +68,9 @@ pub fn route(method: &Method, raw_path: &str) -> Route {
 }
 
 fn acs_route(method: &Method, raw_path: &str) -> Option<AcsRoute> {
+    if raw_path == "/teamsUser/:exchangeAccessToken" {
+        return (method == Method::POST).then_some(AcsRoute::ExchangeTeamsToken);
+    }
     let rest = raw_path.strip_prefix("/identities")?;
     if rest.is_empty() || rest == "/" {
         return (method == Method::POST).then_some(AcsRoute::Create);
@@ -70,6 +83,9 @@ fn acs_route(method: &Method, raw_path: &str) -> Option<AcsRoute> {
     let id = decode_id(raw_id)?;
     match (method, action) {
         (&Method::DELETE, None) => Some(AcsRoute::Delete(id)),
+        (&Method::GET, None) => Some(AcsRoute::Get(id)),
+        (&Method::PATCH, None) => Some(AcsRoute::SetTokensValidFrom(id)),
+        (&Method::POST, Some("token")) => Some(AcsRoute::LegacyIssueToken(id)),
         (&Method::POST, Some(":issueAccessToken")) => Some(AcsRoute::IssueToken(id)),
         (&Method::POST, Some(":revokeAccessTokens")) => Some(AcsRoute::RevokeTokens(id)),
         _ => None,
@@ -94,6 +110,7 @@ fn admin_route(method: &Method, rest: &str) -> Option<AdminRoute> {
         (&Method::DELETE, "faults") => ClearFaults,
         (&Method::GET, "throttle") => GetThrottle,
         (&Method::POST, "throttle") => SetThrottle,
+        (&Method::POST, "teamsUsers") => IssueTeamsUserToken,
         _ => return None,
     })
 }
@@ -142,6 +159,26 @@ mod tests {
                 format!("/identities/{ID}"),
                 AcsRoute::Delete(ID.into()),
             ),
+            (
+                Method::GET,
+                format!("/identities/{ENCODED}"),
+                AcsRoute::Get(ID.into()),
+            ),
+            (
+                Method::POST,
+                format!("/identities/{ENCODED}/token"),
+                AcsRoute::LegacyIssueToken(ID.into()),
+            ),
+            (
+                Method::PATCH,
+                format!("/identities/{ENCODED}"),
+                AcsRoute::SetTokensValidFrom(ID.into()),
+            ),
+            (
+                Method::POST,
+                "/teamsUser/:exchangeAccessToken".to_string(),
+                AcsRoute::ExchangeTeamsToken,
+            ),
         ];
         for (method, path, expected) in cases {
             assert_eq!(
@@ -156,8 +193,10 @@ mod tests {
     fn unknown_paths_and_methods_are_not_found() {
         let cases = [
             (Method::GET, "/identities".to_string()),
-            (Method::GET, format!("/identities/{ENCODED}")),
             (Method::POST, format!("/identities/{ENCODED}")),
+            (Method::GET, format!("/identities/{ENCODED}/token")),
+            (Method::GET, "/teamsUser/:exchangeAccessToken".to_string()),
+            (Method::POST, "/teamsUser/exchangeAccessToken".to_string()),
             (
                 Method::POST,
                 format!("/identities/{ENCODED}/issueAccessToken"),

@@ -10,7 +10,7 @@ use super::admin;
 use super::auth::{AuthError, SignedRequest, Verifier, bearer_token};
 use super::entra::{self, EntraService};
 use super::faults::{Fault, FaultPlan};
-use super::identity_api::IdentityService;
+use super::identity_api::{IdentityService, TeamsExchangeRequest, TokensValidFromRequest};
 use super::operation::Operation;
 use super::responses::{self, ErrorReply, HttpResponse};
 use super::routes::{self, AcsRoute, Route};
@@ -43,6 +43,8 @@ pub struct App {
     pub(super) stats: RequestStats,
     /// Over TLS or not: the scheme of quoted URIs and token issuers; bearer tokens need TLS.
     pub(super) transport: Transport,
+    /// Whether the retired api-version 2020-07-20-preview2 is served.
+    pub(super) retired_versions: bool,
 }
 
 /// A data-plane request with its body parsed (or the reason it could not be).
@@ -51,6 +53,10 @@ enum Call {
     IssueToken(String, Result<IssueTokenRequest, ErrorReply>),
     Revoke(String),
     Delete(String),
+    Get(String),
+    LegacyIssueToken(String, Result<IssueTokenRequest, ErrorReply>),
+    SetTokensValidFrom(String, Result<TokensValidFromRequest, ErrorReply>),
+    ExchangeTeamsToken(Result<TeamsExchangeRequest, ErrorReply>),
 }
 
 impl Call {
@@ -60,19 +66,47 @@ impl Call {
             AcsRoute::IssueToken(id) => Call::IssueToken(id, parse_body(body)),
             AcsRoute::RevokeTokens(id) => Call::Revoke(id),
             AcsRoute::Delete(id) => Call::Delete(id),
+            AcsRoute::Get(id) => Call::Get(id),
+            AcsRoute::LegacyIssueToken(id) => Call::LegacyIssueToken(id, parse_body(body)),
+            AcsRoute::SetTokensValidFrom(id) => Call::SetTokensValidFrom(id, parse_body(body)),
+            AcsRoute::ExchangeTeamsToken => Call::ExchangeTeamsToken(parse_body(body)),
         }
     }
 
-    /// Creating with a first token is throttled and counted as `createIdentityWithToken`.
-    fn operation(&self) -> Operation {
-        match self {
+    /// What the request is throttled and faulted as. Creating with a first token is its own
+    /// operation; the 2020 preview's token and revoke are issue and revoke; a read and the
+    /// Teams exchange have no limit of their own (only faults for any operation apply).
+    fn operation(&self) -> Option<Operation> {
+        Some(match self {
             Call::Create(Ok(body)) if body.create_token_with_scopes.is_some() => {
                 Operation::CreateIdentityWithToken
             }
             Call::Create(_) => Operation::CreateIdentity,
-            Call::IssueToken(..) => Operation::IssueToken,
-            Call::Revoke(_) => Operation::RevokeTokens,
+            Call::IssueToken(..) | Call::LegacyIssueToken(..) => Operation::IssueToken,
+            Call::Revoke(_) | Call::SetTokensValidFrom(..) => Operation::RevokeTokens,
             Call::Delete(_) => Operation::DeleteIdentity,
+            Call::Get(_) | Call::ExchangeTeamsToken(_) => return None,
+        })
+    }
+
+    /// The name the admin stats count the request under.
+    fn name(&self) -> &'static str {
+        match (self, self.operation()) {
+            (_, Some(operation)) => operation.as_str(),
+            (Call::Get(_), None) => "getIdentity",
+            (_, None) => "exchangeTeamsToken",
+        }
+    }
+
+    /// Which api-versions have this request.
+    fn route_kind(&self) -> validation::RouteKind {
+        use validation::RouteKind;
+        match self {
+            Call::Create(_) | Call::Delete(_) => RouteKind::Everywhere,
+            Call::IssueToken(..) | Call::Revoke(_) => RouteKind::Current,
+            Call::LegacyIssueToken(..) | Call::SetTokensValidFrom(..) => RouteKind::Legacy,
+            Call::Get(_) => RouteKind::PreviewRead,
+            Call::ExchangeTeamsToken(_) => RouteKind::TeamsExchange,
         }
     }
 }
@@ -91,7 +125,7 @@ impl App {
             Err(error) => return self.finish(UNROUTED, error.to_response(), &parts, started),
         };
         match route {
-            Route::Admin(route) => admin::handle(self, route, &body),
+            Route::Admin(route) => admin::handle(self, route, parts.uri.query(), &body),
             Route::EntraToken(tenant) => {
                 let issuer = self.authority(&parts);
                 let request = entra::TokenRequest {
@@ -110,12 +144,12 @@ impl App {
             }
             Route::Acs(route) => {
                 let call = Call::new(route, &body);
-                let operation = call.operation();
+                let name = call.name();
                 let response = match self.serve(call, &parts, &body).await {
                     Ok(response) => response,
                     Err(error) => error.to_response(),
                 };
-                self.finish(operation.as_str(), response, &parts, started)
+                self.finish(name, response, &parts, started)
             }
         }
     }
@@ -126,8 +160,7 @@ impl App {
         parts: &Parts,
         body: &[u8],
     ) -> Result<HttpResponse, ErrorReply> {
-        let operation = call.operation();
-        let fault = lock(&self.faults).take(operation);
+        let fault = lock(&self.faults).take(call.operation());
         match fault {
             Some(fault) if fault.after_commit => {
                 let answer = self.execute(call, parts, body).await;
@@ -150,6 +183,7 @@ impl App {
         body: &[u8],
     ) -> Result<HttpResponse, ErrorReply> {
         let operation = call.operation();
+        let name = call.name();
         let target = parts
             .uri
             .path_and_query()
@@ -162,13 +196,17 @@ impl App {
             body,
         };
         if let Err(reason) = self.authenticate(&signed, SystemTime::now()) {
-            tracing::info!(operation = operation.as_str(), %reason, "request denied");
+            tracing::info!(operation = name, %reason, "request denied");
             return Err(ErrorReply::denied(reason));
         }
         let requested = routes::api_version(parts.uri.query());
-        let version = validation::api_version(requested.as_deref(), &self.request_uri(parts))?;
-        if let ThrottleDecision::Throttled { retry_after } =
-            lock(&self.throttle).admit(operation, Instant::now())
+        let request_uri = self.request_uri(parts);
+        let version =
+            validation::api_version(requested.as_deref(), &request_uri, self.retired_versions)?;
+        validation::route_in_version(call.route_kind(), version, &request_uri)?;
+        if let Some(operation) = operation
+            && let ThrottleDecision::Throttled { retry_after } =
+                lock(&self.throttle).admit(operation, Instant::now())
         {
             let seconds = retry_after_seconds(retry_after);
             return Err(ErrorReply::new(
@@ -183,9 +221,23 @@ impl App {
         }
         let now = SystemTime::now();
         let identities = &self.identities;
+        let durable = || async {
+            identities
+                .store()
+                .durable()
+                .await
+                .map_err(|error| super::identity_api::store_error(error, ""))
+        };
         Ok(match call {
+            Call::Create(body) if version == validation::LEGACY_API_VERSION => {
+                let created = identities.create(version, &body?, now)?;
+                durable().await?;
+                let identity = serde_json::json!({ "id": created.identity.id });
+                responses::success_json(StatusCode::OK, &identity)
+            }
             Call::Create(body) => {
                 let created = identities.create(version, &body?, now)?;
+                durable().await?;
                 responses::success_json(StatusCode::CREATED, &created)
             }
             Call::IssueToken(id, body) => {
@@ -194,13 +246,47 @@ impl App {
             }
             Call::Revoke(id) => {
                 identities.revoke(&id)?;
+                durable().await?;
                 responses::no_content()
             }
             Call::Delete(id) => {
                 identities.delete(&id)?;
+                durable().await?;
                 responses::no_content()
             }
+            Call::Get(id) => responses::success_json(StatusCode::OK, &identities.get(&id)?),
+            Call::LegacyIssueToken(id, body) => {
+                let token = identities.legacy_issue_token(&id, &body?, now)?;
+                responses::success_json(StatusCode::OK, &token)
+            }
+            Call::SetTokensValidFrom(id, body) => {
+                identities.set_tokens_valid_from(&id, &body?, now)?;
+                durable().await?;
+                responses::no_content()
+            }
+            Call::ExchangeTeamsToken(body) => {
+                let token = self.exchange_teams_token(&body?, now)?;
+                responses::success_json(StatusCode::OK, &token)
+            }
         })
+    }
+
+    /// `POST /teamsUser/:exchangeAccessToken`: checks the Teams user's Entra token against
+    /// the request, then mints an ACS token for that Teams identity.
+    fn exchange_teams_token(
+        &self,
+        body: &TeamsExchangeRequest,
+        now: SystemTime,
+    ) -> Result<crate::acs::model::AccessTokenBody, ErrorReply> {
+        let user = super::teams::check_exchange(
+            body,
+            |token| self.entra.read_teams_user(token),
+            super::tokens::unix_seconds(now),
+        )
+        .inspect_err(|error| {
+            tracing::info!(code = error.code, message = %error.message, "Teams token exchange refused");
+        })?;
+        Ok(self.identities.mint_teams(&user, now))
     }
 
     /// A bearer token is checked against what the Entra endpoint issued; anything else must be
@@ -358,10 +444,21 @@ mod tests {
     #[test]
     fn create_with_scopes_is_its_own_operation() {
         let plain = Call::new(AcsRoute::Create, b"");
-        assert_eq!(plain.operation(), Operation::CreateIdentity);
+        assert_eq!(plain.operation(), Some(Operation::CreateIdentity));
         let with_token = Call::new(AcsRoute::Create, br#"{"createTokenWithScopes":["chat"]}"#);
-        assert_eq!(with_token.operation(), Operation::CreateIdentityWithToken);
+        assert_eq!(
+            with_token.operation(),
+            Some(Operation::CreateIdentityWithToken)
+        );
         let nulls = Call::new(AcsRoute::Create, br#"{"createTokenWithScopes":null}"#);
-        assert_eq!(nulls.operation(), Operation::CreateIdentity);
+        assert_eq!(nulls.operation(), Some(Operation::CreateIdentity));
+        assert_eq!(
+            Call::new(AcsRoute::Get("i".into()), b"").name(),
+            "getIdentity"
+        );
+        assert_eq!(
+            Call::new(AcsRoute::ExchangeTeamsToken, b"").name(),
+            "exchangeTeamsToken"
+        );
     }
 }

@@ -1,5 +1,7 @@
-//! The emulator's access tokens: JWT-shaped (`header.payload.signature`, base64url without
-//! padding), HMAC-SHA256-signed with a secret of the emulator instance. The ACS user tokens
+//! The emulator's access tokens: JWTs (`header.payload.signature`, base64url without
+//! padding), HS256-signed with a secret of the emulator instance. Signing and checking are the
+//! `jsonwebtoken` crate's (HMAC, constant-time comparison, header and part decoding); only the
+//! payload's text is written here, for the reason below. The ACS user tokens
 //! ([`TokenClaims`]) and the Entra bearer tokens ([`super::entra`]) use one minter each, so a
 //! token of one kind never passes as the other.
 //!
@@ -7,19 +9,20 @@
 //! Python SDK decodes it with `base64.b64decode`: the *standard* alphabet, which skips the
 //! `-` and `_` of base64url instead of failing, so a payload holding them decodes to garbage.
 //! The payload is therefore kept pure ASCII without `>`, `?` and `~`: for such bytes base64url
-//! and standard base64 produce the same text.
+//! and standard base64 produce the same text. `jsonwebtoken::encode` serializes the claims
+//! itself (raw `>`, `?`, `~` and UTF-8), so tokens are put together from our payload text and
+//! the crate's signature of it; reading them back is the crate's `decode` (a `\uXXXX` escape
+//! is plain JSON to it).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use hmac::{Hmac, Mac};
 use jiff::Timestamp;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// `{"alg":"HS256","kid":"acs-emulator","typ":"JWT"}` in base64url.
 const HEADER_JSON: &str = r#"{"alg":"HS256","kid":"acs-emulator","typ":"JWT"}"#;
@@ -79,7 +82,11 @@ pub enum TokenError {
 
 /// Mints and checks tokens with one secret.
 pub struct TokenMinter {
-    secret: [u8; 32],
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// HS256 only; no claim is required or checked by the crate: expiry, revocation and
+    /// audience are verdicts of their own, decided by the callers.
+    validation: Validation,
 }
 
 impl std::fmt::Debug for TokenMinter {
@@ -90,11 +97,16 @@ impl std::fmt::Debug for TokenMinter {
 
 impl TokenMinter {
     pub fn new(secret: [u8; 32]) -> Self {
-        Self { secret }
-    }
-
-    pub fn random() -> Self {
-        Self::new(rand::random())
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        Self {
+            encoding: EncodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(&secret),
+            validation,
+        }
     }
 
     pub fn mint(&self, claims: &TokenClaims) -> MintedToken {
@@ -109,39 +121,28 @@ impl TokenMinter {
         self.verify(token)
     }
 
-    /// A JWT-shaped token carrying `claims`, signed with this minter's secret.
+    /// A JWT carrying `claims`, signed with this minter's secret.
     pub fn sign(&self, claims: &impl Serialize) -> String {
         let header = B64URL.encode(HEADER_JSON);
         let payload = B64URL.encode(ascii_safe_json(claims));
         let signing_input = format!("{header}.{payload}");
-        let signature = B64URL.encode(self.mac(&signing_input).finalize().into_bytes());
+        // HS256 signing with an HMAC key cannot fail.
+        let signature =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &self.encoding, Algorithm::HS256)
+                .unwrap_or_default();
         format!("{signing_input}.{signature}")
     }
 
-    /// The claims of a token this minter signed. `Malformed` when it is not three base64url
-    /// parts around a JSON payload of `T`; `ForeignSignature` when another secret signed it.
+    /// The claims of a token this minter signed. `ForeignSignature` when another secret signed
+    /// it; `Malformed` when it is not a JWT of HS256 around a JSON payload of `T`.
     pub fn verify<T: DeserializeOwned>(&self, token: &str) -> Result<T, TokenError> {
-        let mut parts = token.trim().split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed);
-        };
-        let decode = |part: &str| B64URL.decode(part).map_err(|_| TokenError::Malformed);
-        let claims: T =
-            serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Malformed)?;
-        let signature = decode(signature)?;
-        self.mac(&format!("{header}.{payload}"))
-            .verify_slice(&signature)
-            .map_err(|_| TokenError::ForeignSignature)?;
-        Ok(claims)
-    }
-
-    fn mac(&self, signing_input: &str) -> HmacSha256 {
-        // HMAC accepts keys of any length.
-        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("any key length");
-        mac.update(signing_input.as_bytes());
-        mac
+        match jsonwebtoken::decode::<T>(token.trim(), &self.decoding, &self.validation) {
+            Ok(data) => Ok(data.claims),
+            Err(error) => Err(match error.kind() {
+                ErrorKind::InvalidSignature => TokenError::ForeignSignature,
+                _ => TokenError::Malformed,
+            }),
+        }
     }
 }
 
@@ -269,6 +270,38 @@ mod tests {
         let mut tampered = minted.token.clone();
         tampered.push('A');
         assert!(minter.read(&tampered).is_err());
+    }
+
+    #[test]
+    fn tokens_are_standard_jwts_both_ways() {
+        let minter = TokenMinter::new([3; 32]);
+        // Another JWT implementation reads ours...
+        let minted = minter.mint(&claims("acs:r_u"));
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_exp = false;
+        let read = jsonwebtoken::decode::<TokenClaims>(
+            &minted.token,
+            &DecodingKey::from_secret(&[3; 32]),
+            &validation,
+        )
+        .unwrap();
+        assert_eq!(read.claims, claims("acs:r_u"));
+        // ...and ours reads a token it wrote with the same secret.
+        let foreign_made = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims("acs:r_v"),
+            &EncodingKey::from_secret(&[3; 32]),
+        )
+        .unwrap();
+        assert_eq!(minter.read(&foreign_made), Ok(claims("acs:r_v")));
+        // Another algorithm, even with the right secret, is not one of ours.
+        let hs512 = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS512),
+            &claims("acs:r_v"),
+            &EncodingKey::from_secret(&[3; 32]),
+        )
+        .unwrap();
+        assert_eq!(minter.read(&hs512), Err(TokenError::Malformed));
     }
 
     #[test]

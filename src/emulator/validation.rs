@@ -9,6 +9,73 @@ use crate::acs::model::{
 };
 use hyper::StatusCode;
 
+/// The first Identity api-version, which the first Python library
+/// (`azure-communication-administration` 1.0.0b1-b4) sends; retired by the service, served for
+/// old code unless turned off.
+pub const LEGACY_API_VERSION: &str = "2020-07-20-preview2";
+
+/// The api-version whose scopes the legacy version knows (`chat`, `voip`).
+const LEGACY_SCOPES_AS: &str = "2021-03-07";
+
+/// The first api-version with the Teams user exchange.
+const TEAMS_EXCHANGE_SINCE: &str = "2022-06-01";
+
+/// Which api-versions have a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Create and delete: every version.
+    Everywhere,
+    /// `:issueAccessToken` and `:revokeAccessTokens`: every version but the legacy one.
+    Current,
+    /// `POST /identities/{id}/token` and `PATCH /identities/{id}`: the legacy version only.
+    Legacy,
+    /// `GET /identities/{id}`: the previews that know `customId`.
+    PreviewRead,
+    /// `POST /teamsUser/:exchangeAccessToken`: 2022-06-01 and later.
+    TeamsExchange,
+}
+
+/// The version whose scope and lifetime rules apply to a request of `version`.
+pub fn rules_version(version: &str) -> &str {
+    if version == LEGACY_API_VERSION {
+        LEGACY_SCOPES_AS
+    } else {
+        version
+    }
+}
+
+/// `Ok` when `version` has the request, else the 400 the service gives for a version a route
+/// does not support.
+pub fn route_in_version(
+    kind: RouteKind,
+    version: &str,
+    request_uri: &str,
+) -> Result<(), ErrorReply> {
+    let legacy = version == LEGACY_API_VERSION;
+    let has = match kind {
+        RouteKind::Everywhere => true,
+        RouteKind::Current => !legacy,
+        RouteKind::Legacy => legacy,
+        RouteKind::PreviewRead => crate::acs::model::takes_custom_id(version),
+        RouteKind::TeamsExchange => !legacy && version >= TEAMS_EXCHANGE_SINCE,
+    };
+    if has {
+        Ok(())
+    } else {
+        Err(unsupported(request_uri, version))
+    }
+}
+
+fn unsupported(request_uri: &str, requested: &str) -> ErrorReply {
+    ErrorReply::new(
+        StatusCode::BAD_REQUEST,
+        "UnsupportedApiVersion",
+        format!(
+            "The HTTP resource that matches the request URI '{request_uri}' does not support the API version '{requested}'."
+        ),
+    )
+}
+
 /// The first api-version that takes `expiresInMinutes`.
 const LIFETIME_SINCE: &str = "2022-10-01";
 
@@ -31,8 +98,13 @@ impl ScopeField {
 }
 
 /// A supported api-version, or the 400 the service gives for others. `request_uri` is the
-/// scheme, authority and path, as the service quotes it.
-pub fn api_version(requested: Option<&str>, request_uri: &str) -> Result<&'static str, ErrorReply> {
+/// scheme, authority and path, as the service quotes it. `retired` serves
+/// [`LEGACY_API_VERSION`] too.
+pub fn api_version(
+    requested: Option<&str>,
+    request_uri: &str,
+    retired: bool,
+) -> Result<&'static str, ErrorReply> {
     let Some(requested) = requested else {
         return Err(ErrorReply::new(
             StatusCode::BAD_REQUEST,
@@ -40,19 +112,14 @@ pub fn api_version(requested: Option<&str>, request_uri: &str) -> Result<&'stati
             "The api-version query parameter (?api-version=) is required for all requests.",
         ));
     };
+    if retired && requested == LEGACY_API_VERSION {
+        return Ok(LEGACY_API_VERSION);
+    }
     SUPPORTED_API_VERSIONS
         .iter()
         .copied()
         .find(|v| *v == requested)
-        .ok_or_else(|| {
-            ErrorReply::new(
-                StatusCode::BAD_REQUEST,
-                "UnsupportedApiVersion",
-                format!(
-                    "The HTTP resource that matches the request URI '{request_uri}' does not support the API version '{requested}'."
-                ),
-            )
-        })
+        .ok_or_else(|| unsupported(request_uri, requested))
 }
 
 /// The requested scopes, each known and available in `version`; an empty list is refused.
@@ -159,13 +226,59 @@ mod tests {
     #[test]
     fn every_supported_version_is_accepted() {
         for version in SUPPORTED_API_VERSIONS {
-            assert_eq!(api_version(Some(version), "u"), Ok(*version));
+            assert_eq!(api_version(Some(version), "u", false), Ok(*version));
         }
     }
 
     #[test]
+    fn the_legacy_version_is_served_only_when_asked() {
+        assert_eq!(
+            api_version(Some(LEGACY_API_VERSION), "u", true),
+            Ok(LEGACY_API_VERSION)
+        );
+        assert_eq!(
+            api_version(Some(LEGACY_API_VERSION), "u", false)
+                .unwrap_err()
+                .code,
+            "UnsupportedApiVersion"
+        );
+    }
+
+    #[test]
+    fn routes_exist_in_their_versions_only() {
+        use RouteKind::*;
+        let cases = [
+            (Everywhere, LEGACY_API_VERSION, true),
+            (Everywhere, "2023-10-01", true),
+            (Current, LEGACY_API_VERSION, false),
+            (Current, "2021-03-07", true),
+            (Legacy, LEGACY_API_VERSION, true),
+            (Legacy, "2023-10-01", false),
+            (PreviewRead, "2025-03-02-preview", true),
+            (PreviewRead, "2025-04-01-preview", true),
+            (PreviewRead, "2025-06-30", false),
+            (PreviewRead, "2023-10-01", false),
+            (TeamsExchange, "2021-03-07", false),
+            (TeamsExchange, "2022-06-01", true),
+            (TeamsExchange, "2025-06-30", true),
+            (TeamsExchange, LEGACY_API_VERSION, false),
+        ];
+        for (kind, version, has) in cases {
+            let answer = route_in_version(kind, version, "https://h/identities/x");
+            assert_eq!(answer.is_ok(), has, "{kind:?} {version}");
+            if let Err(error) = answer {
+                assert_eq!(error.status, StatusCode::BAD_REQUEST);
+                assert!(error.message.contains(version));
+            }
+        }
+        assert_eq!(rules_version(LEGACY_API_VERSION), "2021-03-07");
+        assert_eq!(rules_version("2023-10-01"), "2023-10-01");
+    }
+
+    #[test]
     fn unsupported_version_quotes_the_uri_like_the_service() {
-        let error = api_version(Some("2020-07-20-preview2"), "https://h/identities").unwrap_err();
+        let error =
+            api_version(Some("2020-07-20-preview2"), "https://h/identities", false).unwrap_err();
         assert_eq!(error.status, StatusCode::BAD_REQUEST);
         assert_eq!(error.code, "UnsupportedApiVersion");
         assert_eq!(
@@ -173,7 +286,7 @@ mod tests {
             "The HTTP resource that matches the request URI 'https://h/identities' does not support the API version '2020-07-20-preview2'."
         );
         assert_eq!(
-            api_version(None, "u").unwrap_err().status,
+            api_version(None, "u", true).unwrap_err().status,
             StatusCode::BAD_REQUEST
         );
     }
