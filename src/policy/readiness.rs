@@ -68,9 +68,9 @@ impl Reason {
             | Reason::InvalidSpec => Stalled,
             // Tenancy refusals: a change of the connection's rules, or another object's
             // deletion (which nudges the waiting ones), lets them go on.
-            Reason::AdoptionNotAllowed
-            | Reason::IdentityClaimed
-            | Reason::IdentityLimitReached => Stalled,
+            Reason::AdoptionNotAllowed | Reason::IdentityClaimed | Reason::IdentityLimitReached => {
+                Stalled
+            }
         }
     }
 }
