@@ -6,11 +6,13 @@
 //! - when does the operator look again? [`requeue`]
 //! - what does the Ready condition say? [`readiness`]
 //! - what does a reason mean? [`reason`]
+//! - when is a consuming workload restarted, and with what annotation? [`restart`]
 
 pub mod decision;
 pub mod readiness;
 pub mod reason;
 pub mod requeue;
+pub mod restart;
 pub mod schedule;
 
 pub use decision::{
