@@ -35,6 +35,18 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RestartLabels {
+    kind: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SkipLabels {
+    kind: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CategoryLabels {
     category: String,
 }
@@ -52,6 +64,8 @@ pub struct Metrics {
     reconciles: Family<ResultLabels, Counter>,
     reconcile_failures: Family<CategoryLabels, Counter>,
     reconcile_duration: Histogram,
+    restarts: Family<RestartLabels, Counter>,
+    restarts_skipped: Family<SkipLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -65,6 +79,8 @@ impl Default for Metrics {
             reconciles: Family::default(),
             reconcile_failures: Family::default(),
             reconcile_duration: seconds_histogram(),
+            restarts: Family::default(),
+            restarts_skipped: Family::default(),
             registry: Registry::default(),
         };
         registry.register_collector(Box::new(m.identities.clone()));
@@ -92,6 +108,16 @@ impl Default for Metrics {
             "acs_identity_reconcile_duration_seconds",
             "Duration of AcsIdentity reconciles",
             m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "acs_identity_workload_restarts",
+            "Restarts of workloads that consume a renewed token, by kind and result (done, failed)",
+            m.restarts.clone(),
+        );
+        registry.register(
+            "acs_identity_workload_restarts_skipped",
+            "Restarts held back, by kind and reason (debounced, rate_limited), once per wait",
+            m.restarts_skipped.clone(),
         );
         Self { registry, ..m }
     }
@@ -166,6 +192,27 @@ impl Metrics {
         }
         self.reconcile_duration
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Records a restart of a workload of `kind`: `done` or not.
+    pub fn observe_restart(&self, kind: &str, done: bool) {
+        let result = if done { "done" } else { "failed" };
+        self.restarts
+            .get_or_create(&RestartLabels {
+                kind: kind.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Records that a wanted restart of a workload of `kind` waits, for `reason`.
+    pub fn observe_restart_skipped(&self, kind: &str, reason: &str) {
+        self.restarts_skipped
+            .get_or_create(&SkipLabels {
+                kind: kind.into(),
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -280,6 +327,23 @@ mod tests {
             text.contains(r#"acs_api_request_duration_seconds_count{operation="issueToken"} 2"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn restarts_by_kind_and_result_and_skips_by_reason() {
+        let m = Metrics::default();
+        m.observe_restart("Deployment", true);
+        m.observe_restart("Deployment", true);
+        m.observe_restart("StatefulSet", false);
+        m.observe_restart_skipped("Deployment", "debounced");
+        let text = m.encode();
+        for line in [
+            r#"acs_identity_workload_restarts_total{kind="Deployment",result="done"} 2"#,
+            r#"acs_identity_workload_restarts_total{kind="StatefulSet",result="failed"} 1"#,
+            r#"acs_identity_workload_restarts_skipped_total{kind="Deployment",reason="debounced"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]
