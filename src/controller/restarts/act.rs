@@ -47,6 +47,11 @@ impl Failure {
         matches!(self, Failure::Conflict(_))
     }
 
+    /// Worth an Event and a condition: the operator cannot write it, not a passing race.
+    pub fn worth_reporting(&self) -> bool {
+        matches!(self, Failure::Forbidden(_) | Failure::Other(_))
+    }
+
     fn from_error(e: kube::Error) -> Self {
         match e {
             kube::Error::Api(s) => {
@@ -142,6 +147,17 @@ impl Actor {
     /// Records on a workload never written the value it was started with, without restarting
     /// it: the pod template's value if it has one, else `wanted`. Returns the value recorded.
     pub async fn baseline(
+        &self,
+        key: &TargetKey,
+        uid: Option<String>,
+        wanted: &str,
+    ) -> Result<String, Failure> {
+        self.try_baseline(key, uid, wanted)
+            .await
+            .map_err(Failure::from_error)
+    }
+
+    async fn try_baseline(
         &self,
         key: &TargetKey,
         uid: Option<String>,

@@ -37,6 +37,9 @@ use tracing::{debug, info, warn};
 /// re-apply of the workload's manifest by another manager leaves it as it is.
 pub const FIELD_MANAGER: &str = "acs-identity-operator-restarts";
 
+/// The least wait before a failed write is tried again, whatever the minimum interval.
+const MIN_RETRY: Duration = Duration::from_secs(5);
+
 /// The AcsIdentity condition that reports a consuming workload that could not be restarted.
 pub const CONDITION: &str = "WorkloadsRestarted";
 
@@ -548,10 +551,15 @@ impl Restarter {
                         self.dirty.insert(key);
                     }
                 }
-                Err(e) => {
-                    warn!(target = %key, error = %e, "could not record the restart annotation");
+                Err(failure) => {
+                    warn!(target = %key, error = %failure, "could not record the restart annotation");
                     if let Some(t) = self.targets.get_mut(&key) {
-                        t.wake = Some(Instant::now() + self.limits.min_interval);
+                        t.wake = Some(Instant::now() + self.limits.min_interval.max(MIN_RETRY));
+                    }
+                    if failure.worth_reporting() {
+                        self.metrics.observe_restart(key.kind.as_str(), false);
+                        let identities = self.identity_refs(&key);
+                        self.act.report_failure(&key, &failure, &identities).await;
                     }
                 }
             }
@@ -583,17 +591,7 @@ impl Restarter {
         };
         let names = target.consumes.clone().unwrap_or_default();
         let uid = target.uid.clone();
-        let identities: Vec<act::IdentityRef> = names
-            .iter()
-            .filter_map(|n| {
-                let t = self.tokens.get(&(key.namespace.clone(), n.clone()))?;
-                Some(act::IdentityRef {
-                    name: n.clone(),
-                    uid: t.uid.clone(),
-                    conditions: t.conditions.clone(),
-                })
-            })
-            .collect();
+        let identities = self.identity_refs(&key);
         let result = self.act.restart(&key, uid, &wanted, &names).await;
         let target = self.targets.get_mut(&key).expect("checked above");
         target.state.last_attempt = Some(now);
@@ -614,12 +612,32 @@ impl Restarter {
                     // Someone else manages the annotation: not fought over.
                     target.state.given_up = Some(wanted);
                 } else {
-                    target.wake = Some(now + self.limits.min_interval);
+                    target.wake = Some(now + self.limits.min_interval.max(MIN_RETRY));
                     target.state.budget = None;
                 }
                 self.act.report_failure(&key, &failure, &identities).await;
             }
         }
+    }
+}
+
+impl Restarter {
+    /// The identities `key` consumes that exist, as last seen.
+    fn identity_refs(&self, key: &TargetKey) -> Vec<act::IdentityRef> {
+        let Some(Ok(names)) = self.targets.get(key).map(|t| &t.consumes) else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .filter_map(|n| {
+                let t = self.tokens.get(&(key.namespace.clone(), n.clone()))?;
+                Some(act::IdentityRef {
+                    name: n.clone(),
+                    uid: t.uid.clone(),
+                    conditions: t.conditions.clone(),
+                })
+            })
+            .collect()
     }
 }
 
