@@ -31,6 +31,7 @@ pub async fn run(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
         Scenario::Memory => memory(cli, bins, r).await,
         Scenario::Steady => steady(cli, bins, r).await,
         Scenario::Chaos => chaos(cli, bins, r).await,
+        Scenario::Restarts => crate::restarts::run(cli, bins, r).await,
     }
 }
 

@@ -215,8 +215,16 @@ async fn full_cycle(w: &World, name: &str, connection_ref: Value) {
     })
     .await;
     let restarted = await_condition(w.api::<Deployment>(), &app, |d: Option<&Deployment>| {
-        d.and_then(|d| d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref())
-            .is_some_and(|a| a.contains_key("acsoperator.io/restarted-for"))
+        d.and_then(|d| {
+            d.spec
+                .as_ref()?
+                .template
+                .metadata
+                .as_ref()?
+                .annotations
+                .as_ref()
+        })
+        .is_some_and(|a| a.contains_key("acsoperator.io/restarted-for"))
     });
     crate::support::within("the consuming Deployment to be restarted", restarted)
         .await
@@ -316,7 +324,11 @@ async fn assert_common_refusals(client: &Client, app_ns: &str, other_ns: &str) {
     .unwrap();
     assert_refused(
         "create a Deployment",
-        status(deployments.create(&PostParams::default(), &deployment).await),
+        status(
+            deployments
+                .create(&PostParams::default(), &deployment)
+                .await,
+        ),
     );
     let identities: Api<AcsIdentity> = Api::namespaced(client.clone(), app_ns);
     assert_refused(
