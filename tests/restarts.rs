@@ -184,11 +184,10 @@ async fn wanted(w: &World, names: &[&str]) -> String {
 /// Waits until the Deployment was restarted for `value`.
 async fn wait_restarted_for(w: &World, name: &str, value: &str) -> Deployment {
     let v = value.to_string();
-    let d = wait_deployment(w, name, "restarted", move |d| {
+    wait_deployment(w, name, "restarted", move |d| {
         restarted_for(d) == (Some(v.clone()), Some(v.clone()))
     })
-    .await;
-    d
+    .await
 }
 
 /// Records when each Deployment's generation changes, from a watch started now.

@@ -232,6 +232,13 @@ impl Actor {
                 failure.reason(),
                 message.clone(),
             );
+            let reported = identity.conditions.iter().any(|c| {
+                c.type_ == CONDITION && c.reason == failure.reason() && c.message == message
+            });
+            if reported {
+                // Already says so: its lastTransitionTime stays.
+                continue;
+            }
             let mut conditions: Vec<Condition> = identity
                 .conditions
                 .iter()

@@ -136,8 +136,8 @@ struct Target {
 
 /// A watch event, from any of the watched kinds.
 enum Input {
-    Identity(watcher::Event<AcsIdentity>),
-    Workload(WorkloadKind, watcher::Event<ObjectMeta>),
+    Identity(Box<watcher::Event<AcsIdentity>>),
+    Workload(WorkloadKind, Box<watcher::Event<ObjectMeta>>),
 }
 
 /// The metadata of a workload, without its kind's type.
@@ -188,7 +188,9 @@ pub async fn run(
     inputs.push(
         watcher(identities, watcher::Config::default().any_semantic())
             .default_backoff()
-            .filter_map(|e| async move { log_watch_error("AcsIdentity", e).map(Input::Identity) })
+            .filter_map(|e| async move {
+                log_watch_error("AcsIdentity", e).map(|e| Input::Identity(Box::new(e)))
+            })
             .boxed(),
     );
     for kind in &kinds {
@@ -268,7 +270,7 @@ where
     let api: Api<PartialObjectMeta<K>> = scoped(client, namespace.as_deref());
     watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
-        .map_ok(move |e| Input::Workload(kind, erase(e)))
+        .map_ok(move |e| Input::Workload(kind, Box::new(erase(e))))
         .filter_map(move |e| async move { log_watch_error(kind.as_str(), e) })
         .boxed()
 }
@@ -297,8 +299,8 @@ impl Restarter {
 
     fn observe(&mut self, input: Input) {
         match input {
-            Input::Identity(event) => self.observe_identities(event),
-            Input::Workload(kind, event) => self.observe_workloads(kind, event),
+            Input::Identity(event) => self.observe_identities(*event),
+            Input::Workload(kind, event) => self.observe_workloads(kind, *event),
         }
     }
 
