@@ -38,6 +38,18 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RestartLabels {
+    kind: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SkipLabels {
+    kind: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CategoryLabels {
     category: String,
 }
@@ -57,6 +69,8 @@ pub struct Metrics {
     reconcile_failures: Family<CategoryLabels, Counter>,
     reconcile_duration: Histogram,
     leader: Gauge,
+    restarts: Family<RestartLabels, Counter>,
+    restarts_skipped: Family<SkipLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,6 +86,8 @@ impl Default for Metrics {
             reconcile_failures: Family::default(),
             reconcile_duration: seconds_histogram(),
             leader: Gauge::default(),
+            restarts: Family::default(),
+            restarts_skipped: Family::default(),
             registry: Registry::default(),
         };
         registry.register_collector(Box::new(m.identities.clone()));
@@ -105,6 +121,16 @@ impl Default for Metrics {
             "acs_identity_operator_leader",
             "1 while this replica reconciles (it holds the leader Lease, or runs without leader election), 0 while it starts or stands by",
             m.leader.clone(),
+        );
+        registry.register(
+            "acs_identity_workload_restarts",
+            "Restarts of workloads that consume a renewed token, by kind and result (done, failed)",
+            m.restarts.clone(),
+        );
+        registry.register(
+            "acs_identity_workload_restarts_skipped",
+            "Restarts held back, by kind and reason (debounced, rate_limited), once per wait",
+            m.restarts_skipped.clone(),
         );
         Self { registry, ..m }
     }
@@ -190,6 +216,27 @@ impl Metrics {
     /// replicas.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Records a restart of a workload of `kind`: `done` or not.
+    pub fn observe_restart(&self, kind: &str, done: bool) {
+        let result = if done { "done" } else { "failed" };
+        self.restarts
+            .get_or_create(&RestartLabels {
+                kind: kind.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Records that a wanted restart of a workload of `kind` waits, for `reason`.
+    pub fn observe_restart_skipped(&self, kind: &str, reason: &str) {
+        self.restarts_skipped
+            .get_or_create(&SkipLabels {
+                kind: kind.into(),
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -304,6 +351,23 @@ mod tests {
             text.contains(r#"acs_api_request_duration_seconds_count{operation="issueToken"} 2"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn restarts_by_kind_and_result_and_skips_by_reason() {
+        let m = Metrics::default();
+        m.observe_restart("Deployment", true);
+        m.observe_restart("Deployment", true);
+        m.observe_restart("StatefulSet", false);
+        m.observe_restart_skipped("Deployment", "debounced");
+        let text = m.encode();
+        for line in [
+            r#"acs_identity_workload_restarts_total{kind="Deployment",result="done"} 2"#,
+            r#"acs_identity_workload_restarts_total{kind="StatefulSet",result="failed"} 1"#,
+            r#"acs_identity_workload_restarts_skipped_total{kind="Deployment",reason="debounced"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! cargo run --release --example operator_bench -- memory --count 1000 --secrets 1000
 //! cargo run --release --example operator_bench -- steady --duration-seconds 600
 //! cargo run --release --example operator_bench -- chaos --duration-seconds 600
+//! cargo run --release --example operator_bench -- restarts             # 1,000 identities, 200 Deployments
 //! ```
 //!
 //! Each run builds what it starts (`cargo build --bins --examples`, the same build as
@@ -24,6 +25,7 @@ mod fairness;
 mod observe;
 mod processes;
 mod report;
+mod restarts;
 mod scenarios;
 
 use acs_identity_operator::api::{AcsConnection, AcsIdentity};
@@ -54,6 +56,9 @@ pub enum Scenario {
     Chaos,
     /// N creates from one namespace on a ClusterAcsConnection, then one from another: its wait.
     Fairness,
+    /// N identities consumed by N/5 Deployments: restarts through a renewal cycle, a key
+    /// rotation, an operator restart and a Git re-apply (issue 14).
+    Restarts,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -111,6 +116,15 @@ pub struct Cli {
     /// Do not run `cargo build` for the binaries first.
     #[arg(long)]
     pub no_build: bool,
+    /// restarts: the operator's --restart-rate (restarts started per 10 s).
+    #[arg(long, default_value_t = 50)]
+    pub restart_rate: u32,
+    /// restarts: the operator's --restart-debounce-seconds.
+    #[arg(long, default_value_t = 60)]
+    pub restart_debounce_seconds: u64,
+    /// restarts: the renewal cycle's refreshes fall at random moments of this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pub restart_spread_seconds: u64,
 }
 
 impl Cli {
@@ -198,6 +212,8 @@ pub struct World {
     pub cli: Cli,
     pub bins: Bins,
     pub logs: PathBuf,
+    /// More arguments for the operator (not the baseline).
+    pub extra_args: Vec<String>,
     starts: u32,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -246,6 +262,7 @@ impl World {
             cli: cli.clone(),
             bins,
             logs,
+            extra_args: Vec::new(),
             starts: 0,
             _tmp: tmp,
         };
@@ -316,6 +333,7 @@ impl World {
             if self.cli.namespaced {
                 args.extend(["--namespace".into(), self.ns.clone()]);
             }
+            args.extend(self.extra_args.iter().cloned());
             Operator::start(
                 "operator",
                 &self.bins.operator,

@@ -59,6 +59,24 @@ struct RunArgs {
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
           action = clap::ArgAction::Set)]
     idempotent_create: bool,
+    /// Restart the workloads of these kinds (comma-separated: Deployment, StatefulSet,
+    /// DaemonSet) that name a renewed AcsIdentity in their acsoperator.io/restart-on-renewal
+    /// annotation. Off when empty (the default); needs the workload-restarts RBAC component.
+    #[arg(long, value_delimiter = ',', value_parser = controller::restarts::WorkloadKind::parse)]
+    restart_workloads: Vec<controller::restarts::WorkloadKind>,
+    /// Renewals of a workload's identities within this many seconds of the first are one
+    /// restart. Keep it well below the renewal margin (renewBefore).
+    #[arg(long, default_value_t = 10)]
+    restart_debounce_seconds: u64,
+    /// A workload is restarted at most once in this many seconds, unless its old token would
+    /// expire first.
+    #[arg(long, default_value_t = 60)]
+    restart_min_interval_seconds: u64,
+    /// At most this many restarts start in any --restart-window-seconds, cluster-wide.
+    #[arg(long, default_value_t = 10)]
+    restart_rate: u32,
+    #[arg(long, default_value_t = 10)]
+    restart_window_seconds: u64,
 }
 
 #[tokio::main]
@@ -98,6 +116,17 @@ async fn run(args: RunArgs) -> ExitCode {
         instance: std::env::var("POD_NAME").ok(),
         workload_identity,
         idempotent_create: args.idempotent_create,
+        restarts: (!args.restart_workloads.is_empty()).then(|| {
+            controller::restarts::RestartSettings {
+                kinds: args.restart_workloads.clone(),
+                limits: acs_identity_operator::policy::restart::Limits {
+                    debounce: Duration::from_secs(args.restart_debounce_seconds),
+                    min_interval: Duration::from_secs(args.restart_min_interval_seconds),
+                    per_window: args.restart_rate.max(1),
+                    window: Duration::from_secs(args.restart_window_seconds.max(1)),
+                },
+            }
+        }),
         ..controller::Settings::default()
     };
     let role = Arc::new(leader::Role::default());

@@ -11,6 +11,7 @@ pub mod connections;
 pub mod error;
 pub mod events;
 pub mod identity;
+pub mod restarts;
 pub mod secret_index;
 pub mod status;
 pub mod token_secret;
@@ -86,6 +87,8 @@ pub struct Settings {
     /// create whose answer was lost is not repeated as a second identity. `false` uses the GA
     /// create, for ACS resources that do not serve the preview.
     pub idempotent_create: bool,
+    /// Restart the workloads that consume a renewed token (`None`: off).
+    pub restarts: Option<restarts::RestartSettings>,
 }
 
 impl Default for Settings {
@@ -101,6 +104,7 @@ impl Default for Settings {
             ready: Arc::default(),
             workload_identity: Default::default(),
             idempotent_create: true,
+            restarts: None,
         }
     }
 }
@@ -264,6 +268,13 @@ pub async fn run(client: Client, settings: Settings) {
         _ = watch_connection_secrets(apis.secrets.clone(), ctx.clone()) => {},
         _ = prune_status_ledger(ctx.clone()) => {},
         _ = dispatch_admissions(limiters, ctx.nudge.clone()) => {},
+        _ = restarts::run(
+            client.clone(),
+            settings.namespace.clone(),
+            settings.restarts.clone(),
+            settings.metrics.clone(),
+            settings.instance.clone(),
+        ) => {},
     }
     info!("operator stopped");
 }

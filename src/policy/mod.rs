@@ -7,11 +7,13 @@
 //! - what does the Ready condition say? [`readiness`]
 //! - what does a reason mean? [`reason`]
 //! - who may hold which ACS identity, and delete it? [`tenancy`]
+//! - when is a consuming workload restarted, and with what annotation? [`restart`]
 
 pub mod decision;
 pub mod readiness;
 pub mod reason;
 pub mod requeue;
+pub mod restart;
 pub mod schedule;
 pub mod tenancy;
 

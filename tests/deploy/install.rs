@@ -29,20 +29,30 @@ pub struct Install {
 impl Install {
     /// Renders `deploy/overlays/<overlay>` into `namespace`.
     pub fn render(overlay: &str, namespace: &str) -> Install {
+        Self::render_with(overlay, &[], namespace)
+    }
+
+    /// Renders `deploy/overlays/<overlay>` with `deploy/components/<component>`s into
+    /// `namespace`, as a user's own overlay would.
+    pub fn render_with(overlay: &str, components: &[&str], namespace: &str) -> Install {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = tempfile::tempdir().unwrap();
         // kustomize takes only relative paths to other kustomizations.
         let target = relative(dir.path(), &repo.join("deploy/overlays").join(overlay));
         let suffix = namespace.rsplit('-').next().unwrap();
-        std::fs::write(
-            dir.path().join("kustomization.yaml"),
-            format!(
-                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
-                 namespace: \"{namespace}\"\nnameSuffix: \"-{suffix}\"\nresources:\n  - {}\n",
-                target.display()
-            ),
-        )
-        .unwrap();
+        let mut kustomization = format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             namespace: \"{namespace}\"\nnameSuffix: \"-{suffix}\"\nresources:\n  - {}\n",
+            target.display()
+        );
+        if !components.is_empty() {
+            kustomization.push_str("components:\n");
+            for c in components {
+                let path = relative(dir.path(), &repo.join("deploy/components").join(c));
+                kustomization.push_str(&format!("  - {}\n", path.display()));
+            }
+        }
+        std::fs::write(dir.path().join("kustomization.yaml"), kustomization).unwrap();
         let yaml = run(
             Command::new(support::tools::kubectl())
                 .args(["kustomize", dir.path().to_str().unwrap()]),

@@ -5,6 +5,11 @@
 //! verb granted. The API server refuses it nothing meanwhile (its log has no "forbidden", which
 //! kube-runtime's watchers, the event recorder and the reconcilers would all log), and the same
 //! identity is refused what it does not need.
+//!
+//! Every install runs with workload restarts on (deploy/'s workload-restarts component, the
+//! chart's `workloadRestarts.kinds`), the most the operator is ever granted: a Deployment
+//! consuming the identity is restarted by its renewal (list, watch, get and patch on the
+//! workload kinds). Without them nothing of the kind is granted.
 
 use crate::authorizer::wait_until_allowed;
 use crate::install::Install;
@@ -12,6 +17,7 @@ use crate::support::TestNamespace;
 use crate::support::operator::{World, status_of};
 use crate::{impersonating, service_account_identity, status};
 use acs_identity_operator::api::{AcsConnection, AcsIdentity, ClusterAcsConnection};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -30,6 +36,11 @@ use tokio::process::{Child, Command};
 /// A cluster-wide operator sees every namespace: one operator test at a time, so that it
 /// never reconciles another test's identities.
 static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The component that turns workload restarts on.
+const RESTARTS: &str = "workload-restarts";
+/// The chart's values that match the component.
+const CHART_RESTARTS: &str = "workloadRestarts.kinds={Deployment,StatefulSet,DaemonSet}";
 
 /// The operator binary, started as the install's Deployment would start it.
 struct DeployedOperator {
@@ -180,6 +191,23 @@ async fn full_cycle(w: &World, name: &str, connection_ref: Value) {
     let created = w.wait_ready(name).await;
     let id = status_of(&created).identity_id.clone().unwrap();
     let first_expiry = status_of(&created).token_expires_on.clone().unwrap().0;
+    // A Deployment that consumes the token: watched (list, watch), looked at once (get), and
+    // restarted by a renewal (patch).
+    let app = format!("{name}-app");
+    w.apply::<Deployment>(
+        &app,
+        json!({
+            "metadata": {"annotations": {"acsoperator.io/restart-on-renewal": name}},
+            "spec": {
+                "selector": {"matchLabels": {"app": app}},
+                "template": {
+                    "metadata": {"labels": {"app": app}},
+                    "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+                },
+            },
+        }),
+    )
+    .await;
     // The renewal applies the Secret again (patch).
     w.wait_identity(name, "renewed", |o| {
         o.status
@@ -188,6 +216,21 @@ async fn full_cycle(w: &World, name: &str, connection_ref: Value) {
             .is_some_and(|t| t.0 > first_expiry)
     })
     .await;
+    let restarted = await_condition(w.api::<Deployment>(), &app, |d: Option<&Deployment>| {
+        d.and_then(|d| {
+            d.spec
+                .as_ref()?
+                .template
+                .metadata
+                .as_ref()?
+                .annotations
+                .as_ref()
+        })
+        .is_some_and(|a| a.contains_key("acsoperator.io/restarted-for"))
+    });
+    crate::support::within("the consuming Deployment to be restarted", restarted)
+        .await
+        .unwrap();
     // Deletion meets two failed revocations first: the same Warning twice is one Event
     // whose series the recorder patches.
     w.admin
@@ -271,6 +314,24 @@ async fn assert_common_refusals(client: &Client, app_ns: &str, other_ns: &str) {
         "read ConfigMaps",
         status(configmaps.list(&Default::default()).await),
     );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), app_ns);
+    assert_refused(
+        "delete a Deployment",
+        status(deployments.delete("anyone", &DeleteParams::default()).await),
+    );
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "intruder"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}}}
+    }))
+    .unwrap();
+    assert_refused(
+        "create a Deployment",
+        status(
+            deployments
+                .create(&PostParams::default(), &deployment)
+                .await,
+        ),
+    );
     let identities: Api<AcsIdentity> = Api::namespaced(client.clone(), app_ns);
     assert_refused(
         "delete an AcsIdentity",
@@ -295,13 +356,16 @@ async fn assert_common_refusals(client: &Client, app_ns: &str, other_ns: &str) {
 
 #[tokio::test]
 async fn namespaced_install_runs_a_full_cycle_and_is_refused_everything_else() {
-    namespaced_cycle(|ns| Install::render("namespaced", ns)).await;
+    namespaced_cycle(|ns| Install::render_with("namespaced", &[RESTARTS], ns)).await;
 }
 
 /// The Helm chart's namespaced install grants the same, no more.
 #[tokio::test]
 async fn namespaced_chart_install_runs_a_full_cycle_and_is_refused_everything_else() {
-    namespaced_cycle(|ns| Install::chart(&["--set", "scope=namespace"], ns)).await;
+    namespaced_cycle(|ns| {
+        Install::chart(&["--set", "scope=namespace", "--set", CHART_RESTARTS], ns)
+    })
+    .await;
 }
 
 /// The namespaced install made by `render` into a namespace, with the operator running under
@@ -358,14 +422,14 @@ async fn namespaced_cycle(render: impl FnOnce(&str) -> Install) {
 #[tokio::test]
 async fn cluster_wide_install_runs_a_full_cycle_on_a_cluster_connection_and_is_refused_everything_else()
  {
-    cluster_wide_cycle(|ns| Install::render("cluster-wide", ns)).await;
+    cluster_wide_cycle(|ns| Install::render_with("cluster-wide", &[RESTARTS], ns)).await;
 }
 
 /// The Helm chart's cluster-wide install (its default values) grants the same, no more.
 #[tokio::test]
 async fn cluster_wide_chart_install_runs_a_full_cycle_on_a_cluster_connection_and_is_refused_everything_else()
  {
-    cluster_wide_cycle(|ns| Install::chart(&[], ns)).await;
+    cluster_wide_cycle(|ns| Install::chart(&["--set", CHART_RESTARTS], ns)).await;
 }
 
 /// The cluster-wide install made by `render` into the operator's namespace, with the operator
@@ -473,4 +537,40 @@ async fn cluster_wide_cycle(render: impl FnOnce(&str) -> Install) {
     let _ = cluster_connections
         .delete(&connection_name, &DeleteParams::default())
         .await;
+}
+
+#[test]
+fn workload_restarts_are_granted_only_with_their_component() {
+    let apps = |install: &Install| -> Vec<(String, String, String, String)> {
+        install
+            .all("ClusterRole")
+            .into_iter()
+            .chain(install.all("Role"))
+            .flat_map(|r| crate::grants(&r["rules"]))
+            .filter(|g| g.0 == "apps")
+            .collect()
+    };
+    let flag = |install: &Install| {
+        install.deployment()["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().unwrap().starts_with("--restart-workloads"))
+    };
+    for overlay in ["cluster-wide", "namespaced"] {
+        let off = Install::render(overlay, "restarts-off");
+        assert_eq!(apps(&off), vec![], "{overlay} without the component");
+        assert!(!flag(&off), "{overlay} restarts nothing by default");
+        let on = Install::render_with(overlay, &[RESTARTS], "restarts-on");
+        let mut expected = vec![];
+        for resource in ["daemonsets", "deployments", "statefulsets"] {
+            for verb in ["get", "list", "patch", "watch"] {
+                expected.push(("apps".into(), resource.into(), "*".into(), verb.into()));
+            }
+        }
+        let mut got = apps(&on);
+        got.sort();
+        assert_eq!(got, expected, "{overlay} with the component");
+        assert!(flag(&on), "{overlay} with the component turns it on");
+    }
 }

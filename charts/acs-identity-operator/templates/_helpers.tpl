@@ -83,4 +83,19 @@ the same). The cluster-scoped kinds only in scope=cluster.
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- with .Values.workloadRestarts.kinds }}
+# Workload restarts for renewed tokens (workloadRestarts.kinds): list and watch for the
+# metadata-only watches, get for the first look, patch for the restart (one pod template
+# annotation by server-side apply). Never create, update or delete.
+- apiGroups: [apps]
+  resources: [{{ include "acs-identity-operator.restartResources" . }}]
+  verbs: [get, list, watch, patch]
+{{- end }}
+{{- end }}
+
+{{/* The apps resources of the workload kinds restarted. */}}
+{{- define "acs-identity-operator.restartResources" -}}
+{{- $names := list }}
+{{- range . }}{{ $names = append $names (printf "%ss" (lower .)) }}{{ end }}
+{{- join ", " $names }}
 {{- end }}

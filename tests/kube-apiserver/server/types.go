@@ -45,6 +45,11 @@ var (
 		hasStatus:        true,
 		tracksGeneration: true,
 	}
+	// StatefulSets and DaemonSets: stored with status and generation, not validated.
+	workloadRules = typeRules{
+		hasStatus:        true,
+		tracksGeneration: true,
+	}
 	// RBAC object names may contain ':' (system:controller:...).
 	rbacRules = typeRules{validName: path.ValidatePathSegmentName}
 	// Both groups' events store corev1.Event (events.go).
