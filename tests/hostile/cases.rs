@@ -530,7 +530,7 @@ impl Expect {
 /// The markdown table of CORPUS.md.
 pub fn table() -> String {
     let cases = cases();
-    let mut out = format!("| # | group | case | expected |\n| --- | --- | --- | --- |\n");
+    let mut out = String::from("| # | group | case | expected |\n| --- | --- | --- | --- |\n");
     for (index, case) in cases.iter().enumerate() {
         out.push_str(&format!(
             "| {} | {} | `{}` | {} |\n",

@@ -269,7 +269,7 @@ async fn run(case: Case, reconciles: Reconciles) -> Result<(), String> {
         return Err(format!("bystander changed: {:?}", now.status));
     }
     let token = env.token("bystander").await?;
-    if (token != bystander_token && !renewing) || env.admin.verify(&token).await.0 == false {
+    if (token != bystander_token && !renewing) || !env.admin.verify(&token).await.0 {
         return Err("bystander's token changed or is no longer valid".into());
     }
     if env
