@@ -14,8 +14,11 @@ use crate::emulator::routes::{self, AcsRoute, Route};
 use crate::emulator::tokens::{TokenClaims, TokenMinter};
 use std::time::{Duration, UNIX_EPOCH};
 
+/// A fuzz entry: takes any bytes.
+pub type Entry = fn(&[u8]);
+
 /// The targets, by the name of their corpus folder (`fuzz/corpus/<name>/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("connection_string", connection_string),
     ("acs_response", acs_response),
     ("retry_after", retry_after),

@@ -37,9 +37,9 @@ pub enum Extra {
 pub enum Ca {
     Garbage,
     PemWithoutCertificate,
-    AnotherCa,
+    SomeoneElses,
     /// The server's own leaf certificate, which is no CA.
-    NotACa,
+    ServerCertificate,
     /// The CA that signed the server certificate, and that certificate, both expired.
     /// (An expired CA alone is no error: TLS checks the dates of the chain it is given, and
     /// a trust anchor is a name and a key.)
@@ -373,13 +373,13 @@ pub fn cases() -> Vec<Case> {
         Case {
             name: "ca-of-someone-else",
             group: "CA bundle",
-            setup: Setup::CaBundle(Ca::AnotherCa),
+            setup: Setup::CaBundle(Ca::SomeoneElses),
             expect: Reason("AcsCertificateUntrusted"),
         },
         Case {
             name: "ca-not-a-ca",
             group: "CA bundle",
-            setup: Setup::CaBundle(Ca::NotACa),
+            setup: Setup::CaBundle(Ca::ServerCertificate),
             expect: Reason("AcsCertificateUntrusted"),
         },
         Case {

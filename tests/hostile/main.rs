@@ -389,7 +389,7 @@ async fn edit_case(env: &mut Env, edit: Edit, victim: &str) -> Result<(), String
         json!({"connectionRef": {"name": connection}, "scopes": ["voip"]}),
     )
     .await?;
-    let before = env.wait_ready(victim).await?;
+    env.wait_ready(victim).await?;
     let old_token = env.token(victim).await?;
     env.secrets.push(old_token.clone());
     let secrets = env.api::<Secret>();
@@ -436,8 +436,8 @@ fn ca_case(ca: Ca) -> (TlsPem, String) {
             "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
                 .into(),
         ),
-        Ca::AnotherCa => (good.server, test_ca().ca_pem),
-        Ca::NotACa => {
+        Ca::SomeoneElses => (good.server, test_ca().ca_pem),
+        Ca::ServerCertificate => {
             let leaf = String::from_utf8(good.server.cert_chain.clone()).unwrap();
             (good.server, leaf)
         }
