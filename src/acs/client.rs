@@ -68,8 +68,8 @@ impl TryFrom<AccessTokenBody> for IssuedToken {
     fn try_from(body: AccessTokenBody) -> Result<Self, AcsError> {
         let expires_on = body.expires_on.parse::<Timestamp>().map_err(|e| {
             AcsError::InvalidResponse(format!(
-                "expiresOn {:?} is not a timestamp: {}",
-                excerpt(&body.expires_on),
+                "expiresOn {} is not a timestamp: {}",
+                excerpt(&format!("{:?}", body.expires_on)),
                 excerpt(&e.to_string())
             ))
         })?;
