@@ -15,6 +15,8 @@ pub mod acs;
 pub mod api;
 pub mod controller;
 pub mod emulator;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod leader;
 pub mod metrics;

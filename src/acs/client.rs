@@ -8,7 +8,7 @@
 //! it idempotent; only that call uses the preview api-version [`CUSTOM_ID_API_VERSION`].
 
 use super::entra::{ACS_SCOPE, credential_error};
-use super::error::{AcsError, parse_retry_after};
+use super::error::{AcsError, excerpt, parse_retry_after};
 use super::limits::{AcsRateLimiter, Operation};
 use super::model::{
     API_VERSION, AccessTokenBody, CUSTOM_ID_API_VERSION, CreateIdentityRequest,
@@ -68,8 +68,9 @@ impl TryFrom<AccessTokenBody> for IssuedToken {
     fn try_from(body: AccessTokenBody) -> Result<Self, AcsError> {
         let expires_on = body.expires_on.parse::<Timestamp>().map_err(|e| {
             AcsError::InvalidResponse(format!(
-                "expiresOn {:?} is not a timestamp: {e}",
-                body.expires_on
+                "expiresOn {} is not a timestamp: {}",
+                excerpt(&format!("{:?}", body.expires_on)),
+                excerpt(&e.to_string())
             ))
         })?;
         if body.token.is_empty() {
@@ -568,8 +569,9 @@ fn expect_status(status: StatusCode, expected: StatusCode, body: &[u8]) -> Resul
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AcsError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| AcsError::InvalidResponse(format!("body does not parse: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        AcsError::InvalidResponse(format!("body does not parse: {}", excerpt(&e.to_string())))
+    })
 }
 
 /// Reads a `201` body of `POST /identities`.
@@ -624,6 +626,31 @@ mod tests {
                     .unwrap();
             assert_eq!(token.expires_on.subsec_nanosecond(), nanos, "{text}");
         }
+    }
+
+    #[test]
+    fn invalid_responses_do_not_repeat_a_huge_body() {
+        let long = "x".repeat(100_000);
+        for body in [
+            serde_json::json!({"token": "t", "expiresOn": long}),
+            serde_json::json!({"token": "t", "expiresOn": 5, "x": long}),
+            serde_json::json!({"token": long.clone(), "expiresOn": {"a": long}}),
+            serde_json::json!({"token": 1, "expiresOn": long}),
+        ] {
+            let err = parse_token_response(body.to_string().as_bytes()).unwrap_err();
+            assert!(
+                err.to_string().len() < 1024,
+                "{} bytes",
+                err.to_string().len()
+            );
+        }
+        let body = serde_json::json!({"identity": {"id": 5, "customId": long}});
+        let err = parse_create_response(body.to_string().as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().len() < 1024,
+            "{} bytes",
+            err.to_string().len()
+        );
     }
 
     #[test]

@@ -35,13 +35,12 @@ impl ServiceError {
                         target,
                     },
             }) => Self {
-                code,
-                message,
-                target,
+                code: excerpt(&code),
+                message: excerpt(&message),
+                target: target.as_deref().map(excerpt),
             },
             Err(_) => {
-                let text = String::from_utf8_lossy(body);
-                let mut message: String = text.chars().take(200).collect();
+                let mut message = excerpt(&String::from_utf8_lossy(body));
                 if message.is_empty() {
                     message = "(empty body)".into();
                 }
@@ -53,6 +52,23 @@ impl ServiceError {
             }
         }
     }
+}
+
+/// Most bytes of one piece of a server's answer kept in an error: its text goes into a
+/// condition, an Event and a log line, and a hostile server must not make those big.
+pub const MAX_EXCERPT: usize = 200;
+
+/// At most [`MAX_EXCERPT`] bytes of `text`, cut at a character boundary and marked with `…`
+/// when cut.
+pub fn excerpt(text: &str) -> String {
+    if text.len() <= MAX_EXCERPT {
+        return text.to_string();
+    }
+    let mut end = MAX_EXCERPT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,7 +231,19 @@ mod tests {
     fn non_json_error_bodies_are_kept_short() {
         let err = ServiceError::from_body(&[b'x'; 1000]);
         assert_eq!(err.code, "");
-        assert_eq!(err.message.len(), 200);
+        assert_eq!(err.message, format!("{}…", "x".repeat(200)));
+        // The ACS shape is bounded the same way, piece by piece.
+        let long = "é".repeat(5000);
+        let body = serde_json::json!({"error": {"code": long, "message": long, "target": long}});
+        let err = ServiceError::from_body(body.to_string().as_bytes());
+        for piece in [&err.code, &err.message, err.target.as_ref().unwrap()] {
+            assert!(
+                piece.len() <= MAX_EXCERPT + '…'.len_utf8(),
+                "{}",
+                piece.len()
+            );
+            assert!(piece.ends_with('…'));
+        }
         assert_eq!(ServiceError::from_body(b"").message, "(empty body)");
     }
 

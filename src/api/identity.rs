@@ -73,9 +73,13 @@ pub struct AcsIdentitySpec {
     #[schemars(range(min = 1, max = 99))]
     #[schemars(extend("format" = "int32"))]
     pub renew_before_percentage: Option<u8>,
-    /// Name of the Secret to write (default: the AcsIdentity's name).
+    /// Name of the Secret to write (default: the AcsIdentity's name). A Secret name: lower
+    /// case letters, digits, `-` and `.`, starting and ending with a letter or digit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(
+        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+    ))]
     pub secret_name: Option<String>,
     /// Extra labels and annotations for the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -68,7 +68,7 @@ fn event(
 ) -> Event {
     let name = format!(
         "{}.{:016x}",
-        regarding.name.as_deref().unwrap_or("object"),
+        event_name_prefix(regarding.name.as_deref().unwrap_or("object")),
         rand::random::<u64>()
     );
     let event = Event {
@@ -95,6 +95,14 @@ fn event(
     };
     debug_assert!(event.name_any().len() <= 253);
     event
+}
+
+/// The object's name as the start of an Event name: an object may be named with up to 253
+/// characters, and the `.` and 16 hex digits after it must still fit in 253. Cut names end
+/// in a letter or digit, as a DNS subdomain must before the `.`.
+fn event_name_prefix(name: &str) -> &str {
+    const ROOM: usize = 253 - 17;
+    truncate(name, ROOM).trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary.
@@ -150,6 +158,26 @@ mod tests {
                 .metadata
                 .name
         );
+    }
+
+    #[test]
+    fn events_about_objects_with_the_longest_names_have_valid_names() {
+        for name in [
+            "a".repeat(253),
+            format!("{}.{}", "a".repeat(235), "b".repeat(17)),
+        ] {
+            let regarding = ObjectReference {
+                name: Some(name.clone()),
+                ..reference()
+            };
+            let e = event(regarding, EventType::Normal, "R", "n", "c", "i");
+            let event_name = e.metadata.name.unwrap();
+            assert!(event_name.len() <= 253, "{}", event_name.len());
+            assert!(!event_name.contains(".."), "{event_name}");
+            assert!(event_name.starts_with(&name[..200]));
+            // The Event still says which object it is about.
+            assert_eq!(e.regarding.unwrap().name, Some(name));
+        }
     }
 
     #[test]

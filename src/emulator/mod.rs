@@ -30,14 +30,14 @@
 
 // Everything below is the emulator's own; what callers need is re-exported here.
 mod admin;
-mod auth;
+pub(crate) mod auth; // reached by crate::fuzzing
 mod entra;
 mod faults;
 mod identity_api;
 mod operation;
 mod persist;
 mod responses;
-mod routes;
+pub(crate) mod routes; // reached by crate::fuzzing
 mod server;
 mod service;
 mod state;
@@ -45,7 +45,7 @@ mod stats;
 mod teams;
 mod throttle;
 mod tls;
-mod tokens;
+pub(crate) mod tokens; // reached by crate::fuzzing
 mod validation;
 
 pub use entra::EntraConfig;

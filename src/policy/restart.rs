@@ -242,6 +242,15 @@ impl RateWindow {
             self.starts.pop_front();
         }
     }
+
+    /// The last start's patch came back at `at`: it counts from then. The restart took effect
+    /// somewhere between start and answer, so counting each from its answer keeps any window
+    /// of effects, not only of starts, within the rate.
+    pub fn finished(&mut self, at: Instant) {
+        if let Some(last) = self.starts.back_mut() {
+            *last = (*last).max(at);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -418,6 +427,12 @@ mod tests {
         w.started(s(10));
         assert_eq!(w.free_at(s(11)), Some(s(14)));
         assert_eq!(w.free_at(s(14)), None);
+        // A start whose patch came back late counts from its answer.
+        let mut late = RateWindow::new(&limits());
+        late.started(s(0));
+        late.finished(s(3));
+        late.started(s(4));
+        assert_eq!(late.free_at(s(12)), Some(s(13)), "10 s after the answer, not the start");
         let mut one = RateWindow::new(&Limits {
             per_window: 0,
             ..limits()

@@ -584,6 +584,7 @@ impl Restarter {
             }
             self.rate.started(now);
             self.restart(key, wanted, now).await;
+            self.rate.finished(Instant::now());
         }
     }
 
