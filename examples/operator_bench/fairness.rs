@@ -13,8 +13,9 @@ use kube::runtime::wait::await_condition;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-/// The backlog (creates waiting for the ACS window) at which the newcomer is applied.
-const BACKLOG: f64 = 500.0;
+/// The backlog (creates waiting for the ACS window) at which the newcomer is applied: the
+/// issue's 2,000, or what `--count` beyond one window allows.
+const BACKLOG: f64 = 2000.0;
 
 pub async fn fairness(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
     let mut w = World::setup(cli, bins, &[]).await?;

@@ -432,7 +432,11 @@ mod tests {
         late.started(s(0));
         late.finished(s(3));
         late.started(s(4));
-        assert_eq!(late.free_at(s(12)), Some(s(13)), "10 s after the answer, not the start");
+        assert_eq!(
+            late.free_at(s(12)),
+            Some(s(13)),
+            "10 s after the answer, not the start"
+        );
         let mut one = RateWindow::new(&Limits {
             per_window: 0,
             ..limits()
