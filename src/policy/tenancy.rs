@@ -55,6 +55,17 @@ pub fn holder_of<'a>(
         .map(|c| c.uid)
 }
 
+/// Whether `me` is the rightful holder of `id`, among `others` (which may include an older
+/// version of `me`: it is replaced by `me`).
+pub fn is_holder<'a>(
+    id: &str,
+    me: Claimant<'a>,
+    others: impl IntoIterator<Item = Claimant<'a>>,
+) -> bool {
+    let others = others.into_iter().filter(|c| c.uid != me.uid);
+    holder_of(id, others.chain([me])) == Some(me.uid)
+}
+
 /// Whether `me` is among the first `max` of its namespace's identities on one connection
 /// (`peers` may include `me`).
 pub fn within_share<'a>(
@@ -197,6 +208,15 @@ mod tests {
         for (what, claimants, want) in cases {
             assert_eq!(holder_of("8:acs:r_1", claimants), want, "{what}");
         }
+    }
+
+    #[test]
+    fn the_newest_view_of_oneself_decides() {
+        let id = Some("8:acs:r_1");
+        // The cache still shows me without the identity my last status write recorded.
+        let cached = [c("me", 9, None, id), c("older", 1, None, id)];
+        assert!(!is_holder("8:acs:r_1", c("me", 9, None, id), cached));
+        assert!(is_holder("8:acs:r_1", c("me", 9, id, id), cached));
     }
 
     #[test]

@@ -53,7 +53,7 @@ async fn release(obj: &AcsIdentity, ctx: &Context) -> Result<(), Error> {
         }
     }
     delete_owned_secret(ctx, obj).await?;
-    nudge_held_back(obj, ctx);
+    nudge_held_back(obj, ctx).await;
     Ok(())
 }
 
@@ -66,12 +66,7 @@ async fn decide_release(obj: &AcsIdentity, ctx: &Context, id: &str) -> Result<Re
         == Some("true");
     let adopted = obj.spec.identity_id.as_deref() == Some(id);
     let all = ctx.identities.state();
-    let others = all
-        .iter()
-        .filter(|o| o.uid() != obj.uid())
-        .map(|o| claimant(o));
-    let me = claimant(obj);
-    let rightful = tenancy::holder_of(id, others.chain([me])) == Some(me.uid);
+    let rightful = tenancy::is_holder(id, claimant(obj), all.iter().map(|o| claimant(o)));
     let may_adopt = if adopted && !skip && rightful {
         let namespace = obj.namespace().unwrap_or_default();
         ctx.connections
@@ -102,16 +97,30 @@ fn keep_note(why: KeepReason) -> &'static str {
 }
 
 /// Identities that may have waited for this one to go: those asking for the identity it
-/// held, and those of its namespace on the same connection without one yet (a share freed).
-fn nudge_held_back(obj: &AcsIdentity, ctx: &Context) {
+/// held, and, when its connection caps a namespace's share, those of its namespace on the
+/// same connection without one yet (a share freed).
+async fn nudge_held_back(obj: &AcsIdentity, ctx: &Context) {
     let held = obj.status.as_ref().and_then(|s| s.identity_id.as_deref());
     let namespace = obj.namespace();
+    let capped = ctx
+        .connections
+        .grants(
+            namespace.as_deref().unwrap_or_default(),
+            &obj.spec.connection_ref,
+            false,
+        )
+        .await
+        .is_ok_and(|g| g.max_identities.is_some());
+    if held.is_none() && !capped {
+        return;
+    }
     for other in ctx.identities.state() {
         if other.uid() == obj.uid() {
             continue;
         }
         let wants_it = held.is_some() && other.spec.identity_id.as_deref() == held;
-        let same_share = other.namespace() == namespace
+        let same_share = capped
+            && other.namespace() == namespace
             && other.spec.connection_ref == obj.spec.connection_ref
             && other
                 .status

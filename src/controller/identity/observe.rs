@@ -138,8 +138,9 @@ async fn observe_secret(
 }
 
 /// The tenancy rules ([`crate::policy::tenancy`]): adoption only where the connection allows
-/// it, one holder per ACS identity, and the namespace's share of a shared connection. Reads
-/// the cache of AcsIdentities only when adopting or under a cap.
+/// it, one holder per ACS identity, and the namespace's share of a shared connection. Looks
+/// at nothing for a created identity it already holds (every renewal); reads the cache of
+/// AcsIdentities only when adopting or under a cap.
 async fn check_tenancy(
     obj: &AcsIdentity,
     ctx: &Context,
@@ -148,6 +149,10 @@ async fn check_tenancy(
 ) -> Result<(), Error> {
     let r = &obj.spec.connection_ref;
     let adopting = obj.spec.identity_id.as_deref();
+    if adopting.is_none() && status.identity_id.is_some() {
+        // A created identity it holds: no rule applies (the renewal path reads nothing).
+        return Ok(());
+    }
     let grants = ctx
         .connections
         .grants(namespace, r, adopting.is_some())
@@ -164,13 +169,11 @@ async fn check_tenancy(
     };
     // An AcsIdentity being deleted is leaving: it frees its share, and its claim (its
     // cleanup keeps or deletes the ACS identity as its own rules say).
-    let staying = |o: &&std::sync::Arc<AcsIdentity>| {
-        o.metadata.deletion_timestamp.is_none() && o.uid() != obj.uid()
-    };
+    let staying = |o: &&std::sync::Arc<AcsIdentity>| o.metadata.deletion_timestamp.is_none();
     if let Some(id) = adopting {
         let all = ctx.identities.state();
         let others = all.iter().filter(staying).map(|o| claimant(o));
-        if tenancy::holder_of(id, others.chain([me])) != Some(me.uid) {
+        if !tenancy::is_holder(id, me, others) {
             return Err(Error::IdentityClaimed { id: id.to_string() });
         }
     }
