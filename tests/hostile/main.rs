@@ -495,22 +495,14 @@ impl Env {
         Api::namespaced(self.client.clone(), self.ns.name())
     }
 
-    async fn apply<K>(&self, name: &str, mut body: Value) -> Result<(), String>
+    async fn apply<K>(&self, name: &str, body: Value) -> Result<(), String>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        body["apiVersion"] = json!(K::api_version(&()));
-        body["kind"] = json!(K::kind(&()));
-        body["metadata"]["name"] = json!(name);
-        self.api::<K>()
-            .patch(
-                name,
-                &PatchParams::apply("hostile").force(),
-                &Patch::Apply(body),
-            )
+        support::apply_as(&self.api::<K>(), "hostile", name, body)
             .await
             .map(drop)
             .map_err(|e| match e {

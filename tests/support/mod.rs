@@ -48,6 +48,25 @@ pub use namespace::TestNamespace;
 use std::future::Future;
 use std::time::Duration;
 
+/// Server-side applies `body` to `api`, completed with apiVersion, kind and name, as field
+/// manager `manager` (forcing conflicts).
+pub async fn apply_as<K>(
+    api: &kube::Api<K>,
+    manager: &str,
+    name: &str,
+    mut body: serde_json::Value,
+) -> Result<K, kube::Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    body["apiVersion"] = serde_json::json!(K::api_version(&()));
+    body["kind"] = serde_json::json!(K::kind(&()));
+    body["metadata"]["name"] = serde_json::json!(name);
+    let params = kube::api::PatchParams::apply(manager).force();
+    api.patch(name, &params, &kube::api::Patch::Apply(body))
+        .await
+}
+
 /// How long a test waits for the server to do something it does at once.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -254,22 +254,14 @@ impl World {
     }
 
     /// Server-side applies `body` (merged with apiVersion/kind/name) as the test's manager.
-    pub async fn apply<K>(&self, name: &str, mut body: Value) -> K
+    pub async fn apply<K>(&self, name: &str, body: Value) -> K
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        body["apiVersion"] = json!(K::api_version(&()));
-        body["kind"] = json!(K::kind(&()));
-        body["metadata"]["name"] = json!(name);
-        self.api::<K>()
-            .patch(
-                name,
-                &PatchParams::apply("test").force(),
-                &Patch::Apply(body),
-            )
+        super::apply_as(&self.api::<K>(), "test", name, body)
             .await
             .unwrap()
     }
