@@ -384,7 +384,15 @@ fn install_facts(objects: &[Value]) -> BTreeMap<String, Value> {
         let key = format!("{kind} {}", name_of(o));
         match kind {
             "Role" | "ClusterRole" => {
-                facts.insert(key, json!(grants(&o["rules"])));
+                facts.insert(key.clone(), json!(grants(&o["rules"])));
+                // Which default roles (view, edit, admin) a ClusterRole is aggregated into.
+                let aggregated: BTreeMap<&String, &Value> = o["metadata"]["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| k.starts_with("rbac.authorization.k8s.io/"))
+                    .collect();
+                facts.insert(format!("{key} aggregated into"), json!(aggregated));
             }
             "RoleBinding" | "ClusterRoleBinding" => {
                 facts.insert(key, json!([o["roleRef"], o["subjects"]]));
