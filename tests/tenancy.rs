@@ -183,6 +183,86 @@ async fn a_tenant_cannot_adopt_use_or_delete_another_tenants_identity() {
     );
 }
 
+/// What team-b learns from a refused adoption about an id: through a shared connection that
+/// does not let it adopt, nothing: an id team-a holds, one nobody holds and one that does not
+/// exist get the same reason, message and Event, and nothing is asked of ACS. Where it may
+/// adopt, the one-holder rule must refuse the held id (`IdentityClaimed`, naming no holder),
+/// and ACS itself tells an unknown id (`IdentityNotFound`) from a free one (adopted): what any
+/// tenant allowed to adopt there learns anyway.
+#[tokio::test]
+async fn a_refused_adoption_does_not_tell_whether_an_id_is_held() {
+    let _one = ONE_OPERATOR.lock().await;
+    let p = Platform::new(json!({})).await;
+    let a = p.world.neighbour("team-a").await;
+    let b = p.world.neighbour("team-b").await;
+    p.set_connection(json!({"allowedNamespaces": {"names": [a.ns, b.ns]}}))
+        .await;
+    let (team_a, team_b) = (
+        Tenant::bound(&a.ns, "edit").await,
+        Tenant::bound(&b.ns, "edit").await,
+    );
+    team_a.identity("alice", p.spec(&["chat"])).await;
+    let held = status_of(&a.wait_ready("alice").await)
+        .identity_id
+        .clone()
+        .unwrap();
+    let acs = AcsClient::new(
+        &p.world.emulator.as_ref().unwrap().connection_string(),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    let free = acs.create_identity().await.unwrap();
+    // Same resource, an identity it never made.
+    let missing = format!(
+        "{}_00000000-0000-4000-8000-000000000000",
+        free.split_once('_').unwrap().0
+    );
+    let cases = [("held", &held), ("free", &free), ("missing", &missing)];
+    let issued_before = p.world.admin.count("issueToken", 200).await;
+
+    for (name, id) in cases {
+        let mut spec = p.spec(&["chat"]);
+        spec["identityId"] = json!(id);
+        team_b.identity(name, spec).await;
+    }
+    let mut seen = Vec::new();
+    for (name, _) in cases {
+        let refused = b.wait_reason(name, "AdoptionNotAllowed").await;
+        let events = b
+            .wait_event(name, |reason, _| reason == "AdoptionNotAllowed")
+            .await;
+        let events: std::collections::BTreeSet<_> = events.into_iter().collect();
+        seen.push((ready_message(&refused), events));
+    }
+    assert!(
+        seen.iter().all(|s| *s == seen[0]),
+        "the refusals differ: {seen:#?}"
+    );
+    assert_eq!(
+        p.world.admin.count("issueToken", 200).await + p.world.admin.count("issueToken", 404).await,
+        issued_before,
+        "nothing was asked of ACS"
+    );
+
+    // Allowed to adopt: the rule refuses the held id without naming its holder.
+    p.set_connection(json!({
+        "allowedNamespaces": {"names": [a.ns, b.ns]},
+        "adoptionAllowedNamespaces": {"names": [b.ns]},
+    }))
+    .await;
+    let claimed = ready_message(&b.wait_reason("held", "IdentityClaimed").await);
+    assert!(
+        !claimed.contains(&a.ns) && !claimed.contains("alice"),
+        "{claimed}"
+    );
+    b.wait_reason("missing", "IdentityNotFound").await;
+    b.wait_ready("free").await;
+    let alice = a.get::<AcsIdentity>("alice").await.unwrap();
+    assert_eq!(ready_reason(&alice), ("True".into(), "TokenValid".into()));
+    let view = p.world.admin.identity(&held).await.unwrap();
+    assert_eq!(view["tokensIssued"].as_u64(), Some(1), "{view}");
+}
+
 #[tokio::test]
 async fn a_namespace_cap_holds_back_the_newest_identities_until_one_goes() {
     let _one = ONE_OPERATOR.lock().await;
