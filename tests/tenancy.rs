@@ -1,6 +1,8 @@
 //! Tenants sharing one ACS resource through a ClusterAcsConnection, with a cluster-wide
 //! operator on the real test API server and the emulator: what one tenant may do to another's
 //! identity (nothing), and how many identities a namespace may have on the shared bill.
+//! Tenants create and delete their objects as users bound to `edit` in their own namespace
+//! ([`support::tenant::Tenant`]), with only the rights a cluster's roles give them.
 //!
 //! A cluster-wide operator reconciles every namespace of this binary's cluster, so these
 //! tests take turns ([`ONE_OPERATOR`]).
@@ -14,6 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use support::operator::{World, ready_reason, secret_text, status_of};
+use support::tenant::Tenant;
 
 static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -95,8 +98,13 @@ async fn a_tenant_cannot_adopt_use_or_delete_another_tenants_identity() {
     let b = p.world.neighbour("team-b").await;
     p.set_connection(json!({"allowedNamespaces": {"names": [a.ns, b.ns]}}))
         .await;
+    // Each team acts as its own user, bound to `edit` in its namespace only.
+    let (team_a, team_b) = (
+        Tenant::bound(&a.ns, "edit").await,
+        Tenant::bound(&b.ns, "edit").await,
+    );
 
-    a.identity("alice", p.spec(&["chat"])).await;
+    team_a.identity("alice", p.spec(&["chat"])).await;
     let alice = a.wait_ready("alice").await;
     let id = status_of(&alice).identity_id.clone().unwrap();
     let alice_token = secret_text(&a.get::<Secret>("alice").await.unwrap(), "token");
@@ -104,7 +112,7 @@ async fn a_tenant_cannot_adopt_use_or_delete_another_tenants_identity() {
     // Ids are not secret: team-b names alice's through the shared connection.
     let mut stolen = p.spec(&["chat", "voip"]);
     stolen["identityId"] = json!(id);
-    b.identity("mallory", stolen.clone()).await;
+    team_b.identity("mallory", stolen.clone()).await;
     let refused = b.wait_reason("mallory", "AdoptionNotAllowed").await;
     assert!(status_of(&refused).identity_id.is_none());
     assert!(
@@ -133,7 +141,7 @@ async fn a_tenant_cannot_adopt_use_or_delete_another_tenants_identity() {
     );
 
     // Deleting the refused object touches nothing in ACS.
-    b.delete::<AcsIdentity>("mallory").await;
+    team_b.delete::<AcsIdentity>("mallory").await;
     b.wait_gone("mallory").await;
     let view = p.world.admin.identity(&id).await.unwrap();
     assert_eq!(
@@ -163,9 +171,9 @@ async fn a_tenant_cannot_adopt_use_or_delete_another_tenants_identity() {
     let free = acs.create_identity().await.unwrap();
     let mut adopt = p.spec(&["voip"]);
     adopt["identityId"] = json!(free);
-    b.identity("bob", adopt).await;
+    team_b.identity("bob", adopt).await;
     b.wait_ready("bob").await;
-    b.delete::<AcsIdentity>("bob").await;
+    team_b.delete::<AcsIdentity>("bob").await;
     b.wait_gone("bob").await;
     let view = p.world.admin.identity(&free).await.unwrap();
     assert_eq!(
@@ -173,6 +181,86 @@ async fn a_tenant_cannot_adopt_use_or_delete_another_tenants_identity() {
         (Some(false), Some(0)),
         "an adopted identity is retained by default: {view}"
     );
+}
+
+/// What team-b learns from a refused adoption about an id: through a shared connection that
+/// does not let it adopt, nothing: an id team-a holds, one nobody holds and one that does not
+/// exist get the same reason, message and Event, and nothing is asked of ACS. Where it may
+/// adopt, the one-holder rule must refuse the held id (`IdentityClaimed`, naming no holder),
+/// and ACS itself tells an unknown id (`IdentityNotFound`) from a free one (adopted): what any
+/// tenant allowed to adopt there learns anyway.
+#[tokio::test]
+async fn a_refused_adoption_does_not_tell_whether_an_id_is_held() {
+    let _one = ONE_OPERATOR.lock().await;
+    let p = Platform::new(json!({})).await;
+    let a = p.world.neighbour("team-a").await;
+    let b = p.world.neighbour("team-b").await;
+    p.set_connection(json!({"allowedNamespaces": {"names": [a.ns, b.ns]}}))
+        .await;
+    let (team_a, team_b) = (
+        Tenant::bound(&a.ns, "edit").await,
+        Tenant::bound(&b.ns, "edit").await,
+    );
+    team_a.identity("alice", p.spec(&["chat"])).await;
+    let held = status_of(&a.wait_ready("alice").await)
+        .identity_id
+        .clone()
+        .unwrap();
+    let acs = AcsClient::new(
+        &p.world.emulator.as_ref().unwrap().connection_string(),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    let free = acs.create_identity().await.unwrap();
+    // Same resource, an identity it never made.
+    let missing = format!(
+        "{}_00000000-0000-4000-8000-000000000000",
+        free.split_once('_').unwrap().0
+    );
+    let cases = [("held", &held), ("free", &free), ("missing", &missing)];
+    let issued_before = p.world.admin.count("issueToken", 200).await;
+
+    for (name, id) in cases {
+        let mut spec = p.spec(&["chat"]);
+        spec["identityId"] = json!(id);
+        team_b.identity(name, spec).await;
+    }
+    let mut seen = Vec::new();
+    for (name, _) in cases {
+        let refused = b.wait_reason(name, "AdoptionNotAllowed").await;
+        let events = b
+            .wait_event(name, |reason, _| reason == "AdoptionNotAllowed")
+            .await;
+        let events: std::collections::BTreeSet<_> = events.into_iter().collect();
+        seen.push((ready_message(&refused), events));
+    }
+    assert!(
+        seen.iter().all(|s| *s == seen[0]),
+        "the refusals differ: {seen:#?}"
+    );
+    assert_eq!(
+        p.world.admin.count("issueToken", 200).await + p.world.admin.count("issueToken", 404).await,
+        issued_before,
+        "nothing was asked of ACS"
+    );
+
+    // Allowed to adopt: the rule refuses the held id without naming its holder.
+    p.set_connection(json!({
+        "allowedNamespaces": {"names": [a.ns, b.ns]},
+        "adoptionAllowedNamespaces": {"names": [b.ns]},
+    }))
+    .await;
+    let claimed = ready_message(&b.wait_reason("held", "IdentityClaimed").await);
+    assert!(
+        !claimed.contains(&a.ns) && !claimed.contains("alice"),
+        "{claimed}"
+    );
+    b.wait_reason("missing", "IdentityNotFound").await;
+    b.wait_ready("free").await;
+    let alice = a.get::<AcsIdentity>("alice").await.unwrap();
+    assert_eq!(ready_reason(&alice), ("True".into(), "TokenValid".into()));
+    let view = p.world.admin.identity(&held).await.unwrap();
+    assert_eq!(view["tokensIssued"].as_u64(), Some(1), "{view}");
 }
 
 #[tokio::test]
@@ -183,24 +271,28 @@ async fn a_namespace_cap_holds_back_the_newest_identities_until_one_goes() {
     let b = p.world.neighbour("other").await;
     p.set_connection(json!({"maxIdentitiesPerNamespace": 2}))
         .await;
+    let (capped, other) = (
+        Tenant::bound(&a.ns, "edit").await,
+        Tenant::bound(&b.ns, "edit").await,
+    );
 
     // Those holding an identity come first, whatever their age.
     for name in ["first", "second"] {
-        a.identity(name, p.spec(&["chat"])).await;
+        capped.identity(name, p.spec(&["chat"])).await;
         a.wait_ready(name).await;
     }
-    a.identity("third", p.spec(&["chat"])).await;
+    capped.identity("third", p.spec(&["chat"])).await;
     let held = a.wait_reason("third", "IdentityLimitReached").await;
     assert!(ready_message(&held).contains("maxIdentitiesPerNamespace"));
     a.wait_event("third", |reason, _| reason == "IdentityLimitReached")
         .await;
     // Another namespace's share is its own.
-    b.identity("elsewhere", p.spec(&["chat"])).await;
+    other.identity("elsewhere", p.spec(&["chat"])).await;
     b.wait_ready("elsewhere").await;
     assert_eq!(p.world.admin.count("createIdentityWithToken", 201).await, 3);
 
     // A freed place goes to the waiting one at once (nudged, not after the periodic look).
-    a.delete::<AcsIdentity>("first").await;
+    capped.delete::<AcsIdentity>("first").await;
     a.wait_gone("first").await;
     a.wait_ready("third").await;
     assert_eq!(p.world.admin.count("createIdentityWithToken", 201).await, 4);

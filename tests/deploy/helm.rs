@@ -266,6 +266,34 @@ fn every_documented_values_set_renders_what_it_documents() {
     assert_eq!(container(single)["resources"]["limits"]["memory"], "512Mi");
 }
 
+/// /metrics names every tenant's AcsIdentities: with the NetworkPolicy on, only the peers
+/// `metricsFrom` names reach it, and with none named the release namespace's pods, never the
+/// whole cluster (an ingress rule without `from` would admit every pod).
+#[test]
+fn the_network_policy_admits_to_metrics_only_whom_it_names_or_the_namespace() {
+    let defaults = template("ops", "ops", &["--set", "networkPolicy.enabled=true"]);
+    let ingress = &one(&defaults, "NetworkPolicy", None)["spec"]["ingress"];
+    assert_eq!(
+        ingress,
+        &json!([{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [{"podSelector": {}}]}])
+    );
+    let named = template(
+        "ops",
+        "ops",
+        &[
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "networkPolicy.metricsFrom[0].podSelector.matchLabels.app=prometheus",
+        ],
+    );
+    let ingress = &one(&named, "NetworkPolicy", None)["spec"]["ingress"];
+    assert_eq!(
+        ingress[0]["from"],
+        json!([{"podSelector": {"matchLabels": {"app": "prometheus"}}}])
+    );
+}
+
 /// Wrong values fail `helm template` (and so install and upgrade) with a message naming the
 /// value, before anything reaches the cluster.
 #[test]
@@ -384,7 +412,15 @@ fn install_facts(objects: &[Value]) -> BTreeMap<String, Value> {
         let key = format!("{kind} {}", name_of(o));
         match kind {
             "Role" | "ClusterRole" => {
-                facts.insert(key, json!(grants(&o["rules"])));
+                facts.insert(key.clone(), json!(grants(&o["rules"])));
+                // Which default roles (view, edit, admin) a ClusterRole is aggregated into.
+                let aggregated: BTreeMap<&String, &Value> = o["metadata"]["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| k.starts_with("rbac.authorization.k8s.io/"))
+                    .collect();
+                facts.insert(format!("{key} aggregated into"), json!(aggregated));
             }
             "RoleBinding" | "ClusterRoleBinding" => {
                 facts.insert(key, json!([o["roleRef"], o["subjects"]]));

@@ -1,7 +1,9 @@
 //! deploy/: every overlay builds with `kubectl kustomize`, passes a server-side dry run,
 //! applies to the test cluster and creates what it lists (this file); the RBAC it grants is
-//! exactly enough for the operator (`least_privilege`); and the test server judges RBAC the
-//! way kube-apiserver does, or those proofs would prove nothing (`authorizer`).
+//! exactly enough for the operator (`least_privilege`); the cluster's namespace users get the
+//! rights on the operator's kinds that `view`, `edit` and `admin` should give, and no more
+//! (`user_roles`); and the test server judges RBAC the way kube-apiserver does, or those
+//! proofs would prove nothing (`authorizer`).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -10,19 +12,14 @@ mod authorizer;
 mod helm;
 mod install;
 mod least_privilege;
+mod user_roles;
 
 use install::{Install, fetch, name_of};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use support::TestNamespace;
 
-/// A client that acts as `user` in `groups` (impersonation by the admin).
-pub async fn impersonating(user: &str, groups: &[String]) -> kube::Client {
-    let mut config = support::cluster_config().await;
-    config.auth_info.impersonate = Some(user.to_string());
-    config.auth_info.impersonate_groups = Some(groups.to_vec());
-    kube::Client::try_from(config).unwrap()
-}
+pub use support::tenant::{impersonating, status};
 
 /// The user name and groups a ServiceAccount's token authenticates as.
 pub fn service_account_identity(namespace: &str, name: &str) -> (String, Vec<String>) {
@@ -34,15 +31,6 @@ pub fn service_account_identity(namespace: &str, name: &str) -> (String, Vec<Str
             "system:authenticated".into(),
         ],
     )
-}
-
-/// The HTTP status a request ended with: 200 for success, the API error's code otherwise.
-pub fn status<T>(result: Result<T, kube::Error>) -> u16 {
-    match result {
-        Ok(_) => 200,
-        Err(kube::Error::Api(s)) => s.code,
-        Err(e) => panic!("request failed without an answer: {e}"),
-    }
 }
 
 /// Applies `install` as a user would (after a server-side dry run that must persist
@@ -196,7 +184,16 @@ async fn cluster_wide_overlay_installs_a_hardened_operator_with_cluster_wide_rba
 async fn namespaced_overlay_grants_roles_only_and_watches_its_own_namespace() {
     let ns = TestNamespace::create("deploy-namespaced").await;
     let mut install = Install::render("namespaced", ns.name());
-    assert!(install.all("ClusterRole").is_empty());
+    // The only ClusterRoles are the namespace users' (aggregated into view/edit/admin, bound
+    // to nobody by the install): the operator itself gets no cluster-scoped permission.
+    let cluster_roles: BTreeSet<String> = install
+        .all("ClusterRole")
+        .into_iter()
+        .map(|o| name_of(o).to_string())
+        .collect();
+    let suffix = ns.name().rsplit('-').next().unwrap();
+    let user_roles = ["edit", "view"].map(|r| format!("acs-identity-operator-{r}-{suffix}"));
+    assert_eq!(cluster_roles, BTreeSet::from(user_roles));
     assert!(install.all("ClusterRoleBinding").is_empty());
     let watch = env_var(install.deployment(), "WATCH_NAMESPACE").expect("WATCH_NAMESPACE");
     assert_eq!(

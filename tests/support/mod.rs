@@ -10,6 +10,8 @@
 //! - [`tls`]: a throw-away CA and server certificate for tests that serve TLS;
 //! - [`operator`]: one operator test's world (namespace, emulator, operator instance);
 //! - [`kstatus`]: the readiness rules Flux and `kubectl wait` apply to an object.
+//! - [`tenant`]: a user bound to `view`, `edit` or `admin` in one namespace, acting through
+//!   impersonation with only the rights that role gives.
 //! - [`tools`]: the pinned helm, kubectl and promtool (`tests/tools/install`).
 //!
 //! A test file at `tests/NAME.rs` takes it with `mod support;`; a test binary in a folder
@@ -38,6 +40,7 @@ pub mod emulator;
 pub mod kstatus;
 mod namespace;
 pub mod operator;
+pub mod tenant;
 pub mod tls;
 pub mod tools;
 

@@ -200,6 +200,9 @@ func newServers(o *options) (*genericapiserver.GenericAPIServer, error) {
 	if err := front.AddPostStartHook("bootstrap-namespaces", createSystemNamespaces); err != nil {
 		return nil, err
 	}
+	if err := addRBACDefaults(front, frontConfig.SharedInformerFactory); err != nil {
+		return nil, err
+	}
 	return front, nil
 }
 

@@ -26,11 +26,12 @@ const authorizationRBAC = "RBAC"
 // package), reading Roles, ClusterRoles and their bindings from the shared
 // informers: a request is allowed when a rule of a role bound to its user or
 // one of its groups matches it, and gets no opinion otherwise (so a 403, as
-// nothing after RBAC allows). What it does not do, because no controller or
-// bootstrap runs here: ClusterRole aggregation (aggregationRule is ignored,
-// only the stored rules count), the default roles and bindings
-// (system:discovery, system:basic-user, ...), and the escalation checks on
-// writes of RBAC objects (those are admission-like registry checks upstream).
+// nothing after RBAC allows). An aggregated ClusterRole counts with the rules
+// stored in it, which rbac_aggregation.go keeps filled in as
+// kube-controller-manager does; of the default roles, only view, edit and admin
+// exist (rbac_defaults.go). What it does not do: the other default roles and
+// bindings (system:discovery, system:basic-user, ...), and the escalation
+// checks on writes of RBAC objects (admission-like registry checks upstream).
 type rbacAuthorizer struct {
 	roles               rbaclisters.RoleLister
 	roleBindings        rbaclisters.RoleBindingLister
