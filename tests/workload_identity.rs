@@ -66,7 +66,7 @@ impl Setup {
         WorkloadIdentity {
             tenant_id: tenant.into(),
             client_id: CLIENT.into(),
-            token_file: self.token_file.clone(),
+            token_file: Some(self.token_file.clone()),
             authority_host: self.endpoint.clone(),
             extra_ca_pem: Some(self.ca.ca_pem.clone().into_bytes()),
             timeout: Duration::from_secs(10),
