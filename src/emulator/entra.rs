@@ -363,6 +363,11 @@ impl EntraService {
         Ok(claims)
     }
 
+    /// The federated credentials this Entra side checks assertions against.
+    pub fn federation(&self) -> &Federation {
+        &self.federation
+    }
+
     /// An Entra access token of a test Teams user (`POST /admin/teamsUsers`).
     pub fn issue_teams_user(&self, claims: &super::teams::TeamsUserClaims) -> String {
         self.minter.sign(claims)

@@ -33,7 +33,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const NBF_SKEW_SECONDS: i64 = 300;
 
 /// One federated identity credential of an application.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FederatedCredential {
     pub client_id: String,
@@ -149,7 +149,7 @@ struct Discovery {
 /// The federated credentials of every application, and the issuers' keys seen.
 #[derive(Debug)]
 pub struct Federation {
-    credentials: Vec<FederatedCredential>,
+    credentials: Mutex<Vec<FederatedCredential>>,
     issuer_ca_pem: Option<Vec<u8>>,
     keys: Mutex<HashMap<String, (Instant, Jwks)>>,
 }
@@ -157,10 +157,22 @@ pub struct Federation {
 impl Federation {
     pub fn new(credentials: Vec<FederatedCredential>, issuer_ca_pem: Option<Vec<u8>>) -> Self {
         Self {
-            credentials,
+            credentials: Mutex::new(credentials),
             issuer_ca_pem,
             keys: Mutex::default(),
         }
+    }
+
+    /// Adds a credential (`POST /admin/federatedCredentials`); an identical one is kept once.
+    pub fn add(&self, credential: FederatedCredential) {
+        let mut credentials = self.credentials.lock().expect("credentials lock");
+        if !credentials.contains(&credential) {
+            credentials.push(credential);
+        }
+    }
+
+    pub fn credentials(&self) -> Vec<FederatedCredential> {
+        self.credentials.lock().expect("credentials lock").clone()
     }
 
     /// Uses `jwks` as `issuer`'s keys for the next minute (for tests without an issuer).
@@ -183,9 +195,9 @@ impl Federation {
         let malformed = || invalid(50027, "JWT token is invalid or malformed.".into());
         let header = jsonwebtoken::decode_header(assertion).map_err(|_| malformed())?;
         let claims: AssertionClaims = unverified_claims(assertion).ok_or_else(malformed)?;
-        let of_client: Vec<&FederatedCredential> = self
-            .credentials
-            .iter()
+        let of_client: Vec<FederatedCredential> = self
+            .credentials()
+            .into_iter()
             .filter(|c| c.client_id == client_id)
             .collect();
         if of_client.is_empty() {
@@ -198,7 +210,7 @@ impl Federation {
                 ),
             ));
         }
-        let of_issuer: Vec<&FederatedCredential> = of_client
+        let of_issuer: Vec<FederatedCredential> = of_client
             .into_iter()
             .filter(|c| c.issuer == claims.iss)
             .collect();
