@@ -3,6 +3,8 @@
 //! endpoint (over TLS, trusting the test CA through our own transport) and uses it on the
 //! emulator's ACS endpoints; the emulator refuses missing, foreign and expired bearer tokens.
 //!
+//! The assertion is a real ServiceAccount token of the test API server (TokenRequest), and the
+//! emulator's Entra side checks it against the server's keys and its federated credentials.
 //! Everything is configured explicitly (tenant, client, token file, authority): no test reads
 //! or writes process environment, which is shared by tests running in parallel.
 
@@ -11,18 +13,16 @@ mod support;
 use acs_identity_operator::acs::{
     AcsClient, AcsError, ClientOptions, Scope, TokenLifetime, WorkloadIdentity,
 };
-use acs_identity_operator::emulator::EmulatorHandle;
+use acs_identity_operator::emulator::{EmulatorHandle, FEDERATED_AUDIENCE, FederatedCredential};
 use std::path::PathBuf;
 use std::time::Duration;
 use support::emulator::{Admin, start_emulator};
+use support::operator::{cluster_issuer, service_account_token};
 use support::tls::{TestCa, test_ca};
 use url::Url;
 
 const TENANT: &str = "11111111-2222-3333-4444-555555555555";
 const CLIENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
-/// A projected service-account token as kubelet writes it: JWT-shaped, trailing newline.
-const SA_TOKEN: &str =
-    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDpvcGVyYXRvciJ9.sig\n";
 
 /// A TLS emulator, its CA, its https endpoint by address, and a federated token file.
 struct Setup {
@@ -31,7 +31,10 @@ struct Setup {
     endpoint: Url,
     admin: Admin,
     token_file: PathBuf,
+    /// The ServiceAccount token in the file (without kubelet's newline).
+    sa_token: String,
     _dir: tempfile::TempDir,
+    _namespace: support::TestNamespace,
 }
 
 impl Setup {
@@ -40,8 +43,17 @@ impl Setup {
     ) -> Self {
         let ca = test_ca();
         let server = ca.server.clone();
+        let namespace = support::TestNamespace::create("workload-identity").await;
+        let (issuer, issuer_ca) = cluster_issuer().await;
         let emulator = start_emulator(|c| {
             c.tls = Some(server);
+            c.entra.issuer_ca_pem = Some(issuer_ca.into_bytes());
+            c.entra.federated_credentials = vec![FederatedCredential {
+                client_id: CLIENT.into(),
+                issuer,
+                subject: format!("system:serviceaccount:{}:operator", namespace.name()),
+                audiences: vec![FEDERATED_AUDIENCE.into()],
+            }];
             configure(c);
         })
         .await;
@@ -51,14 +63,19 @@ impl Setup {
         endpoint.set_host(Some("127.0.0.1")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("azure-identity-token");
-        std::fs::write(&token_file, SA_TOKEN).unwrap();
+        let sa_token =
+            service_account_token(&namespace.client(), namespace.name(), "operator").await;
+        // As kubelet writes it: a trailing newline.
+        std::fs::write(&token_file, format!("{sa_token}\n")).unwrap();
         Self {
             emulator,
             ca,
             endpoint,
             admin,
             token_file,
+            sa_token,
             _dir: dir,
+            _namespace: namespace,
         }
     }
 
@@ -95,7 +112,7 @@ impl Setup {
     /// An Entra token straight from the token endpoint, as the SDKs request it.
     async fn raw_entra_token(&self) -> String {
         let body = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("client_assertion", SA_TOKEN)
+            .append_pair("client_assertion", &self.sa_token)
             .append_pair(
                 "client_assertion_type",
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
@@ -268,7 +285,7 @@ async fn refused_workload_identity_is_a_permanent_credential_error_without_an_ac
             assert!(!retriable, "{message}");
             assert!(message.contains("AADSTS90002"), "{message}");
             assert!(
-                !message.contains(SA_TOKEN.trim()),
+                !message.contains(&s.sa_token),
                 "assertion leaked: {message}"
             );
         }
@@ -385,7 +402,7 @@ async fn no_assertion_or_token_is_logged_even_at_trace_level() {
         "the emulator's log was not captured:\n{logs}"
     );
     for (what, secret) in [
-        ("assertion", SA_TOKEN.trim()),
+        ("assertion", s.sa_token.as_str()),
         ("ACS token", token.token.as_str()),
         ("Entra token", entra.as_str()),
     ] {
