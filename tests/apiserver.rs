@@ -948,3 +948,158 @@ async fn server_side_apply_works_for_every_served_type() {
         }
     }
 }
+
+/// ServiceAccount tokens (server/serviceaccount_token.go): TokenRequest authorized as
+/// `create serviceaccounts/token`, kube-apiserver's validation and 404, RS256 tokens with its
+/// claims that verify against the issuer's discovery document and keys, which anyone may read.
+#[tokio::test]
+async fn service_account_tokens_verify_against_the_issuers_published_keys() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let ns = TestNamespace::create("sa-tokens").await;
+    let accounts: Api<ServiceAccount> = ns.api();
+    let request = |seconds: i64| TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec!["api://AzureADTokenExchange".into()]),
+            expiration_seconds: Some(seconds),
+            bound_object_ref: None,
+        }),
+        ..TokenRequest::default()
+    };
+    let pp = PostParams::default();
+    let missing = accounts
+        .create_token_request("nobody", &pp, &request(600))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&missing, kube::Error::Api(s) if s.code == 404),
+        "{missing}"
+    );
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "acs"}})).unwrap();
+    let account = accounts.create(&pp, &account).await.unwrap();
+    let short = accounts
+        .create_token_request("acs", &pp, &request(599))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&short, kube::Error::Api(s) if s.code == 422 && s.message.contains("less than 10 minutes")),
+        "{short}"
+    );
+    let answer = accounts
+        .create_token_request("acs", &pp, &request(600))
+        .await
+        .unwrap();
+    let token = answer.status.unwrap().token.unwrap();
+
+    // The issuer's documents, fetched without a client certificate.
+    let config = support::cluster_config().await;
+    let issuer = config
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_string();
+    let mut http = reqwest::Client::builder();
+    for der in config.root_cert.clone().unwrap_or_default() {
+        http = http.add_root_certificate(reqwest::Certificate::from_der(&der).unwrap());
+    }
+    let http = http.build().unwrap();
+    let discovery: Value = http
+        .get(format!("{issuer}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], issuer.as_str());
+    let jwks: Value = http
+        .get(discovery["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = &jwks["keys"][0];
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    assert_eq!(header.kid.as_deref(), key["kid"].as_str());
+    let decoding = jsonwebtoken::DecodingKey::from_rsa_components(
+        key["n"].as_str().unwrap(),
+        key["e"].as_str().unwrap(),
+    )
+    .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&["api://AzureADTokenExchange"]);
+    validation.set_issuer(&[issuer.as_str()]);
+    let claims = jsonwebtoken::decode::<Value>(&token, &decoding, &validation)
+        .unwrap()
+        .claims;
+    let name = ns.name();
+    assert_eq!(claims["sub"], format!("system:serviceaccount:{name}:acs"));
+    assert_eq!(claims["kubernetes.io"]["namespace"], name);
+    assert_eq!(
+        claims["kubernetes.io"]["serviceaccount"]["uid"],
+        account.metadata.uid.unwrap()
+    );
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        600
+    );
+    // A token tampered with no longer verifies.
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    assert!(jsonwebtoken::decode::<Value>(&forged, &decoding, &validation).is_err());
+
+    // A user without `create serviceaccounts/token` is refused; the grant lets it.
+    let mut as_user = config.clone();
+    as_user.auth_info.impersonate = Some("team-b-user".into());
+    let user: Api<ServiceAccount> = Api::namespaced(Client::try_from(as_user).unwrap(), name);
+    let refused = user
+        .create_token_request("acs", &pp, &request(600))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 403),
+        "{refused}"
+    );
+    let grant = |kind: &str, body: Value| {
+        let resource = ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "rbac.authorization.k8s.io",
+            "v1",
+            kind,
+        ));
+        let api = ns.dynamic_api(&resource);
+        let object: kube::api::DynamicObject = serde_json::from_value(body).unwrap();
+        async move { api.create(&PostParams::default(), &object).await.unwrap() }
+    };
+    grant(
+        "Role",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "tokens"},
+               "rules": [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]}]}),
+    )
+    .await;
+    grant(
+        "RoleBinding",
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "tokens"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tokens"},
+               "subjects": [{"kind": "User", "name": "team-b-user"}]}),
+    )
+    .await;
+    let granted = async {
+        loop {
+            match user.create_token_request("acs", &pp, &request(600)).await {
+                Ok(answer) => return answer,
+                // The authorizer's informer sees the binding a moment later.
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let answer = within("the grant to take effect", granted).await;
+    assert!(answer.status.and_then(|s| s.token).is_some());
+}

@@ -3,6 +3,8 @@
 //! endpoint (over TLS, trusting the test CA through our own transport) and uses it on the
 //! emulator's ACS endpoints; the emulator refuses missing, foreign and expired bearer tokens.
 //!
+//! The assertion is a real ServiceAccount token of the test API server (TokenRequest), and the
+//! emulator's Entra side checks it against the server's keys and its federated credentials.
 //! Everything is configured explicitly (tenant, client, token file, authority): no test reads
 //! or writes process environment, which is shared by tests running in parallel.
 
@@ -11,18 +13,20 @@ mod support;
 use acs_identity_operator::acs::{
     AcsClient, AcsError, ClientOptions, Scope, TokenLifetime, WorkloadIdentity,
 };
-use acs_identity_operator::emulator::EmulatorHandle;
+use acs_identity_operator::api::{AcsConnection, AcsIdentity, ClusterAcsConnection};
+use acs_identity_operator::emulator::{EmulatorHandle, FEDERATED_AUDIENCE, FederatedCredential};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 use support::emulator::{Admin, start_emulator};
+use support::operator::{World, cluster_issuer, secret_text, service_account_token};
 use support::tls::{TestCa, test_ca};
 use url::Url;
 
 const TENANT: &str = "11111111-2222-3333-4444-555555555555";
 const CLIENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
-/// A projected service-account token as kubelet writes it: JWT-shaped, trailing newline.
-const SA_TOKEN: &str =
-    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDpvcGVyYXRvciJ9.sig\n";
 
 /// A TLS emulator, its CA, its https endpoint by address, and a federated token file.
 struct Setup {
@@ -31,7 +35,10 @@ struct Setup {
     endpoint: Url,
     admin: Admin,
     token_file: PathBuf,
+    /// The ServiceAccount token in the file (without kubelet's newline).
+    sa_token: String,
     _dir: tempfile::TempDir,
+    _namespace: support::TestNamespace,
 }
 
 impl Setup {
@@ -40,8 +47,17 @@ impl Setup {
     ) -> Self {
         let ca = test_ca();
         let server = ca.server.clone();
+        let namespace = support::TestNamespace::create("workload-identity").await;
+        let (issuer, issuer_ca) = cluster_issuer().await;
         let emulator = start_emulator(|c| {
             c.tls = Some(server);
+            c.entra.issuer_ca_pem = Some(issuer_ca.into_bytes());
+            c.entra.federated_credentials = vec![FederatedCredential {
+                client_id: CLIENT.into(),
+                issuer,
+                subject: format!("system:serviceaccount:{}:operator", namespace.name()),
+                audiences: vec![FEDERATED_AUDIENCE.into()],
+            }];
             configure(c);
         })
         .await;
@@ -51,14 +67,19 @@ impl Setup {
         endpoint.set_host(Some("127.0.0.1")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("azure-identity-token");
-        std::fs::write(&token_file, SA_TOKEN).unwrap();
+        let sa_token =
+            service_account_token(&namespace.client(), namespace.name(), "operator").await;
+        // As kubelet writes it: a trailing newline.
+        std::fs::write(&token_file, format!("{sa_token}\n")).unwrap();
         Self {
             emulator,
             ca,
             endpoint,
             admin,
             token_file,
+            sa_token,
             _dir: dir,
+            _namespace: namespace,
         }
     }
 
@@ -66,7 +87,7 @@ impl Setup {
         WorkloadIdentity {
             tenant_id: tenant.into(),
             client_id: CLIENT.into(),
-            token_file: self.token_file.clone(),
+            token_file: Some(self.token_file.clone()),
             authority_host: self.endpoint.clone(),
             extra_ca_pem: Some(self.ca.ca_pem.clone().into_bytes()),
             timeout: Duration::from_secs(10),
@@ -95,7 +116,7 @@ impl Setup {
     /// An Entra token straight from the token endpoint, as the SDKs request it.
     async fn raw_entra_token(&self) -> String {
         let body = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("client_assertion", SA_TOKEN)
+            .append_pair("client_assertion", &self.sa_token)
             .append_pair(
                 "client_assertion_type",
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
@@ -268,7 +289,7 @@ async fn refused_workload_identity_is_a_permanent_credential_error_without_an_ac
             assert!(!retriable, "{message}");
             assert!(message.contains("AADSTS90002"), "{message}");
             assert!(
-                !message.contains(SA_TOKEN.trim()),
+                !message.contains(&s.sa_token),
                 "assertion leaked: {message}"
             );
         }
@@ -385,7 +406,7 @@ async fn no_assertion_or_token_is_logged_even_at_trace_level() {
         "the emulator's log was not captured:\n{logs}"
     );
     for (what, secret) in [
-        ("assertion", SA_TOKEN.trim()),
+        ("assertion", s.sa_token.as_str()),
         ("ACS token", token.token.as_str()),
         ("Entra token", entra.as_str()),
     ] {
@@ -393,4 +414,177 @@ async fn no_assertion_or_token_is_logged_even_at_trace_level() {
     }
     // No JWT-looking text at all: every token here starts with a base64url `{"`.
     assert!(!logs.contains("eyJ"), "something token-shaped was logged");
+}
+
+/// The platform's application: federated with the operator pod's ServiceAccount only.
+const PLATFORM_APP: &str = "aaaaaaaa-0000-0000-0000-00000000000a";
+/// team-b's own application, federated with team-b's ServiceAccount `acs` once the test says so.
+const TEAM_B_APP: &str = "bbbbbbbb-0000-0000-0000-00000000000b";
+
+/// Accepted bearer tokens on the emulator's ACS endpoints issued to `client`.
+async fn bearer_uses(admin: &Admin, client: &str) -> u64 {
+    admin.get("admin/stats").await["bearerUses"][client]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Identities created on the emulator (with or without a token).
+async fn creates(admin: &Admin) -> u64 {
+    admin.count("createIdentity", 201).await + admin.count("createIdentityWithToken", 201).await
+}
+
+fn ready_message(identity: &AcsIdentity) -> String {
+    identity
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// Issue 19, item 2, end to end with a cluster-wide operator whose pod identity is the
+/// platform's: a ClusterAcsConnection uses it; team-b's namespaced connection never does
+/// (refused without a ServiceAccount of its own before any Entra call; with its
+/// ServiceAccount, Entra refuses the platform's application and no bearer token of it is ever
+/// sent); team-b's own ServiceAccount federated with its own application works. The only test
+/// of this binary that runs an operator (it watches every namespace).
+#[tokio::test]
+async fn ambient_credentials_serve_cluster_connections_and_a_tenant_exchanges_its_own_service_account()
+ {
+    let mut platform = World::with_workload_identity_unstarted(TENANT, PLATFORM_APP).await;
+    let endpoint = platform.wi_endpoint().to_string();
+    let ca = platform.emulator_ca.clone().unwrap();
+    let shared = format!("{}-wi", platform.ns);
+    let cluster_connection: ClusterAcsConnection = serde_json::from_value(json!({
+        "apiVersion": "acsoperator.io/v1alpha1", "kind": "ClusterAcsConnection",
+        "metadata": {"name": shared},
+        "spec": {"endpoint": endpoint, "workloadIdentity": {}, "caBundle": ca},
+    }))
+    .unwrap();
+    Api::<ClusterAcsConnection>::all(platform.client.clone())
+        .patch(
+            &shared,
+            &PatchParams::apply("platform-team").force(),
+            &Patch::Apply(&cluster_connection),
+        )
+        .await
+        .unwrap();
+    platform.start_operator_with(|s| s.namespace = None);
+    let team_a = platform.neighbour("team-a").await;
+    let team_b = platform.neighbour("team-b").await;
+    let admin = platform.admin.clone();
+
+    // The ClusterAcsConnection keeps using the pod's identity.
+    team_a
+        .identity(
+            "alice",
+            json!({"connectionRef": {"kind": "ClusterAcsConnection", "name": shared}, "scopes": ["chat"]}),
+        )
+        .await;
+    team_a.wait_ready("alice").await;
+    let token = secret_text(&team_a.get::<Secret>("alice").await.unwrap(), "token");
+    assert_eq!(admin.verify(&token).await, (true, "ok".into()));
+    let pod_uses = bearer_uses(&admin, PLATFORM_APP).await;
+    assert!(
+        pod_uses >= 1,
+        "the cluster connection sent no bearer of the pod's identity"
+    );
+    let entra_ok = admin.count("entraToken", 200).await;
+    assert_eq!(creates(&admin).await, 1);
+
+    // team-b's connection with `workloadIdentity: {}` (the attack): refused, nothing sent.
+    let wi = |identity: Value| json!({"spec": {"endpoint": endpoint, "workloadIdentity": identity, "caBundle": ca}});
+    team_b
+        .apply::<AcsConnection>("borrowed", wi(json!({})))
+        .await;
+    team_b
+        .identity(
+            "bob",
+            json!({"connectionRef": {"name": "borrowed"}, "scopes": ["chat"]}),
+        )
+        .await;
+    let bob = team_b.wait_reason("bob", "InvalidWorkloadIdentity").await;
+    assert!(
+        ready_message(&bob).contains("set spec.workloadIdentity.serviceAccountName"),
+        "{}",
+        ready_message(&bob)
+    );
+    // Its own ServiceAccount but no application named: never the pod's client id.
+    team_b.service_account_token("acs").await;
+    team_b
+        .apply::<AcsConnection>("unnamed", wi(json!({"serviceAccountName": "acs"})))
+        .await;
+    team_b
+        .identity(
+            "carol",
+            json!({"connectionRef": {"name": "unnamed"}, "scopes": ["chat"]}),
+        )
+        .await;
+    let carol = team_b.wait_reason("carol", "InvalidWorkloadIdentity").await;
+    assert!(
+        ready_message(&carol).contains("azure.workload.identity/client-id"),
+        "{}",
+        ready_message(&carol)
+    );
+    assert_eq!(
+        admin.count("entraToken", 200).await,
+        entra_ok,
+        "team-b got an Entra token"
+    );
+    assert_eq!(admin.count("entraToken", 400).await, 0, "Entra was asked");
+
+    // team-b's ServiceAccount with the platform's application: Entra refuses the assertion
+    // (the application is federated with the platform's ServiceAccount only).
+    team_b
+        .apply::<AcsConnection>(
+            "platform-app",
+            wi(json!({"serviceAccountName": "acs", "clientId": PLATFORM_APP})),
+        )
+        .await;
+    team_b
+        .identity(
+            "dave",
+            json!({"connectionRef": {"name": "platform-app"}, "scopes": ["chat"]}),
+        )
+        .await;
+    let dave = team_b.wait_reason("dave", "EntraTokenFailed").await;
+    assert!(
+        ready_message(&dave).contains("AADSTS70021"),
+        "{}",
+        ready_message(&dave)
+    );
+    assert!(admin.count("entraToken", 400).await >= 1);
+    assert_eq!(admin.count("entraToken", 200).await, entra_ok);
+    assert_eq!(
+        bearer_uses(&admin, PLATFORM_APP).await,
+        pod_uses,
+        "a bearer token of the platform's application was sent for team-b"
+    );
+    assert_eq!(creates(&admin).await, 1, "team-b created an identity");
+
+    // team-b's own application, federated with its own ServiceAccount (named by the
+    // annotation, as the workload identity webhook reads it): Ready, a valid token.
+    team_b.federate(TEAM_B_APP, &team_b.ns, "acs").await;
+    team_b
+        .apply::<k8s_openapi::api::core::v1::ServiceAccount>(
+            "acs",
+            json!({"metadata": {"annotations": {"azure.workload.identity/client-id": TEAM_B_APP}}}),
+        )
+        .await;
+    team_b
+        .apply::<AcsConnection>("own", wi(json!({"serviceAccountName": "acs"})))
+        .await;
+    team_b
+        .identity(
+            "erin",
+            json!({"connectionRef": {"name": "own"}, "scopes": ["chat"]}),
+        )
+        .await;
+    team_b.wait_ready("erin").await;
+    let token = secret_text(&team_b.get::<Secret>("erin").await.unwrap(), "token");
+    assert_eq!(admin.verify(&token).await, (true, "ok".into()));
+    assert!(bearer_uses(&admin, TEAM_B_APP).await >= 1);
+    assert_eq!(bearer_uses(&admin, PLATFORM_APP).await, pod_uses);
+    assert_eq!(creates(&admin).await, 2);
+    platform.stop_operator().await;
 }

@@ -1,7 +1,9 @@
 //! Entra ID (Azure AD) bearer credentials for ACS, from the official `azure_identity` crate.
 //!
 //! [`WorkloadIdentity::credential`] builds `azure_identity::WorkloadIdentityCredential` with
-//! every input given explicitly (tenant, client id, token file, authority), so nothing here
+//! every input given explicitly (tenant, client id, token file, authority), and
+//! [`WorkloadIdentity::credential_with_assertion`] a `ClientAssertionCredential` whose
+//! assertion comes from elsewhere (a TokenRequest for a tenant's ServiceAccount), so nothing here
 //! reads the process environment, and with our own HTTP transport: the crate's token requests
 //! go through the same reqwest/rustls(ring) stack as the ACS calls, trusting the same kind of
 //! extra CA bundle. That is how an emulated authority with a private CA is trusted, and why the
@@ -23,7 +25,8 @@ use azure_core::http::{
     AsyncRawResponse, Body, ClientOptions, HttpClient, Request, RetryOptions, StatusCode, Transport,
 };
 use azure_identity::{
-    ClientAssertionCredentialOptions, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,14 +40,17 @@ pub const ACS_SCOPE: &str = "https://communication.azure.com//.default";
 /// The public cloud's authority, used when `AZURE_AUTHORITY_HOST` is not set.
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com/";
 
-/// Everything a workload identity credential needs, resolved by the caller (from a spec and
-/// the pod's `AZURE_*` environment). Holds no secret: the token file is read by the crate.
+/// Everything a workload identity credential needs, resolved by the caller (from a spec, a
+/// ServiceAccount and the pod's `AZURE_*` environment). Holds no secret: the token file is read
+/// by the crate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkloadIdentity {
     pub tenant_id: String,
     pub client_id: String,
-    /// The projected service-account token (`AZURE_FEDERATED_TOKEN_FILE`).
-    pub token_file: PathBuf,
+    /// The projected service-account token (`AZURE_FEDERATED_TOKEN_FILE`) of the operator pod,
+    /// for [`Self::credential`]; `None` when the assertion comes from elsewhere
+    /// ([`Self::credential_with_assertion`]).
+    pub token_file: Option<PathBuf>,
     /// `AZURE_AUTHORITY_HOST`; must be https.
     pub authority_host: Url,
     /// Extra PEM certificates to trust for the authority besides the system roots.
@@ -54,8 +60,44 @@ pub struct WorkloadIdentity {
 }
 
 impl WorkloadIdentity {
-    /// Builds the credential. Reads the token file once (it must exist); makes no request.
+    /// Builds the credential of the pod's token file. Reads the file once (it must exist);
+    /// makes no request.
     pub fn credential(&self) -> Result<Arc<dyn TokenCredential>, AcsError> {
+        let client_options = self.client_options()?;
+        let token_file = self
+            .token_file
+            .clone()
+            .ok_or_else(|| AcsError::Config("no federated token file".into()))?;
+        let options = WorkloadIdentityCredentialOptions {
+            credential_options: ClientAssertionCredentialOptions { client_options },
+            client_id: Some(self.client_id.clone()),
+            tenant_id: Some(self.tenant_id.clone()),
+            token_file_path: Some(token_file),
+        };
+        let credential = WorkloadIdentityCredential::new(Some(options))
+            .map_err(|e| AcsError::Config(one_line(&e.to_string())))?;
+        Ok(credential)
+    }
+
+    /// Builds a credential that exchanges the assertions `assertion` supplies (asked for each
+    /// Entra token request, that is when the cached Entra token is within 5 minutes of its
+    /// expiry). Makes no request.
+    pub fn credential_with_assertion<A: ClientAssertion + 'static>(
+        &self,
+        assertion: A,
+    ) -> Result<Arc<dyn TokenCredential>, AcsError> {
+        let client_options = self.client_options()?;
+        let credential = ClientAssertionCredential::new(
+            self.tenant_id.clone(),
+            self.client_id.clone(),
+            assertion,
+            Some(ClientAssertionCredentialOptions { client_options }),
+        )
+        .map_err(|e| AcsError::Config(one_line(&e.to_string())))?;
+        Ok(credential)
+    }
+
+    fn client_options(&self) -> Result<ClientOptions, AcsError> {
         if self.authority_host.scheme() != "https" {
             return Err(AcsError::Config(format!(
                 "authority host {} is not https",
@@ -72,21 +114,12 @@ impl WorkloadIdentity {
             .as_str()
             .trim_end_matches('/')
             .to_string();
-        let client_options = ClientOptions {
+        Ok(ClientOptions {
             transport: Some(Transport::new(Arc::new(ReqwestTransport(http)))),
             cloud: Some(Arc::new(CloudConfiguration::from(cloud))),
             retry: RetryOptions::none(),
             ..ClientOptions::default()
-        };
-        let options = WorkloadIdentityCredentialOptions {
-            credential_options: ClientAssertionCredentialOptions { client_options },
-            client_id: Some(self.client_id.clone()),
-            tenant_id: Some(self.tenant_id.clone()),
-            token_file_path: Some(self.token_file.clone()),
-        };
-        let credential = WorkloadIdentityCredential::new(Some(options))
-            .map_err(|e| AcsError::Config(one_line(&e.to_string())))?;
-        Ok(credential)
+        })
     }
 }
 
@@ -193,7 +226,7 @@ mod tests {
         WorkloadIdentity {
             tenant_id: "11111111-2222-3333-4444-555555555555".into(),
             client_id: "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into(),
-            token_file,
+            token_file: Some(token_file),
             authority_host: Url::parse(DEFAULT_AUTHORITY_HOST).unwrap(),
             extra_ca_pem: None,
             timeout: Duration::from_secs(5),

@@ -1,8 +1,8 @@
 //! `AcsConnection` (namespaced) and `ClusterAcsConnection` (cluster-wide, optionally limited to
 //! some namespaces): how to reach one ACS resource, and as whom. Either a connection string
 //! (endpoint and access key) in a Secret, or an endpoint and an Entra ID workload identity
-//! (the operator pod's federated token exchanged for a bearer token). They hold references,
-//! never the secret.
+//! (a ServiceAccount token of the connection's namespace, or for a ClusterAcsConnection the
+//! operator pod's own, exchanged for a bearer token). They hold references, never the secret.
 
 // kube-derive's repeated `printcolumn(...)` arguments look like duplicated attributes to clippy.
 #![allow(clippy::duplicated_attributes)]
@@ -167,21 +167,35 @@ pub struct NamespacedSecretKeyRef {
     pub key: String,
 }
 
-/// An Entra ID workload identity (AKS): the operator exchanges its pod's federated
-/// service-account token (`AZURE_FEDERATED_TOKEN_FILE`, at `AZURE_AUTHORITY_HOST`) for bearer
-/// tokens of this application. The application needs a data-plane role on the ACS resource.
+/// An Entra ID workload identity (AKS): a Kubernetes service-account token exchanged for bearer
+/// tokens of an Entra application, which needs a data-plane role on the ACS resource.
+///
+/// An AcsConnection names a ServiceAccount of its own namespace (`serviceAccountName`): the
+/// operator requests a token for it (TokenRequest, audience `api://AzureADTokenExchange`) and
+/// exchanges that, so Entra accepts it only for applications federated with that
+/// ServiceAccount. The operator pod's own identity (`AZURE_FEDERATED_TOKEN_FILE`) serves
+/// ClusterAcsConnections only, which set no serviceAccountName.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadIdentitySpec {
-    /// Client (application) id of the Entra identity. Default: the operator pod's
-    /// `AZURE_CLIENT_ID`.
+    /// Client (application) id of the Entra identity. Default: for an AcsConnection, the
+    /// ServiceAccount's `azure.workload.identity/client-id` annotation; for a
+    /// ClusterAcsConnection, the operator pod's `AZURE_CLIENT_ID`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub client_id: Option<String>,
-    /// Tenant (directory) id or domain. Default: the operator pod's `AZURE_TENANT_ID`.
+    /// Tenant (directory) id or domain. Default: the ServiceAccount's
+    /// `azure.workload.identity/tenant-id` annotation (AcsConnection), else the operator pod's
+    /// `AZURE_TENANT_ID`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9.-]+$"))]
     pub tenant_id: Option<String>,
+    /// AcsConnection only, and required there: the ServiceAccount of the connection's
+    /// namespace whose token is exchanged (its application must have a federated credential
+    /// for `system:serviceaccount:<namespace>:<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
 }
 
 /// The key of connectionStringSecretRef when none is given.

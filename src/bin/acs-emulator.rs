@@ -71,6 +71,18 @@ struct Cli {
     #[arg(long, default_value_t = 3599)]
     entra_token_lifetime_seconds: u64,
 
+    /// A federated identity credential of an application:
+    /// `clientId=…,issuer=https://…,subject=system:serviceaccount:NS:NAME[,audience=…]`
+    /// (audience default `api://AzureADTokenExchange`); repeat for more. Only applications
+    /// with one exist, and a client assertion is accepted only as one of them allows.
+    #[arg(long = "federated-credential", value_name = "CREDENTIAL")]
+    federated_credentials: Vec<acs_identity_operator::emulator::FederatedCredential>,
+
+    /// PEM certificates to trust, besides the system roots, for the issuers' OIDC discovery
+    /// and keys (e.g. the cluster's CA, when its API server is the issuer).
+    #[arg(long, value_name = "FILE")]
+    entra_issuer_ca: Option<PathBuf>,
+
     /// Keep identities, revocations, customIds and the token signing secrets in this
     /// directory, so a restart loses nothing (created if missing). Memory only when absent.
     #[arg(long, value_name = "DIR")]
@@ -164,6 +176,15 @@ fn config(cli: &Cli) -> Result<EmulatorConfig, String> {
     config.public_endpoint.clone_from(&cli.public_endpoint);
     config.entra.tenants = cli.entra_tenants.iter().cloned().collect();
     config.entra.token_lifetime = Duration::from_secs(cli.entra_token_lifetime_seconds);
+    config
+        .entra
+        .federated_credentials
+        .clone_from(&cli.federated_credentials);
+    if let Some(path) = &cli.entra_issuer_ca {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("--entra-issuer-ca {}: {e}", path.display()))?;
+        config.entra.issuer_ca_pem = Some(pem);
+    }
     config.data_dir.clone_from(&cli.data_dir);
     config.retired_api_versions = cli.retired_api_versions;
     Ok(config)

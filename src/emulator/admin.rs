@@ -220,6 +220,19 @@ fn answer(
                 }),
             )
         }
+        AdminRoute::AddFederatedCredential => {
+            let credential: super::federation::FederatedCredential =
+                serde_json::from_slice(body).map_err(bad_request)?;
+            app.entra.federation().add(credential);
+            admin_json(
+                StatusCode::CREATED,
+                &serde_json::json!({"federatedCredentials": app.entra.federation().credentials()}),
+            )
+        }
+        AdminRoute::ListFederatedCredentials => admin_json(
+            StatusCode::OK,
+            &serde_json::json!({"federatedCredentials": app.entra.federation().credentials()}),
+        ),
     })
 }
 

@@ -14,11 +14,10 @@
 //! answers have Entra's shape (`error`, `error_description` starting with an `AADSTS` code,
 //! `error_codes`, …); codes follow Entra's documentation, the wording is the emulator's.
 
+use super::federation::{FederatedCredential, Federation};
 use super::responses::HttpResponse;
 use super::tls::Transport;
 use super::tokens::{TokenError, TokenMinter, unix_seconds};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue, PRAGMA};
@@ -53,6 +52,13 @@ pub struct EntraConfig {
     /// Lifetime of issued tokens (`expires_in`). Zero issues tokens that are already expired,
     /// to test that they are refused.
     pub token_lifetime: Duration,
+    /// The federated identity credentials of every application: an application (client id)
+    /// without one does not exist, and an assertion is accepted only as one of them allows
+    /// (see [`super::federation`]).
+    pub federated_credentials: Vec<FederatedCredential>,
+    /// PEM certificates to trust, besides the system roots, for the issuers' discovery
+    /// documents and keys (e.g. a test API server's CA).
+    pub issuer_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for EntraConfig {
@@ -60,6 +66,8 @@ impl Default for EntraConfig {
         Self {
             tenants: BTreeSet::new(),
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
+            federated_credentials: Vec::new(),
+            issuer_ca_pem: None,
         }
     }
 }
@@ -115,6 +123,7 @@ pub struct TokenRequest<'a> {
 pub struct EntraService {
     config: EntraConfig,
     minter: TokenMinter,
+    federation: Federation,
 }
 
 /// A refused token request, in Entra's error shape.
@@ -128,7 +137,12 @@ pub struct EntraError {
 }
 
 impl EntraError {
-    fn new(status: StatusCode, error: &'static str, code: u32, description: String) -> Self {
+    pub(super) fn new(
+        status: StatusCode,
+        error: &'static str,
+        code: u32,
+        description: String,
+    ) -> Self {
         Self {
             status,
             error,
@@ -185,15 +199,20 @@ impl EntraService {
 
     /// With the signing secret kept in `--data-dir`, so its tokens outlive a restart.
     pub fn with_secret(config: EntraConfig, secret: [u8; 32]) -> Self {
+        let federation = Federation::new(
+            config.federated_credentials.clone(),
+            config.issuer_ca_pem.clone(),
+        );
         Self {
             config,
             minter: TokenMinter::new(secret),
+            federation,
         }
     }
 
     /// Answers a token request.
-    pub fn token(&self, request: &TokenRequest<'_>, now: SystemTime) -> HttpResponse {
-        match self.issue(request, now) {
+    pub async fn token(&self, request: &TokenRequest<'_>, now: SystemTime) -> HttpResponse {
+        match self.issue(request, now).await {
             Ok(response) => json_response(StatusCode::OK, &response),
             Err(error) => {
                 tracing::info!(
@@ -207,7 +226,7 @@ impl EntraService {
         }
     }
 
-    fn issue(
+    async fn issue(
         &self,
         request: &TokenRequest<'_>,
         now: SystemTime,
@@ -273,14 +292,9 @@ impl EntraService {
             ));
         }
         // Kubelet's file may end in a newline, which some SDKs send along.
-        if !is_jwt_shaped(assertion.trim()) {
-            return Err(EntraError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                50027,
-                "JWT token is invalid or malformed.".into(),
-            ));
-        }
+        self.federation
+            .check(tenant, client_id, assertion.trim(), unix_seconds(now))
+            .await?;
         let iat = unix_seconds(now);
         let lifetime = self.config.token_lifetime.as_secs();
         let claims = EntraClaims {
@@ -349,6 +363,11 @@ impl EntraService {
         Ok(claims)
     }
 
+    /// The federated credentials this Entra side checks assertions against.
+    pub fn federation(&self) -> &Federation {
+        &self.federation
+    }
+
     /// An Entra access token of a test Teams user (`POST /admin/teamsUsers`).
     pub fn issue_teams_user(&self, claims: &super::teams::TeamsUserClaims) -> String {
         self.minter.sign(claims)
@@ -401,19 +420,6 @@ impl Form {
     }
 }
 
-/// Three dot-separated parts whose first two are base64url JSON objects.
-fn is_jwt_shaped(assertion: &str) -> bool {
-    let parts: Vec<&str> = assertion.split('.').collect();
-    let json_object = |part: &str| {
-        B64URL
-            .decode(part.trim_end_matches('='))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-            .is_some_and(|v| v.is_object())
-    };
-    parts.len() == 3 && json_object(parts[0]) && json_object(parts[1]) && !parts[2].is_empty()
-}
-
 /// Entra's answers: JSON with a charset, never cached.
 fn json_response(status: StatusCode, body: &impl Serialize) -> HttpResponse {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
@@ -439,9 +445,11 @@ mod tests {
 
     const TENANT: &str = "11111111-2222-3333-4444-555555555555";
     const CLIENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+    const ISSUER: &str = "https://issuer.example";
+    const SUBJECT: &str = "system:serviceaccount:default:operator";
     /// A body as azure-identity (Python) 1.27.0 sends it: the token file verbatim, so its
-    /// trailing newline arrives as `%0A`.
-    const CAPTURED: &str = "client_assertion=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6ZGVmYXVsdDpvcGVyYXRvciJ9.sig%0A&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_id=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee&grant_type=client_credentials&scope=https%3A%2F%2Fcommunication.azure.com%2F%2F.default";
+    /// trailing newline arrives as `%0A`. ASSERTION stands for a federated assertion.
+    const CAPTURED: &str = "client_assertion=ASSERTION%0A&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_id=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee&grant_type=client_credentials&scope=https%3A%2F%2Fcommunication.azure.com%2F%2F.default";
 
     fn form_headers() -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -450,6 +458,29 @@ mod tests {
             HeaderValue::from_static("application/x-www-form-urlencoded"),
         );
         headers
+    }
+
+    /// A service knowing application CLIENT, federated with SUBJECT of ISSUER, and the
+    /// captured body with an assertion of that subject.
+    fn federated(config: EntraConfig) -> (EntraService, String) {
+        use super::super::federation::test_support::{assertion, signer};
+        let (key, jwks) = signer();
+        let service = EntraService::new(EntraConfig {
+            federated_credentials: vec![FederatedCredential {
+                client_id: CLIENT.into(),
+                issuer: ISSUER.into(),
+                subject: SUBJECT.into(),
+                audiences: vec![super::super::federation::DEFAULT_AUDIENCE.into()],
+            }],
+            ..config
+        });
+        service.federation.seed_keys(ISSUER, jwks);
+        let exp = unix_seconds(SystemTime::now()) + 600;
+        let jwt = assertion(
+            &key,
+            serde_json::json!({"iss": ISSUER, "sub": SUBJECT, "aud": ["api://AzureADTokenExchange"], "exp": exp, "nbf": exp - 600}),
+        );
+        (service, CAPTURED.replace("ASSERTION", &jwt))
     }
 
     async fn answer(
@@ -464,7 +495,7 @@ mod tests {
             body: body.as_bytes(),
             issuer_base: "https://localhost:8443",
         };
-        let response = service.token(&request, SystemTime::now());
+        let response = service.token(&request, SystemTime::now()).await;
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&bytes).unwrap())
@@ -472,8 +503,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_captured_sdk_request_gets_a_token_for_acs() {
-        let service = EntraService::new(EntraConfig::default());
-        let (status, body) = answer(&service, TENANT, CAPTURED).await;
+        let (service, captured) = federated(EntraConfig::default());
+        let (status, body) = answer(&service, TENANT, &captured).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["token_type"], "Bearer");
         assert_eq!(body["expires_in"], 3599);
@@ -494,9 +525,9 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_requests_get_entra_errors() {
-        let service = EntraService::new(EntraConfig::default());
+        let (service, captured) = federated(EntraConfig::default());
         let without = |name: &str| {
-            CAPTURED
+            captured
                 .split('&')
                 .filter(|p| !p.starts_with(&format!("{name}=")))
                 .collect::<Vec<_>>()
@@ -526,13 +557,19 @@ mod tests {
                 50027,
             ),
             (
+                with("client_id", "unknown-app"),
+                400,
+                "unauthorized_client",
+                700016,
+            ),
+            (
                 with("client_assertion", "not-a-jwt"),
                 400,
                 "invalid_request",
                 50027,
             ),
             (
-                format!("{CAPTURED}&client_id=other"),
+                format!("{captured}&client_id=other"),
                 400,
                 "invalid_request",
                 90015,
@@ -553,23 +590,23 @@ mod tests {
 
     #[tokio::test]
     async fn tenants_can_be_restricted() {
-        let service = EntraService::new(EntraConfig {
+        let (service, captured) = federated(EntraConfig {
             tenants: [TENANT.to_string()].into(),
             ..EntraConfig::default()
         });
-        assert_eq!(answer(&service, TENANT, CAPTURED).await.0, StatusCode::OK);
-        let (status, json) = answer(&service, "contoso.onmicrosoft.com", CAPTURED).await;
+        assert_eq!(answer(&service, TENANT, &captured).await.0, StatusCode::OK);
+        let (status, json) = answer(&service, "contoso.onmicrosoft.com", &captured).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(json["error_codes"][0], 90002);
         let open = EntraService::new(EntraConfig::default());
         assert_eq!(
-            answer(&open, "bad tenant", CAPTURED).await.0,
+            answer(&open, "bad tenant", &captured).await.0,
             StatusCode::BAD_REQUEST
         );
     }
 
-    #[test]
-    fn form_content_type_is_required() {
+    #[tokio::test]
+    async fn form_content_type_is_required() {
         let service = EntraService::new(EntraConfig::default());
         let request = TokenRequest {
             tenant: TENANT,
@@ -577,7 +614,7 @@ mod tests {
             body: CAPTURED.as_bytes(),
             issuer_base: "https://localhost",
         };
-        let response = service.token(&request, SystemTime::now());
+        let response = service.token(&request, SystemTime::now()).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     }
 
@@ -632,20 +669,6 @@ mod tests {
         ];
         for (token, transport, expected) in cases {
             assert_eq!(service.verify_bearer(&token, transport, now), Err(expected));
-        }
-    }
-
-    #[test]
-    fn jwt_shape() {
-        assert!(is_jwt_shaped("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.sig"));
-        for bad in [
-            "",
-            "a.b",
-            "a.b.c",
-            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.",
-            "W10.W10.s",
-        ] {
-            assert!(!is_jwt_shaped(bad), "{bad}");
         }
     }
 }

@@ -33,6 +33,7 @@ mod admin;
 pub(crate) mod auth; // reached by crate::fuzzing
 mod entra;
 mod faults;
+mod federation;
 mod identity_api;
 mod operation;
 mod persist;
@@ -49,6 +50,7 @@ pub(crate) mod tokens; // reached by crate::fuzzing
 mod validation;
 
 pub use entra::EntraConfig;
+pub use federation::{DEFAULT_AUDIENCE as FEDERATED_AUDIENCE, FederatedCredential};
 pub use operation::UnknownOperation;
 pub use persist::JournalError;
 pub use throttle::{ThrottleConfig, ThrottleConfigError};

@@ -47,6 +47,10 @@ pub enum AdminRoute {
     SetThrottle,
     /// `POST /admin/teamsUsers`: an Entra token of a test Teams user.
     IssueTeamsUserToken,
+    /// `POST /admin/federatedCredentials`: one more federated credential of an application.
+    AddFederatedCredential,
+    /// `GET /admin/federatedCredentials`: the federated credentials of every application.
+    ListFederatedCredentials,
 }
 
 pub fn route(method: &Method, raw_path: &str) -> Route {
@@ -111,6 +115,8 @@ fn admin_route(method: &Method, rest: &str) -> Option<AdminRoute> {
         (&Method::GET, "throttle") => GetThrottle,
         (&Method::POST, "throttle") => SetThrottle,
         (&Method::POST, "teamsUsers") => IssueTeamsUserToken,
+        (&Method::POST, "federatedCredentials") => AddFederatedCredential,
+        (&Method::GET, "federatedCredentials") => ListFederatedCredentials,
         _ => return None,
     })
 }

@@ -134,7 +134,7 @@ impl App {
                     body: &body,
                     issuer_base: &issuer,
                 };
-                let response = self.entra.token(&request, SystemTime::now());
+                let response = self.entra.token(&request, SystemTime::now()).await;
                 self.count(entra::OPERATION, &response, started);
                 response
             }
@@ -296,6 +296,7 @@ impl App {
             Some(token) => {
                 let claims = self.entra.verify_bearer(token, self.transport, now)?;
                 tracing::debug!(tenant = %claims.tid, client = %claims.appid, "bearer accepted");
+                self.stats.record_bearer(&claims.appid);
                 Ok(())
             }
             None => self.verifier.verify(request, now),

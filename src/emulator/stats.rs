@@ -11,6 +11,7 @@ pub const UNROUTED: &str = "unknown";
 #[derive(Debug, Default)]
 pub struct RequestStats {
     counts: Mutex<BTreeMap<&'static str, BTreeMap<u16, u64>>>,
+    bearer_uses: Mutex<BTreeMap<String, u64>>,
 }
 
 /// `{"total": n, "operations": {"issueToken": {"200": 3, "429": 1}}}`.
@@ -18,6 +19,9 @@ pub struct RequestStats {
 pub struct StatsView {
     pub total: u64,
     pub operations: BTreeMap<&'static str, BTreeMap<String, u64>>,
+    /// Accepted bearer tokens on the ACS endpoints, by the client id they were issued to.
+    #[serde(rename = "bearerUses", skip_serializing_if = "BTreeMap::is_empty")]
+    pub bearer_uses: BTreeMap<String, u64>,
 }
 
 impl RequestStats {
@@ -28,6 +32,15 @@ impl RequestStats {
             .or_default()
             .entry(status)
             .or_default() += 1;
+    }
+
+    /// An ACS request accepted with a bearer token issued to `client_id`.
+    pub fn record_bearer(&self, client_id: &str) {
+        let mut uses = self
+            .bearer_uses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *uses.entry(client_id.to_string()).or_default() += 1;
     }
 
     pub fn view(&self) -> StatsView {
@@ -43,11 +56,24 @@ impl RequestStats {
             })
             .collect();
         let total = counts.values().flat_map(BTreeMap::values).sum();
-        StatsView { total, operations }
+        let bearer_uses = self
+            .bearer_uses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        StatsView {
+            total,
+            operations,
+            bearer_uses,
+        }
     }
 
     pub fn reset(&self) {
         self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.bearer_uses
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();

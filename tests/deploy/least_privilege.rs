@@ -417,6 +417,47 @@ async fn namespaced_cycle(render: impl FnOnce(&str) -> Install) {
         "read another Lease",
         status(leases.get("someone-elses-lease").await),
     );
+
+    // Workload identity of an AcsConnection: the operator may read a ServiceAccount of its
+    // namespace and request a token of it, and of no other namespace's.
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    crate::support::operator::service_account_token(&w.client, &w.ns, "acs").await;
+    crate::support::operator::service_account_token(&w.client, elsewhere.name(), "theirs").await;
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec!["api://AzureADTokenExchange".into()]),
+            expiration_seconds: Some(600),
+            bound_object_ref: None,
+        }),
+        ..TokenRequest::default()
+    };
+    let own: Api<ServiceAccount> = Api::namespaced(as_operator.clone(), &w.ns);
+    own.get("acs").await.unwrap();
+    let token = own
+        .create_token_request("acs", &PostParams::default(), &request)
+        .await
+        .unwrap();
+    assert!(token.status.and_then(|s| s.token).is_some());
+    let theirs: Api<ServiceAccount> = Api::namespaced(as_operator.clone(), elsewhere.name());
+    assert_refused(
+        "request a token of another namespace's ServiceAccount",
+        status(
+            theirs
+                .create_token_request("theirs", &PostParams::default(), &request)
+                .await,
+        ),
+    );
+    assert_refused(
+        "create a ServiceAccount",
+        status(
+            own.create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "intruder"}})).unwrap(),
+            )
+            .await,
+        ),
+    );
 }
 
 #[tokio::test]

@@ -21,6 +21,9 @@ pub enum Setup {
     CaBundle(Ca),
     /// `victim` uses connection `bad`, pointing at a hostile server giving this answer.
     Answer(super::server::Answer),
+    /// `victim` uses AcsConnection `bad`: the emulator's https endpoint with this
+    /// `workloadIdentity`.
+    WorkloadIdentity(Value),
     /// `victim` becomes Ready through `acs` (an emulator issuing 8-second tokens when
     /// `Edit::ConnectionSecretDeleted`), then this is done under the operator.
     Edit(Edit),
@@ -512,6 +515,30 @@ pub fn cases() -> Vec<Case> {
             group: "edited",
             setup: Setup::Edit(Edit::ConnectionSecretDeleted),
             expect: Reason("ConnectionNotFound"),
+        },
+        // A namespaced connection borrowing the operator's own Entra identity (issue 19,
+        // item 2): refused before anything is sent to Entra.
+        Case {
+            name: "workload-identity-ambient",
+            group: "workload identity",
+            setup: Setup::WorkloadIdentity(json!({})),
+            expect: Reason("InvalidWorkloadIdentity"),
+        },
+        Case {
+            name: "workload-identity-pods-client-id",
+            group: "workload identity",
+            setup: Setup::WorkloadIdentity(
+                json!({"clientId": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "tenantId": "t"}),
+            ),
+            expect: Reason("InvalidWorkloadIdentity"),
+        },
+        Case {
+            name: "workload-identity-service-account-missing",
+            group: "workload identity",
+            setup: Setup::WorkloadIdentity(
+                json!({"serviceAccountName": "nobody", "clientId": "app", "tenantId": "t"}),
+            ),
+            expect: Reason("InvalidWorkloadIdentity"),
         },
     ]
 }

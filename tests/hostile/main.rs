@@ -370,6 +370,19 @@ async fn setup(env: &mut Env, case: &Case, victim: &str) -> Result<(), String> {
             env.connection("bad", "bad-conn", None).await?;
             env.identity(victim, bad).await
         }
+        Setup::WorkloadIdentity(identity) => {
+            let endpoint = env
+                .emulator
+                .endpoint()
+                .as_str()
+                .replace("http://", "https://");
+            env.apply::<AcsConnection>(
+                "bad",
+                json!({"spec": {"endpoint": endpoint, "workloadIdentity": identity}}),
+            )
+            .await?;
+            env.identity(victim, bad).await
+        }
         Setup::Edit(edit) => edit_case(env, *edit, victim).await,
     }
 }

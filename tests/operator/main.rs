@@ -851,7 +851,7 @@ async fn a_workload_identity_connection_gets_a_bearer_token_and_a_ready_identity
     let condition = &status.conditions[0];
     assert_eq!(condition.reason, "Valid");
     assert!(
-        condition.message.contains(CLIENT) && condition.message.contains("token file present"),
+        condition.message.contains(CLIENT) && condition.message.contains("as ServiceAccount"),
         "{}",
         condition.message
     );

@@ -40,6 +40,8 @@ pub struct World {
     workload_identity: WorkloadIdentityDefaults,
     /// Holds the federated token file of a workload identity world.
     _scratch: Option<tempfile::TempDir>,
+    /// The CA of a TLS emulator (PEM), in a workload identity world.
+    pub emulator_ca: Option<String>,
     _namespace: TestNamespace,
 }
 
@@ -95,43 +97,94 @@ impl World {
         world
     }
 
-    /// A namespace with an emulator serving TLS (ACS and its Entra endpoint), AcsConnection
-    /// `acs` naming the emulator's endpoint and the workload identity `client_id`/`tenant_id`,
-    /// and a running operator whose pod environment (token file, authority, authority CA) is
-    /// given through its settings, as the AKS webhook would inject it.
+    /// A namespace with an emulator serving TLS (ACS and its Entra endpoint, which checks
+    /// assertions against the test API server's keys), and a running namespaced operator whose
+    /// pod environment (token file, authority, authority CA, `client_id`/`tenant_id`) is given
+    /// through its settings, as the AKS webhook would inject it. The token file holds a real
+    /// token of ServiceAccount `operator` of the namespace, and `client_id` is federated with
+    /// that ServiceAccount and with ServiceAccount `acs`, which AcsConnection `acs` (the
+    /// emulator's endpoint) names.
     pub async fn with_workload_identity(tenant_id: &str, client_id: &str) -> Self {
-        let ca = test_ca();
-        let server = ca.server.clone();
-        let mut world = Self::bare(|c| c.tls = Some(server), Some(&ca.ca_pem)).await;
-        // The certificate names 127.0.0.1 too: stay on the loopback address.
-        let mut endpoint = world.emulator.as_ref().unwrap().endpoint().clone();
-        endpoint.set_host(Some("127.0.0.1")).unwrap();
-        let scratch = tempfile::tempdir().unwrap();
-        let token_file = scratch.path().join("azure-identity-token");
-        std::fs::write(
-            &token_file,
-            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6b3BlcmF0b3IifQ.sig\n",
-        )
-        .unwrap();
-        world.workload_identity = WorkloadIdentityDefaults {
-            token_file: Some(token_file),
-            authority_host: Some(endpoint.to_string()),
-            extra_ca_pem: Some(ca.ca_pem.clone().into_bytes()),
-            ..WorkloadIdentityDefaults::default()
-        };
-        world._scratch = Some(scratch);
+        let mut world = Self::with_workload_identity_unstarted(tenant_id, client_id).await;
         world
             .apply::<AcsConnection>(
                 "acs",
                 json!({"spec": {
-                    "endpoint": endpoint.as_str(),
-                    "workloadIdentity": {"clientId": client_id, "tenantId": tenant_id},
-                    "caBundle": ca.ca_pem,
+                    "endpoint": world.wi_endpoint().as_str(),
+                    "workloadIdentity": {"clientId": client_id, "tenantId": tenant_id, "serviceAccountName": "acs"},
+                    "caBundle": world.emulator_ca.clone().unwrap(),
                 }}),
             )
             .await;
+        world.service_account_token("acs").await;
+        world.federate(client_id, &world.ns.clone(), "acs").await;
         world.start_operator();
         world
+    }
+
+    /// Like [`World::with_workload_identity`] without AcsConnection `acs` (and its
+    /// ServiceAccount) and without an operator: the pod's identity is `client_id`, federated
+    /// with ServiceAccount `operator` of this namespace only.
+    pub async fn with_workload_identity_unstarted(tenant_id: &str, client_id: &str) -> Self {
+        let ca = test_ca();
+        let server = ca.server.clone();
+        let (_, issuer_ca) = cluster_issuer().await;
+        let mut world = Self::bare(
+            |c| {
+                c.tls = Some(server);
+                c.entra.issuer_ca_pem = Some(issuer_ca.into_bytes());
+            },
+            Some(&ca.ca_pem),
+        )
+        .await;
+        world.emulator_ca = Some(ca.ca_pem.clone());
+        let endpoint = world.wi_endpoint();
+        let scratch = tempfile::tempdir().unwrap();
+        let token_file = scratch.path().join("azure-identity-token");
+        let pod_token = world.service_account_token("operator").await;
+        // As kubelet writes it: the token and a newline.
+        std::fs::write(&token_file, format!("{pod_token}\n")).unwrap();
+        world
+            .federate(client_id, &world.ns.clone(), "operator")
+            .await;
+        world.workload_identity = WorkloadIdentityDefaults {
+            client_id: Some(client_id.to_string()),
+            tenant_id: Some(tenant_id.to_string()),
+            token_file: Some(token_file),
+            authority_host: Some(endpoint.to_string()),
+            extra_ca_pem: Some(ca.ca_pem.clone().into_bytes()),
+        };
+        world._scratch = Some(scratch);
+        world
+    }
+
+    /// The emulator's https endpoint by address (its certificate names 127.0.0.1 too).
+    pub fn wi_endpoint(&self) -> url::Url {
+        let mut endpoint = self.emulator.as_ref().unwrap().endpoint().clone();
+        endpoint.set_host(Some("127.0.0.1")).unwrap();
+        endpoint
+    }
+
+    /// Creates ServiceAccount `name` in this namespace (if missing) and returns a token of it
+    /// for Entra (TokenRequest, audience `api://AzureADTokenExchange`, an hour).
+    pub async fn service_account_token(&self, name: &str) -> String {
+        service_account_token(&self.client, &self.ns, name).await
+    }
+
+    /// Federates application `client_id` with ServiceAccount `namespace`/`name` on the
+    /// emulator's Entra side.
+    pub async fn federate(&self, client_id: &str, namespace: &str, name: &str) {
+        let (issuer, _) = cluster_issuer().await;
+        self.admin
+            .post(
+                "admin/federatedCredentials",
+                json!({
+                    "clientId": client_id,
+                    "issuer": issuer,
+                    "subject": format!("system:serviceaccount:{namespace}:{name}"),
+                }),
+            )
+            .await;
     }
 
     /// A namespace with the CRDs and an emulator (trusted through `ca_pem` when it serves
@@ -153,6 +206,7 @@ impl World {
             reconciled: Arc::default(),
             workload_identity: WorkloadIdentityDefaults::default(),
             _scratch: None,
+            emulator_ca: None,
             _namespace: namespace,
         }
     }
@@ -173,6 +227,7 @@ impl World {
             reconciled: self.reconciled.clone(),
             workload_identity: WorkloadIdentityDefaults::default(),
             _scratch: None,
+            emulator_ca: None,
             _namespace: namespace,
         }
     }
@@ -455,4 +510,58 @@ impl Drop for World {
             task.abort();
         }
     }
+}
+
+/// The test cluster's ServiceAccount token issuer (its API server's URL) and the CA its
+/// discovery document is served with (PEM).
+pub async fn cluster_issuer() -> (String, String) {
+    use base64::Engine;
+    let config = super::cluster_config().await;
+    let issuer = config
+        .cluster_url
+        .to_string()
+        .trim_end_matches('/')
+        .to_string();
+    let mut pem = String::new();
+    for der in config.root_cert.unwrap_or_default() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    (issuer, pem)
+}
+
+/// Creates ServiceAccount `namespace`/`name` (if missing) and returns a token of it for Entra
+/// (TokenRequest, audience `api://AzureADTokenExchange`, an hour).
+pub async fn service_account_token(client: &Client, namespace: &str, name: &str) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    api.patch(
+        name,
+        &PatchParams::apply("operator-tests"),
+        &Patch::Apply(
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec!["api://AzureADTokenExchange".into()]),
+            expiration_seconds: Some(3600),
+            bound_object_ref: None,
+        }),
+        ..TokenRequest::default()
+    };
+    api.create_token_request(name, &Default::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.token)
+        .unwrap()
 }

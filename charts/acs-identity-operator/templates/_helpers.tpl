@@ -73,6 +73,14 @@ the same). The cluster-scoped kinds only in scope=cluster.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch, delete]
+# Workload identity of an AcsConnection: the ServiceAccount it names (get, for its
+# annotations) and a token of it (create serviceaccounts/token) to exchange with Entra.
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [serviceaccounts/token]
+  verbs: [create]
 {{- if $cluster }}
 # A ClusterAcsConnection's allowedNamespaces.selector, matched against the namespace's labels.
 - apiGroups: [""]

@@ -1,17 +1,22 @@
 //! Turning a [`ConnectionSource`] into a client: reads the Secrets it names (connection
-//! string, CA bundle) or completes its workload identity from the pod's environment. Never
-//! calls ACS or Entra.
+//! string, CA bundle) or completes its workload identity (from the ServiceAccount an
+//! AcsConnection names, or the pod's environment for a ClusterAcsConnection). Never calls ACS
+//! or Entra.
 
 use super::Connections;
 use super::clients::Resolved;
+use super::service_account::ServiceAccountAssertion;
 use super::source::{BuiltFrom, ConnectionAuth, ConnectionSource};
-use super::workload_identity::{workload_identity, workload_identity_fingerprint};
+use super::workload_identity::{
+    AssertionSource, assertion_source, workload_identity, workload_identity_fingerprint,
+};
 use crate::acs::fingerprint::short_sha256_hex;
 use crate::acs::{AcsClient, AcsError, AcsRateLimiter, ClientOptions, ConnectionString};
 use crate::api::{NamespacedSecretKeyRef, WorkloadIdentitySpec};
 use crate::controller::error::Error;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::Api;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use url::Url;
 
@@ -28,8 +33,19 @@ impl Connections {
                 let connection = self.read_connection_string(r).await?;
                 self.with_access_key(&connection, extra_ca_pem, built_from)
             }
-            ConnectionAuth::WorkloadIdentity { endpoint, identity } => {
-                self.with_workload_identity(endpoint, identity, extra_ca_pem, built_from)
+            ConnectionAuth::WorkloadIdentity {
+                endpoint,
+                identity,
+                namespace,
+            } => {
+                self.with_workload_identity(
+                    endpoint,
+                    identity,
+                    namespace.as_deref(),
+                    extra_ca_pem,
+                    built_from,
+                )
+                .await
             }
             ConnectionAuth::Ambiguous => Err(Error::InvalidConnection(
                 "set either connectionStringSecretRef, or endpoint and workloadIdentity".into(),
@@ -67,10 +83,11 @@ impl Connections {
         })
     }
 
-    fn with_workload_identity(
+    async fn with_workload_identity(
         &self,
         endpoint: &str,
         spec: &WorkloadIdentitySpec,
+        namespace: Option<&str>,
         extra_ca_pem: Option<Vec<u8>>,
         built_from: BuiltFrom,
     ) -> Result<Resolved, Error> {
@@ -80,11 +97,41 @@ impl Connections {
             .ok_or_else(|| {
                 Error::InvalidConnection(format!("endpoint {endpoint:?} is not an https URL"))
             })?;
-        let identity = workload_identity(spec, &self.workload_identity, self.acs_timeout)?;
-        let credential = identity.credential().map_err(|e| match e {
+        // Decided before anything is read: a namespaced connection never reaches the pod's
+        // identity, and one without a ServiceAccount is refused before any Entra call.
+        let source = assertion_source(namespace, spec)?;
+        let annotations = match &source {
+            AssertionSource::Pod => BTreeMap::new(),
+            AssertionSource::ServiceAccount { namespace, name } => {
+                self.service_account_annotations(namespace, name).await?
+            }
+        };
+        let identity = workload_identity(
+            spec,
+            &source,
+            &annotations,
+            &self.workload_identity,
+            self.acs_timeout,
+        )?;
+        let credential = match &source {
+            AssertionSource::Pod => identity.credential(),
+            AssertionSource::ServiceAccount { namespace, name } => identity
+                .credential_with_assertion(ServiceAccountAssertion::new(
+                    self.client.clone(),
+                    namespace,
+                    name,
+                )),
+        }
+        .map_err(|e| match e {
             AcsError::Config(message) => Error::WorkloadIdentity(message),
             other => Error::WorkloadIdentity(other.to_string()),
         })?;
+        let whose = match &source {
+            AssertionSource::Pod => "the operator's token file present".to_string(),
+            AssertionSource::ServiceAccount { namespace, name } => {
+                format!("as ServiceAccount {namespace}/{name}")
+            }
+        };
         let limiter = self.clients.limiter_for(endpoint.as_str());
         let options = self.options(&limiter, extra_ca_pem);
         let client =
@@ -92,13 +139,28 @@ impl Connections {
         Ok(Resolved {
             fingerprint: workload_identity_fingerprint(&endpoint, &identity),
             summary: format!(
-                "workload identity {} of tenant {} for {endpoint}, token file present",
+                "workload identity {} of tenant {} for {endpoint}, {whose}",
                 identity.client_id, identity.tenant_id
             ),
             client,
             limiter,
             built_from,
         })
+    }
+
+    /// The annotations of the ServiceAccount a namespaced connection names (which must exist).
+    async fn service_account_annotations(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), namespace);
+        let account = api.get_opt(name).await?.ok_or_else(|| {
+            Error::WorkloadIdentity(format!(
+                "ServiceAccount {namespace}/{name} (spec.workloadIdentity.serviceAccountName) not found"
+            ))
+        })?;
+        Ok(account.metadata.annotations.unwrap_or_default())
     }
 
     async fn read_connection_string(
@@ -173,7 +235,13 @@ mod tests {
     fn fingerprints_are_pinned() {
         let c: ConnectionString = "endpoint=https://a/;accesskey=c2VjcmV0".parse().unwrap();
         assert_eq!(fingerprint(&c), "8e2b83d117db2bef");
-        let identity = workload_identity(&wi(Some("c"), Some("t")), &pod_env(), Duration::ZERO);
+        let identity = workload_identity(
+            &wi(Some("c"), Some("t")),
+            &AssertionSource::Pod,
+            &BTreeMap::new(),
+            &pod_env(),
+            Duration::ZERO,
+        );
         let endpoint = Url::parse("https://one/").unwrap();
         assert_eq!(
             workload_identity_fingerprint(&endpoint, &identity.unwrap()),

@@ -7,6 +7,7 @@
 mod access;
 mod build;
 mod clients;
+mod service_account;
 mod source;
 mod workload_identity;
 

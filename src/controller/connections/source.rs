@@ -101,6 +101,9 @@ pub enum ConnectionAuth {
     WorkloadIdentity {
         endpoint: String,
         identity: WorkloadIdentitySpec,
+        /// The namespace of an AcsConnection (whose ServiceAccount must be named), `None` for
+        /// a ClusterAcsConnection (which uses the operator pod's own identity).
+        namespace: Option<String>,
     },
     /// Neither or a mix of both. The CRD's validation rule refuses such objects; this covers
     /// objects stored before the rule or by an API server without CEL.
@@ -112,12 +115,14 @@ impl ConnectionAuth {
         connection_string: Option<NamespacedSecretKeyRef>,
         endpoint: Option<&String>,
         identity: Option<&WorkloadIdentitySpec>,
+        namespace: Option<&str>,
     ) -> Self {
         match (connection_string, endpoint, identity) {
             (Some(r), None, None) => Self::ConnectionString(r),
             (None, Some(endpoint), Some(identity)) => Self::WorkloadIdentity {
                 endpoint: endpoint.clone(),
                 identity: identity.clone(),
+                namespace: namespace.map(str::to_string),
             },
             _ => Self::Ambiguous,
         }
@@ -179,6 +184,7 @@ impl ConnectionSource {
                 .map(|r| r.locate(namespace)),
             spec.endpoint.as_ref(),
             spec.workload_identity.as_ref(),
+            meta.namespace.as_deref(),
         );
         let ca_secret = spec.ca_secret_ref.as_ref().map(|r| r.locate(namespace));
         let secrets = match &auth {
@@ -235,14 +241,15 @@ mod tests {
         let endpoint = "https://r.communication.azure.com/".to_string();
         let identity = wi(None, None);
         assert_eq!(
-            ConnectionAuth::from_spec(Some(r.clone()), None, None),
+            ConnectionAuth::from_spec(Some(r.clone()), None, None, None),
             ConnectionAuth::ConnectionString(r.clone())
         );
         assert_eq!(
-            ConnectionAuth::from_spec(None, Some(&endpoint), Some(&identity)),
+            ConnectionAuth::from_spec(None, Some(&endpoint), Some(&identity), Some("ns")),
             ConnectionAuth::WorkloadIdentity {
                 endpoint: endpoint.clone(),
-                identity: identity.clone()
+                identity: identity.clone(),
+                namespace: Some("ns".into()),
             }
         );
         for (cs, e, w) in [
@@ -253,7 +260,7 @@ mod tests {
             (Some(r.clone()), None, Some(&identity)),
         ] {
             assert_eq!(
-                ConnectionAuth::from_spec(cs, e, w),
+                ConnectionAuth::from_spec(cs, e, w, None),
                 ConnectionAuth::Ambiguous
             );
         }

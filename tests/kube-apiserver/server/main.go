@@ -240,6 +240,9 @@ func newFrontConfig(o *options) (*genericapiserver.RecommendedConfig, error) {
 	if err := applyAuth(&c.Config, o.clientCAFile, o.authorization, c.SharedInformerFactory); err != nil {
 		return nil, err
 	}
+	if err := serveServiceAccountTokens(&c.Config, client); err != nil {
+		return nil, err
+	}
 	if err := o.admission.ApplyTo(&c.Config, c.SharedInformerFactory, client, dynamicClient,
 		c.FeatureGate, c.EffectiveVersion); err != nil {
 		return nil, fmt.Errorf("admission: %w", err)
