@@ -18,6 +18,8 @@ pub mod requeue;
 pub mod restart;
 pub mod schedule;
 pub mod tenancy;
+#[cfg(test)]
+mod tenancy_walk;
 
 pub use decision::{
     Decision, IssueReason, Observed, SecretState, TokenParams, TokenRecord, decide,

@@ -9,10 +9,10 @@
 //!   identity there ([`super::tenancy::admit`]).
 //! - **A create's answer is checked** ([`check_created`]): the id must be `8:…acs:<resource>_…`,
 //!   not an id another AcsIdentity holds on that resource, and of the resource the endpoint is
-//!   known to have: not the known resource of another endpoint. What is "known" comes from
-//!   homes recorded through ClusterAcsConnections (the platform's endpoints) and through the
-//!   asking namespace's own connections, so one tenant's fake server cannot teach the operator
-//!   anything that stops another tenant.
+//!   known to have: not the known resource of another endpoint. What is "known" comes only
+//!   from homes recorded through ClusterAcsConnections (the platform's endpoints), so no
+//!   tenant's server can teach the operator anything, not even to refuse the platform's own
+//!   answers (a refused answer is an identity left on the bill).
 
 use crate::api::ConnectionKind;
 
@@ -106,17 +106,16 @@ pub enum NotNew {
     /// Another AcsIdentity holds it on this resource (or its home is unknown).
     Held,
     /// Its resource is not the one this endpoint is known to have, or is the known resource
-    /// of another endpoint.
+    /// of another endpoint (as the platform's connections know them).
     OtherResource,
 }
 
-/// Whether `id`, answered by a create that `uid` in `namespace` sent `here`, is a new identity
+/// Whether `id`, answered by a create that `uid` sent `here`, is a new identity
 /// of the resource asked, given the homes recorded by every AcsIdentity (`recorded`).
 pub fn check_created<'a>(
     id: &str,
     here: Here<'_>,
     uid: &str,
-    namespace: &str,
     recorded: impl IntoIterator<Item = Recorded<'a>>,
 ) -> Result<(), NotNew> {
     let resource = resource_of(id).ok_or(NotNew::Malformed)?;
@@ -127,8 +126,10 @@ pub fn check_created<'a>(
             return Err(NotNew::Held);
         }
         let Some(home) = r.home else { continue };
-        // Only what the platform's connections or this namespace's own learned is trusted.
-        let trusted = home.via.shared() || r.namespace == namespace;
+        // Only what the platform's connections learned is trusted: a namespace's own server
+        // could otherwise teach the operator to refuse the platform's answers (each refused
+        // answer an identity left on the shared bill).
+        let trusted = home.via.shared();
         let same_endpoint = home.endpoint == here.endpoint;
         let same_resource = resource_of(r.id) == Some(resource);
         other_resource |= trusted && resource_of(r.id).is_some() && same_endpoint != same_resource;
@@ -284,12 +285,19 @@ mod tests {
         ];
         for (what, id, here, want) in cases {
             let recorded = [alice, fake_c, legacy];
-            assert_eq!(
-                check_created(id, here, "me", "team-b", recorded),
-                want,
-                "{what}"
-            );
+            assert_eq!(check_created(id, here, "me", recorded), want, "{what}");
         }
+        // A namespace's own server teaches nothing, not even to refuse the platform.
+        let poisoned = Recorded {
+            uid: "b1",
+            namespace: "team-b",
+            id: "8:acs:P_free",
+            home: Some(at_fake.home(true)),
+        };
+        assert_eq!(
+            check_created("8:acs:P_new", at_platform, "me", [poisoned]),
+            Ok(())
+        );
         // One's own earlier answer (an idempotent create's retry) is no conflict.
         let mine = Recorded {
             uid: "me",
@@ -297,9 +305,6 @@ mod tests {
             id: "8:acs:B_1",
             home: Some(at_fake.home(false)),
         };
-        assert_eq!(
-            check_created("8:acs:B_1", at_fake, "me", "team-b", [mine]),
-            Ok(())
-        );
+        assert_eq!(check_created("8:acs:B_1", at_fake, "me", [mine]), Ok(()));
     }
 }

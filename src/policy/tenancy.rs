@@ -44,13 +44,19 @@ pub struct Claimant<'a> {
 
 impl Claimant<'_> {
     /// Whether it claims `id` on the resource `here` reaches: it holds the id there (or holds
-    /// it where nobody knows), or, holding nothing of it, asks for it through the same
-    /// connection.
+    /// it where nobody knows), or, holding nothing of it and staying, asks for it through the
+    /// same connection.
     fn claims(&self, id: &str, here: Here<'_>) -> bool {
         if self.holds == Some(id) {
             return self.home.is_none_or(|h| h.endpoint == here.endpoint);
         }
-        self.adopts == Some(id) && self.via == here.via
+        self.holds.is_none() && self.adopts == Some(id) && self.via == here.via && !self.leaving
+    }
+
+    /// Whether it claims `id` here only by asking for it (holding nothing of it): such a
+    /// claim counts only where its namespace may adopt, which the caller checks.
+    pub fn only_asks(&self, id: &str, here: Here<'_>) -> bool {
+        self.holds != Some(id) && self.claims(id, here)
     }
 
     /// Smaller ranks first.
@@ -151,6 +157,9 @@ pub enum Refusal {
     OnOtherResource,
     /// Held since the previous version, and where it lives cannot be told.
     ProvenanceUnknown,
+    /// `spec.identityId` names another identity than the one held (set after a create): the
+    /// one held would be forgotten, so neither is touched.
+    HoldsAnother,
 }
 
 impl Refusal {
@@ -161,6 +170,7 @@ impl Refusal {
             Refusal::LimitReached(_) => Reason::IdentityLimitReached,
             Refusal::OnOtherResource => Reason::IdentityOnOtherResource,
             Refusal::ProvenanceUnknown => Reason::ProvenanceUnknown,
+            Refusal::HoldsAnother => Reason::InvalidSpec,
         }
     }
 }
@@ -186,6 +196,11 @@ pub fn admit<'a>(
     others: &[Claimant<'a>],
     peers: &[Claimant<'a>],
 ) -> Result<Home<'a>, Refusal> {
+    if let (Some(held), Some(asked)) = (me.holds, me.adopts)
+        && held != asked
+    {
+        return Err(Refusal::HoldsAnother);
+    }
     let home = match (me.holds, me.home) {
         (Some(_), Some(home)) if home.endpoint != here.endpoint => {
             return Err(Refusal::OnOtherResource);
@@ -645,6 +660,18 @@ mod tests {
                 fits,
                 vec![],
                 Ok(AT_PLATFORM.home(true)),
+            ),
+            (
+                "identityId set after a create names another identity",
+                c("me", 5, Some(id), Some("8:acs:P_2")),
+                AT_PLATFORM,
+                Rules {
+                    may_adopt: true,
+                    ..free
+                },
+                fits,
+                vec![],
+                Err(Refusal::HoldsAnother),
             ),
             (
                 "a newcomer over the cap",

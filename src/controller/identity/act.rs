@@ -184,7 +184,7 @@ fn check_created(id: &str, facts: &Facts, target: &Target<'_>) -> Result<(), Err
     let all = target.ctx.identities.state();
     let uid = obj.uid().unwrap_or_default();
     let recorded = all.iter().filter_map(|o| observe::recorded(o));
-    provenance::check_created(id, here, &uid, &namespace, recorded).map_err(|why| {
+    provenance::check_created(id, here, &uid, recorded).map_err(|why| {
         warn!(identity = %id, ?why, "refused the answer to a create");
         Error::ForeignIdentity {
             id: id.to_string(),

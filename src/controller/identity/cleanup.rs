@@ -126,7 +126,7 @@ async fn reach_home(obj: &AcsIdentity, ctx: &Context, id: &str) -> Result<Option
             let all = ctx.identities.state();
             let me = claimant(obj);
             let others: Vec<_> = all.iter().map(|o| claimant(o)).collect();
-            let legacy = observe::legacy(&me, here, &status, &connection, &namespace, &all);
+            let legacy = observe::legacy(&me, here, &status, &connection, &all);
             match tenancy::legacy_home(me, here, legacy, &others) {
                 Some(home) => observe::provenance_of(home),
                 None => return Ok(None),

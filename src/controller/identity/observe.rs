@@ -190,17 +190,31 @@ async fn check_tenancy(
     // An AcsIdentity being deleted is leaving: it frees its claim (its cleanup keeps or
     // deletes the ACS identity as its own rules say), and its place in the share once its
     // cleanup is done.
-    let others: Vec<_> = all
+    let mut others = Vec::with_capacity(all.len());
+    for o in all
         .iter()
         .filter(|o| o.metadata.deletion_timestamp.is_none())
-        .map(|o| seen(o, &released))
-        .collect();
+    {
+        let other = seen(o, &released);
+        // One that only asks for the id through this connection claims it only if it may
+        // adopt there: a namespace without the right cannot squat an id by asking first.
+        if let Some(id) = obj.spec.identity_id.as_deref()
+            && other.only_asks(id, here)
+            && o.namespace().as_deref() != Some(namespace)
+        {
+            let theirs = o.namespace().unwrap_or_default();
+            if !ctx.connections.grants(&theirs, r, true).await?.may_adopt {
+                continue;
+            }
+        }
+        others.push(other);
+    }
     let peers: Vec<_> = all
         .iter()
         .filter(|o| o.namespace().as_deref() == Some(namespace))
         .map(|o| seen(o, &released))
         .collect();
-    let legacy = legacy(&me, here, status, connection, namespace, &all);
+    let legacy = legacy(&me, here, status, connection, &all);
     match tenancy::admit(me, here, rules, legacy, &others, &peers) {
         Ok(home) => Ok(provenance_of(home)),
         Err(refusal) => Err(refused(refusal, obj, namespace, status)),
@@ -214,7 +228,6 @@ pub fn legacy(
     here: Here<'_>,
     status: &AcsIdentityStatus,
     connection: &Resolved,
-    namespace: &str,
     all: &[std::sync::Arc<AcsIdentity>],
 ) -> tenancy::Legacy {
     match me.holds {
@@ -225,7 +238,6 @@ pub fn legacy(
                 id,
                 here,
                 me.uid,
-                namespace,
                 all.iter().filter_map(|o| recorded(o)),
             )
             .is_ok(),
@@ -271,6 +283,10 @@ fn refused(
             }
         }
         tenancy::Refusal::ProvenanceUnknown => Error::ProvenanceUnknown { id: held },
+        tenancy::Refusal::HoldsAnother => Error::InvalidSpec(format!(
+            "spec.identityId names another identity than the one this object holds ({held}); \
+             delete this AcsIdentity and create one that adopts it"
+        )),
     }
 }
 
