@@ -395,3 +395,72 @@ async fn the_cap_counts_identities_left_behind_by_skip_cleanup_retain_or_moving_
     assert_eq!(live().await, 2, "never more than the cap");
     assert_eq!(p.world.admin.count("createIdentityWithToken", 201).await, 5);
 }
+
+/// Sets (or, with `null`, removes) status fields as an older operator version left them.
+async fn patch_status(w: &World, name: &str, status: Value) {
+    w.api::<AcsIdentity>()
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn identities_of_the_previous_version_get_their_home_once_where_it_is_unambiguous() {
+    let _one = ONE_OPERATOR.lock().await;
+    let mut p = Platform::new(json!({})).await;
+    let a = p.world.neighbour("team-a").await;
+    let b = p.world.neighbour("team-b").await;
+    p.set_connection(json!({"allowedNamespaces": {"names": [a.ns, b.ns]}}))
+        .await;
+    a.identity("alice", p.spec(&["chat"])).await;
+    let alice = a.wait_ready("alice").await;
+    let id = status_of(&alice).identity_id.clone().unwrap();
+    let home = status_of(&alice).provenance.clone().unwrap();
+    // Creation times are whole seconds; two objects of one second rank by uid. mallory is
+    // newer: the previous version's records rank the older holder first.
+    let born = alice.metadata.creation_timestamp.clone().unwrap().0;
+    while jiff::Timestamp::now().as_second() <= born.as_second() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    b.identity(
+        "mallory",
+        json!({"connectionRef": {"name": "none"}, "scopes": ["chat"]}),
+    )
+    .await;
+    b.wait_reason("mallory", "ConnectionNotFound").await;
+
+    // As the previous version left them: alice without provenance, and team-b's object
+    // recording alice's id (the old hijack), now on the platform's connection.
+    p.world.stop_operator().await;
+    patch_status(&a, "alice", json!({"provenance": null})).await;
+    patch_status(&b, "mallory", json!({"identityId": id})).await;
+    b.identity("mallory", p.spec(&["chat"])).await;
+    p.world.start_operator_with(|s| s.namespace = None);
+
+    // alice's token came through her connection: her home is filled in from it, once.
+    let filled = a
+        .wait_identity("alice", "given its home", |o| {
+            o.status.as_ref().and_then(|s| s.provenance.as_ref()) == Some(&home)
+        })
+        .await;
+    assert_eq!(ready_reason(&filled), ("True".into(), "TokenValid".into()));
+
+    // mallory's cannot be vouched for: used for nothing, and its deletion keeps the identity.
+    let unknown = b.wait_reason("mallory", "ProvenanceUnknown").await;
+    assert!(status_of(&unknown).provenance.is_none());
+    b.delete::<AcsIdentity>("mallory").await;
+    b.wait_gone("mallory").await;
+    b.wait_event("mallory", |reason, _| reason == "ProvenanceUnknown")
+        .await;
+    assert_eq!(
+        acs_view(&p, &id).await,
+        (Some(false), Some(0), Some(1)),
+        "alice's identity untouched"
+    );
+    let after = a.get::<AcsIdentity>("alice").await.unwrap();
+    assert_eq!(ready_reason(&after), ("True".into(), "TokenValid".into()));
+}

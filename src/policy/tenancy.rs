@@ -142,8 +142,8 @@ pub struct Legacy {
     /// Whether the token recorded was issued through the connection reached now (`None`: no
     /// token recorded).
     pub issued_here: Option<bool>,
-    /// Whether its id passes [`super::provenance::check_created`] here (its resource is not
-    /// another endpoint's, and no other AcsIdentity holds it here).
+    /// Whether its id's resource fits here ([`super::provenance::check_created`] does not
+    /// find it another endpoint's); who else holds it is the holder rule's to decide.
     pub id_fits_here: bool,
 }
 

@@ -234,13 +234,13 @@ pub fn legacy(
         Some(id) if me.home.is_none() => tenancy::Legacy {
             issued_here: status::token_record(status)
                 .map(|t| t.params.connection == connection.fingerprint),
+            // Who else holds it is the holder rule's to decide (the creator, then the oldest).
             id_fits_here: provenance::check_created(
                 id,
                 here,
                 me.uid,
                 all.iter().filter_map(|o| recorded(o)),
-            )
-            .is_ok(),
+            ) != Err(provenance::NotNew::OtherResource),
         },
         _ => tenancy::Legacy {
             issued_here: None,
