@@ -5,8 +5,8 @@
 //!
 //! - **An identity stays home.** A token is issued or revoked, and an identity deleted, only
 //!   through a connection that reaches the resource it lives on; a `connectionRef` moved to
-//!   another resource is refused (`IdentityOnOtherResource`), never taken as the same
-//!   identity there ([`super::tenancy::admit`]).
+//!   another resource is never taken as the same identity there: it is refused, or taken as
+//!   an adoption with that connection's rules ([`super::tenancy::admit`]).
 //! - **A create's answer is checked** ([`check_created`]): the id must be `8:…acs:<resource>_…`,
 //!   not an id another AcsIdentity holds on that resource, and of the resource the endpoint is
 //!   known to have: not the known resource of another endpoint. What is "known" comes only

@@ -12,7 +12,9 @@
 //!   with someone else's id) claims nothing here, so ids no one holds cannot be squatted from
 //!   a fake resource.
 //! - **An identity stays home.** A holder whose connection now reaches another resource is
-//!   refused (`IdentityOnOtherResource`), and its deletion goes to its home or nowhere.
+//!   refused (`IdentityOnOtherResource`) when it lives on a shared resource, or goes to a
+//!   shared one without the right to adopt there; a move between a namespace's own
+//!   connections follows; its deletion goes to its home or nowhere.
 //! - **A namespace's share of a shared connection is of the bill.** With a cap, what counts
 //!   is every identity the namespace holds that lives on the connection (wherever its
 //!   `connectionRef` points now, and while its AcsIdentity is being deleted until its cleanup
@@ -177,8 +179,9 @@ impl Refusal {
 
 /// Whether [`admit`] needs the other AcsIdentities (the cache is not read otherwise: a
 /// created identity held at home is renewed without looking at anyone else).
-pub fn needs_others(me: &Claimant<'_>, rules: Rules) -> bool {
+pub fn needs_others(me: &Claimant<'_>, here: Here<'_>, rules: Rules) -> bool {
     me.adopts.is_some()
+        || me.home.is_some_and(|h| h.endpoint != here.endpoint)
         || (me.holds.is_some() && me.home.is_none())
         || (me.holds.is_none() && rules.max.is_some())
 }
@@ -202,8 +205,8 @@ pub fn admit<'a>(
         return Err(Refusal::HoldsAnother);
     }
     let home = match (me.holds, me.home) {
-        (Some(_), Some(home)) if home.endpoint != here.endpoint => {
-            return Err(Refusal::OnOtherResource);
+        (Some(id), Some(home)) if home.endpoint != here.endpoint => {
+            moved(id, home, me, here, rules, others)?
         }
         (Some(_), Some(home)) => home,
         (Some(_), None) => {
@@ -225,6 +228,40 @@ pub fn admit<'a>(
         return Err(Refusal::LimitReached(max));
     }
     Ok(home)
+}
+
+/// The home of an identity held at `home` whose connection now reaches another resource
+/// (`here`). What lives on a shared resource never leaves it (its bill stays counted); one
+/// of a namespace's own connections moves to another of them (the namespace holds both
+/// keys: the same as adopting it there) keeping its origin; and moving to a shared
+/// connection is an adoption there, with its rules: allowed to adopt, and the rightful holder
+/// there.
+fn moved<'a>(
+    id: &str,
+    home: Home<'a>,
+    me: Claimant<'a>,
+    here: Here<'a>,
+    rules: Rules,
+    others: &[Claimant<'a>],
+) -> Result<Home<'a>, Refusal> {
+    if home.via.shared() || (here.via.shared() && !rules.may_adopt) {
+        return Err(Refusal::OnOtherResource);
+    }
+    if !here.via.shared() {
+        return Ok(Home {
+            adopted: home.adopted,
+            ..here.home(false)
+        });
+    }
+    let there = here.home(true);
+    let me = Claimant {
+        home: Some(there),
+        ..me
+    };
+    if !is_holder(id, here, me, others.iter().copied()) {
+        return Err(Refusal::IdentityClaimed);
+    }
+    Ok(there)
 }
 
 /// The home of an identity `me` holds since the previous version (which recorded none):
@@ -570,6 +607,58 @@ mod tests {
                 created_on_fake,
                 AT_PLATFORM,
                 free,
+                fits,
+                vec![],
+                Err(Refusal::OnOtherResource),
+            ),
+            (
+                "moved to the platform where it may adopt: an adoption there",
+                created_on_fake,
+                AT_PLATFORM,
+                Rules {
+                    may_adopt: true,
+                    ..free
+                },
+                fits,
+                vec![],
+                Ok(AT_PLATFORM.home(true)),
+            ),
+            (
+                "... not of an identity another object holds there",
+                created_on_fake,
+                AT_PLATFORM,
+                Rules {
+                    may_adopt: true,
+                    ..free
+                },
+                fits,
+                vec![victim],
+                Err(Refusal::IdentityClaimed),
+            ),
+            (
+                "a namespace's own connection renamed: its own resource, its own key",
+                created_on_fake,
+                Here {
+                    endpoint: "https://renamed.team-b.example",
+                    via: OWN,
+                },
+                free,
+                fits,
+                vec![],
+                Ok(Home {
+                    endpoint: "https://renamed.team-b.example",
+                    via: OWN,
+                    adopted: false,
+                }),
+            ),
+            (
+                "what lives on the shared resource never moves away",
+                created_here,
+                AT_FAKE,
+                Rules {
+                    may_adopt: true,
+                    ..free
+                },
                 fits,
                 vec![],
                 Err(Refusal::OnOtherResource),

@@ -297,11 +297,19 @@ impl World {
                 .filter(|x| x.namespace == o.namespace && x.uid != o.uid)
                 .map(|x| x.claimant())
                 .collect();
-            // The home admitted is the one recorded, or here's for a new identity.
-            admit(o.claimant(), here, rules, legacy, &others, &peers).map(|h| h.adopted)
+            // The home admitted: the one recorded, or here's (new, or moved here).
+            admit(o.claimant(), here, rules, legacy, &others, &peers)
+                .map(|h| (h.endpoint == here.endpoint, h.via == here.via, h.adopted))
         };
         let home = match decision {
-            Ok(adopted) => o.home.unwrap_or(here.home(adopted)),
+            Ok((at_here, via_here, adopted)) => {
+                let old = o.home.unwrap_or(here.home(adopted));
+                Home {
+                    endpoint: if at_here { here.endpoint } else { old.endpoint },
+                    via: if via_here { here.via } else { old.via },
+                    adopted,
+                }
+            }
             Err(refusal) => {
                 assert_ne!(
                     o.uid, "alice",
@@ -338,13 +346,14 @@ impl World {
                 }
             }
             (Some(id), _) => {
+                // Calls go out for the home admitted (moved here as an adoption, if so).
+                o.home = Some(home);
                 if o.revoke && self.call(Call::Revoke, here.endpoint, here.via, &id, &o) {
                     o.revoke = false;
                 }
                 if self.call(Call::Issue, here.endpoint, here.via, &id, &o) {
                     o.refresh = false;
                 }
-                o.home = Some(home);
             }
         }
         o

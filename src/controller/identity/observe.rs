@@ -169,8 +169,12 @@ async fn check_tenancy(
         ..claimant(obj)
     };
     let adopting = obj.spec.identity_id.is_some();
-    let rules = if adopting || me.holds.is_none() {
-        let grants = ctx.connections.grants(namespace, r, adopting).await?;
+    let moved = me.home.is_some_and(|h| h.endpoint != here.endpoint);
+    let rules = if adopting || me.holds.is_none() || moved {
+        let grants = ctx
+            .connections
+            .grants(namespace, r, adopting || moved)
+            .await?;
         tenancy::Rules {
             may_adopt: grants.may_adopt,
             max: grants.max_identities,
@@ -181,7 +185,7 @@ async fn check_tenancy(
             max: None,
         }
     };
-    let all = if tenancy::needs_others(&me, rules) {
+    let all = if tenancy::needs_others(&me, here, rules) {
         ctx.identities.state()
     } else {
         Vec::new()
