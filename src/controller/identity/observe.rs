@@ -185,12 +185,11 @@ async fn check_tenancy(
             max: None,
         }
     };
-    let all = if tenancy::needs_others(&me, here, rules) {
-        ctx.identities.state()
+    let (all, released) = if tenancy::needs_others(&me, here, rules) {
+        (ctx.identities.state(), ctx.released.snapshot())
     } else {
-        Vec::new()
+        Default::default()
     };
-    let released = ctx.released.snapshot();
     // An AcsIdentity being deleted is leaving: it frees its claim (its cleanup keeps or
     // deletes the ACS identity as its own rules say), and its place in the share once its
     // cleanup is done.
