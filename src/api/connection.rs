@@ -79,8 +79,12 @@ pub struct ClusterAcsConnectionSpec {
     /// it only for namespaces trusted with the whole ACS resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adoption_allowed_namespaces: Option<AllowedNamespaces>,
-    /// At most this many AcsIdentities of one namespace may use this connection, the oldest
-    /// first; the others wait with reason IdentityLimitReached. Absent: no limit.
+    /// At most this many ACS identities of one namespace may live on this connection's
+    /// resource (those it holds there, wherever their connectionRef points now, and those
+    /// being deleted until their cleanup is done), the oldest first; the others wait with
+    /// reason IdentityLimitReached. What a namespace creates here is deleted with its
+    /// AcsIdentity (skip-cleanup and Retain are not honoured) unless it may adopt here.
+    /// Absent: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub max_identities_per_namespace: Option<u32>,

@@ -147,6 +147,10 @@ pub struct AcsIdentityStatus {
     /// The ACS identity (created, or adopted from spec.identityId).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_id: Option<String>,
+    /// Where the identity lives: the ACS resource it was created or adopted on. Tokens are
+    /// issued and revoked, and the identity deleted, only on that resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
     /// The Secret that holds the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
@@ -182,6 +186,27 @@ pub struct AcsIdentityStatus {
     /// says which state it is in (README: "Ready condition reasons").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The ACS resource an identity lives on, and how it got there.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Provenance {
+    /// The resource's endpoint, normalised: scheme, host and a port other than the default.
+    #[schemars(length(max = 2048))]
+    pub endpoint: String,
+    /// The connection it was created or adopted through.
+    pub connection_ref: ConnectionRef,
+    /// Created by this AcsIdentity, or adopted (spec.identityId).
+    pub origin: Origin,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Origin {
+    /// Created by this AcsIdentity.
+    Created,
+    /// Adopted with spec.identityId.
+    Adopted,
 }
 
 /// The inputs of the token now in the Secret.

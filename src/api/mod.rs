@@ -11,7 +11,7 @@ pub use connection::{
 pub use duration::GoDuration;
 pub use identity::{
     AcsIdentity, AcsIdentitySpec, AcsIdentityStatus, ConnectionKind, ConnectionRef, DeletionPolicy,
-    IssuedFor, SecretTemplate,
+    IssuedFor, Origin, Provenance, SecretTemplate,
 };
 
 use kube::CustomResourceExt;

@@ -70,6 +70,29 @@ pub enum Error {
         namespace: String,
         max: u32,
     },
+    #[error(
+        "ACS identity {id} lives on {home} (created or adopted through {via}); {reaches} \
+         reaches another ACS resource, where it is not this object's: point connectionRef back, \
+         or delete this AcsIdentity and create a new one"
+    )]
+    IdentityOnOtherResource {
+        id: String,
+        home: String,
+        via: String,
+        reaches: String,
+    },
+    #[error(
+        "ACS identity {id} was recorded by an earlier version without where it lives, and its \
+         connection cannot vouch for it (its last token came through another connection, its \
+         id is another resource's, or another AcsIdentity holds it); no token is issued and \
+         deleting this object leaves the identity in ACS"
+    )]
+    ProvenanceUnknown { id: String },
+    #[error(
+        "ACS at {endpoint} answered the create with {id}, which is not a new identity of that \
+         resource; nothing was recorded"
+    )]
+    ForeignIdentity { id: String, endpoint: String },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -94,6 +117,9 @@ impl Error {
             Error::AdoptionNotAllowed { .. } => Reason::AdoptionNotAllowed,
             Error::IdentityClaimed { .. } => Reason::IdentityClaimed,
             Error::IdentityLimitReached { .. } => Reason::IdentityLimitReached,
+            Error::IdentityOnOtherResource { .. } => Reason::IdentityOnOtherResource,
+            Error::ProvenanceUnknown { .. } => Reason::ProvenanceUnknown,
+            Error::ForeignIdentity { .. } => Reason::ForeignIdentity,
             Error::Acs(e) => acs_reason(e),
             Error::SecretChanged(_) | Error::Kube(_) | Error::Finalizer(_) => {
                 Reason::KubernetesError

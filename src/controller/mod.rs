@@ -130,6 +130,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Statuses written but maybe not yet seen by the watch cache.
     pub statuses: Arc<status::WrittenStatuses>,
+    /// Deletions whose cleanup is done with ACS.
+    pub released: status::Released,
 }
 
 impl Context {
@@ -160,6 +162,7 @@ impl Context {
             idempotent_create: settings.idempotent_create,
             metrics: settings.metrics.clone(),
             statuses: Arc::default(),
+            released: Default::default(),
         }
     }
 

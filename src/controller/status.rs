@@ -5,7 +5,7 @@
 use super::Context;
 use super::conditions::{apply_status, conditions};
 use super::error::Error;
-use crate::api::{AcsIdentity, AcsIdentityStatus, IssuedFor};
+use crate::api::{AcsIdentity, AcsIdentityStatus, IssuedFor, Provenance};
 use crate::policy::{Failure, Setback, TokenParams, TokenRecord, progress, readiness};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -46,6 +46,17 @@ fn store_record(status: &mut AcsIdentityStatus, record: &TokenRecord) {
         token_hash: record.token_hash.clone(),
         secret_resource_version: record.secret_resource_version.clone(),
     });
+}
+
+/// `status` with `home` as the provenance of the identity it holds (none while it holds
+/// none; unchanged when `home` is not known).
+pub fn with_home(mut status: AcsIdentityStatus, home: Option<Provenance>) -> AcsIdentityStatus {
+    if status.identity_id.is_none() {
+        status.provenance = None;
+    } else if home.is_some() {
+        status.provenance = home;
+    }
+    status
 }
 
 /// The annotation values a reconcile acted on.
@@ -206,6 +217,26 @@ impl WrittenStatuses {
                 .expect("status ledger lock")
                 .insert(uid, entry);
         }
+    }
+}
+
+/// The AcsIdentities being deleted whose cleanup is done with ACS (their identity deleted or
+/// kept): they no longer take a place in their namespace's share, though the cache still shows
+/// them until their finalizer is gone. In memory only: after a restart a deletion's cleanup
+/// runs again (finding the identity gone) and lands here again.
+#[derive(Default)]
+pub struct Released(Mutex<std::collections::HashSet<String>>);
+
+impl Released {
+    /// Records the cleanup of `uid`, and forgets those no longer in the cache (`cached`).
+    pub fn insert(&self, uid: &str, cached: impl Fn(&str) -> bool) {
+        let mut released = self.0.lock().expect("released lock");
+        released.retain(|u| cached(u));
+        released.insert(uid.to_string());
+    }
+
+    pub fn snapshot(&self) -> std::collections::HashSet<String> {
+        self.0.lock().expect("released lock").clone()
     }
 }
 

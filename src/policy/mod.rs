@@ -7,15 +7,19 @@
 //! - what does the Ready condition say? [`readiness`]
 //! - what does a reason mean? [`reason`]
 //! - who may hold which ACS identity, and delete it? [`tenancy`]
+//! - where does an ACS identity live, and is a create's answer one of that resource? [`provenance`]
 //! - when is a consuming workload restarted, and with what annotation? [`restart`]
 
 pub mod decision;
+pub mod provenance;
 pub mod readiness;
 pub mod reason;
 pub mod requeue;
 pub mod restart;
 pub mod schedule;
 pub mod tenancy;
+#[cfg(test)]
+mod tenancy_walk;
 
 pub use decision::{
     Decision, IssueReason, Observed, SecretState, TokenParams, TokenRecord, decide,

@@ -46,7 +46,8 @@ impl Reason {
             | Reason::TokenIssued
             | Reason::TokenRenewed
             | Reason::TokensRevoked
-            | Reason::IdentityDeleted => Done,
+            | Reason::IdentityDeleted
+            | Reason::RetainNotAllowed => Done,
             Reason::Pending | Reason::Expired | Reason::InLine => Reconciling,
             Reason::AcsThrottled | Reason::AcsUnavailable => Retrying,
             // Mostly passing faults; the failures of these kinds that are not (an API request
@@ -71,6 +72,11 @@ impl Reason {
             Reason::AdoptionNotAllowed | Reason::IdentityClaimed | Reason::IdentityLimitReached => {
                 Stalled
             }
+            // Provenance refusals: the identity stays where it lives until the user points the
+            // connection back or deletes the object; a foreign answer is never taken.
+            Reason::IdentityOnOtherResource
+            | Reason::ProvenanceUnknown
+            | Reason::ForeignIdentity => Stalled,
         }
     }
 }
@@ -278,6 +284,10 @@ mod tests {
             (Reason::AdoptionNotAllowed, Stalled),
             (Reason::IdentityClaimed, Stalled),
             (Reason::IdentityLimitReached, Stalled),
+            (Reason::IdentityOnOtherResource, Stalled),
+            (Reason::ProvenanceUnknown, Stalled),
+            (Reason::ForeignIdentity, Stalled),
+            (Reason::RetainNotAllowed, Done),
         ];
         for (reason, standing) in table {
             assert_eq!(reason.standing(), standing, "{reason}");

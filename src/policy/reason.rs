@@ -97,6 +97,19 @@ reasons! {
     /// The namespace already has `maxIdentitiesPerNamespace` AcsIdentities on this
     /// ClusterAcsConnection.
     IdentityLimitReached,
+    /// The ACS identity held lives on another ACS resource than the connection reaches now
+    /// (`connectionRef` moved); also the Warning when a deletion keeps an identity because its
+    /// connection no longer reaches where it lives.
+    IdentityOnOtherResource,
+    /// An identity held since the previous version, whose home cannot be told from its
+    /// current connection (see README, "Upgrade").
+    ProvenanceUnknown,
+    /// ACS answered a create with an id that is not a new identity of the resource asked
+    /// (malformed, of another resource, or held by another AcsIdentity there).
+    ForeignIdentity,
+    /// A deletion deleted the identity it created on a ClusterAcsConnection's resource
+    /// although skip-cleanup or `deletionPolicy: Retain` asked to keep it.
+    RetainNotAllowed,
 }
 
 impl fmt::Display for Reason {

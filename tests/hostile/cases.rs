@@ -491,6 +491,19 @@ pub fn cases() -> Vec<Case> {
             whole(401, "text/html", "<html>Login</html>"),
             Reason("AcsUnauthorized"),
         ),
+        // A create answered with an id that is no ACS identity of any resource (a tenant's
+        // own server planting a name): nothing recorded.
+        answer(
+            "answer-id-not-an-acs-identity",
+            whole(
+                201,
+                "application/json",
+                json!({"identity": {"id": "alice"},
+                       "accessToken": {"token": JWT, "expiresOn": "{in-1-hour}"}})
+                .to_string(),
+            ),
+            Reason("ForeignIdentity"),
+        ),
         // Objects edited under the operator.
         Case {
             name: "token-secret-emptied",

@@ -2,7 +2,7 @@
 //! (an ACS call and a Secret write, or a Secret write, or nothing) and saying what the Secret
 //! holds afterwards. Status is written by the caller from the answer.
 
-use super::observe::Facts;
+use super::observe::{self, Facts};
 use crate::acs::{
     AcsError, AcsRateLimiter, Admission, CreateIdentityParams, FirstToken, IssuedToken, Operation,
 };
@@ -11,6 +11,7 @@ use crate::controller::error::Error;
 use crate::controller::status::Handled;
 use crate::controller::token_secret::{self, TokenContent, token_hash};
 use crate::controller::{Context, MANAGER, admission_key, status};
+use crate::policy::provenance::{self, Here};
 use crate::policy::{
     Decision, IssueReason, Reason, TokenRecord, check_expiry, renewal_time, time_until,
     whole_seconds,
@@ -20,7 +21,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use std::time::Duration;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The object acted on and where its state is kept.
 pub struct Target<'a> {
@@ -141,6 +142,7 @@ async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
         .metrics
         .acs_call(Operation::CreateIdentityWithToken, call)
         .await?;
+    check_created(&id, facts, target)?;
     info!(identity = %id, "created ACS identity");
     let created = |error: Error| Failed {
         error,
@@ -151,6 +153,7 @@ async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
         // persist it before anything else can fail.
         let mut with_id = target.known.cloned().unwrap_or_default();
         with_id.identity_id = Some(id.clone());
+        with_id.provenance = Some(facts.home.clone());
         status::write(ctx, obj, target.known, with_id)
             .await
             .map_err(created)?;
@@ -166,6 +169,27 @@ async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
         )),
         // A new identity has no other token: both requests are met.
         handled: facts.handled(),
+    })
+}
+
+/// Refuses an answer to a create that is not a new identity of the resource asked
+/// ([`provenance::check_created`]): nothing of it is recorded.
+fn check_created(id: &str, facts: &Facts, target: &Target<'_>) -> Result<(), Error> {
+    let obj = target.obj;
+    let namespace = obj.namespace().unwrap_or_default();
+    let here = Here {
+        endpoint: &facts.home.endpoint,
+        via: observe::via_of(&namespace, &facts.home.connection_ref),
+    };
+    let all = target.ctx.identities.state();
+    let uid = obj.uid().unwrap_or_default();
+    let recorded = all.iter().filter_map(|o| observe::recorded(o));
+    provenance::check_created(id, here, &uid, recorded).map_err(|why| {
+        warn!(identity = %id, ?why, "refused the answer to a create");
+        Error::ForeignIdentity {
+            id: id.to_string(),
+            endpoint: facts.home.endpoint.clone(),
+        }
     })
 }
 

@@ -13,7 +13,7 @@ mod observe;
 use super::Context;
 use super::error::Error;
 use super::{look_again, status};
-use crate::api::{AcsIdentity, AcsIdentityStatus};
+use crate::api::{AcsIdentity, AcsIdentityStatus, Provenance};
 use crate::policy::{Outcome, TokenRecord, decide};
 use act::{Failed, Step};
 use jiff::Timestamp;
@@ -125,7 +125,7 @@ async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
         let overdue = now.duration_since(renewal.0).as_millis();
         debug!(overdue_ms = overdue, "renewal overdue at reconcile start");
     }
-    let (result, current) = match observe::observe(obj, ctx, &base, now).await {
+    let (result, current, home) = match observe::observe(obj, ctx, &base, now).await {
         Ok(facts) => {
             let current = facts.current_token();
             let decision = decide(&facts.observed());
@@ -134,9 +134,10 @@ async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
                 ctx,
                 known: known.as_ref(),
             };
-            (act::act(decision, &facts, &target).await, current)
+            let result = act::act(decision, &facts, &target).await;
+            (result, current, Some(facts.home))
         }
-        Err(error) => (Err(error.into()), None),
+        Err(error) => (Err(error.into()), None, None),
     };
     let recorded = Recorded {
         obj,
@@ -145,7 +146,7 @@ async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
         now,
         started,
     };
-    recorded.record(base, current, result).await
+    recorded.record(base, current, home, result).await
 }
 
 /// What a finished reconcile records.
@@ -159,11 +160,13 @@ struct Recorded<'a> {
 
 impl Recorded<'_> {
     /// Writes the status `result` leads to, publishes its Event and says when to look again.
-    /// `current` is the token the Secret held for the current spec before acting.
+    /// `current` is the token the Secret held for the current spec before acting; `home`:
+    /// where the identity lives, as the tenancy gate found it (recorded with the identity).
     async fn record(
         &self,
         base: AcsIdentityStatus,
         current: Option<TokenRecord>,
+        home: Option<Provenance>,
         result: Result<Step, Failed>,
     ) -> Result<Action, Error> {
         let obj = self.obj;
@@ -173,6 +176,7 @@ impl Recorded<'_> {
                 // Reconciling=True says so to the tools that read status; written once (a
                 // status that did not change is not written again).
                 let status = status::in_line(obj, base, current.as_ref(), self.now);
+                let status = status::with_home(status, home);
                 status::write(self.ctx, obj, self.known, status).await?;
                 Ok(look_again(Outcome::InLine { token_valid_for }))
             }
@@ -182,6 +186,7 @@ impl Recorded<'_> {
                 handled,
             }) => {
                 let status = status::succeeded(obj, base, &token, handled, self.now);
+                let status = status::with_home(status, home);
                 let event = event.map(|(reason, note)| (EventType::Normal, reason, note));
                 self.write(status, Ok(()), event).await?;
                 Ok(look_again(Outcome::UpToDate {
@@ -193,6 +198,7 @@ impl Recorded<'_> {
                 warn!(%reason, %error, "reconcile failed");
                 let status =
                     status::failed(obj, base, current.as_ref(), identity_id, &error, self.now);
+                let status = status::with_home(status, home);
                 let attempts = status.failed_attempts.unwrap_or(1);
                 let event = (EventType::Warning, reason, error.to_string());
                 self.write(status, Err(reason), Some(event)).await?;
@@ -242,7 +248,9 @@ fn failure_outcome(
         Outcome::ForeignSecret
     } else if matches!(
         error,
-        Error::IdentityClaimed { .. } | Error::IdentityLimitReached { .. }
+        Error::IdentityClaimed { .. }
+            | Error::IdentityLimitReached { .. }
+            | Error::ProvenanceUnknown { .. }
     ) {
         Outcome::HeldBackByOthers
     } else {
