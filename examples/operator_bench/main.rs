@@ -329,7 +329,13 @@ impl World {
                 log,
             )?
         } else {
-            let mut args = vec!["run".into(), "--concurrency".into(), concurrency];
+            // The emulator listens on 127.0.0.1 (localhost with TLS): not an ACS endpoint.
+            let mut args = vec![
+                "run".into(),
+                "--concurrency".into(),
+                concurrency,
+                "--allowed-endpoints=localhost:*,127.0.0.1:*".into(),
+            ];
             if self.cli.namespaced {
                 args.extend(["--namespace".into(), self.ns.clone()]);
             }

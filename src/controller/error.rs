@@ -28,6 +28,9 @@ pub enum Error {
     },
     #[error("invalid CA bundle: {0}")]
     InvalidCaBundle(String),
+    /// The connection's endpoint is not one requests may go to.
+    #[error("{0}")]
+    EndpointNotAllowed(#[from] crate::policy::endpoint::EndpointRefusal),
     /// The connection's spec cannot be used as written.
     #[error("invalid connection: {0}")]
     InvalidConnection(String),
@@ -87,6 +90,7 @@ impl Error {
             }
             Error::InvalidCaBundle(_) => Reason::InvalidCaBundle,
             Error::InvalidConnection(_) => Reason::InvalidConnection,
+            Error::EndpointNotAllowed(_) => Reason::EndpointNotAllowed,
             Error::InvalidSpec(_) => Reason::InvalidSpec,
             Error::WorkloadIdentity(_) => Reason::InvalidWorkloadIdentity,
             Error::SecretConflict(_) => Reason::SecretConflict,

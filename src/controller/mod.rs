@@ -89,6 +89,9 @@ pub struct Settings {
     pub idempotent_create: bool,
     /// Restart the workloads that consume a renewed token (`None`: off).
     pub restarts: Option<restarts::RestartSettings>,
+    /// Where connections may send requests: ACS's domains by default. Tests against the local
+    /// emulator widen it explicitly.
+    pub allowed_endpoints: crate::policy::endpoint::AllowedEndpoints,
 }
 
 impl Default for Settings {
@@ -105,6 +108,7 @@ impl Default for Settings {
             workload_identity: Default::default(),
             idempotent_create: true,
             restarts: None,
+            allowed_endpoints: Default::default(),
         }
     }
 }
@@ -241,7 +245,8 @@ pub async fn run(client: Client, settings: Settings) {
             let _ = new_limiters.unbounded_send(limiter.clone());
             limiter
         }),
-    );
+    )
+    .with_allowed_endpoints(settings.allowed_endpoints.clone());
     let ctx = Arc::new(Context::new(
         client.clone(),
         &settings,

@@ -58,6 +58,7 @@ impl Reason {
             | Reason::InvalidConnectionString
             | Reason::InvalidCaBundle
             | Reason::InvalidConnection
+            | Reason::EndpointNotAllowed
             | Reason::AcsCertificateUntrusted
             | Reason::InvalidWorkloadIdentity
             | Reason::AcsUnauthorized
@@ -263,6 +264,7 @@ mod tests {
             (Reason::InvalidConnectionString, Stalled),
             (Reason::InvalidCaBundle, Stalled),
             (Reason::InvalidConnection, Stalled),
+            (Reason::EndpointNotAllowed, Stalled),
             (Reason::AcsCertificateUntrusted, Stalled),
             (Reason::InvalidWorkloadIdentity, Stalled),
             (Reason::EntraTokenFailed, Retrying),

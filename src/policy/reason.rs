@@ -66,6 +66,9 @@ reasons! {
     InvalidConnection,
     /// ACS's TLS certificate is not trusted by the system roots or the connection's CA bundle.
     AcsCertificateUntrusted,
+    /// The connection's endpoint is not an ACS endpoint nor one the installer allowed
+    /// (`--allowed-endpoints`): no request is sent to it.
+    EndpointNotAllowed,
     /// A workload identity connection lacks a client or tenant id, or the token file.
     InvalidWorkloadIdentity,
     /// Entra ID gave no token for the workload identity.

@@ -8,6 +8,7 @@ use super::source::{BuiltFrom, ConnectionAuth, ConnectionSource};
 use super::workload_identity::{workload_identity, workload_identity_fingerprint};
 use crate::acs::fingerprint::short_sha256_hex;
 use crate::acs::{AcsClient, AcsError, AcsRateLimiter, ClientOptions, ConnectionString};
+use crate::api::connection::MAX_CA_BUNDLE;
 use crate::api::{NamespacedSecretKeyRef, WorkloadIdentitySpec};
 use crate::controller::error::Error;
 use k8s_openapi::api::core::v1::Secret;
@@ -18,8 +19,13 @@ use url::Url;
 impl Connections {
     pub(super) async fn build(&self, source: &ConnectionSource) -> Result<Resolved, Error> {
         let extra_ca_pem = match (&source.ca_bundle, &source.ca_secret) {
-            (Some(pem), _) => Some(pem.clone().into_bytes()),
-            (None, Some(r)) => Some(self.read_secret_key(r).await?.into_bytes()),
+            (Some(pem), _) => Some(bounded_ca(pem.clone().into_bytes(), || "caBundle".into())?),
+            (None, Some(r)) => {
+                let pem = self.read_secret_key(r).await?.into_bytes();
+                Some(bounded_ca(pem, || {
+                    format!("caSecretRef {}/{} key {}", r.namespace, r.name, r.key)
+                })?)
+            }
             (None, None) => None,
         };
         let built_from = source.built_from.clone();
@@ -55,6 +61,7 @@ impl Connections {
         extra_ca_pem: Option<Vec<u8>>,
         built_from: BuiltFrom,
     ) -> Result<Resolved, Error> {
+        self.allowed_endpoints.check(&connection.endpoint)?;
         let limiter = self.clients.limiter_for(connection.endpoint.as_str());
         let client =
             AcsClient::new(connection, self.options(&limiter, extra_ca_pem)).map_err(invalid_ca)?;
@@ -80,6 +87,8 @@ impl Connections {
             .ok_or_else(|| {
                 Error::InvalidConnection(format!("endpoint {endpoint:?} is not an https URL"))
             })?;
+        // Before the credential is made: a bearer token goes to no other host.
+        self.allowed_endpoints.check(&endpoint)?;
         let identity = workload_identity(spec, &self.workload_identity, self.acs_timeout)?;
         let credential = identity.credential().map_err(|e| match e {
             AcsError::Config(message) => Error::WorkloadIdentity(message),
@@ -138,6 +147,20 @@ impl Connections {
     }
 }
 
+/// A CA bundle no larger than the CRD allows a `caBundle` to be ([`MAX_CA_BUNDLE`]): the same
+/// bound for one read from a Secret, and for objects stored before the schema said so.
+fn bounded_ca(pem: Vec<u8>, what: impl FnOnce() -> String) -> Result<Vec<u8>, Error> {
+    if pem.len() > MAX_CA_BUNDLE {
+        return Err(Error::InvalidCaBundle(format!(
+            "{} holds {} bytes, more than the {} KiB a CA bundle may have",
+            what(),
+            pem.len(),
+            MAX_CA_BUNDLE / 1024
+        )));
+    }
+    Ok(pem)
+}
+
 fn invalid_ca(e: AcsError) -> Error {
     Error::InvalidCaBundle(e.to_string())
 }
@@ -166,6 +189,19 @@ mod tests {
         assert_ne!(fingerprint(&a), fingerprint(&c));
         assert_eq!(fingerprint(&a).len(), 16);
         assert!(!fingerprint(&a).contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn ca_bundles_are_bounded() {
+        let at_limit = vec![b'a'; MAX_CA_BUNDLE];
+        assert!(bounded_ca(at_limit, String::new).is_ok());
+        let over = vec![b'a'; MAX_CA_BUNDLE + 1];
+        let refused = bounded_ca(over, || "caSecretRef ns/ca key ca.crt".into()).unwrap_err();
+        assert_eq!(refused.reason(), crate::policy::Reason::InvalidCaBundle);
+        assert!(
+            refused.to_string().contains("caSecretRef ns/ca"),
+            "{refused}"
+        );
     }
 
     /// Status records these values: a change would re-issue every token on upgrade.

@@ -19,6 +19,7 @@ pub use workload_identity::WorkloadIdentityDefaults;
 use super::error::Error;
 use crate::acs::AcsRateLimiter;
 use crate::api::{AcsConnection, ClusterAcsConnection, ConnectionKind, ConnectionRef};
+use crate::policy::endpoint::AllowedEndpoints;
 use access::{ByName, Labels, NamespaceAccess, NamespaceLabels};
 use clients::ClientCache;
 use k8s_openapi::api::core::v1::Namespace;
@@ -39,6 +40,7 @@ pub struct Connections {
     workload_identity: WorkloadIdentityDefaults,
     clients: ClientCache,
     namespace_labels: NamespaceLabels,
+    allowed_endpoints: AllowedEndpoints,
 }
 
 impl Connections {
@@ -58,7 +60,14 @@ impl Connections {
             workload_identity,
             clients: ClientCache::new(new_limiter),
             namespace_labels: NamespaceLabels::new(access::NAMESPACE_LABELS_TTL),
+            allowed_endpoints: AllowedEndpoints::default(),
         }
+    }
+
+    /// Where requests may go (ACS's domains unless widened): checked before a client is built.
+    pub fn with_allowed_endpoints(mut self, allowed: AllowedEndpoints) -> Self {
+        self.allowed_endpoints = allowed;
+        self
     }
 
     /// The connection object an identity in `namespace` refers to, from the watch cache.
@@ -337,7 +346,8 @@ mod tests {
             Duration::from_secs(1),
             WorkloadIdentityDefaults::default(),
             Box::new(limiter),
-        );
+        )
+        .with_allowed_endpoints(AllowedEndpoints::acs_and_parsed(["a"]).unwrap());
         connections.namespace_labels = NamespaceLabels::new(labels_ttl);
         (connections, api)
     }
