@@ -83,6 +83,11 @@ struct RunArgs {
     /// or with `:<port>` or `:*` (any port). E.g. a proxy, a private link name, the emulator.
     #[arg(long, value_delimiter = ',')]
     allowed_endpoints: Vec<policy::endpoint::EndpointRule>,
+    /// At most this many distinct ACS clients (endpoint, credential, CA bundle) for one
+    /// namespace's AcsConnections (identical connections share one); the others are refused
+    /// with ConnectionLimitReached. ClusterAcsConnections are not counted.
+    #[arg(long, default_value_t = controller::connections::DEFAULT_MAX_CLIENTS_PER_NAMESPACE)]
+    max_clients_per_namespace: usize,
 }
 
 #[tokio::main]
@@ -134,6 +139,7 @@ async fn run(args: RunArgs) -> ExitCode {
             }
         }),
         allowed_endpoints: policy::endpoint::AllowedEndpoints::acs_and(args.allowed_endpoints),
+        max_clients_per_namespace: args.max_clients_per_namespace.max(1),
         ..controller::Settings::default()
     };
     let allowed: Vec<String> = settings

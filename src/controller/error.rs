@@ -73,6 +73,12 @@ pub enum Error {
         namespace: String,
         max: u32,
     },
+    #[error(
+        "namespace {namespace}'s AcsConnections already hold {max} distinct clients (endpoint, \
+         credential and CA bundle; the operator's --max-clients-per-namespace); this one waits \
+         until one of them is deleted or made the same as another"
+    )]
+    ConnectionLimitReached { namespace: String, max: usize },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -98,6 +104,7 @@ impl Error {
             Error::AdoptionNotAllowed { .. } => Reason::AdoptionNotAllowed,
             Error::IdentityClaimed { .. } => Reason::IdentityClaimed,
             Error::IdentityLimitReached { .. } => Reason::IdentityLimitReached,
+            Error::ConnectionLimitReached { .. } => Reason::ConnectionLimitReached,
             Error::Acs(e) => acs_reason(e),
             Error::SecretChanged(_) | Error::Kube(_) | Error::Finalizer(_) => {
                 Reason::KubernetesError

@@ -92,6 +92,9 @@ pub struct Settings {
     /// Where connections may send requests: ACS's domains by default. Tests against the local
     /// emulator widen it explicitly.
     pub allowed_endpoints: crate::policy::endpoint::AllowedEndpoints,
+    /// At most this many distinct ACS clients (endpoint, credential, CA bundle) held by one
+    /// namespace's AcsConnections; identical connections share one.
+    pub max_clients_per_namespace: usize,
 }
 
 impl Default for Settings {
@@ -109,6 +112,7 @@ impl Default for Settings {
             idempotent_create: true,
             restarts: None,
             allowed_endpoints: Default::default(),
+            max_clients_per_namespace: connections::DEFAULT_MAX_CLIENTS_PER_NAMESPACE,
         }
     }
 }
@@ -246,7 +250,8 @@ pub async fn run(client: Client, settings: Settings) {
             limiter
         }),
     )
-    .with_allowed_endpoints(settings.allowed_endpoints.clone());
+    .with_allowed_endpoints(settings.allowed_endpoints.clone())
+    .with_max_clients_per_namespace(settings.max_clients_per_namespace);
     let ctx = Arc::new(Context::new(
         client.clone(),
         &settings,

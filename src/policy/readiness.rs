@@ -72,6 +72,9 @@ impl Reason {
             Reason::AdoptionNotAllowed | Reason::IdentityClaimed | Reason::IdentityLimitReached => {
                 Stalled
             }
+            // Another connection's deletion frees the namespace's share; looked at again
+            // every 5 minutes.
+            Reason::ConnectionLimitReached => Stalled,
         }
     }
 }
@@ -280,6 +283,7 @@ mod tests {
             (Reason::AdoptionNotAllowed, Stalled),
             (Reason::IdentityClaimed, Stalled),
             (Reason::IdentityLimitReached, Stalled),
+            (Reason::ConnectionLimitReached, Stalled),
         ];
         for (reason, standing) in table {
             assert_eq!(reason.standing(), standing, "{reason}");

@@ -100,6 +100,9 @@ reasons! {
     /// The namespace already has `maxIdentitiesPerNamespace` AcsIdentities on this
     /// ClusterAcsConnection.
     IdentityLimitReached,
+    /// The namespace's AcsConnections already hold the most distinct clients the operator
+    /// builds for one namespace (`--max-clients-per-namespace`).
+    ConnectionLimitReached,
 }
 
 impl fmt::Display for Reason {

@@ -3,8 +3,8 @@
 //! calls ACS or Entra.
 
 use super::Connections;
-use super::clients::Resolved;
-use super::source::{BuiltFrom, ConnectionAuth, ConnectionSource};
+use super::clients::{ClientKey, Resolved};
+use super::source::{ConnectionAuth, ConnectionSource};
 use super::workload_identity::{workload_identity, workload_identity_fingerprint};
 use crate::acs::fingerprint::short_sha256_hex;
 use crate::acs::{AcsClient, AcsError, AcsRateLimiter, ClientOptions, ConnectionString};
@@ -17,7 +17,10 @@ use std::sync::Arc;
 use url::Url;
 
 impl Connections {
-    pub(super) async fn build(&self, source: &ConnectionSource) -> Result<Resolved, Error> {
+    /// The client `source` needs: read its Secrets (or complete its workload identity) and
+    /// check its endpoint, then take the live client built from the same things, or build
+    /// one if the namespace may have another. Never calls ACS or Entra.
+    pub(super) async fn build(&self, source: &ConnectionSource) -> Result<Arc<Resolved>, Error> {
         let extra_ca_pem = match (&source.ca_bundle, &source.ca_secret) {
             (Some(pem), _) => Some(bounded_ca(pem.clone().into_bytes(), || "caBundle".into())?),
             (None, Some(r)) => {
@@ -28,19 +31,69 @@ impl Connections {
             }
             (None, None) => None,
         };
-        let built_from = source.built_from.clone();
+        let ca = extra_ca_pem.as_deref().map(|pem| sha256_hex(&[pem]));
+        let origin = &source.origin;
         match &source.auth {
             ConnectionAuth::ConnectionString(r) => {
                 let connection = self.read_connection_string(r).await?;
-                self.with_access_key(&connection, extra_ca_pem, built_from)
+                self.allowed_endpoints.check(&connection.endpoint)?;
+                let key = ClientKey {
+                    credential: sha256_hex(&[
+                        connection.endpoint.as_str().as_bytes(),
+                        connection.access_key.to_base64().as_bytes(),
+                    ]),
+                    ca,
+                    owner: None,
+                };
+                self.shared_or_built(source, key, || {
+                    self.with_access_key(&connection, extra_ca_pem)
+                })
             }
             ConnectionAuth::WorkloadIdentity { endpoint, identity } => {
-                self.with_workload_identity(endpoint, identity, extra_ca_pem, built_from)
+                // Everything the credential is made from: the endpoint, the spec, and the
+                // connection (a namespace's workload identity is its own).
+                let spec = serde_json::to_vec(identity).expect("a spec serializes");
+                let key = ClientKey {
+                    credential: sha256_hex(&[endpoint.as_bytes(), &spec]),
+                    ca,
+                    owner: Some(origin.clone()),
+                };
+                self.shared_or_built(source, key, || {
+                    self.with_workload_identity(endpoint, identity, extra_ca_pem)
+                })
             }
             ConnectionAuth::Ambiguous => Err(Error::InvalidConnection(
                 "set either connectionStringSecretRef, or endpoint and workloadIdentity".into(),
             )),
         }
+    }
+
+    /// The live client of `key`, or a new one from `build` if `source`'s namespace may hold
+    /// another; held for `source` either way.
+    fn shared_or_built(
+        &self,
+        source: &ConnectionSource,
+        key: ClientKey,
+        build: impl FnOnce() -> Result<Resolved, Error>,
+    ) -> Result<Arc<Resolved>, Error> {
+        let resolved = match self.clients.shared(&key) {
+            Some(live) => live,
+            None => {
+                self.clients.admit(&source.origin, &key).map_err(|over| {
+                    Error::ConnectionLimitReached {
+                        namespace: source.origin.1.clone(),
+                        max: over.max,
+                    }
+                })?;
+                Arc::new(build()?)
+            }
+        };
+        Ok(self.clients.hold(
+            source.origin.clone(),
+            source.built_from.clone(),
+            key,
+            resolved,
+        ))
     }
 
     fn options(
@@ -59,9 +112,7 @@ impl Connections {
         &self,
         connection: &ConnectionString,
         extra_ca_pem: Option<Vec<u8>>,
-        built_from: BuiltFrom,
     ) -> Result<Resolved, Error> {
-        self.allowed_endpoints.check(&connection.endpoint)?;
         let limiter = self.clients.limiter_for(connection.endpoint.as_str());
         let client =
             AcsClient::new(connection, self.options(&limiter, extra_ca_pem)).map_err(invalid_ca)?;
@@ -70,7 +121,6 @@ impl Connections {
             summary: format!("connection string for {} parsed", connection.endpoint),
             client,
             limiter,
-            built_from,
         })
     }
 
@@ -79,7 +129,6 @@ impl Connections {
         endpoint: &str,
         spec: &WorkloadIdentitySpec,
         extra_ca_pem: Option<Vec<u8>>,
-        built_from: BuiltFrom,
     ) -> Result<Resolved, Error> {
         let endpoint = Url::parse(endpoint)
             .ok()
@@ -106,7 +155,6 @@ impl Connections {
             ),
             client,
             limiter,
-            built_from,
         })
     }
 
@@ -159,6 +207,21 @@ fn bounded_ca(pem: Vec<u8>, what: impl FnOnce() -> String) -> Result<Vec<u8>, Er
         )));
     }
     Ok(pem)
+}
+
+/// The whole SHA-256 of `parts` (a client cache key: no truncation, tenants choose inputs).
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn invalid_ca(e: AcsError) -> Error {

@@ -242,7 +242,9 @@ fn failure_outcome(
         Outcome::ForeignSecret
     } else if matches!(
         error,
-        Error::IdentityClaimed { .. } | Error::IdentityLimitReached { .. }
+        Error::IdentityClaimed { .. }
+            | Error::IdentityLimitReached { .. }
+            | Error::ConnectionLimitReached { .. }
     ) {
         Outcome::HeldBackByOthers
     } else {
