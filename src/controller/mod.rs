@@ -325,14 +325,10 @@ struct ConnectionControllers {
 
 impl ConnectionControllers {
     fn new(client: &Client, apis: &ScopedApis, cluster_wide: bool) -> Self {
-        let config = watcher::Config::default().any_semantic();
         Self {
-            namespaced: Controller::new(apis.connections.clone(), config.clone())
-                .shutdown_on_signal(),
-            cluster: cluster_wide.then(|| {
-                Controller::new(Api::<ClusterAcsConnection>::all(client.clone()), config)
-                    .shutdown_on_signal()
-            }),
+            namespaced: connection_controller(apis.connections.clone()),
+            cluster: cluster_wide
+                .then(|| connection_controller(Api::<ClusterAcsConnection>::all(client.clone()))),
             empty_cluster_store: reflector::store::<ClusterAcsConnection>().0,
         }
     }
@@ -379,6 +375,33 @@ impl ConnectionControllers {
         };
         futures::future::join(namespaced, cluster).await;
     }
+}
+
+/// A connection controller whose cache keeps what the operator reads of a connection: spec,
+/// status, name, uid and generation. Tenants write connections, and metadata has no bound the
+/// CRD can set (256 KiB of annotations, kubectl's copy of the whole object in one of them).
+fn connection_controller<K>(api: Api<K>) -> Controller<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let objects = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|c: &mut K| {
+            let meta = c.meta_mut();
+            meta.managed_fields = None;
+            meta.annotations = None;
+            meta.labels = None;
+        })
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(objects, reader).shutdown_on_signal()
 }
 
 /// The AcsIdentity controller: triggered by spec, annotation and finalizer changes (not by
