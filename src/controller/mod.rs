@@ -401,8 +401,15 @@ where
         })
         .reflect(writer)
         .applied_objects();
-    Controller::for_stream(objects, reader).shutdown_on_signal()
+    // A check reads a Secret and parses a CA bundle, never calls ACS: a few at once suffice,
+    // and after a restart a thousand at once would each hold a copy of their bundle.
+    Controller::for_stream(objects, reader)
+        .with_config(ControllerConfig::default().concurrency(CONNECTION_CHECKS_AT_ONCE))
+        .shutdown_on_signal()
 }
+
+/// Connection checks running at once.
+const CONNECTION_CHECKS_AT_ONCE: u16 = 4;
 
 /// The AcsIdentity controller: triggered by spec, annotation and finalizer changes (not by
 /// status-only changes), by changes of its own token Secrets (which also feed `index`), and
