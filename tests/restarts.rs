@@ -581,6 +581,7 @@ async fn a_workload_that_cannot_be_patched_is_reported_and_renewal_goes_on() {
     let settings = Settings {
         namespace: Some(w.ns.clone()),
         metrics: metrics.clone(),
+        allowed_endpoints: support::emulator::emulator_endpoints(),
         ..Settings::default()
     };
     let mut settings = settings;

@@ -10,6 +10,7 @@
 //! cargo run --release --example operator_bench -- steady --duration-seconds 600
 //! cargo run --release --example operator_bench -- chaos --duration-seconds 600
 //! cargo run --release --example operator_bench -- restarts             # 1,000 identities, 200 Deployments
+//! cargo run --release --example operator_bench -- connections          # 1,000 connections, 64 KiB CA bundles
 //! ```
 //!
 //! Each run builds what it starts (`cargo build --bins --examples`, the same build as
@@ -21,6 +22,7 @@
 //! stopped when the run ends, fails, times out (`--timeout-seconds`) or is interrupted.
 //! See BENCHMARKS.md for the figures and the definitions behind them.
 
+mod connections;
 mod fairness;
 mod observe;
 mod processes;
@@ -59,6 +61,9 @@ pub enum Scenario {
     /// N identities consumed by N/5 Deployments: restarts through a renewal cycle, a key
     /// rotation, an operator restart and a Git re-apply (issue 14).
     Restarts,
+    /// N AcsConnections with the largest caBundle allowed, distinct or identical: the
+    /// operator's memory, and through a restart (issue 19).
+    Connections,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -125,6 +130,12 @@ pub struct Cli {
     /// restarts: the renewal cycle's refreshes fall at random moments of this many seconds.
     #[arg(long, default_value_t = 30)]
     pub restart_spread_seconds: u64,
+    /// connections: the operator's --max-clients-per-namespace, and connections per namespace.
+    #[arg(long, default_value_t = 10)]
+    pub clients_per_namespace: usize,
+    /// connections: every connection with the same CA bundle (default: all different).
+    #[arg(long)]
+    pub identical_bundles: bool,
 }
 
 impl Cli {
@@ -329,7 +340,13 @@ impl World {
                 log,
             )?
         } else {
-            let mut args = vec!["run".into(), "--concurrency".into(), concurrency];
+            // The emulator listens on 127.0.0.1 (localhost with TLS): not an ACS endpoint.
+            let mut args = vec![
+                "run".into(),
+                "--concurrency".into(),
+                concurrency,
+                "--allowed-endpoints=localhost:*,127.0.0.1:*".into(),
+            ];
             if self.cli.namespaced {
                 args.extend(["--namespace".into(), self.ns.clone()]);
             }

@@ -33,6 +33,7 @@ pub async fn run(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
         Scenario::Chaos => chaos(cli, bins, r).await,
         Scenario::Fairness => crate::fairness::fairness(cli, bins, r).await,
         Scenario::Restarts => crate::restarts::run(cli, bins, r).await,
+        Scenario::Connections => crate::connections::run(cli, bins, r).await,
     }
 }
 

@@ -8,7 +8,7 @@
 //! it idempotent; only that call uses the preview api-version [`CUSTOM_ID_API_VERSION`].
 
 use super::entra::{ACS_SCOPE, credential_error};
-use super::error::{AcsError, excerpt, parse_retry_after};
+use super::error::{AcsError, parse_retry_after};
 use super::limits::{AcsRateLimiter, Operation};
 use super::model::{
     API_VERSION, AccessTokenBody, CUSTOM_ID_API_VERSION, CreateIdentityRequest,
@@ -66,11 +66,11 @@ impl TryFrom<AccessTokenBody> for IssuedToken {
     type Error = AcsError;
 
     fn try_from(body: AccessTokenBody) -> Result<Self, AcsError> {
-        let expires_on = body.expires_on.parse::<Timestamp>().map_err(|e| {
+        // The value is not repeated: the server chose it.
+        let expires_on = body.expires_on.parse::<Timestamp>().map_err(|_| {
             AcsError::InvalidResponse(format!(
-                "expiresOn {} is not a timestamp: {}",
-                excerpt(&format!("{:?}", body.expires_on)),
-                excerpt(&e.to_string())
+                "expiresOn (a {}-byte string) is not a timestamp",
+                body.expires_on.len()
             ))
         })?;
         if body.token.is_empty() {
@@ -171,7 +171,7 @@ impl fmt::Debug for AcsClient {
 }
 
 /// The HTTP client of every ACS and Entra call: rustls (ring) with the system roots plus an
-/// optional PEM bundle, and bounded connect and total times.
+/// optional PEM bundle ([`super::roots`]), and bounded connect and total times.
 pub(crate) fn http_client(
     timeout: Duration,
     extra_ca_pem: Option<&[u8]>,
@@ -184,16 +184,8 @@ pub(crate) fn http_client(
         // request) to wherever a hostile endpoint points. A 3xx is answered as an error.
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("acs-identity-operator/", env!("CARGO_PKG_VERSION")));
-    if let Some(pem) = extra_ca_pem {
-        let certs = reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| AcsError::InvalidCaBundle(format!("not valid PEM: {e}")))?;
-        if certs.is_empty() {
-            return Err(AcsError::InvalidCaBundle("holds no certificate".into()));
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
+    // The system roots are shared by every client; a connection's PEM is trusted beside them.
+    builder = builder.use_preconfigured_tls(super::roots::tls_config(extra_ca_pem)?);
     builder
         .build()
         .map_err(|e| AcsError::Config(format!("HTTP client: {e}")))
@@ -473,22 +465,10 @@ impl AcsClient {
         if error.is_timeout() {
             return AcsError::Timeout(self.timeout);
         }
-        // The chain of sources says why (refused, TLS, DNS); URLs carry no secrets.
-        let mut message = error.to_string();
-        let mut untrusted = None;
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            if let Some(rustls::Error::InvalidCertificate(why)) = rustls_error(cause) {
-                untrusted = Some(format!("{why:?}"));
-            }
-            source = cause.source();
-        }
-        match untrusted {
-            Some(why) => AcsError::UntrustedCertificate(why),
-            None => AcsError::Transport(message),
-        }
+        // The whole chain (addresses, TLS names, the peer's words) goes to the operator's log
+        // only; conditions and Events, which tenants read, get the class of failure.
+        tracing::debug!(error = %super::error::error_chain(&error), "ACS request failed");
+        super::error::network_failure(&error)
     }
 }
 
@@ -533,17 +513,6 @@ pub(crate) async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u
     Ok(body)
 }
 
-/// The rustls error behind `e`: it reaches us wrapped in io::Errors (twice, through hyper),
-/// whose `source` skips the error they wrap.
-fn rustls_error<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    loop {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        e = e.downcast_ref::<std::io::Error>()?.get_ref()?;
-    }
-}
-
 fn scope_names(scopes: &[Scope]) -> Result<Vec<String>, AcsError> {
     if scopes.is_empty() {
         return Err(AcsError::InvalidRequest(
@@ -570,7 +539,17 @@ fn expect_status(status: StatusCode, expected: StatusCode, body: &[u8]) -> Resul
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AcsError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        AcsError::InvalidResponse(format!("body does not parse: {}", excerpt(&e.to_string())))
+        // serde's text quotes the values it met; the server chose those, so say only where.
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "does not have the fields the API defines",
+            serde_json::error::Category::Eof => "ends early",
+            _ => "is not JSON",
+        };
+        AcsError::InvalidResponse(format!(
+            "the body {what} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
     })
 }
 
@@ -626,6 +605,29 @@ mod tests {
                     .unwrap();
             assert_eq!(token.expires_on.subsec_nanosecond(), nanos, "{text}");
         }
+    }
+
+    /// A 2xx body that is not what the API defines is described by where it goes wrong, never
+    /// quoted: its values come from whatever server the endpoint names.
+    #[test]
+    fn invalid_success_bodies_are_not_quoted() {
+        let internal = "postgres://app:hunter2@db.internal:5432/prod";
+        let token_bodies = [
+            serde_json::json!({"token": "t", "expiresOn": internal}),
+            serde_json::json!({"token": 7, "expiresOn": internal}),
+            serde_json::json!({"token": internal, "expiresOn": 7}),
+            serde_json::json!([internal]),
+        ];
+        for body in token_bodies {
+            let err = parse_token_response(body.to_string().as_bytes()).unwrap_err();
+            assert!(!err.to_string().contains("db.internal"), "{err}");
+        }
+        let err = parse_token_response(internal.as_bytes()).unwrap_err();
+        assert!(!err.to_string().contains("db.internal"), "{err}");
+        let create = serde_json::json!({"identity": {"id": [internal]}});
+        let err = parse_create_response(create.to_string().as_bytes()).unwrap_err();
+        assert!(!err.to_string().contains("db.internal"), "{err}");
+        assert!(err.to_string().contains("line 1"), "{err}");
     }
 
     #[test]

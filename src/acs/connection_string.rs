@@ -16,10 +16,16 @@ pub struct ConnectionString {
     pub access_key: AccessKey,
 }
 
+/// The longest connection string read: the portal's is about 150 bytes (an 88-character key
+/// and the endpoint). Each client keeps its key, and tenants write the Secret.
+pub const MAX_CONNECTION_STRING: usize = 4096;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectionStringError {
     #[error("connection string is empty")]
     Empty,
+    #[error("connection string is {0} bytes, more than {MAX_CONNECTION_STRING}")]
+    TooLong(usize),
     #[error("connection string segment {0} is not of the form key=value")]
     MalformedSegment(usize),
     #[error("connection string names `{0}` more than once")]
@@ -46,6 +52,9 @@ impl FromStr for ConnectionString {
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         if input.trim().is_empty() {
             return Err(ConnectionStringError::Empty);
+        }
+        if input.len() > MAX_CONNECTION_STRING {
+            return Err(ConnectionStringError::TooLong(input.len()));
         }
         let mut endpoint = None;
         let mut access_key = None;
@@ -215,6 +224,14 @@ mod tests {
             assert!(!err.to_string().contains(secret), "{err}");
             assert!(!format!("{err:?}").contains(secret), "{err:?}");
         }
+    }
+
+    #[test]
+    fn a_connection_string_is_bounded() {
+        let padded = format!("endpoint=https://a/;accesskey={KEY};{}", " ".repeat(5000));
+        assert!(parse(&padded[..MAX_CONNECTION_STRING]).is_ok());
+        let long = format!("endpoint=https://a/;accesskey={}", "A".repeat(1_000_000));
+        assert_eq!(parse(&long).unwrap_err(), E::TooLong(long.len()));
     }
 
     #[test]

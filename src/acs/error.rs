@@ -23,9 +23,11 @@ impl fmt::Display for ServiceError {
 }
 
 impl ServiceError {
-    /// Reads an error body; a body that is not the ACS error shape is kept (truncated) as the
-    /// message so the operator can still say what the server answered.
-    pub fn from_body(body: &[u8]) -> Self {
+    /// Reads an error body. Only ACS's own error shape with a well-formed code is shown (each
+    /// piece bounded); any other body, which may be an internal service's page, becomes the
+    /// status's fixed description and is not repeated: conditions and Events are read by the
+    /// tenant who chose the endpoint.
+    pub fn from_body(status: u16, body: &[u8]) -> Self {
         match serde_json::from_slice::<ErrorResponse>(body) {
             Ok(ErrorResponse {
                 error:
@@ -34,23 +36,39 @@ impl ServiceError {
                         message,
                         target,
                     },
-            }) => Self {
-                code: excerpt(&code),
+            }) if is_error_code(&code) => Self {
+                code,
                 message: excerpt(&message),
                 target: target.as_deref().map(excerpt),
             },
-            Err(_) => {
-                let mut message = excerpt(&String::from_utf8_lossy(body));
-                if message.is_empty() {
-                    message = "(empty body)".into();
-                }
-                Self {
-                    code: String::new(),
-                    message,
-                    target: None,
-                }
-            }
+            _ => Self {
+                code: String::new(),
+                message: not_acs_error(status, body.len()),
+                target: None,
+            },
         }
+    }
+}
+
+/// An ACS error code as the service writes them (`Unauthorized`, `IdentityNotFound`,
+/// `ValidationError`): a short identifier, nothing else.
+fn is_error_code(code: &str) -> bool {
+    (1..=64).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// What is said of an error body that is not ACS's: the status's name and the body's size.
+fn not_acs_error(status: u16, len: usize) -> String {
+    let name = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("unknown status");
+    if len == 0 {
+        format!("{name} (empty body)")
+    } else {
+        format!("{name} (a {len}-byte body that is not an ACS error; not shown)")
     }
 }
 
@@ -164,7 +182,7 @@ impl AcsError {
 
     /// Classifies a non-success response.
     pub fn from_response(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Self {
-        let error = ServiceError::from_body(body);
+        let error = ServiceError::from_body(status, body);
         match status {
             404 => AcsError::NotFound(error),
             429 => AcsError::Throttled { retry_after, error },
@@ -172,6 +190,86 @@ impl AcsError {
             408 | 500..=599 => AcsError::Unavailable { status, error },
             _ => AcsError::Rejected { status, error },
         }
+    }
+}
+
+/// `error` and its sources, for the operator's log.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A request that got no answer, as a class of failure that names no peer: which address
+/// refused, what a TLS certificate names or what a proxy wrote stay in the operator's log.
+pub(crate) fn network_failure(error: &(dyn std::error::Error + 'static)) -> AcsError {
+    let mut source = Some(error);
+    let mut class = None;
+    while let Some(cause) = source {
+        if let Some(tls) = rustls_error(cause) {
+            return match tls {
+                rustls::Error::InvalidCertificate(why) => {
+                    AcsError::UntrustedCertificate(certificate_problem(why).into())
+                }
+                _ => AcsError::Transport("the TLS handshake failed".into()),
+            };
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            class = class.or(match io.kind() {
+                ConnectionRefused => Some("the connection was refused"),
+                TimedOut => Some("connecting timed out"),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+                    Some("the connection was closed before the answer")
+                }
+                HostUnreachable | NetworkUnreachable | AddrNotAvailable => {
+                    Some("the host is unreachable")
+                }
+                _ => None,
+            });
+        }
+        source = cause.source();
+    }
+    let class = class.unwrap_or_else(|| match error.downcast_ref::<reqwest::Error>() {
+        Some(e) if e.is_connect() => "could not connect (name resolution or network)",
+        Some(e) if e.is_body() || e.is_decode() => "the answer broke off",
+        _ => "the request failed (not an HTTP answer)",
+    });
+    AcsError::Transport(class.into())
+}
+
+/// Why a certificate is not trusted, in fixed words: rustls's own text may carry the names
+/// the server's certificate presents.
+fn certificate_problem(error: &rustls::CertificateError) -> &'static str {
+    use rustls::CertificateError::*;
+    match error {
+        UnknownIssuer => "issued by a CA that is not trusted",
+        Expired | ExpiredContext { .. } => "expired",
+        NotValidYet | NotValidYetContext { .. } => "not valid yet",
+        NotValidForName | NotValidForNameContext { .. } => "not valid for the endpoint's name",
+        Revoked => "revoked",
+        InvalidPurpose | InvalidPurposeContext { .. } => "not for server authentication",
+        BadSignature
+        | UnsupportedSignatureAlgorithmContext { .. }
+        | UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => "not signed acceptably",
+        BadEncoding => "not readable",
+        _ => "not trusted",
+    }
+}
+
+/// The rustls error behind `e`: it reaches us wrapped in io::Errors (twice, through hyper),
+/// whose `source` skips the error they wrap.
+fn rustls_error<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    loop {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        e = e.downcast_ref::<std::io::Error>()?.get_ref()?;
     }
 }
 
@@ -227,16 +325,58 @@ mod tests {
         }
     }
 
+    /// What a server answered is shown only when it is ACS's error shape; anything else (an
+    /// internal page, a proxy's error, JSON of another API) is named by status and size.
     #[test]
-    fn non_json_error_bodies_are_kept_short() {
-        let err = ServiceError::from_body(&[b'x'; 1000]);
-        assert_eq!(err.code, "");
-        assert_eq!(err.message, format!("{}…", "x".repeat(200)));
-        // The ACS shape is bounded the same way, piece by piece.
+    fn only_acs_error_bodies_are_shown() {
+        let internal = "postgres://app:hunter2@db.internal:5432/prod";
+        let bodies: [(u16, String); 6] = [
+            (
+                403,
+                format!("<html><h1>Forbidden</h1><p>{internal}</p></html>"),
+            ),
+            (500, format!("panic: cannot reach {internal}")),
+            (400, serde_json::json!({"detail": internal}).to_string()),
+            (401, serde_json::json!({"error": internal}).to_string()),
+            // ACS's shape with a code that is no identifier: the code carries the text.
+            (
+                404,
+                serde_json::json!({"error": {"code": internal, "message": "m"}}).to_string(),
+            ),
+            (
+                502,
+                serde_json::json!({"error": {"message": internal}}).to_string(),
+            ),
+        ];
+        for (status, body) in bodies {
+            let err = AcsError::from_response(status, None, body.as_bytes());
+            let text = err.to_string();
+            assert!(!text.contains("db.internal"), "{text}");
+            assert!(text.contains(&format!("HTTP {status}")), "{text}");
+            assert!(text.contains("not shown"), "{text}");
+            assert_eq!(err.service_code(), None);
+        }
+        let err = AcsError::from_response(403, None, b"<html>x</html>");
+        assert_eq!(
+            err.to_string(),
+            "ACS refused the credentials (HTTP 403): Forbidden (a 14-byte body that is not an \
+             ACS error; not shown)"
+        );
+        let err = AcsError::from_response(503, None, b"");
+        assert_eq!(
+            err.to_string(),
+            "ACS is unavailable (HTTP 503): Service Unavailable (empty body)"
+        );
+    }
+
+    #[test]
+    fn acs_error_bodies_are_kept_short() {
+        // The ACS shape is bounded piece by piece.
         let long = "é".repeat(5000);
-        let body = serde_json::json!({"error": {"code": long, "message": long, "target": long}});
-        let err = ServiceError::from_body(body.to_string().as_bytes());
-        for piece in [&err.code, &err.message, err.target.as_ref().unwrap()] {
+        let body = serde_json::json!({"error": {"code": "Big", "message": long, "target": long}});
+        let err = ServiceError::from_body(400, body.to_string().as_bytes());
+        assert_eq!(err.code, "Big");
+        for piece in [&err.message, err.target.as_ref().unwrap()] {
             assert!(
                 piece.len() <= MAX_EXCERPT + '…'.len_utf8(),
                 "{}",
@@ -244,7 +384,12 @@ mod tests {
             );
             assert!(piece.ends_with('…'));
         }
-        assert_eq!(ServiceError::from_body(b"").message, "(empty body)");
+        let code = "C".repeat(65);
+        let body = serde_json::json!({"error": {"code": code, "message": "m"}});
+        assert_eq!(
+            ServiceError::from_body(400, body.to_string().as_bytes()).code,
+            ""
+        );
     }
 
     #[test]

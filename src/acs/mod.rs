@@ -12,6 +12,7 @@ mod fair;
 pub mod fingerprint;
 pub mod limits;
 pub mod model;
+mod roots;
 pub mod signing;
 
 pub use access_key::{AccessKey, InvalidAccessKey};

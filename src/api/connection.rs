@@ -112,8 +112,10 @@ pub struct ConnectionSettings<R> {
     /// Authenticate with an Entra ID workload identity (bearer tokens) instead of an access key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_identity: Option<WorkloadIdentitySpec>,
-    /// PEM certificates to trust for the endpoint besides the system roots (e.g. the emulator's).
+    /// PEM certificates to trust for the endpoint besides the system roots (e.g. the emulator's),
+    /// at most 64 KiB (about 40 certificates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_CA_BUNDLE), regex(pattern = r"^[\t\n\r -~]*$"))]
     pub ca_bundle: Option<String>,
     /// Like caBundle, read from a Secret key (in the same namespace as for
     /// connectionStringSecretRef).
@@ -201,6 +203,14 @@ pub struct WorkloadIdentitySpec {
     #[schemars(length(min = 1, max = 253))]
     pub service_account_name: Option<String>,
 }
+
+/// The most bytes of PEM a connection may trust (its `caBundle`, or what its `caSecretRef`
+/// names, checked when read). Debian's whole Mozilla bundle, 144 roots, is 215 KiB (1.5 KiB a
+/// certificate); a private CA with its intermediates is 2 to 6 KiB, and the system roots are
+/// trusted anyway. 64 KiB holds about 40 certificates: every private chain, and a bound on
+/// what each of a tenant's connections can make the operator keep (in the watch cache, and
+/// parsed in its client).
+pub const MAX_CA_BUNDLE: usize = 64 * 1024;
 
 /// The key of connectionStringSecretRef when none is given.
 const CONNECTION_STRING_KEY: &str = "connectionString";

@@ -1,7 +1,7 @@
 //! The operator binary: `run` the controllers, or print the `crds`.
 
 use acs_identity_operator::{api, controller, telemetry};
-use acs_identity_operator::{health, leader};
+use acs_identity_operator::{health, leader, policy};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers against the cluster from KUBECONFIG or the in-cluster config.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
 }
@@ -77,6 +77,17 @@ struct RunArgs {
     restart_rate: u32,
     #[arg(long, default_value_t = 10)]
     restart_window_seconds: u64,
+    /// Endpoints connections may name besides ACS's own domains (*.communication.azure.com,
+    /// .us, .cn on port 443), comma-separated: a host (`acs-proxy.internal`), every name under
+    /// a domain (`*.internal.example`), an address (`10.0.0.7`, `[fd00::7]`), each on port 443
+    /// or with `:<port>` or `:*` (any port). E.g. a proxy, a private link name, the emulator.
+    #[arg(long, value_delimiter = ',')]
+    allowed_endpoints: Vec<policy::endpoint::EndpointRule>,
+    /// At most this many distinct ACS clients (endpoint, credential, CA bundle) for one
+    /// namespace's AcsConnections (identical connections share one); the others are refused
+    /// with ConnectionLimitReached. ClusterAcsConnections are not counted.
+    #[arg(long, default_value_t = controller::connections::DEFAULT_MAX_CLIENTS_PER_NAMESPACE)]
+    max_clients_per_namespace: usize,
 }
 
 #[tokio::main]
@@ -87,7 +98,7 @@ async fn main() -> ExitCode {
             print!("{}", api::crds_yaml());
             ExitCode::SUCCESS
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
 
@@ -127,8 +138,16 @@ async fn run(args: RunArgs) -> ExitCode {
                 },
             }
         }),
+        allowed_endpoints: policy::endpoint::AllowedEndpoints::acs_and(args.allowed_endpoints),
+        max_clients_per_namespace: args.max_clients_per_namespace.max(1),
         ..controller::Settings::default()
     };
+    let allowed: Vec<String> = settings
+        .allowed_endpoints
+        .rules()
+        .map(|r| r.to_string())
+        .collect();
+    tracing::info!(?allowed, "connections may name these endpoints");
     let role = Arc::new(leader::Role::default());
     let health = health::HealthState {
         metrics: settings.metrics.clone(),

@@ -32,8 +32,15 @@ pub async fn reconcile<K: ConnectionObject>(
     // A check that failed in passing (the Secret could not be read) is looked at again, as
     // its Reconciling condition promises; everything else is watched.
     let retrying = status.conditions.iter().any(|c| c.type_ == RECONCILING);
+    // Held back by the namespace's other connections: their deletion is not watched here.
+    let held_back = status
+        .conditions
+        .iter()
+        .any(|c| c.reason == Reason::ConnectionLimitReached.as_str());
     Ok(super::look_again(if retrying {
         crate::policy::Outcome::ConnectionFailed
+    } else if held_back {
+        crate::policy::Outcome::HeldBackByOthers
     } else {
         crate::policy::Outcome::ConnectionChecked
     }))

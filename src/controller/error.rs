@@ -28,6 +28,9 @@ pub enum Error {
     },
     #[error("invalid CA bundle: {0}")]
     InvalidCaBundle(String),
+    /// The connection's endpoint is not one requests may go to.
+    #[error("{0}")]
+    EndpointNotAllowed(#[from] crate::policy::endpoint::EndpointRefusal),
     /// The connection's spec cannot be used as written.
     #[error("invalid connection: {0}")]
     InvalidConnection(String),
@@ -93,6 +96,12 @@ pub enum Error {
          resource; nothing was recorded"
     )]
     ForeignIdentity { id: String, endpoint: String },
+    #[error(
+        "namespace {namespace}'s AcsConnections already hold {max} distinct clients (endpoint, \
+         credential and CA bundle; the operator's --max-clients-per-namespace); this one waits \
+         until one of them is deleted or made the same as another"
+    )]
+    ConnectionLimitReached { namespace: String, max: usize },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -110,6 +119,7 @@ impl Error {
             }
             Error::InvalidCaBundle(_) => Reason::InvalidCaBundle,
             Error::InvalidConnection(_) => Reason::InvalidConnection,
+            Error::EndpointNotAllowed(_) => Reason::EndpointNotAllowed,
             Error::InvalidSpec(_) => Reason::InvalidSpec,
             Error::WorkloadIdentity(_) => Reason::InvalidWorkloadIdentity,
             Error::SecretConflict(_) => Reason::SecretConflict,
@@ -120,6 +130,7 @@ impl Error {
             Error::IdentityOnOtherResource { .. } => Reason::IdentityOnOtherResource,
             Error::ProvenanceUnknown { .. } => Reason::ProvenanceUnknown,
             Error::ForeignIdentity { .. } => Reason::ForeignIdentity,
+            Error::ConnectionLimitReached { .. } => Reason::ConnectionLimitReached,
             Error::Acs(e) => acs_reason(e),
             Error::SecretChanged(_) | Error::Kube(_) | Error::Finalizer(_) => {
                 Reason::KubernetesError

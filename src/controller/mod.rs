@@ -89,6 +89,12 @@ pub struct Settings {
     pub idempotent_create: bool,
     /// Restart the workloads that consume a renewed token (`None`: off).
     pub restarts: Option<restarts::RestartSettings>,
+    /// Where connections may send requests: ACS's domains by default. Tests against the local
+    /// emulator widen it explicitly.
+    pub allowed_endpoints: crate::policy::endpoint::AllowedEndpoints,
+    /// At most this many distinct ACS clients (endpoint, credential, CA bundle) held by one
+    /// namespace's AcsConnections; identical connections share one.
+    pub max_clients_per_namespace: usize,
 }
 
 impl Default for Settings {
@@ -105,6 +111,8 @@ impl Default for Settings {
             workload_identity: Default::default(),
             idempotent_create: true,
             restarts: None,
+            allowed_endpoints: Default::default(),
+            max_clients_per_namespace: connections::DEFAULT_MAX_CLIENTS_PER_NAMESPACE,
         }
     }
 }
@@ -244,7 +252,9 @@ pub async fn run(client: Client, settings: Settings) {
             let _ = new_limiters.unbounded_send(limiter.clone());
             limiter
         }),
-    );
+    )
+    .with_allowed_endpoints(settings.allowed_endpoints.clone())
+    .with_max_clients_per_namespace(settings.max_clients_per_namespace);
     let ctx = Arc::new(Context::new(
         client.clone(),
         &settings,
@@ -318,14 +328,10 @@ struct ConnectionControllers {
 
 impl ConnectionControllers {
     fn new(client: &Client, apis: &ScopedApis, cluster_wide: bool) -> Self {
-        let config = watcher::Config::default().any_semantic();
         Self {
-            namespaced: Controller::new(apis.connections.clone(), config.clone())
-                .shutdown_on_signal(),
-            cluster: cluster_wide.then(|| {
-                Controller::new(Api::<ClusterAcsConnection>::all(client.clone()), config)
-                    .shutdown_on_signal()
-            }),
+            namespaced: connection_controller(apis.connections.clone()),
+            cluster: cluster_wide
+                .then(|| connection_controller(Api::<ClusterAcsConnection>::all(client.clone()))),
             empty_cluster_store: reflector::store::<ClusterAcsConnection>().0,
         }
     }
@@ -373,6 +379,40 @@ impl ConnectionControllers {
         futures::future::join(namespaced, cluster).await;
     }
 }
+
+/// A connection controller whose cache keeps what the operator reads of a connection: spec,
+/// status, name, uid and generation. Tenants write connections, and metadata has no bound the
+/// CRD can set (256 KiB of annotations, kubectl's copy of the whole object in one of them).
+fn connection_controller<K>(api: Api<K>) -> Controller<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let objects = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|c: &mut K| {
+            let meta = c.meta_mut();
+            meta.managed_fields = None;
+            meta.annotations = None;
+            meta.labels = None;
+        })
+        .reflect(writer)
+        .applied_objects();
+    // A check reads a Secret and parses a CA bundle, never calls ACS: a few at once suffice,
+    // and after a restart a thousand at once would each hold a copy of their bundle.
+    Controller::for_stream(objects, reader)
+        .with_config(ControllerConfig::default().concurrency(CONNECTION_CHECKS_AT_ONCE))
+        .shutdown_on_signal()
+}
+
+/// Connection checks running at once.
+const CONNECTION_CHECKS_AT_ONCE: u16 = 4;
 
 /// The AcsIdentity controller: triggered by spec, annotation and finalizer changes (not by
 /// status-only changes), by changes of its own token Secrets (which also feed `index`), and

@@ -6,11 +6,13 @@
 //! - when does the operator look again? [`requeue`]
 //! - what does the Ready condition say? [`readiness`]
 //! - what does a reason mean? [`reason`]
+//! - may a request go to this endpoint? [`endpoint`]
 //! - who may hold which ACS identity, and delete it? [`tenancy`]
 //! - where does an ACS identity live, and is a create's answer one of that resource? [`provenance`]
 //! - when is a consuming workload restarted, and with what annotation? [`restart`]
 
 pub mod decision;
+pub mod endpoint;
 pub mod provenance;
 pub mod readiness;
 pub mod reason;

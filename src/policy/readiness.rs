@@ -59,6 +59,7 @@ impl Reason {
             | Reason::InvalidConnectionString
             | Reason::InvalidCaBundle
             | Reason::InvalidConnection
+            | Reason::EndpointNotAllowed
             | Reason::AcsCertificateUntrusted
             | Reason::InvalidWorkloadIdentity
             | Reason::AcsUnauthorized
@@ -77,6 +78,9 @@ impl Reason {
             Reason::IdentityOnOtherResource
             | Reason::ProvenanceUnknown
             | Reason::ForeignIdentity => Stalled,
+            // Another connection's deletion frees the namespace's share; looked at again
+            // every 5 minutes.
+            Reason::ConnectionLimitReached => Stalled,
         }
     }
 }
@@ -269,6 +273,7 @@ mod tests {
             (Reason::InvalidConnectionString, Stalled),
             (Reason::InvalidCaBundle, Stalled),
             (Reason::InvalidConnection, Stalled),
+            (Reason::EndpointNotAllowed, Stalled),
             (Reason::AcsCertificateUntrusted, Stalled),
             (Reason::InvalidWorkloadIdentity, Stalled),
             (Reason::EntraTokenFailed, Retrying),
@@ -288,6 +293,7 @@ mod tests {
             (Reason::ProvenanceUnknown, Stalled),
             (Reason::ForeignIdentity, Stalled),
             (Reason::RetainNotAllowed, Done),
+            (Reason::ConnectionLimitReached, Stalled),
         ];
         for (reason, standing) in table {
             assert_eq!(reason.standing(), standing, "{reason}");

@@ -66,6 +66,9 @@ reasons! {
     InvalidConnection,
     /// ACS's TLS certificate is not trusted by the system roots or the connection's CA bundle.
     AcsCertificateUntrusted,
+    /// The connection's endpoint is not an ACS endpoint nor one the installer allowed
+    /// (`--allowed-endpoints`): no request is sent to it.
+    EndpointNotAllowed,
     /// A workload identity connection lacks a client or tenant id, or the token file.
     InvalidWorkloadIdentity,
     /// Entra ID gave no token for the workload identity.
@@ -110,6 +113,9 @@ reasons! {
     /// A deletion deleted the identity it created on a ClusterAcsConnection's resource
     /// although skip-cleanup or `deletionPolicy: Retain` asked to keep it.
     RetainNotAllowed,
+    /// The namespace's AcsConnections already hold the most distinct clients the operator
+    /// builds for one namespace (`--max-clients-per-namespace`).
+    ConnectionLimitReached,
 }
 
 impl fmt::Display for Reason {

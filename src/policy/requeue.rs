@@ -26,7 +26,8 @@ pub enum Outcome {
     /// are), so its removal would go unnoticed without a periodic look.
     ForeignSecret,
     /// Held back by another AcsIdentity (one holds the ACS identity asked for, or the
-    /// namespace's share of a connection is used up). Those objects' deletions nudge the
+    /// namespace's share of a connection is used up), or by the namespace's other
+    /// AcsConnections (its share of clients is used up). Those objects' deletions nudge the
     /// waiting ones; the periodic look covers a nudge lost to a restart.
     HeldBackByOthers,
     /// The reconcile failed and only a change (spec, connection, Secret; all watched) can

@@ -24,6 +24,12 @@ pub enum Setup {
     /// `victim` uses AcsConnection `bad`: the emulator's https endpoint with this
     /// `workloadIdentity`.
     WorkloadIdentity(Value),
+    /// `victim` uses connection `bad`, whose endpoint is a server on 127.0.0.2 (not an
+    /// endpoint the operator is allowed to reach: the suite allows the emulators' 127.0.0.1
+    /// and localhost only), by a connection string or, with `true`, by `spec.endpoint` and a
+    /// workload identity (bearer tokens). The server must not see a single connection, and
+    /// the connection's own status names the reason.
+    Unlisted { workload_identity: bool },
     /// `victim` becomes Ready through `acs` (an emulator issuing 8-second tokens when
     /// `Edit::ConnectionSecretDeleted`), then this is done under the operator.
     Edit(Edit),
@@ -43,6 +49,10 @@ pub enum Ca {
     SomeoneElses,
     /// The server's own leaf certificate, which is no CA.
     ServerCertificate,
+    /// The right CA, padded with more certificates to past 64 KiB: refused by the schema.
+    Oversized,
+    /// The right CA in a Secret (`caSecretRef`), padded to 100 KiB: refused when read.
+    OversizedSecret,
     /// The CA that signed the server certificate, and that certificate, both expired.
     /// (An expired CA alone is no error: TLS checks the dates of the chain it is given, and
     /// a trust anchor is a name and a key.)
@@ -137,6 +147,10 @@ fn created(token: &str, expires_on: &str) -> String {
            "accessToken": {"token": token, "expiresOn": expires_on}})
     .to_string()
 }
+
+/// Text of an internal service that a hostile endpoint's answer carries: it must not appear in
+/// any condition or Event.
+pub const INTERNAL: &str = "postgres://app:hunter2@db.internal:5432/prod";
 
 pub const KEY: &str = "ZW11bGF0b3ItdGVzdC1rZXktMDEyMzQ1Njc4OWFiY2RlZg==";
 const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJza3lwZWlkIjoiYWNzOmgifQ.c2lnbmF0dXJl";
@@ -313,7 +327,7 @@ pub fn cases() -> Vec<Case> {
         connection(
             "key-1mb",
             format!("endpoint={{emulator}};accesskey={}", "A".repeat(1_000_000)),
-            Reason("AcsUnauthorized"),
+            Reason("InvalidConnectionString"),
         ),
         connection(
             "value-1mb-garbage",
@@ -360,6 +374,43 @@ pub fn cases() -> Vec<Case> {
             format!("endpoint=http://127.0.0.1\u{0}:1;accesskey={KEY}"),
             Reason("InvalidConnectionString"),
         ),
+        // Endpoints that are not ACS's (the suite allows only its emulators' in addition).
+        connection(
+            "endpoint-cloud-metadata",
+            format!("endpoint=https://169.254.169.254/;accesskey={KEY}"),
+            Reason("EndpointNotAllowed"),
+        ),
+        connection(
+            "endpoint-internal-database-port",
+            format!("endpoint=https://db.internal.example:5432/;accesskey={KEY}"),
+            Reason("EndpointNotAllowed"),
+        ),
+        connection(
+            "endpoint-acs-name-other-port",
+            format!("endpoint=https://r.communication.azure.com:8443/;accesskey={KEY}"),
+            Reason("EndpointNotAllowed"),
+        ),
+        connection(
+            "endpoint-acs-lookalike",
+            format!("endpoint=https://r.communication.azure.com.evil.example/;accesskey={KEY}"),
+            Reason("EndpointNotAllowed"),
+        ),
+        Case {
+            name: "endpoint-unlisted-server-signed",
+            group: "endpoint",
+            setup: Setup::Unlisted {
+                workload_identity: false,
+            },
+            expect: Reason("EndpointNotAllowed"),
+        },
+        Case {
+            name: "endpoint-unlisted-server-bearer",
+            group: "endpoint",
+            setup: Setup::Unlisted {
+                workload_identity: true,
+            },
+            expect: Reason("EndpointNotAllowed"),
+        },
         // CA bundles (connection `bad` over TLS).
         Case {
             name: "ca-garbage",
@@ -384,6 +435,18 @@ pub fn cases() -> Vec<Case> {
             group: "CA bundle",
             setup: Setup::CaBundle(Ca::ServerCertificate),
             expect: Reason("AcsCertificateUntrusted"),
+        },
+        Case {
+            name: "ca-bundle-over-64-kib",
+            group: "CA bundle",
+            setup: Setup::CaBundle(Ca::Oversized),
+            expect: Rejected("spec.caBundle"),
+        },
+        Case {
+            name: "ca-secret-over-64-kib",
+            group: "CA bundle",
+            setup: Setup::CaBundle(Ca::OversizedSecret),
+            expect: Reason("InvalidCaBundle"),
         },
         Case {
             name: "certificate-and-ca-expired",
@@ -485,6 +548,53 @@ pub fn cases() -> Vec<Case> {
                 json!({"error": {"code": "BadRequest", "message": long(500_000)}}).to_string(),
             ),
             Reason("AcsRejected"),
+        ),
+        // An internal service's answers: shown by status only, never quoted.
+        answer(
+            "answer-403-internal-page",
+            whole(
+                403,
+                "text/html",
+                format!("<html><h1>Forbidden</h1><p>session store {INTERNAL}</p></html>"),
+            ),
+            Reason("AcsUnauthorized"),
+        ),
+        answer(
+            "answer-500-internal-stack-trace",
+            whole(
+                500,
+                "text/plain",
+                format!("panic: dial {INTERNAL}: connection refused\ngoroutine 1 [running]"),
+            ),
+            Reason("AcsUnavailable"),
+        ),
+        answer(
+            "answer-400-other-apis-json",
+            whole(
+                400,
+                "application/json",
+                json!({"detail": INTERNAL, "status": 400}).to_string(),
+            ),
+            Reason("AcsRejected"),
+        ),
+        answer(
+            "answer-409-error-code-carries-text",
+            whole(
+                409,
+                "application/json",
+                json!({"error": {"code": INTERNAL, "message": INTERNAL}}).to_string(),
+            ),
+            Reason("AcsRejected"),
+        ),
+        answer(
+            "answer-201-internal-values",
+            whole(
+                201,
+                "application/json",
+                json!({"identity": {"id": "8:acs:x"}, "accessToken": {"token": "t", "expiresOn": INTERNAL}})
+                    .to_string(),
+            ),
+            Reason("AcsInvalidResponse"),
         ),
         answer(
             "answer-401-html",

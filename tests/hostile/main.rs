@@ -83,6 +83,14 @@ async fn every_case_of_the_corpus() {
                 .entry(format!("{ns}/{name}"))
                 .or_default() += 1;
         })),
+        // The emulators', and [::1] for the case of an address where nothing listens.
+        allowed_endpoints:
+            acs_identity_operator::policy::endpoint::AllowedEndpoints::acs_and_parsed(
+                support::emulator::EMULATOR_ENDPOINTS
+                    .into_iter()
+                    .chain(["[::1]:*"]),
+            )
+            .unwrap(),
         ..Settings::default()
     };
     let operator = tokio::spawn(controller::run(client.clone(), settings));
@@ -221,6 +229,9 @@ async fn run(case: Case, reconciles: Reconciles) -> Result<(), String> {
                 ));
             }
             env.wait_warning(&victim, reason).await?;
+            if let Setup::Unlisted { .. } = case.setup {
+                env.check_refused_endpoint(reason).await?;
+            }
         }
         (Expect::ReadyWith(expected), Ok(())) => {
             env.wait_ready(&victim).await?;
@@ -333,7 +344,15 @@ async fn setup(env: &mut Env, case: &Case, victim: &str) -> Result<(), String> {
             let text = format!("endpoint={endpoint};accesskey={TEST_KEY}");
             env.put_secret("bad-conn", "connectionString", &text)
                 .await?;
-            env.connection("bad", "bad-conn", Some(bundle)).await?;
+            if let Ca::OversizedSecret = ca {
+                env.put_secret("bad-ca", "ca.crt", &bundle).await?;
+                let spec = json!({"connectionStringSecretRef": {"name": "bad-conn"},
+                                  "caSecretRef": {"name": "bad-ca"}});
+                env.apply::<AcsConnection>("bad", json!({ "spec": spec }))
+                    .await?;
+            } else {
+                env.connection("bad", "bad-conn", Some(bundle)).await?;
+            }
             // The counters are read past the certificate the case is about.
             let admin = reqwest::Client::builder()
                 .danger_accept_invalid_certs(true)
@@ -365,6 +384,7 @@ async fn setup(env: &mut Env, case: &Case, victim: &str) -> Result<(), String> {
                 hostile.port
             );
             env.hostile = Some(hostile);
+            env.secrets.push(cases::INTERNAL.into());
             env.put_secret("bad-conn", "connectionString", &text)
                 .await?;
             env.connection("bad", "bad-conn", None).await?;
@@ -381,6 +401,28 @@ async fn setup(env: &mut Env, case: &Case, victim: &str) -> Result<(), String> {
                 json!({"spec": {"endpoint": endpoint, "workloadIdentity": identity}}),
             )
             .await?;
+            env.identity(victim, bad).await
+        }
+        Setup::Unlisted { workload_identity } => {
+            let ok = Answer::Whole {
+                status: 201,
+                content_type: "application/json",
+                body: "{}".into(),
+            };
+            let hostile = HostileServer::start_on("127.0.0.2", ok).await;
+            let port = hostile.port;
+            env.hostile = Some(hostile);
+            let spec = if *workload_identity {
+                json!({"endpoint": format!("https://127.0.0.2:{port}/"),
+                       "workloadIdentity": {"clientId": "c", "tenantId": "t"}})
+            } else {
+                let text = format!("endpoint=http://127.0.0.2:{port}/;accesskey={TEST_KEY}");
+                env.put_secret("bad-conn", "connectionString", &text)
+                    .await?;
+                json!({"connectionStringSecretRef": {"name": "bad-conn"}})
+            };
+            env.apply::<AcsConnection>("bad", json!({ "spec": spec }))
+                .await?;
             env.identity(victim, bad).await
         }
         Setup::Edit(edit) => edit_case(env, *edit, victim).await,
@@ -455,7 +497,18 @@ fn ca_case(ca: Ca) -> (TlsPem, String) {
             (good.server, leaf)
         }
         Ca::Expired => expired_ca(),
+        Ca::Oversized => (good.server, padded(&good.ca_pem, 64 * 1024 + 1)),
+        Ca::OversizedSecret => (good.server, padded(&good.ca_pem, 100 * 1024)),
     }
+}
+
+/// `pem` followed by other CAs until the bundle is at least `size` bytes.
+fn padded(pem: &str, size: usize) -> String {
+    let (mut bundle, other) = (pem.to_string(), test_ca().ca_pem);
+    while bundle.len() < size {
+        bundle.push_str(&other);
+    }
+    bundle
 }
 
 /// A CA whose validity ended in 2020, and a server certificate it signed.
@@ -653,6 +706,32 @@ impl Env {
             total += hostile.requests();
         }
         total
+    }
+
+    /// The connection `bad` itself says why (Ready False and Stalled with `reason`), and its
+    /// server saw no connection at all.
+    async fn check_refused_endpoint(&self, reason: &str) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let bad = self.api::<AcsConnection>().get("bad").await.map_err(s)?;
+            let conditions = bad.status.map(|s| s.conditions).unwrap_or_default();
+            let has = |type_: &str, status: &str| {
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == type_ && c.status == status && c.reason == reason)
+            };
+            if has("Ready", "False") && has("Stalled", "True") {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("connection bad not {reason}: {conditions:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        match self.hostile.as_ref().map(HostileServer::connections) {
+            Some(0) => Ok(()),
+            n => Err(format!("the refused endpoint saw {n:?} connections")),
+        }
     }
 
     async fn check_no_secret_shown(&self) -> Result<(), String> {

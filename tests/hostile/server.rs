@@ -31,6 +31,8 @@ pub enum Answer {
 pub struct HostileServer {
     pub port: u16,
     requests: Arc<AtomicU64>,
+    /// TCP connections accepted (a refused endpoint must not even be connected to).
+    connections: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
@@ -40,16 +42,24 @@ const HUGE: u64 = 100 * 1024 * 1024;
 
 impl HostileServer {
     pub async fn start(answer: Answer) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1", answer).await
+    }
+
+    /// Like [`HostileServer::start`], listening on another loopback address (`127.0.0.2`:
+    /// one the operator under test is not allowed to reach).
+    pub async fn start_on(address: &str, answer: Answer) -> Self {
+        let listener = TcpListener::bind((address, 0)).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(AtomicU64::new(0));
-        let counter = requests.clone();
+        let connections = Arc::new(AtomicU64::new(0));
+        let (counter, accepted) = (requests.clone(), connections.clone());
         let task = tokio::spawn(async move {
             // Bounded: a hot-looping client would exhaust the count, not the machine.
             for _ in 0..500 {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let answer = answer.clone();
                 let counter = counter.clone();
                 tokio::spawn(async move {
@@ -60,8 +70,14 @@ impl HostileServer {
         Self {
             port,
             requests,
+            connections,
             task,
         }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Requests received so far.

@@ -9,6 +9,23 @@ use std::time::Duration;
 /// The access key of every in-process emulator (base64 of `emulator-test-key-0123456789abcdef`).
 pub const TEST_KEY: &str = "ZW11bGF0b3ItdGVzdC1rZXktMDEyMzQ1Njc4OWFiY2RlZg==";
 
+/// Where emulators listen (`localhost` with TLS, `127.0.0.1` without). The operator sends
+/// requests only to ACS's domains unless told otherwise: every test that runs it against an
+/// emulator allows these, in its Settings ([`emulator_endpoints`]) or its command line
+/// ([`allowed_endpoints_arg`]).
+pub const EMULATOR_ENDPOINTS: [&str; 2] = ["localhost:*", "127.0.0.1:*"];
+
+/// ACS's domains and the emulators', for the operator's Settings.
+pub fn emulator_endpoints() -> acs_identity_operator::policy::endpoint::AllowedEndpoints {
+    acs_identity_operator::policy::endpoint::AllowedEndpoints::acs_and_parsed(EMULATOR_ENDPOINTS)
+        .unwrap()
+}
+
+/// The operator's flag that allows the emulators' endpoints.
+pub fn allowed_endpoints_arg() -> String {
+    format!("--allowed-endpoints={}", EMULATOR_ENDPOINTS.join(","))
+}
+
 /// Starts an in-process emulator on 127.0.0.1 with the test key.
 pub async fn start_emulator(configure: impl FnOnce(&mut EmulatorConfig)) -> EmulatorHandle {
     let mut config = EmulatorConfig::new(AccessKey::from_base64(TEST_KEY).unwrap());

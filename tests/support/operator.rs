@@ -259,6 +259,7 @@ impl World {
                 reconciled.1.notify_waiters();
             })),
             workload_identity: self.workload_identity.clone(),
+            allowed_endpoints: super::emulator::emulator_endpoints(),
             ..Settings::default()
         };
         configure(&mut settings);

@@ -4,14 +4,15 @@
 //! or Entra.
 
 use super::Connections;
-use super::clients::Resolved;
+use super::clients::{ClientKey, Resolved};
 use super::service_account::ServiceAccountAssertion;
-use super::source::{BuiltFrom, ConnectionAuth, ConnectionSource};
+use super::source::{ConnectionAuth, ConnectionSource};
 use super::workload_identity::{
     AssertionSource, assertion_source, workload_identity, workload_identity_fingerprint,
 };
 use crate::acs::fingerprint::short_sha256_hex;
 use crate::acs::{AcsClient, AcsError, AcsRateLimiter, ClientOptions, ConnectionString};
+use crate::api::connection::MAX_CA_BUNDLE;
 use crate::api::{NamespacedSecretKeyRef, WorkloadIdentitySpec};
 use crate::controller::error::Error;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
@@ -21,36 +22,97 @@ use std::sync::Arc;
 use url::Url;
 
 impl Connections {
-    pub(super) async fn build(&self, source: &ConnectionSource) -> Result<Resolved, Error> {
+    /// The client `source` needs: read its Secrets (or complete its workload identity) and
+    /// check its endpoint, then take the live client built from the same things, or build
+    /// one if the namespace may have another. Never calls ACS or Entra.
+    pub(super) async fn build(&self, source: &ConnectionSource) -> Result<Arc<Resolved>, Error> {
         let extra_ca_pem = match (&source.ca_bundle, &source.ca_secret) {
-            (Some(pem), _) => Some(pem.clone().into_bytes()),
-            (None, Some(r)) => Some(self.read_secret_key(r).await?.into_bytes()),
+            (Some(pem), _) => Some(bounded_ca(pem.clone().into_bytes(), || "caBundle".into())?),
+            (None, Some(r)) => {
+                let pem = self.read_secret_key(r).await?.into_bytes();
+                Some(bounded_ca(pem, || {
+                    format!("caSecretRef {}/{} key {}", r.namespace, r.name, r.key)
+                })?)
+            }
             (None, None) => None,
         };
-        let built_from = source.built_from.clone();
+        let ca = extra_ca_pem.as_deref().map(|pem| sha256_hex(&[pem]));
+        let origin = &source.origin;
         match &source.auth {
             ConnectionAuth::ConnectionString(r) => {
                 let connection = self.read_connection_string(r).await?;
-                self.with_access_key(&connection, extra_ca_pem, built_from)
+                self.allowed_endpoints.check(&connection.endpoint)?;
+                let key = ClientKey {
+                    credential: sha256_hex(&[
+                        connection.endpoint.as_str().as_bytes(),
+                        connection.access_key.to_base64().as_bytes(),
+                    ]),
+                    ca,
+                    owner: None,
+                };
+                self.shared_or_built(source, key, || async {
+                    self.with_access_key(&connection, extra_ca_pem)
+                })
+                .await
             }
             ConnectionAuth::WorkloadIdentity {
                 endpoint,
                 identity,
                 namespace,
             } => {
-                self.with_workload_identity(
-                    endpoint,
-                    identity,
-                    namespace.as_deref(),
-                    extra_ca_pem,
-                    built_from,
-                )
+                // Everything the credential is made from: the endpoint, the spec, and the
+                // connection (a namespace's workload identity is its own).
+                let spec = serde_json::to_vec(identity).expect("a spec serializes");
+                let key = ClientKey {
+                    credential: sha256_hex(&[endpoint.as_bytes(), &spec]),
+                    ca,
+                    owner: Some(origin.clone()),
+                };
+                self.shared_or_built(source, key, || {
+                    self.with_workload_identity(
+                        endpoint,
+                        identity,
+                        namespace.as_deref(),
+                        extra_ca_pem,
+                    )
+                })
                 .await
             }
             ConnectionAuth::Ambiguous => Err(Error::InvalidConnection(
                 "set either connectionStringSecretRef, or endpoint and workloadIdentity".into(),
             )),
         }
+    }
+
+    /// The live client of `key`, or a new one from `build` if `source`'s namespace may hold
+    /// another; held for `source` either way.
+    async fn shared_or_built<F>(
+        &self,
+        source: &ConnectionSource,
+        key: ClientKey,
+        build: impl FnOnce() -> F,
+    ) -> Result<Arc<Resolved>, Error>
+    where
+        F: std::future::Future<Output = Result<Resolved, Error>>,
+    {
+        let resolved = match self.clients.shared(&key) {
+            Some(live) => live,
+            None => {
+                self.clients.admit(&source.origin, &key).map_err(|over| {
+                    Error::ConnectionLimitReached {
+                        namespace: source.origin.1.clone(),
+                        max: over.max,
+                    }
+                })?;
+                Arc::new(build().await?)
+            }
+        };
+        Ok(self.clients.hold(
+            source.origin.clone(),
+            source.built_from.clone(),
+            key,
+            resolved,
+        ))
     }
 
     fn options(
@@ -69,7 +131,6 @@ impl Connections {
         &self,
         connection: &ConnectionString,
         extra_ca_pem: Option<Vec<u8>>,
-        built_from: BuiltFrom,
     ) -> Result<Resolved, Error> {
         let limiter = self.clients.limiter_for(connection.endpoint.as_str());
         let client =
@@ -79,7 +140,6 @@ impl Connections {
             summary: format!("connection string for {} parsed", connection.endpoint),
             client,
             limiter,
-            built_from,
         })
     }
 
@@ -89,7 +149,6 @@ impl Connections {
         spec: &WorkloadIdentitySpec,
         namespace: Option<&str>,
         extra_ca_pem: Option<Vec<u8>>,
-        built_from: BuiltFrom,
     ) -> Result<Resolved, Error> {
         let endpoint = Url::parse(endpoint)
             .ok()
@@ -97,6 +156,8 @@ impl Connections {
             .ok_or_else(|| {
                 Error::InvalidConnection(format!("endpoint {endpoint:?} is not an https URL"))
             })?;
+        // Before the credential is made: a bearer token goes to no other host.
+        self.allowed_endpoints.check(&endpoint)?;
         // Decided before anything is read: a namespaced connection never reaches the pod's
         // identity, and one without a ServiceAccount is refused before any Entra call.
         let source = assertion_source(namespace, spec)?;
@@ -144,7 +205,6 @@ impl Connections {
             ),
             client,
             limiter,
-            built_from,
         })
     }
 
@@ -200,6 +260,35 @@ impl Connections {
     }
 }
 
+/// A CA bundle no larger than the CRD allows a `caBundle` to be ([`MAX_CA_BUNDLE`]): the same
+/// bound for one read from a Secret, and for objects stored before the schema said so.
+fn bounded_ca(pem: Vec<u8>, what: impl FnOnce() -> String) -> Result<Vec<u8>, Error> {
+    if pem.len() > MAX_CA_BUNDLE {
+        return Err(Error::InvalidCaBundle(format!(
+            "{} holds {} bytes, more than the {} KiB a CA bundle may have",
+            what(),
+            pem.len(),
+            MAX_CA_BUNDLE / 1024
+        )));
+    }
+    Ok(pem)
+}
+
+/// The whole SHA-256 of `parts` (a client cache key: no truncation, tenants choose inputs).
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn invalid_ca(e: AcsError) -> Error {
     Error::InvalidCaBundle(e.to_string())
 }
@@ -228,6 +317,19 @@ mod tests {
         assert_ne!(fingerprint(&a), fingerprint(&c));
         assert_eq!(fingerprint(&a).len(), 16);
         assert!(!fingerprint(&a).contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn ca_bundles_are_bounded() {
+        let at_limit = vec![b'a'; MAX_CA_BUNDLE];
+        assert!(bounded_ca(at_limit, String::new).is_ok());
+        let over = vec![b'a'; MAX_CA_BUNDLE + 1];
+        let refused = bounded_ca(over, || "caSecretRef ns/ca key ca.crt".into()).unwrap_err();
+        assert_eq!(refused.reason(), crate::policy::Reason::InvalidCaBundle);
+        assert!(
+            refused.to_string().contains("caSecretRef ns/ca"),
+            "{refused}"
+        );
     }
 
     /// Status records these values: a change would re-issue every token on upgrade.

@@ -1,14 +1,23 @@
-//! The client cache: one built client per connection object, used while the object's uid and
-//! generation and the Secrets it read are unchanged (the Secret watch drops the clients built
-//! from a changed Secret), and one rate limiter per ACS endpoint, kept across rebuilds so that
-//! a rotated key does not reset the budget. A cached workload identity client keeps its
+//! The client cache. A client is keyed by what it is built from ([`ClientKey`]: endpoint and
+//! credential, CA bundle, and for a workload identity the connection it belongs to), so
+//! connections that say the same thing share one client, whatever their number. Each
+//! connection object holds its client while the object's uid and generation and the Secrets
+//! it read are unchanged; a touched Secret only makes the next use read it again, and if what
+//! it holds still makes the same key, the same client serves on (no rebuild). A client lives
+//! while a connection object holds it.
+//!
+//! A namespace's AcsConnections hold at most `max_per_namespace` distinct clients: each costs
+//! memory (its CA bundle, parsed; its connection pool), and tenants write them.
+//!
+//! Beside the clients, one rate limiter per ACS endpoint, kept across rebuilds so that a
+//! rotated key does not reset the budget. A cached workload identity client keeps its
 //! credential, and so its Entra token cache, across reconciles.
 
 use super::source::BuiltFrom;
 use crate::acs::{AcsClient, AcsRateLimiter};
-use crate::api::{ConnectionKind, ConnectionRef};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use crate::api::ConnectionKind;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
 
 /// A connection ready for use.
 #[derive(Debug)]
@@ -21,59 +30,165 @@ pub struct Resolved {
     pub fingerprint: String,
     /// What the connection was checked to be, for its Ready condition (no secret in it).
     pub summary: String,
-    pub(super) built_from: BuiltFrom,
 }
 
 /// Kind, namespace (empty for a ClusterAcsConnection, whose client all namespaces share)
 /// and name of the connection object.
-type CacheKey = (ConnectionKind, String, String);
+pub type CacheKey = (ConnectionKind, String, String);
 
-pub fn cache_key(namespace: &str, r: &ConnectionRef) -> CacheKey {
-    let ns = match r.kind {
-        ConnectionKind::AcsConnection => namespace.to_string(),
-        ConnectionKind::ClusterAcsConnection => String::new(),
-    };
-    (r.kind, ns, r.name.clone())
+/// What a client is built from, one-way: equal keys make interchangeable clients.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    /// Endpoint and credential: the connection's fingerprint (endpoint and access key), or
+    /// for a workload identity its endpoint and spec.
+    pub credential: String,
+    /// SHA-256 of the CA bundle trusted besides the system roots.
+    pub ca: Option<String>,
+    /// The connection a workload identity client belongs to (its credential is that
+    /// connection's own); `None` for access keys, which anyone holding them may share.
+    pub owner: Option<CacheKey>,
+}
+
+/// A connection object's hold on a client.
+struct Held {
+    built_from: BuiltFrom,
+    key: ClientKey,
+    resolved: Arc<Resolved>,
+    /// False once a Secret it read changed: the next use reads it again.
+    fresh: bool,
+}
+
+/// Why a namespace may not build another client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverLimit {
+    pub max: usize,
 }
 
 pub struct ClientCache {
-    clients: Mutex<HashMap<CacheKey, Arc<Resolved>>>,
+    held: Mutex<HashMap<CacheKey, Held>>,
+    built: Mutex<HashMap<ClientKey, Weak<Resolved>>>,
     limiters: Mutex<HashMap<String, Arc<AcsRateLimiter>>>,
     new_limiter: Box<dyn Fn() -> Arc<AcsRateLimiter> + Send + Sync>,
+    max_per_namespace: usize,
 }
 
 impl ClientCache {
+    /// The most distinct clients one namespace's AcsConnections hold, by default.
+    pub const DEFAULT_MAX_PER_NAMESPACE: usize = 10;
+
     pub fn new(new_limiter: Box<dyn Fn() -> Arc<AcsRateLimiter> + Send + Sync>) -> Self {
         Self {
-            clients: Mutex::default(),
+            held: Mutex::default(),
+            built: Mutex::default(),
             limiters: Mutex::default(),
             new_limiter,
+            max_per_namespace: Self::DEFAULT_MAX_PER_NAMESPACE,
         }
     }
 
-    /// The cached client, if it was built from exactly `wanted`.
-    pub fn get(&self, key: &CacheKey, wanted: &BuiltFrom) -> Option<Arc<Resolved>> {
-        let clients = self.clients.lock().expect("client cache lock");
-        clients
-            .get(key)
-            .filter(|hit| hit.built_from == *wanted)
-            .cloned()
+    pub fn set_max_per_namespace(&mut self, max: usize) {
+        self.max_per_namespace = max.max(1);
     }
 
-    pub fn insert(&self, key: CacheKey, resolved: Resolved) -> Arc<Resolved> {
-        let resolved = Arc::new(resolved);
-        let mut clients = self.clients.lock().expect("client cache lock");
-        clients.insert(key, resolved.clone());
+    /// The client `origin` holds, if it was built from exactly `wanted` and no Secret it read
+    /// changed since.
+    pub fn get(&self, origin: &CacheKey, wanted: &BuiltFrom) -> Option<Arc<Resolved>> {
+        let held = self.held.lock().expect("client cache lock");
+        held.get(origin)
+            .filter(|h| h.fresh && h.built_from == *wanted)
+            .map(|h| h.resolved.clone())
+    }
+
+    /// A live client built from `key`, whoever holds it.
+    pub fn shared(&self, key: &ClientKey) -> Option<Arc<Resolved>> {
+        let built = self.built.lock().expect("client cache lock");
+        built.get(key).and_then(Weak::upgrade)
+    }
+
+    /// Whether `origin` may hold a client of `key`: always for a ClusterAcsConnection (the
+    /// platform's), and for an AcsConnection while its namespace's other connections hold
+    /// fewer than the maximum of distinct clients, or one of `key` already.
+    pub fn admit(&self, origin: &CacheKey, key: &ClientKey) -> Result<(), OverLimit> {
+        let (kind, namespace, _) = origin;
+        if *kind != ConnectionKind::AcsConnection {
+            return Ok(());
+        }
+        let held = self.held.lock().expect("client cache lock");
+        let others: HashSet<&ClientKey> = held
+            .iter()
+            .filter(|(o, _)| o.0 == *kind && o.1 == *namespace && *o != origin)
+            .map(|(_, h)| &h.key)
+            .collect();
+        if others.contains(key) || others.len() < self.max_per_namespace {
+            Ok(())
+        } else {
+            Err(OverLimit {
+                max: self.max_per_namespace,
+            })
+        }
+    }
+
+    /// Records that `origin`, as `built_from`, holds `resolved` (built from `key`), replacing
+    /// what it held before; returns the client.
+    pub fn hold(
+        &self,
+        origin: CacheKey,
+        built_from: BuiltFrom,
+        key: ClientKey,
+        resolved: Arc<Resolved>,
+    ) -> Arc<Resolved> {
+        {
+            let mut built = self.built.lock().expect("client cache lock");
+            built.insert(key.clone(), Arc::downgrade(&resolved));
+            built.retain(|_, client| client.strong_count() > 0);
+        }
+        let held = Held {
+            built_from,
+            key,
+            resolved: resolved.clone(),
+            fresh: true,
+        };
+        // The previous hold is dropped after the lock: its client may be freed with it.
+        let previous = self
+            .held
+            .lock()
+            .expect("client cache lock")
+            .insert(origin, held);
+        drop(previous);
         resolved
     }
 
-    /// Drops cached clients built from this Secret; the next use re-reads it.
+    /// Drops the holds of connection objects that are gone (`alive` says which remain, by
+    /// origin and uid); their clients go once nothing else holds them.
+    pub fn release_gone(&self, alive: impl Fn(&CacheKey, &str) -> bool) {
+        let gone: Vec<Held> = {
+            let mut held = self.held.lock().expect("client cache lock");
+            let keys: Vec<CacheKey> = held
+                .iter()
+                .filter(|(origin, h)| !alive(origin, &h.built_from.uid))
+                .map(|(origin, _)| origin.clone())
+                .collect();
+            keys.iter().filter_map(|k| held.remove(k)).collect()
+        };
+        drop(gone);
+    }
+
+    /// The next use of a connection that read this Secret reads it again; its client is kept
+    /// until then, and serves on if the Secret still makes the same key.
     pub fn forget_secret(&self, namespace: &str, name: &str) {
         let secret = (namespace.to_string(), name.to_string());
-        self.clients
-            .lock()
-            .expect("client cache lock")
-            .retain(|_, r| !r.built_from.secrets.contains(&secret));
+        for held in self.held.lock().expect("client cache lock").values_mut() {
+            if held.built_from.secrets.contains(&secret) {
+                held.fresh = false;
+            }
+        }
+    }
+
+    /// Distinct clients alive.
+    #[cfg(test)]
+    pub fn clients_alive(&self) -> usize {
+        let built = self.built.lock().expect("client cache lock");
+        built.values().filter(|c| c.strong_count() > 0).count()
     }
 
     /// The limiter of an ACS endpoint, created on first use.

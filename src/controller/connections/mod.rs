@@ -14,12 +14,16 @@ mod workload_identity;
 #[cfg(test)]
 pub(crate) use build::fingerprint;
 pub use clients::Resolved;
+
+/// [`crate::controller::Settings::max_clients_per_namespace`] by default.
+pub const DEFAULT_MAX_CLIENTS_PER_NAMESPACE: usize = ClientCache::DEFAULT_MAX_PER_NAMESPACE;
 pub use source::{Adoption, ConnectionObject, ConnectionSource};
 pub use workload_identity::WorkloadIdentityDefaults;
 
 use super::error::Error;
 use crate::acs::AcsRateLimiter;
 use crate::api::{AcsConnection, ClusterAcsConnection, ConnectionKind, ConnectionRef};
+use crate::policy::endpoint::AllowedEndpoints;
 use access::{ByName, Labels, NamespaceAccess, NamespaceLabels};
 use clients::ClientCache;
 use k8s_openapi::api::core::v1::Namespace;
@@ -40,6 +44,7 @@ pub struct Connections {
     workload_identity: WorkloadIdentityDefaults,
     clients: ClientCache,
     namespace_labels: NamespaceLabels,
+    allowed_endpoints: AllowedEndpoints,
 }
 
 impl Connections {
@@ -59,7 +64,20 @@ impl Connections {
             workload_identity,
             clients: ClientCache::new(new_limiter),
             namespace_labels: NamespaceLabels::new(access::NAMESPACE_LABELS_TTL),
+            allowed_endpoints: AllowedEndpoints::default(),
         }
+    }
+
+    /// At most this many distinct clients held by one namespace's AcsConnections.
+    pub fn with_max_clients_per_namespace(mut self, max: usize) -> Self {
+        self.clients.set_max_per_namespace(max);
+        self
+    }
+
+    /// Where requests may go (ACS's domains unless widened): checked before a client is built.
+    pub fn with_allowed_endpoints(mut self, allowed: AllowedEndpoints) -> Self {
+        self.allowed_endpoints = allowed;
+        self
     }
 
     /// The connection object an identity in `namespace` refers to, from the watch cache.
@@ -91,12 +109,31 @@ impl Connections {
         if let Some(allowed) = &source.allowed {
             self.check_allowed(allowed, &r.name, namespace).await?;
         }
-        let key = clients::cache_key(namespace, r);
-        if let Some(hit) = self.clients.get(&key, &source.built_from) {
+        self.client_for(&source).await
+    }
+
+    /// The client a connection object holds, or the one it now needs (see [`clients`]).
+    async fn client_for(&self, source: &ConnectionSource) -> Result<Arc<Resolved>, Error> {
+        if let Some(hit) = self.clients.get(&source.origin, &source.built_from) {
             return Ok(hit);
         }
-        let resolved = self.build(&source).await?;
-        Ok(self.clients.insert(key, resolved))
+        // Before a namespace's clients are counted: deleted connections hold none.
+        self.clients.release_gone(|(kind, namespace, name), uid| {
+            let uid_of = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+                meta.uid.as_deref() == Some(uid)
+            };
+            match kind {
+                ConnectionKind::AcsConnection => self
+                    .namespaced
+                    .get(&ObjectRef::new(name).within(namespace))
+                    .is_some_and(|c| uid_of(&c.metadata)),
+                ConnectionKind::ClusterAcsConnection => self
+                    .cluster
+                    .get(&ObjectRef::new(name))
+                    .is_some_and(|c| uid_of(&c.metadata)),
+            }
+        });
+        self.build(source).await
     }
 
     /// What the connection lets `namespace` do besides using it. `adopting`: whether the
@@ -126,11 +163,15 @@ impl Connections {
     /// bundle), or its workload identity is complete and the token file readable. Returns the
     /// endpoint and a summary. Reads Secrets and the token file; never calls ACS or Entra.
     pub async fn check(&self, source: &ConnectionSource) -> Result<(String, String), Error> {
-        let resolved = self.build(source).await?;
-        Ok((resolved.client.endpoint().to_string(), resolved.summary))
+        let resolved = self.client_for(source).await?;
+        Ok((
+            resolved.client.endpoint().to_string(),
+            resolved.summary.clone(),
+        ))
     }
 
-    /// Drops cached clients built from this Secret; the next use re-reads it.
+    /// The next use of a connection that reads this Secret reads it again (its client serves
+    /// on if the Secret still says the same).
     pub fn forget_secret(&self, namespace: &str, name: &str) {
         self.clients.forget_secret(namespace, name);
     }
@@ -338,7 +379,8 @@ mod tests {
             Duration::from_secs(1),
             WorkloadIdentityDefaults::default(),
             Box::new(limiter),
-        );
+        )
+        .with_allowed_endpoints(AllowedEndpoints::acs_and_parsed(["a"]).unwrap());
         connections.namespace_labels = NamespaceLabels::new(labels_ttl);
         (connections, api)
     }
@@ -428,5 +470,129 @@ mod tests {
         );
         assert_eq!(api.requests(TEAM), 0);
         connections.resolve("listed", &shared()).await.unwrap();
+    }
+
+    /// Connections in namespace `team` (and one in `other`), each reading its own Secret of
+    /// the same name; `keys[i]` is the access key in connection `c{i}`'s Secret.
+    async fn namespaced(
+        keys: &[&str],
+        max: usize,
+    ) -> (
+        Connections,
+        Arc<FakeApi>,
+        kube::runtime::reflector::store::Writer<AcsConnection>,
+    ) {
+        let api = Arc::new(FakeApi::default());
+        let (store, mut writer) = kube::runtime::reflector::store();
+        for (i, key) in keys.iter().enumerate() {
+            serve_key(&api, "team", &format!("s{i}"), key);
+            writer.apply_watcher_event(&watcher::Event::Apply(conn("team", i)));
+        }
+        serve_key(&api, "other", "s0", keys[0]);
+        writer.apply_watcher_event(&watcher::Event::Apply(conn("other", 0)));
+        let limiter = || Arc::new(AcsRateLimiter::at_acs_limits());
+        let connections = Connections::new(
+            api.client().await,
+            store,
+            kube::runtime::reflector::store().0,
+            Duration::from_secs(1),
+            WorkloadIdentityDefaults::default(),
+            Box::new(limiter),
+        )
+        .with_allowed_endpoints(AllowedEndpoints::acs_and_parsed(["a"]).unwrap())
+        .with_max_clients_per_namespace(max);
+        (connections, api, writer)
+    }
+
+    fn serve_key(api: &FakeApi, namespace: &str, name: &str, key: &str) {
+        use base64::Engine;
+        let text = format!("endpoint=https://a/;accesskey={key}");
+        let data = base64::engine::general_purpose::STANDARD.encode(text);
+        api.serve(
+            &format!("/api/v1/namespaces/{namespace}/secrets/{name}"),
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                "data": {"connectionString": data},
+            }),
+        );
+    }
+
+    fn conn(namespace: &str, i: usize) -> AcsConnection {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "acsoperator.io/v1alpha1", "kind": "AcsConnection",
+            "metadata": {"name": format!("c{i}"), "namespace": namespace,
+                         "uid": format!("{namespace}-{i}"), "generation": 1},
+            "spec": {"connectionStringSecretRef": {"name": format!("s{i}")}},
+        }))
+        .unwrap()
+    }
+
+    fn own(i: usize) -> ConnectionRef {
+        ConnectionRef {
+            kind: ConnectionKind::AcsConnection,
+            name: format!("c{i}"),
+        }
+    }
+
+    const KEY_A: &str = "c2VjcmV0";
+    const KEY_B: &str = "b3RoZXI=";
+    const KEY_C: &str = "dGhpcmQ=";
+
+    #[tokio::test]
+    async fn connections_that_say_the_same_share_one_client() {
+        let (connections, _, _) = namespaced(&[KEY_A, KEY_A, KEY_A], 1).await;
+        let first = connections.resolve("team", &own(0)).await.unwrap();
+        for i in 1..3 {
+            let same = connections.resolve("team", &own(i)).await.unwrap();
+            assert!(Arc::ptr_eq(&first, &same), "c{i} built its own client");
+        }
+        // Another namespace with the same key shares it too (an access key is its holder's).
+        let other = connections.resolve("other", &own(0)).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &other));
+        assert_eq!(connections.clients.clients_alive(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_secret_touch_that_changes_nothing_keeps_the_client() {
+        let (connections, api, _) = namespaced(&[KEY_A], 10).await;
+        let before = connections.resolve("team", &own(0)).await.unwrap();
+        connections.forget_secret("team", "s0");
+        let after = connections.resolve("team", &own(0)).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&before, &after),
+            "rebuilt for an unchanged Secret"
+        );
+        assert_eq!(api.requests("/api/v1/namespaces/team/secrets/s0"), 2);
+        // A changed key is a new client; the old one goes with its last holder.
+        serve_key(&api, "team", "s0", KEY_B);
+        connections.forget_secret("team", "s0");
+        let changed = connections.resolve("team", &own(0)).await.unwrap();
+        assert!(!Arc::ptr_eq(&before, &changed));
+        assert_ne!(before.fingerprint, changed.fingerprint);
+        drop(before);
+        drop(after);
+        assert_eq!(connections.clients.clients_alive(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_namespace_holds_a_bounded_number_of_distinct_clients() {
+        let keys = [KEY_A, KEY_B, KEY_C, KEY_A];
+        let (connections, _, mut writer) = namespaced(&keys, 2).await;
+        connections.resolve("team", &own(0)).await.unwrap();
+        connections.resolve("team", &own(1)).await.unwrap();
+        let refused = connections.resolve("team", &own(2)).await.unwrap_err();
+        assert_eq!(
+            refused.reason(),
+            crate::policy::Reason::ConnectionLimitReached,
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("namespace team"), "{refused}");
+        // One that says what another already does costs nothing more.
+        connections.resolve("team", &own(3)).await.unwrap();
+        // Another namespace has its own share.
+        connections.resolve("other", &own(0)).await.unwrap();
+        // A deleted connection frees its share.
+        writer.apply_watcher_event(&watcher::Event::Delete(conn("team", 1)));
+        connections.resolve("team", &own(2)).await.unwrap();
     }
 }

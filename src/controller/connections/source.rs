@@ -33,7 +33,13 @@ impl ConnectionObject for AcsConnection {
             adoption: Adoption::Anyone,
             max_identities_per_namespace: None,
         };
-        ConnectionSource::new(&self.spec.connection, &self.metadata, None, tenancy)
+        ConnectionSource::new(
+            Self::KIND,
+            &self.spec.connection,
+            &self.metadata,
+            None,
+            tenancy,
+        )
     }
 
     fn connection_status(&self) -> Option<&AcsConnectionStatus> {
@@ -58,7 +64,13 @@ impl ConnectionObject for ClusterAcsConnection {
             },
             max_identities_per_namespace: self.spec.max_identities_per_namespace,
         };
-        ConnectionSource::new(&self.spec.connection, &self.metadata, access, tenancy)
+        ConnectionSource::new(
+            Self::KIND,
+            &self.spec.connection,
+            &self.metadata,
+            access,
+            tenancy,
+        )
     }
 
     fn connection_status(&self) -> Option<&AcsConnectionStatus> {
@@ -132,6 +144,9 @@ impl ConnectionAuth {
 /// Where a connection's data lives, whichever kind it is.
 #[derive(Debug, Clone)]
 pub struct ConnectionSource {
+    /// Which object this is (kind, namespace or "" for a cluster connection, name): what holds
+    /// its client in the cache.
+    pub origin: super::clients::CacheKey,
     pub auth: ConnectionAuth,
     pub ca_bundle: Option<String>,
     pub ca_secret: Option<NamespacedSecretKeyRef>,
@@ -172,6 +187,7 @@ pub struct BuiltFrom {
 
 impl ConnectionSource {
     fn new<R: SecretKeyLocation>(
+        kind: ConnectionKind,
         spec: &ConnectionSettings<R>,
         meta: &ObjectMeta,
         allowed: Option<NamespaceAccess>,
@@ -195,7 +211,9 @@ impl ConnectionSource {
         .chain(&ca_secret)
         .map(|r| (r.namespace.clone(), r.name.clone()))
         .collect();
+        let name = meta.name.clone().unwrap_or_default();
         Self {
+            origin: (kind, namespace.to_string(), name),
             built_from: BuiltFrom {
                 uid: meta.uid.clone().unwrap_or_default(),
                 generation: meta.generation,

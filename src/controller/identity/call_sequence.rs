@@ -184,6 +184,9 @@ async fn fixture() -> Fixture {
         Duration::from_secs(5),
         Default::default(),
         Box::new(|| Arc::new(AcsRateLimiter::at_acs_limits())),
+    )
+    .with_allowed_endpoints(
+        crate::policy::endpoint::AllowedEndpoints::acs_and_parsed(["127.0.0.1:*"]).unwrap(),
     );
     let (nudge, _nudges) = mpsc::unbounded();
     let ctx = Context::new(

@@ -251,6 +251,7 @@ fn failure_outcome(
         Error::IdentityClaimed { .. }
             | Error::IdentityLimitReached { .. }
             | Error::ProvenanceUnknown { .. }
+            | Error::ConnectionLimitReached { .. }
     ) {
         Outcome::HeldBackByOthers
     } else {
