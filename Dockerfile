@@ -8,19 +8,23 @@
 # Bookworm, so the binary's glibc matches distroless' debian12.
 FROM rust:1-bookworm AS builder
 WORKDIR /src
-# Dependencies first, built against empty sources: this layer is reused until Cargo.toml or
-# Cargo.lock change, so editing src/ rebuilds only this crate.
+# Dependencies first, built against empty sources: this layer is reused until a Cargo.toml or
+# Cargo.lock change, so editing sources rebuilds only the workspace's own crates.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/bin \
-    && touch src/lib.rs \
+COPY crates/acs-client/Cargo.toml crates/acs-client/
+COPY crates/acs-emulator/Cargo.toml crates/acs-emulator/
+RUN mkdir -p src/bin crates/acs-client/src crates/acs-emulator/src \
+    && touch src/lib.rs crates/acs-client/src/lib.rs crates/acs-emulator/src/lib.rs \
     && echo 'fn main() {}' > src/bin/acs-identity-operator.rs \
-    && echo 'fn main() {}' > src/bin/acs-emulator.rs \
+    && echo 'fn main() {}' > crates/acs-emulator/src/main.rs \
     && cargo build --release --locked --bins \
-    && rm -rf src
+    && rm -rf src crates/acs-client/src crates/acs-emulator/src
 COPY src ./src
+COPY crates/acs-client/src ./crates/acs-client/src
+COPY crates/acs-emulator/src ./crates/acs-emulator/src
 # COPY keeps the context's modification times, which may be older than the stub build's:
-# touch, so cargo rebuilds this crate from the real sources.
-RUN touch src/lib.rs src/bin/*.rs \
+# touch, so cargo rebuilds the workspace's crates from the real sources.
+RUN find src crates -name '*.rs' -exec touch {} + \
     && cargo build --release --locked --bins
 
 # The ACS emulator, for local development against a cluster (optional target).

@@ -13,9 +13,9 @@
 //! `acs-emulator`); `--operation create` measures creates (each one fsynced with a data dir)
 //! instead of issue-token.
 
+use acs_emulator::{EmulatorConfig, ThrottleConfig, serve};
 use acs_identity_operator::acs::model::encode_identity_id;
 use acs_identity_operator::acs::{AccessKey, signing};
-use acs_identity_operator::emulator::{EmulatorConfig, ThrottleConfig, serve};
 use clap::Parser;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 """Writes the hand-made seed files of fuzz/corpus/<target>/ (seed-*). Files the fuzzer found
 and that were kept (regression-*, or libFuzzer's hash names) are left alone.
 
-Run from anywhere: python3 fuzz/seeds.py. The key and secret match src/fuzzing.rs."""
+Run from anywhere: python3 fuzz/seeds.py. The key and secret match crates/acs-emulator/src/fuzzing.rs."""
 import base64, hashlib, hmac, json, os, pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent / "corpus"

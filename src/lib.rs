@@ -1,20 +1,19 @@
 //! acs-identity-operator: Azure Communication Services identities and access tokens for
 //! Kubernetes workloads.
 //!
-//! - [`acs`]: the ACS Identity data-plane client (connection strings, HMAC signing, operations).
-//!   It knows nothing about Kubernetes.
+//! - [`acs`]: the ACS Identity data-plane client (connection strings, HMAC signing, operations),
+//!   the `acs-client` crate of this workspace. It knows nothing about Kubernetes.
 //! - [`api`]: the custom resource types (AcsIdentity, AcsConnection, ClusterAcsConnection).
-//! - [`emulator`]: a local ACS Identity emulator (HMAC auth, tokens, throttling, admin API),
-//!   served by the `acs-emulator` binary.
 //! - [`controller`]: the reconcilers: thin orchestration of watches, policy and I/O.
 //! - [`health`], [`leader`]: the /metrics, /healthz, /readyz endpoint and leader election.
 //! - [`metrics`]: Prometheus metrics of the operator.
 //! - [`policy`]: pure decisions (renewal schedule, backoff, next action, readiness), no I/O.
 
-pub mod acs;
+/// The ACS Identity client, its own crate (`crates/acs-client`): re-exported so that the
+/// operator's modules name it as one of their own layers.
+pub use acs_client as acs;
 pub mod api;
 pub mod controller;
-pub mod emulator;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;

@@ -1,9 +1,18 @@
 //! Replays the saved fuzz corpus (`fuzz/corpus/<target>/*`) through the same entry functions
-//! the cargo-fuzz targets call (`acs_identity_operator::fuzzing`), on stable Rust, so every
+//! the cargo-fuzz targets call (each crate's `fuzzing` module), on stable Rust, so every
 //! seed and every input the fuzzer found and kept is checked at each `cargo test`.
 
-use acs_identity_operator::fuzzing::{TARGETS, signature_verdict};
+use acs_client::fuzzing::Entry;
+use acs_emulator::fuzzing::signature_verdict;
 use std::path::{Path, PathBuf};
+
+/// Every crate's targets: the client's, the emulator's and the operator's.
+fn targets() -> impl Iterator<Item = &'static (&'static str, Entry)> {
+    acs_client::fuzzing::TARGETS
+        .iter()
+        .chain(acs_emulator::fuzzing::TARGETS)
+        .chain(acs_identity_operator::fuzzing::TARGETS)
+}
 
 fn corpus(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -21,7 +30,7 @@ fn corpus(target: &str) -> Vec<PathBuf> {
 #[test]
 fn every_target_has_a_seed_corpus_and_every_file_passes() {
     let mut total = 0;
-    for (target, entry) in TARGETS {
+    for (target, entry) in targets() {
         let files = corpus(target);
         assert!(
             files.iter().any(|f| f
@@ -39,7 +48,7 @@ fn every_target_has_a_seed_corpus_and_every_file_passes() {
         }
         total += files.len();
     }
-    assert!(total >= TARGETS.len());
+    assert!(total >= targets().count());
 }
 
 #[test]
@@ -47,7 +56,7 @@ fn every_fuzz_target_has_a_cargo_fuzz_binary() {
     let manifest =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/Cargo.toml"))
             .unwrap();
-    for (target, _) in TARGETS {
+    for (target, _) in targets() {
         assert!(
             manifest.contains(&format!("name = \"{target}\"")),
             "fuzz/Cargo.toml has no [[bin]] {target}"

@@ -320,7 +320,7 @@ async fn scrape_of_a_real_operator() -> String {
             "--log-format=json",
         ])
         .arg(format!("--metrics-bind=127.0.0.1:{port}"))
-        .arg(support::emulator::allowed_endpoints_arg())
+        .arg(support::operator::allowed_endpoints_arg())
         .env("KUBECONFIG", support::kubeconfig_env())
         .env("POD_NAME", "monitoring-0")
         .env("POD_NAMESPACE", &w.ns)

@@ -49,10 +49,7 @@ fn restarts(limits: Limits) -> impl FnOnce(&mut Settings) {
 }
 
 /// A world whose operator restarts Deployments with `limits`.
-async fn world(
-    limits: Limits,
-    configure: impl FnOnce(&mut acs_identity_operator::emulator::EmulatorConfig),
-) -> World {
+async fn world(limits: Limits, configure: impl FnOnce(&mut acs_emulator::EmulatorConfig)) -> World {
     let mut w = World::without_operator(configure).await;
     w.start_operator_with(restarts(limits));
     w
@@ -581,7 +578,7 @@ async fn a_workload_that_cannot_be_patched_is_reported_and_renewal_goes_on() {
     let settings = Settings {
         namespace: Some(w.ns.clone()),
         metrics: metrics.clone(),
-        allowed_endpoints: support::emulator::emulator_endpoints(),
+        allowed_endpoints: support::operator::emulator_endpoints(),
         ..Settings::default()
     };
     let mut settings = settings;

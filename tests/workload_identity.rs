@@ -10,11 +10,11 @@
 
 mod support;
 
+use acs_emulator::{EmulatorHandle, FEDERATED_AUDIENCE, FederatedCredential};
 use acs_identity_operator::acs::{
     AcsClient, AcsError, ClientOptions, Scope, TokenLifetime, WorkloadIdentity,
 };
 use acs_identity_operator::api::{AcsConnection, AcsIdentity, ClusterAcsConnection};
-use acs_identity_operator::emulator::{EmulatorHandle, FEDERATED_AUDIENCE, FederatedCredential};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -42,9 +42,7 @@ struct Setup {
 }
 
 impl Setup {
-    async fn new(
-        configure: impl FnOnce(&mut acs_identity_operator::emulator::EmulatorConfig),
-    ) -> Self {
+    async fn new(configure: impl FnOnce(&mut acs_emulator::EmulatorConfig)) -> Self {
         let ca = test_ca();
         let server = ca.server.clone();
         let namespace = support::TestNamespace::create("workload-identity").await;

@@ -66,7 +66,7 @@ impl DeployedOperator {
             .filter(|a| !a.starts_with("--metrics-bind"))
             .collect();
         args.push("--metrics-bind=127.0.0.1:0".into());
-        args.push(crate::support::emulator::allowed_endpoints_arg());
+        args.push(crate::support::operator::allowed_endpoints_arg());
         let mut command = Command::new(env!("CARGO_BIN_EXE_acs-identity-operator"));
         command.args(&args);
         for inherited in [

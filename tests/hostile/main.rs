@@ -17,9 +17,9 @@ mod server;
 #[path = "../support/mod.rs"]
 mod support;
 
+use acs_emulator::{EmulatorHandle, TlsPem};
 use acs_identity_operator::api::{AcsConnection, AcsIdentity};
 use acs_identity_operator::controller::{self, Settings};
-use acs_identity_operator::emulator::{EmulatorHandle, TlsPem};
 use cases::{Ca, Case, Edit, Expect, Extra, Setup};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;

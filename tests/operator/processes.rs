@@ -31,7 +31,7 @@ impl Operator {
                 &w.ns,
                 "--metrics-bind",
                 &format!("127.0.0.1:{port}"),
-                &support::emulator::allowed_endpoints_arg(),
+                &support::operator::allowed_endpoints_arg(),
             ])
             .args(extra)
             .env("KUBECONFIG", support::kubeconfig_env())

@@ -1,6 +1,6 @@
 """The 2020 edition of the ACS "user access tokens" quickstart, run with the first Python library,
 azure-communication-administration 1.0.0b4 (api-version 2020-07-20-preview2), official and
-unmodified, against COMMUNICATION_SERVICES_CONNECTION_STRING (tests/sdk_compat.rs points it at
+unmodified, against COMMUNICATION_SERVICES_CONNECTION_STRING (crates/acs-emulator/tests/sdk_compat.rs points it at
 the acs-emulator over TLS).
 
 Same protocol as quickstart.py: one JSON line per step on stdout ({"step": ...}); with

@@ -1,6 +1,6 @@
 // The ACS "create and manage access tokens" quickstart, run with the official, unmodified JS SDK
 // (@azure/communication-identity 1.3.1) against whatever COMMUNICATION_SERVICES_CONNECTION_STRING
-// points at (tests/sdk_compat.rs points it at the acs-emulator over TLS, NODE_EXTRA_CA_CERTS).
+// points at (crates/acs-emulator/tests/sdk_compat.rs points it at the acs-emulator over TLS, NODE_EXTRA_CA_CERTS).
 //
 // Every step prints one JSON line on stdout ({"step": ..., ...}) so the Rust harness can
 // cross-check the emulator's admin view; diagnostics go to stderr. Any unexpected SDK behaviour

@@ -1,6 +1,6 @@
 """The ACS "create and manage access tokens" quickstart, run with the official, unmodified Python SDK
 (azure-communication-identity 1.5.0) against whatever COMMUNICATION_SERVICES_CONNECTION_STRING
-points at (tests/sdk_compat.rs points it at the acs-emulator over TLS).
+points at (crates/acs-emulator/tests/sdk_compat.rs points it at the acs-emulator over TLS).
 
 Every step prints one JSON line on stdout ({"step": ..., ...}) so the Rust harness can cross-check
 the emulator's admin view (with SDK_STEP_ACK=1 the script then waits for a line on stdin, so the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the official ACS Identity SDKs that tests/sdk_compat.rs runs against the emulator:
+# Installs the official ACS Identity SDKs that crates/acs-emulator/tests/sdk_compat.rs runs against the emulator:
 #   Python: azure-communication-identity and azure-communication-administration 1.0.0b4
 #           (tests/sdk/requirements.txt, pinned and hash-checked) into  .cache/sdk/venv
 #   JS:     @azure/communication-identity (tests/sdk/package*.json)  into  .cache/sdk/js/node_modules

@@ -1,8 +1,8 @@
 //! An in-process ACS emulator for a test, and a client of its admin API (what the emulator
 //! saw: identities, token verdicts, request counts).
 
-use acs_identity_operator::acs::AccessKey;
-use acs_identity_operator::emulator::{EmulatorConfig, EmulatorHandle, serve};
+use acs_client::AccessKey;
+use acs_emulator::{EmulatorConfig, EmulatorHandle, serve};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -11,20 +11,8 @@ pub const TEST_KEY: &str = "ZW11bGF0b3ItdGVzdC1rZXktMDEyMzQ1Njc4OWFiY2RlZg==";
 
 /// Where emulators listen (`localhost` with TLS, `127.0.0.1` without). The operator sends
 /// requests only to ACS's domains unless told otherwise: every test that runs it against an
-/// emulator allows these, in its Settings ([`emulator_endpoints`]) or its command line
-/// ([`allowed_endpoints_arg`]).
+/// emulator allows these (`super::operator::emulator_endpoints`, `allowed_endpoints_arg`).
 pub const EMULATOR_ENDPOINTS: [&str; 2] = ["localhost:*", "127.0.0.1:*"];
-
-/// ACS's domains and the emulators', for the operator's Settings.
-pub fn emulator_endpoints() -> acs_identity_operator::policy::endpoint::AllowedEndpoints {
-    acs_identity_operator::policy::endpoint::AllowedEndpoints::acs_and_parsed(EMULATOR_ENDPOINTS)
-        .unwrap()
-}
-
-/// The operator's flag that allows the emulators' endpoints.
-pub fn allowed_endpoints_arg() -> String {
-    format!("--allowed-endpoints={}", EMULATOR_ENDPOINTS.join(","))
-}
 
 /// Starts an in-process emulator on 127.0.0.1 with the test key.
 pub async fn start_emulator(configure: impl FnOnce(&mut EmulatorConfig)) -> EmulatorHandle {

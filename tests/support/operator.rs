@@ -5,10 +5,10 @@
 use super::emulator::{Admin, TEST_KEY, start_emulator};
 use super::tls::test_ca;
 use super::{TestNamespace, within};
+use acs_emulator::{EmulatorConfig, EmulatorHandle};
 use acs_identity_operator::api::{AcsConnection, AcsIdentity};
 use acs_identity_operator::controller::connections::WorkloadIdentityDefaults;
 use acs_identity_operator::controller::{self, Settings};
-use acs_identity_operator::emulator::{EmulatorConfig, EmulatorHandle};
 use acs_identity_operator::metrics::Metrics;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -22,6 +22,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+
+/// ACS's domains and the emulators' ([`super::emulator::EMULATOR_ENDPOINTS`]), for the
+/// operator's Settings.
+pub fn emulator_endpoints() -> acs_identity_operator::policy::endpoint::AllowedEndpoints {
+    acs_identity_operator::policy::endpoint::AllowedEndpoints::acs_and_parsed(
+        super::emulator::EMULATOR_ENDPOINTS,
+    )
+    .unwrap()
+}
+
+/// The operator's flag that allows the emulators' endpoints.
+pub fn allowed_endpoints_arg() -> String {
+    format!(
+        "--allowed-endpoints={}",
+        super::emulator::EMULATOR_ENDPOINTS.join(",")
+    )
+}
 
 /// How long any awaited condition may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(45);
@@ -259,7 +276,7 @@ impl World {
                 reconciled.1.notify_waiters();
             })),
             workload_identity: self.workload_identity.clone(),
-            allowed_endpoints: super::emulator::emulator_endpoints(),
+            allowed_endpoints: emulator_endpoints(),
             ..Settings::default()
         };
         configure(&mut settings);

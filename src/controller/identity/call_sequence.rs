@@ -8,7 +8,7 @@ use crate::acs::{AccessKey, AcsRateLimiter};
 use crate::api::{AcsConnection, AcsIdentity};
 use crate::controller::connections::Connections;
 use crate::controller::{Context, Settings, secret_index::TokenSecretIndex};
-use crate::emulator::{EmulatorConfig, EmulatorHandle, serve};
+use acs_emulator::{EmulatorConfig, EmulatorHandle, serve};
 use futures::channel::mpsc;
 use http::{Method, Request, Response, StatusCode};
 use kube::Client;

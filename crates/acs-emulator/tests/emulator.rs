@@ -4,9 +4,9 @@
 
 mod support;
 
-use acs_identity_operator::acs::model::SUPPORTED_API_VERSIONS;
-use acs_identity_operator::acs::{AccessKey, signing};
-use acs_identity_operator::emulator::{EmulatorConfig, EmulatorHandle, ThrottleConfig};
+use acs_client::model::SUPPORTED_API_VERSIONS;
+use acs_client::{AccessKey, signing};
+use acs_emulator::{EmulatorConfig, EmulatorHandle, ThrottleConfig};
 use base64::Engine;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime};

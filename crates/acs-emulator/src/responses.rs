@@ -1,7 +1,7 @@
 //! How the emulator answers: ACS error bodies (`{"error":{"code","message","target"?}}`) and
 //! the headers the real service puts on every data-plane response.
 
-use crate::acs::model::{ErrorBody, ErrorResponse, SUPPORTED_API_VERSIONS};
+use acs_client::model::{ErrorBody, ErrorResponse, SUPPORTED_API_VERSIONS};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
@@ -17,7 +17,7 @@ const JSON: &str = "application/json";
 
 /// An error the emulator answers with, in the service's shape (status, `error.code`,
 /// `error.message`, optional `error.target` and `Retry-After`). Not the client's
-/// [`crate::acs::AcsError`], which is what a client makes of such an answer.
+/// [`acs_client::AcsError`], which is what a client makes of such an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorReply {
     pub status: StatusCode,

@@ -1,7 +1,7 @@
 //! The four Identity operations on the emulated resource, after authentication: validate the
 //! body for the api-version, change the store, mint tokens, and shape the service's answer.
 //!
-//! On the preview api-versions ([`crate::acs::model::CUSTOM_ID_API_VERSIONS`]) a create with
+//! On the preview api-versions ([`acs_client::model::CUSTOM_ID_API_VERSIONS`]) a create with
 //! `customId` returns the live identity that already has it (with a new token when one is
 //! asked for), and the answer's identity shows `customId` and `lastTokenIssuedAt`. GA versions
 //! do not know the field and ignore it, as they ignore any unknown field.
@@ -10,8 +10,8 @@ use super::responses::ErrorReply;
 use super::state::{IdentityStore, Standing, StoreError};
 use super::tokens::{MintedToken, TokenClaims, TokenError, TokenMinter, unix_seconds};
 use super::validation::{self, ScopeField};
-use crate::acs::Scope;
-use crate::acs::model::{
+use acs_client::Scope;
+use acs_client::model::{
     AccessTokenBody, CreateIdentityRequest, CreateIdentityResponse, IdentityBody,
     IssueTokenRequest, takes_custom_id,
 };

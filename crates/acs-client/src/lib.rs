@@ -10,6 +10,8 @@ pub mod entra;
 pub mod error;
 mod fair;
 pub mod fingerprint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod model;
 mod roots;

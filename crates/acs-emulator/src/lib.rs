@@ -2,7 +2,7 @@
 //! and for proving clients (ours and the official SDKs) without Azure.
 //!
 //! It serves create identity (optionally with a first token), issue token, revoke tokens and
-//! delete identity for the api-versions in [`crate::acs::model::SUPPORTED_API_VERSIONS`] (the
+//! delete identity for the api-versions in [`acs_client::model::SUPPORTED_API_VERSIONS`] (the
 //! previews among them with an idempotent create per `customId` and a read of an identity),
 //! the retired 2020-07-20-preview2 of the first Python library, and the Teams user token
 //! exchange;
@@ -18,8 +18,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use acs_identity_operator::acs::AccessKey;
-//! use acs_identity_operator::emulator::{EmulatorConfig, serve};
+//! use acs_client::AccessKey;
+//! use acs_emulator::{EmulatorConfig, serve};
 //! let key = AccessKey::from_base64("ZW11bGF0b3ItdGVzdC1rZXktMDEyMzQ1Njc4OWFiY2RlZg==")?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let emulator = serve(EmulatorConfig::new(key), listener).await?;
@@ -30,15 +30,17 @@
 
 // Everything below is the emulator's own; what callers need is re-exported here.
 mod admin;
-pub(crate) mod auth; // reached by crate::fuzzing
+mod auth;
 mod entra;
 mod faults;
 mod federation;
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity_api;
 mod operation;
 mod persist;
 mod responses;
-pub(crate) mod routes; // reached by crate::fuzzing
+mod routes;
 mod server;
 mod service;
 mod state;
@@ -46,7 +48,7 @@ mod stats;
 mod teams;
 mod throttle;
 mod tls;
-pub(crate) mod tokens; // reached by crate::fuzzing
+mod tokens;
 mod validation;
 
 pub use entra::EntraConfig;
@@ -56,7 +58,7 @@ pub use persist::JournalError;
 pub use throttle::{ThrottleConfig, ThrottleConfigError};
 pub use tls::{TlsError, TlsPem};
 
-use crate::acs::{AccessKey, ConnectionString};
+use acs_client::{AccessKey, ConnectionString};
 use entra::EntraService;
 use faults::FaultPlan;
 use identity_api::IdentityService;

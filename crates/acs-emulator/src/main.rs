@@ -3,8 +3,8 @@
 //! `connection string: endpoint=<url>;accesskey=<key>`, on stdout once it accepts requests,
 //! serves until SIGTERM or SIGINT, then exits 0. Logs go to stderr. See EMULATOR.md.
 
-use acs_identity_operator::acs::AccessKey;
-use acs_identity_operator::emulator::{EmulatorConfig, ThrottleConfig, TlsPem, serve};
+use acs_client::AccessKey;
+use acs_emulator::{EmulatorConfig, ThrottleConfig, TlsPem, serve};
 use clap::Parser;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -76,7 +76,7 @@ struct Cli {
     /// (audience default `api://AzureADTokenExchange`); repeat for more. Only applications
     /// with one exist, and a client assertion is accepted only as one of them allows.
     #[arg(long = "federated-credential", value_name = "CREDENTIAL")]
-    federated_credentials: Vec<acs_identity_operator::emulator::FederatedCredential>,
+    federated_credentials: Vec<acs_emulator::FederatedCredential>,
 
     /// PEM certificates to trust, besides the system roots, for the issuers' OIDC discovery
     /// and keys (e.g. the cluster's CA, when its API server is the issuer).
@@ -106,11 +106,18 @@ fn parse_throttle(spec: &str) -> Result<ThrottleConfig, String> {
     ThrottleConfig::parse(spec).map_err(|e| e.to_string())
 }
 
+/// Colour only for a person at a terminal, and not when a non-empty `NO_COLOR` asks for none
+/// (no-color.org): in a file, a pipe or a log collector escape codes are noise.
+fn stderr_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(acs_identity_operator::telemetry::stderr_colour())
+        .with_ansi(stderr_colour())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -1,8 +1,8 @@
 //! The ACS operations as the emulator's CLI and admin API name them. The operations and their
-//! limits are the client's ([`crate::acs::Operation`]): one vocabulary for both sides of the
+//! limits are the client's ([`acs_client::Operation`]): one vocabulary for both sides of the
 //! wire. This adds reading a name back, and what a fault's operation filter matches.
 
-pub use crate::acs::Operation;
+pub use acs_client::Operation;
 
 /// The service documentation calls creating with a first token `createUserAndToken`; it is
 /// accepted as another name of [`Operation::CreateIdentityWithToken`].

@@ -5,7 +5,7 @@
 //! The defaults are the limits Microsoft publishes for the Identity API in the ACS
 //! service-limits documentation
 //! (<https://learn.microsoft.com/azure/communication-services/concepts/service-limits>), kept in
-//! [`crate::acs::Operation::acs_limit`]: per 30 s, 1000 creates, 1000 creates with a first
+//! [`acs_client::Operation::acs_limit`]: per 30 s, 1000 creates, 1000 creates with a first
 //! token (the page's `createUserAndToken`), 1000 token issues, 500 revocations and 500
 //! deletes, each operation counted on its own. The page does not say whether a limit is per
 //! resource or per subscription; the emulator is one resource, so its limits are its own.
@@ -106,7 +106,7 @@ impl ThrottleConfig {
 }
 
 /// Whether the emulator serves a call or answers it 429. Unlike the client's
-/// [`crate::acs::Admission`], nothing waits: a throttled call is refused at once.
+/// [`acs_client::Admission`], nothing waits: a throttled call is refused at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThrottleDecision {
     Admitted,

@@ -12,8 +12,8 @@
 //! send `%3A` in identity ids, Python's aiohttp transport sends `:`); and the host is tried with
 //! and without its port, because the Java SDK signs it without.
 
-use crate::acs::AccessKey;
-use crate::acs::signing::{content_hash, parse_authorization, signature_matches, string_to_sign};
+use acs_client::AccessKey;
+use acs_client::signing::{content_hash, parse_authorization, signature_matches, string_to_sign};
 use hyper::HeaderMap;
 use std::time::{Duration, SystemTime};
 
@@ -206,7 +206,7 @@ fn without_port(host: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acs::signing::{SIGNED_HEADERS, signature};
+    use acs_client::signing::{SIGNED_HEADERS, signature};
     use hyper::header::HeaderValue;
     use std::time::UNIX_EPOCH;
 

@@ -324,7 +324,7 @@ impl Federation {
     }
 
     async fn fetch(&self, issuer: &str) -> Result<Jwks, String> {
-        let http = crate::acs::client::http_client(FETCH_TIMEOUT, self.issuer_ca_pem.as_deref())
+        let http = acs_client::client::http_client(FETCH_TIMEOUT, self.issuer_ca_pem.as_deref())
             .map_err(|e| e.to_string())?;
         let https = |url: &str| {
             url::Url::parse(url)
@@ -343,7 +343,7 @@ impl Federation {
                 if !response.status().is_success() {
                     return Err(format!("HTTP {}", response.status().as_u16()));
                 }
-                let body = crate::acs::client::read_capped(response)
+                let body = acs_client::client::read_capped(response)
                     .await
                     .map_err(|_| "the answer could not be read".to_string())?;
                 Ok::<_, String>(body)

@@ -2,7 +2,7 @@
 //!
 //! Each test installs the pinned SDKs once (`tests/sdk/setup.sh`, cached under `.cache/sdk`),
 //! writes out a throw-away CA and a `localhost`/`127.0.0.1` leaf certificate (the shared test CA
-//! of `support::tls`), starts the emulator with them, and runs the ACS access-token quickstart (`tests/sdk/quickstart.py` with
+//! of `tests/support/tls.rs`), starts the emulator with them, and runs the ACS access-token quickstart (`tests/sdk/quickstart.py` with
 //! `azure-communication-identity` 1.5.0, `tests/sdk/quickstart.mjs` with
 //! `@azure/communication-identity` 1.3.1) against `https://localhost:PORT/`, trusting the CA
 //! through `REQUESTS_CA_BUNDLE` / `NODE_EXTRA_CA_CERTS` exactly as a developer would.
@@ -75,8 +75,9 @@ struct Sdks {
     js_dir: PathBuf,
 }
 
+/// The workspace root: `.cache/` and `tests/sdk/` live there.
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn sdks() -> &'static Sdks {

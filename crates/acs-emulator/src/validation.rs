@@ -3,8 +3,8 @@
 //! functions answering the exact (or, where unrecorded, the emulator's) error.
 
 use super::responses::ErrorReply;
-use crate::acs::Scope;
-use crate::acs::model::{
+use acs_client::Scope;
+use acs_client::model::{
     MAX_TOKEN_LIFETIME_MINUTES, MIN_TOKEN_LIFETIME_MINUTES, SUPPORTED_API_VERSIONS,
 };
 use hyper::StatusCode;
@@ -56,7 +56,7 @@ pub fn route_in_version(
         RouteKind::Everywhere => true,
         RouteKind::Current => !legacy,
         RouteKind::Legacy => legacy,
-        RouteKind::PreviewRead => crate::acs::model::takes_custom_id(version),
+        RouteKind::PreviewRead => acs_client::model::takes_custom_id(version),
         RouteKind::TeamsExchange => !legacy && version >= TEAMS_EXCHANGE_SINCE,
     };
     if has {

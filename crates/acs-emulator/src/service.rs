@@ -18,7 +18,7 @@ use super::stats::{RequestStats, UNROUTED};
 use super::throttle::{Throttle, ThrottleDecision, retry_after_seconds};
 use super::tls::Transport;
 use super::validation;
-use crate::acs::model::{CreateIdentityRequest, IssueTokenRequest};
+use acs_client::model::{CreateIdentityRequest, IssueTokenRequest};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
@@ -277,7 +277,7 @@ impl App {
         &self,
         body: &TeamsExchangeRequest,
         now: SystemTime,
-    ) -> Result<crate::acs::model::AccessTokenBody, ErrorReply> {
+    ) -> Result<acs_client::model::AccessTokenBody, ErrorReply> {
         let user = super::teams::check_exchange(
             body,
             |token| self.entra.read_teams_user(token),

@@ -172,7 +172,7 @@ impl fmt::Debug for AcsClient {
 
 /// The HTTP client of every ACS and Entra call: rustls (ring) with the system roots plus an
 /// optional PEM bundle ([`super::roots`]), and bounded connect and total times.
-pub(crate) fn http_client(
+pub fn http_client(
     timeout: Duration,
     extra_ca_pem: Option<&[u8]>,
 ) -> Result<reqwest::Client, AcsError> {
@@ -477,7 +477,7 @@ impl AcsClient {
 pub(crate) const MAX_BODY: usize = 1 << 20;
 
 /// Why a body could not be read.
-pub(crate) enum BodyError {
+pub enum BodyError {
     TooLarge,
     Transport(reqwest::Error),
 }
@@ -496,7 +496,7 @@ impl BodyError {
 
 /// The body of `response`, at most [`MAX_BODY`] bytes: refused as soon as the announced length
 /// or the bytes received pass it.
-pub(crate) async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+pub async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
     if response
         .content_length()
         .is_some_and(|n| n > MAX_BODY as u64)
