@@ -1,37 +1,14 @@
-//! The CRDs committed under crds/ are exactly what the Rust types generate, are all that
-//! directory holds (so `kubectl apply -f crds/` installs them), and document every field
+//! The CRDs committed under crds/ (generated from the Rust types by `cargo xtask generate`,
+//! which crates/xtask's drift test keeps current) are all that directory holds (so `kubectl apply -f crds/` installs them), and document every field
 //! (what `kubectl explain` shows).
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const CRDS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
-
-/// Where the generated CRDs are committed: crds/ for `kubectl apply -f crds/`, and copies in
-/// deploy/base and the Helm chart because neither kustomize nor Helm loads a file from outside
-/// its own directory.
-const GENERATED: [&str; 3] = [
-    "crds/acsoperator.io.yaml",
-    "deploy/base/crds.yaml",
-    "charts/acs-identity-operator/files/crds.yaml",
-];
-
-#[test]
-fn committed_crds_match_the_rust_types() {
-    let generated = acs_identity_operator::api::crds_yaml();
-    for file in GENERATED {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-        let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert!(
-            committed == generated,
-            "{file} is stale: run `cargo run --bin acs-identity-operator -- crds | tee {} >/dev/null`",
-            GENERATED.join(" ")
-        );
-    }
-}
 
 /// `kubectl apply -f crds/` applies every file of the directory: anything but a CRD there
 /// (a kustomization.yaml, say) makes it fail.

@@ -121,7 +121,7 @@ fn the_alerts_cover_expiry_readiness_renewals_acs_errors_the_line_and_the_leader
     }
 }
 
-/// The PrometheusRule of deploy/monitoring and the chart's copy say what the rule file says,
+/// The PrometheusRule of deploy/monitoring (generated) says what the rule file says,
 /// and kustomize puts the dashboard into its ConfigMap unchanged.
 #[test]
 fn the_prometheus_rule_and_the_dashboard_config_map_carry_the_same_files() {
@@ -131,7 +131,7 @@ fn the_prometheus_rule_and_the_dashboard_config_map_carry_the_same_files() {
     assert_eq!(
         wrapped["spec"]["groups"],
         rule_file()["groups"],
-        "deploy/monitoring/prometheusrule.yaml differs from alerts.rules.yaml: copy its groups under spec"
+        "deploy/monitoring/prometheusrule.yaml differs from alerts.rules.yaml: run `cargo xtask generate`"
     );
     let rendered = Command::new(support::tools::kubectl())
         .args(["kustomize", path("deploy/monitoring").to_str().unwrap()])

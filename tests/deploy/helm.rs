@@ -570,25 +570,6 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(REPO).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// The chart's copies are the files they copy (Helm reads no file outside the chart).
-#[test]
-fn the_chart_ships_the_crds_alerts_and_dashboard_of_the_repository() {
-    for (copy, original) in [
-        ("files/crds.yaml", "crds/acsoperator.io.yaml"),
-        (
-            "files/alerts.rules.yaml",
-            "deploy/monitoring/alerts.rules.yaml",
-        ),
-        ("files/dashboard.json", "deploy/monitoring/dashboard.json"),
-    ] {
-        let in_chart = std::fs::read_to_string(chart_dir().join(copy)).unwrap();
-        assert!(
-            in_chart == read(original),
-            "charts/acs-identity-operator/{copy} differs from {original}: cp {original} charts/acs-identity-operator/{copy}"
-        );
-    }
-}
-
 /// Minimal stand-ins for the Prometheus Operator's CRDs, created only where they do not exist
 /// (a real cluster's are left alone), so that the chart's ServiceMonitor and PrometheusRule
 /// can be installed.

@@ -241,44 +241,42 @@ fn a_failing_or_wrong_script_is_an_error_not_a_status() {
     );
 }
 
-/// The three kinds share one health script (their conditions mean the same); README's
-/// argocd-cm snippet carries exactly the scripts that are tested.
+/// `deploy/argocd/argocd-cm.yaml` (generated) installs exactly the scripts that are tested:
+/// one health script for the three kinds, and the refresh action of AcsIdentity.
 #[test]
-fn the_scripts_agree_with_each_other_and_with_readme() {
+fn argocd_cm_installs_the_tested_scripts() {
     let read = |p: &str| std::fs::read_to_string(Path::new(GROUP_DIR).join(p)).unwrap();
-    let health = read("AcsIdentity/health.lua");
+    let cm: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/argocd/argocd-cm.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cm["kind"], "ConfigMap");
+    assert_eq!(cm["metadata"]["name"], "argocd-cm");
     for kind in KINDS {
-        assert_eq!(read(&format!("{kind}/health.lua")), health, "{kind}");
-    }
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let indented = |text: &str, by: usize| {
-        text.lines()
-            .map(|l| {
-                if l.is_empty() {
-                    String::new()
-                } else {
-                    format!("{}{l}", " ".repeat(by))
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    for kind in KINDS {
-        let key = format!("resource.customizations.health.acsoperator.io_{kind}:");
-        assert!(readme.contains(&key), "README has no {key}");
-    }
-    assert!(
-        readme.contains(&indented(&health, 4)),
-        "README's health script differs"
-    );
-    for (script, indent) in [
-        ("AcsIdentity/actions/discovery.lua", 6),
-        ("AcsIdentity/actions/refresh/action.lua", 8),
-    ] {
-        assert!(
-            readme.contains(&indented(&read(script), indent)),
-            "README's copy of {script} differs"
+        let key = format!("resource.customizations.health.acsoperator.io_{kind}");
+        assert_eq!(
+            cm["data"][&key].as_str(),
+            Some(read(&format!("{kind}/health.lua")).as_str()),
+            "{key}"
         );
     }
+    let actions: Value = serde_yaml::from_str(
+        cm["data"]["resource.customizations.actions.acsoperator.io_AcsIdentity"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        actions["discovery.lua"].as_str(),
+        Some(read("AcsIdentity/actions/discovery.lua").as_str())
+    );
+    assert_eq!(actions["definitions"][0]["name"], "refresh");
+    assert_eq!(
+        actions["definitions"][0]["action.lua"].as_str(),
+        Some(read("AcsIdentity/actions/refresh/action.lua").as_str())
+    );
 }
