@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::operator::{WAIT, World};
+use support::process::OperatorProcess;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -304,33 +305,20 @@ const TARGET_LABELS: [&str; 6] = [
 /// Ready.
 async fn scrape_of_a_real_operator() -> String {
     let w = World::without_operator(|_| {}).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("operator.log");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_acs-identity-operator"))
-        .args([
+    let operator = OperatorProcess::spawn(
+        [
             "run",
             "--namespace",
             &w.ns,
             "--leader-election",
             "--log-format=json",
-        ])
-        .arg(format!("--metrics-bind=127.0.0.1:{port}"))
-        .arg(support::operator::allowed_endpoints_arg())
-        .env("KUBECONFIG", support::kubeconfig_env())
-        .env("POD_NAME", "monitoring-0")
-        .env("POD_NAMESPACE", &w.ns)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+        ],
+        |c, _| {
+            c.env("POD_NAME", "monitoring-0")
+                .env("POD_NAMESPACE", &w.ns)
+                .env("RUST_LOG", "info");
+        },
+    );
     for status in [429, 503] {
         w.admin
             .post(
@@ -352,23 +340,17 @@ async fn scrape_of_a_real_operator() -> String {
         "acs_identity_reconcile_failures_total{",
         "\nacs_identity_operator_leader 1\n",
     ];
-    let url = format!("http://127.0.0.1:{port}/metrics");
     let deadline = Instant::now() + WAIT;
     loop {
-        let text = match reqwest::get(&url).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
+        let text = operator.get("/metrics").await.unwrap_or_default().1;
         if wanted.iter().all(|w| text.contains(w)) && text.contains(r#"condition="True"} 1"#) {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            operator.stop().await;
             return text;
         }
         if Instant::now() > deadline {
-            let _ = child.start_kill();
             panic!(
                 "the scrape never showed {wanted:?}:\n{text}\nlog:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                operator.stop().await
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -15,6 +15,7 @@ use crate::authorizer::wait_until_allowed;
 use crate::install::Install;
 use crate::support::TestNamespace;
 use crate::support::operator::{World, status_of};
+use crate::support::process::OperatorProcess;
 use crate::{impersonating, service_account_identity, status};
 use acs_identity_operator::api::{AcsConnection, AcsIdentity, ClusterAcsConnection};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -29,9 +30,7 @@ use kube::runtime::wait::await_condition;
 use kube::{Client, CustomResourceExt, Resource};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::process::{Child, Command};
 
 /// A cluster-wide operator sees every namespace: one operator test at a time, so that it
 /// never reconciles another test's identities.
@@ -42,33 +41,37 @@ const RESTARTS: &str = "workload-restarts";
 /// The chart's values that match the component.
 const CHART_RESTARTS: &str = "workloadRestarts.kinds={Deployment,StatefulSet,DaemonSet}";
 
-/// The operator binary, started as the install's Deployment would start it.
-struct DeployedOperator {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl DeployedOperator {
-    /// The Deployment's container arguments and environment (downward API values filled in
-    /// for a pod named `pod`), as the install's ServiceAccount; metrics on loopback.
-    fn start(install: &Install, pod: &str) -> DeployedOperator {
-        let dir = tempfile::tempdir().unwrap();
-        let (user, groups) =
-            service_account_identity(&install.namespace, &install.service_account());
-        let kubeconfig = impersonating_kubeconfig(dir.path(), &user, &groups);
-        let container = &install.deployment()["spec"]["template"]["spec"]["containers"][0];
-        let mut args: Vec<String> = container["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap().to_string())
-            .filter(|a| !a.starts_with("--metrics-bind"))
-            .collect();
-        args.push("--metrics-bind=127.0.0.1:0".into());
-        args.push(crate::support::operator::allowed_endpoints_arg());
-        let mut command = Command::new(env!("CARGO_BIN_EXE_acs-identity-operator"));
-        command.args(&args);
+/// The operator binary, started as the install's Deployment would start it: the Deployment's
+/// container arguments and environment (downward API values filled in for a pod named `pod`),
+/// as the install's ServiceAccount; metrics on loopback.
+fn start_deployed(install: &Install, pod: &str) -> OperatorProcess {
+    let container = &install.deployment()["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .filter(|a| !a.starts_with("--metrics-bind"))
+        .collect();
+    let env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|var| {
+            let value = match (
+                &var["value"],
+                var["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+            ) {
+                (Value::String(v), _) => v.clone(),
+                (_, Some("metadata.name")) => pod.to_string(),
+                (_, Some("metadata.namespace")) => install.namespace.clone(),
+                _ => panic!("an env var this test cannot fill in: {var}"),
+            };
+            (var["name"].as_str().unwrap().to_string(), value)
+        })
+        .collect();
+    let (user, groups) = service_account_identity(&install.namespace, &install.service_account());
+    OperatorProcess::spawn(args, |command, dir| {
         for inherited in [
             "WATCH_NAMESPACE",
             "POD_NAME",
@@ -79,41 +82,9 @@ impl DeployedOperator {
         ] {
             command.env_remove(inherited);
         }
-        for var in container["env"].as_array().unwrap() {
-            let value = match (
-                &var["value"],
-                var["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
-            ) {
-                (Value::String(v), _) => v.clone(),
-                (_, Some("metadata.name")) => pod.to_string(),
-                (_, Some("metadata.namespace")) => install.namespace.clone(),
-                _ => panic!("an env var this test cannot fill in: {var}"),
-            };
-            command.env(var["name"].as_str().unwrap(), value);
-        }
-        let log = dir.path().join("operator.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let child = command
-            .env("KUBECONFIG", &kubeconfig)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        DeployedOperator {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// Stops the process and returns its log.
-    async fn stop(mut self) -> String {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-        std::fs::read_to_string(&self.log).unwrap()
-    }
+        let kubeconfig = impersonating_kubeconfig(dir, &user, &groups);
+        command.envs(env).env("KUBECONFIG", kubeconfig);
+    })
 }
 
 /// The test cluster's kubeconfig, acting as `user` in `groups` (`as`, `as-groups`).
@@ -260,7 +231,7 @@ async fn full_cycle(w: &World, name: &str, connection_ref: Value) {
 
 /// Stops the operator, asserts its log shows the leader did the work and nothing was
 /// refused, and checks the Lease it held.
-async fn stop_and_check(operator: DeployedOperator, install: &Install, pod: &str) {
+async fn stop_and_check(operator: OperatorProcess, install: &Install, pod: &str) {
     let leases: Api<Lease> = Api::namespaced(crate::support::client().await, &install.namespace);
     let lease = leases.get("acs-identity-operator").await.unwrap();
     assert_eq!(
@@ -390,7 +361,7 @@ async fn namespaced_cycle(render: impl FnOnce(&str) -> Install) {
     wait_for_bindings(&as_operator, &install, &w.ns).await;
 
     let pod = "acs-identity-operator-0";
-    let operator = DeployedOperator::start(&install, pod);
+    let operator = start_deployed(&install, pod);
     wait_connection_ready(w.api::<AcsConnection>(), "acs").await;
     full_cycle(&w, "namespaced-cycle", json!({"name": "acs"})).await;
     stop_and_check(operator, &install, pod).await;
@@ -532,7 +503,7 @@ async fn cluster_wide_cycle(render: impl FnOnce(&str) -> Install) {
         .unwrap();
 
     let pod = "acs-identity-operator-0";
-    let operator = DeployedOperator::start(&install, pod);
+    let operator = start_deployed(&install, pod);
     wait_connection_ready(cluster_connections.clone(), &connection_name).await;
     wait_connection_ready(w.api::<AcsConnection>(), "acs").await;
     full_cycle(

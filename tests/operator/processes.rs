@@ -1,85 +1,18 @@
 //! Tests that run the real `acs-identity-operator` binary: leader election between two
 //! replicas, and what it writes to its log at trace level.
 
-use crate::support;
 use crate::support::operator::{WAIT, World, secret_text, status_of};
+use crate::support::process::OperatorProcess;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::json;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
 
-/// One operator process, killed when dropped.
-struct Operator {
-    child: Child,
-    metrics: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Operator {
-    fn spawn(w: &World, name: &str, rust_log: &str, extra: &[&str]) -> Operator {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("operator.log");
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_acs-identity-operator"))
-            .args([
-                "run",
-                "--namespace",
-                &w.ns,
-                "--metrics-bind",
-                &format!("127.0.0.1:{port}"),
-                &support::operator::allowed_endpoints_arg(),
-            ])
-            .args(extra)
-            .env("KUBECONFIG", support::kubeconfig_env())
-            .env("RUST_LOG", rust_log)
-            .env("POD_NAME", name)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        Operator {
-            child,
-            metrics: format!("http://127.0.0.1:{port}"),
-            log,
-            _dir: dir,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let response = reqwest::get(format!("{}{path}", self.metrics)).await.ok()?;
-        Some((response.status().as_u16(), response.text().await.ok()?))
-    }
-
-    /// Waits until the endpoint answers `/readyz` with 200.
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + WAIT;
-        while self.get("/readyz").await.map(|r| r.0) != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "operator not ready; log: {}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// One replica of the operator in the test's namespace, as `POD_NAME` `name`.
+fn spawn(w: &World, name: &str, rust_log: &str, extra: &[&str]) -> OperatorProcess {
+    OperatorProcess::spawn(["run", "--namespace", &w.ns].iter().chain(extra), |c, _| {
+        c.env("RUST_LOG", rust_log).env("POD_NAME", name);
+    })
 }
 
 fn spec() -> serde_json::Value {
@@ -102,11 +35,11 @@ async fn two_replicas_hand_over_within_the_lease_duration_without_double_issuanc
         "6",
     ];
     let mut replicas = vec![
-        Operator::spawn(&w, "replica-a", "info", &election),
-        Operator::spawn(&w, "replica-b", "info", &election),
+        spawn(&w, "replica-a", "info", &election),
+        spawn(&w, "replica-b", "info", &election),
     ];
     for r in &replicas {
-        r.wait_ready().await; // the standby is ready too
+        r.wait_ready(WAIT).await; // the standby is ready too
     }
     w.identity("ha-1", spec()).await;
     w.wait_ready("ha-1").await;
@@ -158,8 +91,8 @@ async fn two_replicas_hand_over_within_the_lease_duration_without_double_issuanc
 #[tokio::test]
 async fn nothing_secret_is_logged_at_trace_level() {
     let w = World::without_operator(|c| c.token_lifetime = Some(Duration::from_secs(6))).await;
-    let operator = Operator::spawn(&w, "tracer", "trace", &[]);
-    operator.wait_ready().await;
+    let operator = spawn(&w, "tracer", "trace", &[]);
+    operator.wait_ready(WAIT).await;
     w.identity("quiet", spec()).await;
     let first = w.wait_ready("quiet").await;
     let first_expiry = status_of(&first).token_expires_on.clone().unwrap().0;

@@ -12,6 +12,7 @@
 //! - [`kstatus`]: the readiness rules Flux and `kubectl wait` apply to an object.
 //! - [`tenant`]: a user bound to `view`, `edit` or `admin` in one namespace, acting through
 //!   impersonation with only the rights that role gives.
+//! - [`process`]: the one launcher of the operator binary (a process of the test's own).
 //! - [`tools`]: the pinned helm, kubectl and promtool (`tests/tools/install`).
 //!
 //! A test file at `tests/NAME.rs` takes it with `mod support;`; a test binary in a folder
@@ -40,6 +41,8 @@ pub mod emulator;
 pub mod kstatus;
 mod namespace;
 pub mod operator;
+#[cfg(test)] // examples include this tree too, and Cargo gives binaries to tests only
+pub mod process;
 pub mod tenant;
 pub mod tls;
 pub mod tools;
