@@ -685,7 +685,7 @@ impl Flow<'_> {
 /// Runs `program args` with the emulator's connection string, acknowledging each reported step
 /// only after the emulator's admin view matched it.
 async fn run_quickstart(
-    sdk: &str,
+    sdk: &'static str,
     emulator: &Emulator,
     program: &Path,
     args: &[OsString],
@@ -701,37 +701,16 @@ async fn run_quickstart(
     };
     // Before the script starts: the emulator is empty.
     flow.check_emulator("start").await;
-    let deadline = tokio::time::Instant::now() + SCRIPT_TIMEOUT;
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(repo_root())
-        .env(
-            "COMMUNICATION_SERVICES_CONNECTION_STRING",
-            emulator.connection_string(),
-        )
-        .env("SDK_STEP_ACK", "1")
-        // Only the installed SDKs and the test CA: nothing from the caller's environment.
-        .env_remove("PYTHONPATH")
-        .env_remove("PYTHONHOME")
-        .env_remove("NODE_PATH")
-        .env_remove("NODE_OPTIONS")
-        .env("NO_PROXY", "localhost,127.0.0.1")
-        .env("no_proxy", "localhost,127.0.0.1")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{sdk}: cannot start {}: {e}", program.display()));
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut stderr = child.stderr.take().expect("stderr");
-    let stderr = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text).await;
-        text
-    });
+    let Script {
+        mut child,
+        stdin,
+        mut stdout,
+        stderr,
+        deadline,
+        ..
+    } = Script::spawn(sdk, emulator, program, args, env);
+    let mut stdin = stdin.expect("stdin");
+    let stderr = stderr.expect("stderr");
 
     let mut other_output = Vec::new();
     let mut index = 0;
