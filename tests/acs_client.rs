@@ -3,13 +3,13 @@
 
 mod support;
 
+use acs_emulator::testing::test_ca;
+use acs_emulator::testing::{Admin, start_emulator};
 use acs_identity_operator::acs::{
     AcsClient, AcsError, ClientOptions, ConnectionString, CreateIdentityParams, FirstToken, Scope,
     TokenLifetime,
 };
 use std::time::Duration;
-use support::emulator::{Admin, start_emulator};
-use support::tls::test_ca;
 
 async fn quickstart_flow(client: &AcsClient, admin: &Admin) {
     let day = TokenLifetime::MAX;

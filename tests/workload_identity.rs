@@ -10,6 +10,8 @@
 
 mod support;
 
+use acs_emulator::testing::{Admin, start_emulator};
+use acs_emulator::testing::{TestCa, test_ca};
 use acs_emulator::{EmulatorHandle, FEDERATED_AUDIENCE, FederatedCredential};
 use acs_identity_operator::acs::{
     AcsClient, AcsError, ClientOptions, Scope, TokenLifetime, WorkloadIdentity,
@@ -20,9 +22,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
-use support::emulator::{Admin, start_emulator};
 use support::operator::{World, cluster_issuer, secret_text, service_account_token};
-use support::tls::{TestCa, test_ca};
 use url::Url;
 
 const TENANT: &str = "11111111-2222-3333-4444-555555555555";

@@ -17,6 +17,8 @@ mod server;
 #[path = "../support/mod.rs"]
 mod support;
 
+use acs_emulator::testing::test_ca;
+use acs_emulator::testing::{Admin, TEST_KEY, start_emulator};
 use acs_emulator::{EmulatorHandle, TlsPem};
 use acs_identity_operator::api::{AcsConnection, AcsIdentity};
 use acs_identity_operator::controller::{self, Settings};
@@ -32,9 +34,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::emulator::{Admin, TEST_KEY, start_emulator};
+use support::TestNamespace;
 use support::operator::install_crds;
-use support::{TestNamespace, tls::test_ca};
 
 /// Panics anywhere in this process (operator tasks included) since the suite started.
 static PANICS: AtomicU64 = AtomicU64::new(0);
@@ -86,7 +87,7 @@ async fn every_case_of_the_corpus() {
         // The emulators', and [::1] for the case of an address where nothing listens.
         allowed_endpoints:
             acs_identity_operator::policy::endpoint::AllowedEndpoints::acs_and_parsed(
-                support::emulator::EMULATOR_ENDPOINTS
+                support::operator::EMULATOR_ENDPOINTS
                     .into_iter()
                     .chain(["[::1]:*"]),
             )

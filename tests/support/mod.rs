@@ -6,8 +6,6 @@
 //!   controllers, so no garbage collection and no namespace cascading; RBAC without the
 //!   default roles);
 //! - [`namespace`]: a namespace of its own for every test, deleted when the test ends;
-//! - [`emulator`]: an in-process ACS emulator and a client of its admin API;
-//! - [`tls`]: a throw-away CA and server certificate for tests that serve TLS;
 //! - [`operator`]: one operator test's world (namespace, emulator, operator instance);
 //! - [`kstatus`]: the readiness rules Flux and `kubectl wait` apply to an object.
 //! - [`tenant`]: a user bound to `view`, `edit` or `admin` in one namespace, acting through
@@ -37,14 +35,12 @@
 #![allow(dead_code)]
 
 mod cluster;
-pub mod emulator;
 pub mod kstatus;
 mod namespace;
 pub mod operator;
 #[cfg(test)] // examples include this tree too, and Cargo gives binaries to tests only
 pub mod process;
 pub mod tenant;
-pub mod tls;
 pub mod tools;
 
 #[allow(unused_imports)] // each test binary uses a different part of the harness

@@ -2,9 +2,8 @@
 //! operator instance watching only that namespace (so tests run in parallel without seeing
 //! each other). The operator can be stopped and started again to test restarts.
 
-use super::emulator::{Admin, TEST_KEY, start_emulator};
-use super::tls::test_ca;
 use super::{TestNamespace, within};
+use acs_emulator::testing::{Admin, TEST_KEY, start_emulator, test_ca};
 use acs_emulator::{EmulatorConfig, EmulatorHandle};
 use acs_identity_operator::api::{AcsConnection, AcsIdentity};
 use acs_identity_operator::controller::connections::WorkloadIdentityDefaults;
@@ -23,21 +22,20 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// ACS's domains and the emulators' ([`super::emulator::EMULATOR_ENDPOINTS`]), for the
-/// operator's Settings.
+/// Where emulators listen (`localhost` with TLS, `127.0.0.1` without). The operator sends
+/// requests only to ACS's domains unless told otherwise: every test that runs it against an
+/// emulator allows these ([`emulator_endpoints`], [`allowed_endpoints_arg`]).
+pub const EMULATOR_ENDPOINTS: [&str; 2] = ["localhost:*", "127.0.0.1:*"];
+
+/// ACS's domains and the emulators', for the operator's Settings.
 pub fn emulator_endpoints() -> acs_identity_operator::policy::endpoint::AllowedEndpoints {
-    acs_identity_operator::policy::endpoint::AllowedEndpoints::acs_and_parsed(
-        super::emulator::EMULATOR_ENDPOINTS,
-    )
-    .unwrap()
+    acs_identity_operator::policy::endpoint::AllowedEndpoints::acs_and_parsed(EMULATOR_ENDPOINTS)
+        .unwrap()
 }
 
 /// The operator's flag that allows the emulators' endpoints.
 pub fn allowed_endpoints_arg() -> String {
-    format!(
-        "--allowed-endpoints={}",
-        super::emulator::EMULATOR_ENDPOINTS.join(",")
-    )
+    format!("--allowed-endpoints={}", EMULATOR_ENDPOINTS.join(","))
 }
 
 /// How long any awaited condition may take before the test fails.

@@ -46,6 +46,8 @@ mod service;
 mod state;
 mod stats;
 mod teams;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod throttle;
 mod tls;
 mod tokens;

@@ -2,16 +2,14 @@
 //! each step, faults, throttling, TLS, and the `acs-emulator` binary itself. Everything binds
 //! 127.0.0.1 and every wait is bounded.
 
-mod support;
-
 use acs_client::model::SUPPORTED_API_VERSIONS;
 use acs_client::{AccessKey, signing};
+use acs_emulator::testing::test_ca;
+use acs_emulator::testing::{Admin, TEST_KEY as KEY, start_emulator};
 use acs_emulator::{EmulatorConfig, EmulatorHandle, ThrottleConfig};
 use base64::Engine;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime};
-use support::emulator::{Admin, TEST_KEY as KEY, start_emulator};
-use support::tls::test_ca;
 use url::Url;
 
 const V: &str = "2023-10-01";

@@ -2,7 +2,7 @@
 //!
 //! Each test installs the pinned SDKs once (`tests/sdk/setup.sh`, cached under `.cache/sdk`),
 //! writes out a throw-away CA and a `localhost`/`127.0.0.1` leaf certificate (the shared test CA
-//! of `tests/support/tls.rs`), starts the emulator with them, and runs the ACS access-token quickstart (`tests/sdk/quickstart.py` with
+//! of `acs_emulator::testing`), starts the emulator with them, and runs the ACS access-token quickstart (`tests/sdk/quickstart.py` with
 //! `azure-communication-identity` 1.5.0, `tests/sdk/quickstart.mjs` with
 //! `@azure/communication-identity` 1.3.1) against `https://localhost:PORT/`, trusting the CA
 //! through `REQUESTS_CA_BUNDLE` / `NODE_EXTRA_CA_CERTS` exactly as a developer would.
@@ -17,8 +17,7 @@
 //! Tokens are test tokens of a throw-away emulator, but they are still kept out of failure
 //! messages.
 
-mod support;
-
+use acs_emulator::testing::{TestCa, test_ca};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use serde::Deserialize;
@@ -30,7 +29,6 @@ use std::process::Stdio;
 use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use support::tls::{TestCa, test_ca};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 

@@ -1,18 +1,13 @@
-//! An in-process ACS emulator for a test, and a client of its admin API (what the emulator
-//! saw: identities, token verdicts, request counts).
+//! An in-process emulator for a test, and a client of its admin API (what the emulator saw:
+//! identities, token verdicts, request counts).
 
+use crate::{EmulatorConfig, EmulatorHandle, serve};
 use acs_client::AccessKey;
-use acs_emulator::{EmulatorConfig, EmulatorHandle, serve};
 use serde_json::Value;
 use std::time::Duration;
 
 /// The access key of every in-process emulator (base64 of `emulator-test-key-0123456789abcdef`).
 pub const TEST_KEY: &str = "ZW11bGF0b3ItdGVzdC1rZXktMDEyMzQ1Njc4OWFiY2RlZg==";
-
-/// Where emulators listen (`localhost` with TLS, `127.0.0.1` without). The operator sends
-/// requests only to ACS's domains unless told otherwise: every test that runs it against an
-/// emulator allows these (`super::operator::emulator_endpoints`, `allowed_endpoints_arg`).
-pub const EMULATOR_ENDPOINTS: [&str; 2] = ["localhost:*", "127.0.0.1:*"];
 
 /// Starts an in-process emulator on 127.0.0.1 with the test key.
 pub async fn start_emulator(configure: impl FnOnce(&mut EmulatorConfig)) -> EmulatorHandle {

@@ -6,7 +6,7 @@
 //! extended key usage, an authority key identifier), so that OpenSSL in the Python SDK and
 //! Node's TLS accept them as readily as rustls does.
 
-use acs_emulator::TlsPem;
+use crate::TlsPem;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
