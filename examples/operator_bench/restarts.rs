@@ -461,7 +461,7 @@ const BACKLOG_LIMIT: Duration = Duration::from_secs(300);
 
 /// Issue 19, attack 6: this namespace (team-b) keeps `BACKLOG_TARGETS` Deployments due, on
 /// one identity with 60-minute tokens refreshed every 2 s; another namespace (team-a), with
-/// a 24-hour token, revokes, then renews. Figures: team-a's time from its new token to its
+/// a 24-hour token, renews, then revokes. Figures: team-a's time from its new token to its
 /// Deployment's restart, each.
 async fn backlog(w: &World, r: &mut Report) -> Result<(), Error> {
     let team_a = format!("{}-team-a", w.ns);
@@ -606,7 +606,7 @@ async fn backlog(w: &World, r: &mut Report) -> Result<(), Error> {
         waiting = behind().await?;
     }
     r.add("backlog_team_b_targets", BACKLOG_TARGETS, "");
-    r.add("backlog_team_b_behind_at_revoke", waiting, "");
+    r.add("backlog_team_b_behind_at_renewal", waiting, "");
 
     // team-a's restart after a new token for `annotation`: seconds, or the limit if none.
     let measure = |annotation: &'static str, old: String| {
@@ -630,17 +630,19 @@ async fn backlog(w: &World, r: &mut Report) -> Result<(), Error> {
             }
         }
     };
-    let (revoke_s, alice) = measure("acsoperator.io/revoke-requested", alice).await?;
-    r.add(
-        "backlog_team_a_revoke_restart_s",
-        num(revoke_s),
-        "<= 10 (300 = not within 300 s)",
-    );
-    r.add("backlog_team_b_behind_at_renewal", behind().await?, "");
-    let (renewal_s, _) = measure("acsoperator.io/refresh-requested", alice).await?;
+    // The renewal first: a revoke's restart does not wait for the workload's minimum
+    // interval after the one before, a renewal's would.
+    let (renewal_s, alice) = measure("acsoperator.io/refresh-requested", alice).await?;
     r.add(
         "backlog_team_a_renewal_restart_s",
         num(renewal_s),
+        "<= 10 (300 = not within 300 s)",
+    );
+    r.add("backlog_team_b_behind_at_revoke", behind().await?, "");
+    let (revoke_s, _) = measure("acsoperator.io/revoke-requested", alice).await?;
+    r.add(
+        "backlog_team_a_revoke_restart_s",
+        num(revoke_s),
         "<= 10 (300 = not within 300 s)",
     );
     refresher.abort();
