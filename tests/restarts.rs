@@ -690,16 +690,17 @@ async fn behind(t: &World, identity: &str) -> usize {
 /// Issue 19, attack 6: team-b keeps 100 opted-in Deployments due for a restart (their
 /// identity is refreshed every 2 s, far faster than the cluster's rate of 2 restarts a
 /// second restarts them), on 60-minute tokens that expire before team-a's 24-hour ones.
-/// team-a revokes its identity's tokens: its Deployment is restarted within a bound, ahead of
-/// team-b's backlog; and so is its next plain renewal, in its fair turn.
+/// team-a revokes its identity's tokens: its Deployment is restarted at once (no debounce),
+/// ahead of team-b's backlog; and its next plain renewal within a bound, in its fair turn.
 #[tokio::test]
 async fn another_namespaces_backlog_holds_neither_a_renewal_nor_a_revoke_back() {
     const BACKLOG: usize = 100;
-    const BOUND: Duration = Duration::from_secs(10);
+    const DEBOUNCE: Duration = Duration::from_secs(5);
+    const BOUND: Duration = Duration::from_secs(15);
     let _alone = CLUSTER.write().await;
     let mut platform = World::without_operator(|_| {}).await;
     platform.start_operator_with(|s| {
-        restarts(limits(0, 0, 2, 1000))(s);
+        restarts(limits(DEBOUNCE.as_millis() as u64, 0, 2, 1000))(s);
         s.namespace = None;
     });
     let (team_a, team_b) = (
@@ -760,6 +761,10 @@ async fn another_namespaces_backlog_holds_neither_a_renewal_nor_a_revoke_back() 
         "team-a's revoke not followed by a restart within {BOUND:?} behind team-b's {backlog} waiting"
     );
     let revoke_wait = handled.elapsed();
+    assert!(
+        revoke_wait < DEBOUNCE,
+        "a revoke waits for no debounce: restarted {revoke_wait:?} after it"
+    );
 
     // A plain renewal of team-a: in its turn, not behind the whole backlog.
     let still = behind(&team_b, "bulk").await;
