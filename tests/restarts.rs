@@ -6,7 +6,7 @@
 mod support;
 
 use acs_identity_operator::api::AcsIdentity;
-use acs_identity_operator::controller::identity::REFRESH_ANNOTATION;
+use acs_identity_operator::controller::identity::{REFRESH_ANNOTATION, REVOKE_ANNOTATION};
 use acs_identity_operator::controller::restarts::{
     CONDITION, FIELD_MANAGER, RestartSettings, WorkloadKind,
 };
@@ -29,6 +29,11 @@ use support::operator::{WAIT, World, ready_reason, status_of};
 fn spec() -> Value {
     json!({"connectionRef": {"name": "acs"}, "scopes": ["chat"]})
 }
+
+/// Held (shared) by every test whose operator watches its own namespace; taken alone by the
+/// one whose operator watches the whole cluster (it would restart the others' workloads, and
+/// its restarts at the cluster-wide rate would be timed against their load).
+static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 fn limits(debounce_ms: u64, min_interval_ms: u64, per_window: u32, window_ms: u64) -> Limits {
     Limits {
@@ -233,6 +238,7 @@ impl Drop for Generations {
 
 #[tokio::test]
 async fn one_restart_per_renewal_and_none_without_a_new_token() {
+    let _shared = CLUSTER.read().await;
     let mut w = world(limits(300, 0, 100, 1000), |_| {}).await;
     w.identity("alice", spec()).await;
     w.wait_ready("alice").await;
@@ -324,6 +330,7 @@ async fn one_restart_per_renewal_and_none_without_a_new_token() {
 
 #[tokio::test]
 async fn a_git_reapply_neither_undoes_nor_repeats_a_restart_and_another_manager_is_not_fought() {
+    let _shared = CLUSTER.read().await;
     let w = world(limits(300, 0, 100, 1000), |_| {}).await;
     w.identity("alice", spec()).await;
     w.wait_ready("alice").await;
@@ -389,6 +396,7 @@ async fn a_git_reapply_neither_undoes_nor_repeats_a_restart_and_another_manager_
 
 #[tokio::test]
 async fn renewals_of_several_identities_within_the_window_are_one_restart() {
+    let _shared = CLUSTER.read().await;
     let w = world(limits(3000, 0, 100, 1000), |_| {}).await;
     let names = ["ann", "ben", "cat"];
     for n in names {
@@ -420,6 +428,7 @@ async fn renewals_of_several_identities_within_the_window_are_one_restart() {
 
 #[tokio::test]
 async fn a_mass_renewal_is_rolled_out_at_the_configured_rate() {
+    let _shared = CLUSTER.read().await;
     // At most 2 restarts in any 2 s, cluster-wide.
     let w = world(limits(0, 0, 2, 2000), |_| {}).await;
     let names: Vec<String> = (0..6).map(|i| format!("id{i}")).collect();
@@ -486,6 +495,7 @@ async fn a_mass_renewal_is_rolled_out_at_the_configured_rate() {
 
 #[tokio::test]
 async fn a_workload_is_restarted_at_most_once_per_interval() {
+    let _shared = CLUSTER.read().await;
     let w = world(limits(0, 3000, 100, 1000), |_| {}).await;
     w.identity("alice", spec()).await;
     w.wait_ready("alice").await;
@@ -520,6 +530,7 @@ async fn a_workload_is_restarted_at_most_once_per_interval() {
 
 #[tokio::test]
 async fn the_restart_comes_before_the_old_token_expires_even_with_a_long_debounce() {
+    let _shared = CLUSTER.read().await;
     // 9 s tokens renew 3 s before expiry; a 30 s debounce would miss that by far.
     let w = world(limits(30_000, 0, 100, 1000), |c| {
         c.token_lifetime = Some(Duration::from_secs(9))
@@ -545,6 +556,7 @@ async fn the_restart_comes_before_the_old_token_expires_even_with_a_long_debounc
 
 #[tokio::test]
 async fn a_workload_that_cannot_be_patched_is_reported_and_renewal_goes_on() {
+    let _shared = CLUSTER.read().await;
     let w = World::without_operator(|_| {}).await;
     // The operator's identity may do everything in the namespace except patch Deployments.
     let user = "restarts-test-operator";
@@ -624,4 +636,156 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// A namespace beside `platform`'s with its own connection Secret and AcsConnection `acs`
+/// to the same emulator, served by `platform`'s cluster-wide operator.
+async fn tenant(platform: &World, hint: &str) -> World {
+    let t = platform.neighbour(hint).await;
+    t.put_secret(
+        "acs-conn",
+        "connectionString",
+        &platform.connection_string(),
+    )
+    .await;
+    t.apply::<acs_identity_operator::api::AcsConnection>(
+        "acs",
+        json!({"spec": {"connectionStringSecretRef": {"name": "acs-conn", "key": "connectionString"}}}),
+    )
+    .await;
+    t
+}
+
+/// Sets annotation `key` of `t`'s AcsIdentity `name` to `value` (a merge patch: the spec
+/// stays as applied).
+async fn annotate(t: &World, name: &str, key: &str, value: &str) {
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    t.api::<AcsIdentity>()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+/// How many of `t`'s Deployments consuming `identity` still wait for the restart its
+/// current token asks for.
+async fn behind(t: &World, identity: &str) -> usize {
+    let value = restart_value([(
+        identity,
+        Some(token_hash(&t.get::<AcsIdentity>(identity).await.unwrap()).as_str()),
+    )]);
+    let list = t
+        .api::<Deployment>()
+        .list(&Default::default())
+        .await
+        .unwrap();
+    list.items
+        .iter()
+        .filter(|d| restarted_for(d).1.as_deref() != Some(value.as_str()))
+        .count()
+}
+
+/// Issue 19, attack 6: team-b keeps 100 opted-in Deployments due for a restart (their
+/// identity is refreshed every 2 s, far faster than the cluster's rate of 2 restarts a
+/// second restarts them), on 60-minute tokens that expire before team-a's 24-hour ones.
+/// team-a revokes its identity's tokens: its Deployment is restarted at once (no debounce),
+/// ahead of team-b's backlog; and its next plain renewal within a bound, in its fair turn.
+#[tokio::test]
+async fn another_namespaces_backlog_holds_neither_a_renewal_nor_a_revoke_back() {
+    const BACKLOG: usize = 100;
+    const DEBOUNCE: Duration = Duration::from_secs(5);
+    const BOUND: Duration = Duration::from_secs(15);
+    let _alone = CLUSTER.write().await;
+    let mut platform = World::without_operator(|_| {}).await;
+    platform.start_operator_with(|s| {
+        restarts(limits(DEBOUNCE.as_millis() as u64, 0, 2, 1000))(s);
+        s.namespace = None;
+    });
+    let (team_a, team_b) = (
+        tenant(&platform, "team-a").await,
+        tenant(&platform, "team-b").await,
+    );
+    let lifetime = |minutes: u32| json!({"connectionRef": {"name": "acs"}, "scopes": ["chat"], "tokenLifetimeMinutes": minutes});
+    team_b.identity("bulk", lifetime(60)).await;
+    team_a.identity("alice", lifetime(1440)).await;
+    team_b.wait_ready("bulk").await;
+    team_a.wait_ready("alice").await;
+    for i in 0..BACKLOG {
+        git_apply(&team_b, &format!("app-{i:03}"), "bulk").await;
+    }
+    git_apply(&team_a, "web", "alice").await;
+    for i in 0..BACKLOG {
+        wait_deployment(&team_b, &format!("app-{i:03}"), "baselined", |d| {
+            restarted_for(d).0.is_some()
+        })
+        .await;
+    }
+    wait_baseline(&team_a, "web").await;
+
+    // team-b refreshes its identity every 2 s from now on (a load, not a wait).
+    let refresher = {
+        let api = team_b.api::<AcsIdentity>();
+        AbortOnDrop(tokio::spawn(async move {
+            for n in 0u64.. {
+                let patch =
+                    json!({"metadata": {"annotations": {REFRESH_ANNOTATION: n.to_string()}}});
+                let _ = api
+                    .patch("bulk", &PatchParams::default(), &Patch::Merge(&patch))
+                    .await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }))
+    };
+    let backlog = support::within("team-b's backlog", async {
+        loop {
+            let n = behind(&team_b, "bulk").await;
+            if n >= BACKLOG / 2 {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+
+    // team-a revokes: the new token is written, and the Deployment restarted for it in time.
+    let revoked = token_hash(&team_a.get::<AcsIdentity>("alice").await.unwrap());
+    annotate(&team_a, "alice", REVOKE_ANNOTATION, "incident-1").await;
+    let after_revoke = wait_new_token(&team_a, "alice", &revoked).await;
+    let handled = Instant::now();
+    let value = restart_value([("alice", Some(token_hash(&after_revoke).as_str()))]);
+    let restarted = tokio::time::timeout(BOUND, wait_restarted_for(&team_a, "web", &value)).await;
+    assert!(
+        restarted.is_ok(),
+        "team-a's revoke not followed by a restart within {BOUND:?} behind team-b's {backlog} waiting"
+    );
+    let revoke_wait = handled.elapsed();
+    assert!(
+        revoke_wait < DEBOUNCE,
+        "a revoke waits for no debounce: restarted {revoke_wait:?} after it"
+    );
+
+    // A plain renewal of team-a: in its turn, not behind the whole backlog.
+    let still = behind(&team_b, "bulk").await;
+    annotate(&team_a, "alice", REFRESH_ANNOTATION, "r1").await;
+    let renewed = wait_new_token(&team_a, "alice", &token_hash(&after_revoke)).await;
+    let handled = Instant::now();
+    let value = restart_value([("alice", Some(token_hash(&renewed).as_str()))]);
+    let restarted = tokio::time::timeout(BOUND, wait_restarted_for(&team_a, "web", &value)).await;
+    assert!(
+        restarted.is_ok(),
+        "team-a's renewal not followed by a restart within {BOUND:?} behind team-b's {still} waiting"
+    );
+    let renewal_wait = handled.elapsed();
+    drop(refresher);
+    assert!(
+        behind(&team_b, "bulk").await > 0 || still > 0,
+        "team-b still had restarts waiting"
+    );
+    eprintln!(
+        "team-b behind: {backlog} then {still}; team-a restarted {revoke_wait:?} after its revoke, {renewal_wait:?} after its renewal"
+    );
+    assert_eq!(
+        generation(&team_a.get::<Deployment>("web").await.unwrap()),
+        3,
+        "one restart each"
+    );
 }

@@ -2,11 +2,12 @@
 //! Deployments (200; half consume one identity, half nine), through a renewal cycle (every
 //! token refreshed once, at random moments over `--restart-spread-seconds`), a key rotation
 //! (the connection changes, so ACS re-issues every token, at its rate), an operator restart
-//! and a re-apply of every Deployment from "Git". Definitions in BENCHMARKS.md.
+//! and a re-apply of every Deployment from "Git"; then another namespace's restarts behind
+//! this one's backlog (issue 19, attack 6). Definitions in BENCHMARKS.md.
 
 use crate::processes::Error;
 use crate::report::{Report, num};
-use crate::{Cli, World, create_identities, retry_api};
+use crate::{Cli, World, create_identities, create_namespace, retry_api};
 use acs_identity_operator::api::AcsIdentity;
 use acs_identity_operator::policy::restart::{
     CONSUMES_ANNOTATION, RESTARTED_FOR_ANNOTATION, restart_value,
@@ -450,6 +451,201 @@ pub async fn run(cli: &Cli, bins: crate::Bins, r: &mut Report) -> Result<(), Err
         ),
         "0",
     );
+    backlog(&w, r).await
+}
+
+/// team-b's opted-in Deployments in the backlog phase, all on one identity.
+const BACKLOG_TARGETS: usize = 100;
+/// How long team-a's restart is waited for before it counts as not done.
+const BACKLOG_LIMIT: Duration = Duration::from_secs(300);
+
+/// Issue 19, attack 6: this namespace (team-b) keeps `BACKLOG_TARGETS` Deployments due, on
+/// one identity with 60-minute tokens refreshed every 2 s; another namespace (team-a), with
+/// a 24-hour token, renews, then revokes. Figures: team-a's time from its new token to its
+/// Deployment's restart, each.
+async fn backlog(w: &World, r: &mut Report) -> Result<(), Error> {
+    let team_a = format!("{}-team-a", w.ns);
+    create_namespace(&w.client, &team_a).await?;
+    let apply = PatchParams::apply("bench").force();
+    let a_secrets: Api<Secret> = Api::namespaced(w.client.clone(), &team_a);
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "acs-conn"},
+                        "stringData": {"connectionString": w.emulator.connection_string}});
+    let body = Patch::Apply(&secret);
+    retry_api(|| a_secrets.patch("acs-conn", &apply, &body)).await?;
+    let a_connections: Api<acs_identity_operator::api::AcsConnection> =
+        Api::namespaced(w.client.clone(), &team_a);
+    let connection = json!({"apiVersion": "acsoperator.io/v1alpha1", "kind": "AcsConnection",
+        "metadata": {"name": "acs"},
+        "spec": {"connectionStringSecretRef": {"name": "acs-conn", "key": "connectionString"}}});
+    let body = Patch::Apply(&connection);
+    retry_api(|| a_connections.patch("acs", &apply, &body)).await?;
+    let identity = |name: &str, minutes: u32| {
+        json!({"apiVersion": "acsoperator.io/v1alpha1", "kind": "AcsIdentity",
+            "metadata": {"name": name},
+            "spec": {"connectionRef": {"name": "acs"}, "scopes": ["chat"], "tokenLifetimeMinutes": minutes}})
+    };
+    let a_identities: Api<AcsIdentity> = Api::namespaced(w.client.clone(), &team_a);
+    let b_identities = w.api::<AcsIdentity>();
+    let (bulk_body, alice_body) = (
+        Patch::Apply(identity("bulk", 60)),
+        Patch::Apply(identity("alice", 1440)),
+    );
+    retry_api(|| b_identities.patch("bulk", &apply, &bulk_body)).await?;
+    retry_api(|| a_identities.patch("alice", &apply, &alice_body)).await?;
+    let token = |api: Api<AcsIdentity>, name: &'static str, not: Option<String>| async move {
+        let t0 = Instant::now();
+        loop {
+            let hash = api
+                .get(name)
+                .await?
+                .status
+                .and_then(|s| s.issued_for)
+                .map(|i| i.token_hash);
+            if hash.is_some() && hash != not {
+                return Ok::<String, Error>(hash.unwrap_or_default());
+            }
+            if t0.elapsed() > BACKLOG_LIMIT {
+                return Err(format!("{name}: no new token within {BACKLOG_LIMIT:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    token(b_identities.clone(), "bulk", None).await?;
+    let alice = token(a_identities.clone(), "alice", None).await?;
+    let bulk: Vec<String> = (0..BACKLOG_TARGETS)
+        .map(|i| format!("bulk-{i:03}"))
+        .collect();
+    let b_deployments = w.api::<Deployment>();
+    let git = PatchParams::apply("git");
+    for name in &bulk {
+        let body = Patch::Apply(manifest(name, &["bulk".to_string()]));
+        retry_api(|| b_deployments.patch(name, &git, &body)).await?;
+    }
+    let a_deployments: Api<Deployment> = Api::namespaced(w.client.clone(), &team_a);
+    let body = Patch::Apply(manifest("web", &["alice".to_string()]));
+    retry_api(|| a_deployments.patch("web", &git, &body)).await?;
+    let template = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(RESTARTED_FOR_ANNOTATION).cloned())
+    };
+    let recorded = |d: &Deployment| {
+        d.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(RESTARTED_FOR_ANNOTATION))
+    };
+    let t0 = Instant::now();
+    loop {
+        let b = b_deployments.list(&Default::default()).await?;
+        let a = a_deployments.get("web").await?;
+        let done = b
+            .items
+            .iter()
+            .filter(|d| {
+                recorded(d)
+                    && d.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("bulk-"))
+            })
+            .count();
+        if done == BACKLOG_TARGETS && recorded(&a) {
+            break;
+        }
+        if t0.elapsed() > BACKLOG_LIMIT {
+            return Err(
+                format!("{done}/{BACKLOG_TARGETS} of team-b's Deployments recorded").into(),
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // team-b's load: its identity refreshed every 2 s until the phase ends.
+    let refresher = {
+        let api = b_identities.clone();
+        tokio::spawn(async move {
+            for n in 0u64.. {
+                let patch = Patch::Merge(
+                    json!({"metadata": {"annotations": {"acsoperator.io/refresh-requested": format!("load-{n}")}}}),
+                );
+                let _ = api.patch("bulk", &PatchParams::default(), &patch).await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
+    let behind = || async {
+        let hash = b_identities
+            .get("bulk")
+            .await?
+            .status
+            .and_then(|s| s.issued_for)
+            .map(|i| i.token_hash);
+        let value = restart_value([("bulk", hash.as_deref())]);
+        let list = b_deployments.list(&Default::default()).await?;
+        Ok::<usize, Error>(
+            list.items
+                .iter()
+                .filter(|d| {
+                    d.metadata
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("bulk-"))
+                })
+                .filter(|d| template(d).as_deref() != Some(value.as_str()))
+                .count(),
+        )
+    };
+    // Let the backlog build: as many behind as there will be, or 60 s.
+    let t0 = Instant::now();
+    let mut waiting = behind().await?;
+    while waiting < BACKLOG_TARGETS / 2 && t0.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        waiting = behind().await?;
+    }
+    r.add("backlog_team_b_targets", BACKLOG_TARGETS, "");
+    r.add("backlog_team_b_behind_at_renewal", waiting, "");
+
+    // team-a's restart after a new token for `annotation`: seconds, or the limit if none.
+    let measure = |annotation: &'static str, old: String| {
+        let (a_identities, a_deployments) = (a_identities.clone(), a_deployments.clone());
+        async move {
+            let patch = Patch::Merge(json!({"metadata": {"annotations": {annotation: "bench"}}}));
+            let params = PatchParams::default();
+            retry_api(|| a_identities.patch("alice", &params, &patch)).await?;
+            let new = token(a_identities.clone(), "alice", Some(old)).await?;
+            let handled = Instant::now();
+            let value = restart_value([("alice", Some(new.as_str()))]);
+            loop {
+                let d = a_deployments.get("web").await?;
+                if template(&d).as_deref() == Some(value.as_str()) {
+                    return Ok::<(f64, String), Error>((handled.elapsed().as_secs_f64(), new));
+                }
+                if handled.elapsed() > BACKLOG_LIMIT {
+                    return Ok((BACKLOG_LIMIT.as_secs_f64(), new));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // The renewal first: a revoke's restart does not wait for the workload's minimum
+    // interval after the one before, a renewal's would.
+    let (renewal_s, alice) = measure("acsoperator.io/refresh-requested", alice).await?;
+    r.add(
+        "backlog_team_a_renewal_restart_s",
+        num(renewal_s),
+        "<= 10 (300 = not within 300 s)",
+    );
+    r.add("backlog_team_b_behind_at_revoke", behind().await?, "");
+    let (revoke_s, _) = measure("acsoperator.io/revoke-requested", alice).await?;
+    r.add(
+        "backlog_team_a_revoke_restart_s",
+        num(revoke_s),
+        "<= 10 (300 = not within 300 s)",
+    );
+    refresher.abort();
     Ok(())
 }
 

@@ -132,7 +132,7 @@ fn finish(
     in_line: bool,
     now: Timestamp,
 ) -> AcsIdentityStatus {
-    let verdict = readiness(now, current, setback.map(|s| s.failure));
+    let verdict = readiness(now, current, setback);
     let progress = progress(&verdict, setback, in_line);
     let generation = obj.meta().generation;
     s.observed_generation = generation;
@@ -278,6 +278,103 @@ mod tests {
             identity_id: Some(id.into()),
             ..AcsIdentityStatus::default()
         }
+    }
+
+    /// The truth, over every combination: each reason as a failure that waits for the user
+    /// or is retried, the Secret's token absent, valid, due or expired, in line or not, after
+    /// a status that said Ready or none. Ready=True never stands beside Stalled=True; a
+    /// stalled status shows the failure's reason in Ready too; Ready is True exactly while a
+    /// token is valid and not due and nothing waits for the user.
+    #[test]
+    fn truth() {
+        use crate::controller::conditions::{READY, STALLED};
+        use crate::policy::{Reason, TokenParams};
+        let at = |secs: i64| Timestamp::from_second(secs).unwrap();
+        let token = |renewal: i64, expires: i64| TokenRecord {
+            identity_id: "8:acs:r_1".into(),
+            params: TokenParams::new(&[], 60, String::new()),
+            issued_at: Some(at(0)),
+            renewal_time: at(renewal),
+            expires_on: at(expires),
+            token_hash: "h".into(),
+            secret_resource_version: None,
+        };
+        let now = at(1000);
+        let tokens = [
+            ("none", None, false),
+            ("valid", Some(token(1500, 2000)), true),
+            ("due", Some(token(900, 2000)), false),
+            ("expired", Some(token(500, 900)), false),
+        ];
+        let was_ready = finish(
+            &identity(None),
+            AcsIdentityStatus::default(),
+            Some(&token(1500, 2000)),
+            None,
+            false,
+            now,
+        );
+        let condition = |s: &AcsIdentityStatus, type_: &str| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == type_)
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        };
+        let mut combinations = 0;
+        for reason in Reason::ALL.iter().copied() {
+            for waits_for_change in [true, false] {
+                let failure = Failure {
+                    reason,
+                    message: "what went wrong",
+                };
+                let setbacks = [
+                    None,
+                    Some(Setback {
+                        failure,
+                        waits_for_change,
+                    }),
+                ];
+                for setback in setbacks {
+                    for (state, record, fresh) in &tokens {
+                        for in_line in [true, false] {
+                            for previous in [AcsIdentityStatus::default(), was_ready.clone()] {
+                                combinations += 1;
+                                let s = finish(
+                                    &identity(None),
+                                    previous,
+                                    record.as_ref(),
+                                    setback,
+                                    in_line,
+                                    now,
+                                );
+                                let case = format!(
+                                    "{reason} waits={waits_for_change} setback={} token={state} in_line={in_line}",
+                                    setback.is_some()
+                                );
+                                let ready = condition(&s, READY).expect("Ready is always there");
+                                let stalled = condition(&s, STALLED);
+                                assert!(
+                                    !(ready.0 == "True" && stalled.is_some()),
+                                    "{case}: Ready=True beside Stalled=True"
+                                );
+                                let stops = setback.is_some_and(|s| s.waits_for_change);
+                                if stops {
+                                    let shown = ("False".to_string(), reason.as_str().to_string());
+                                    assert_eq!(ready, shown, "{case}");
+                                    assert_eq!(
+                                        stalled,
+                                        Some(("True".into(), reason.as_str().into())),
+                                        "{case}"
+                                    );
+                                }
+                                assert_eq!(ready.0 == "True", *fresh && !stops, "{case}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(combinations, Reason::ALL.len() * 2 * 2 * 4 * 2 * 2);
     }
 
     #[test]

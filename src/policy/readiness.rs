@@ -1,7 +1,7 @@
 //! What the Ready condition says, and the `Reconciling` and `Stalled` conditions beside it.
 //! Ready is True only while the Secret holds a token for the current spec that is not yet due
-//! for renewal, so `kubectl wait` and GitOps health checks tell the truth when the operator
-//! falls behind. Reconciling and Stalled follow kstatus (the rules Flux, `kubectl wait` and
+//! for renewal and nothing waits for the user, so `kubectl wait` and GitOps health checks tell
+//! the truth when the operator falls behind or stops: never Ready=True beside Stalled=True. Reconciling and Stalled follow kstatus (the rules Flux, `kubectl wait` and
 //! cli-utils read): Reconciling=True while the operator works towards Ready by itself,
 //! Stalled=True while it cannot get there until the user changes something.
 
@@ -148,18 +148,39 @@ pub fn progress(ready: &Readiness, setback: Option<Setback<'_>>, in_line: bool) 
 }
 
 /// The Ready condition from the token the Secret holds for the current spec (`None` if it
-/// holds none, or one issued for something else) and the last reconcile's failure.
+/// holds none, or one issued for something else) and the last reconcile's setback.
+///
+/// A setback that waits for the user (what raises Stalled, see [`progress`]) makes Ready
+/// False with its reason at once, whatever the token's times: the operator will not renew
+/// until the user acts, and some such failures mean the token no longer works (the identity
+/// was deleted in ACS: `IdentityNotFound`).
 pub fn readiness(
     now: Timestamp,
     token: Option<&TokenRecord>,
-    failure: Option<Failure<'_>>,
+    setback: Option<Setback<'_>>,
 ) -> Readiness {
     let verdict = |ready: bool, reason: Reason, message: String| Readiness {
         ready,
         reason,
         message,
     };
-    match (token, failure) {
+    if let Some(s) = setback.filter(|s| s.waits_for_change) {
+        let kept = token
+            .filter(|t| now < t.expires_on)
+            .map(|t| {
+                format!(
+                    "; the Secret keeps its last token, issued to expire at {}",
+                    t.expires_on
+                )
+            })
+            .unwrap_or_default();
+        return verdict(
+            false,
+            s.failure.reason,
+            format!("{}{kept}", s.failure.message),
+        );
+    }
+    match (token, setback.map(|s| s.failure)) {
         (Some(t), failure) if now >= t.expires_on => {
             let cause = failure
                 .map(|f| format!(": {}", f.message))
@@ -226,30 +247,67 @@ mod tests {
         reason: Reason::AcsUnavailable,
         message: "ACS is unavailable (HTTP 503)",
     };
+    /// A passing failure: retried with backoff.
+    const RETRYING: Setback<'static> = Setback {
+        failure: FAIL,
+        waits_for_change: false,
+    };
+    /// The identity was deleted in ACS behind the operator's back.
+    const GONE: Setback<'static> = Setback {
+        failure: Failure {
+            reason: Reason::IdentityNotFound,
+            message: "ACS identity 8:acs:r_1 does not exist",
+        },
+        waits_for_change: true,
+    };
 
     #[test]
     fn table() {
         let t = token();
         let cases = [
             (1000, Some(&t), None, true, Reason::TokenValid),
-            (1000, Some(&t), Some(FAIL), true, Reason::TokenValid),
+            (1000, Some(&t), Some(RETRYING), true, Reason::TokenValid),
             (1499, Some(&t), None, true, Reason::TokenValid),
             (1500, Some(&t), None, false, Reason::Expired),
-            (1500, Some(&t), Some(FAIL), false, Reason::AcsUnavailable),
-            (1999, Some(&t), Some(FAIL), false, Reason::AcsUnavailable),
-            (2000, Some(&t), Some(FAIL), false, Reason::Expired),
+            (
+                1500,
+                Some(&t),
+                Some(RETRYING),
+                false,
+                Reason::AcsUnavailable,
+            ),
+            (
+                1999,
+                Some(&t),
+                Some(RETRYING),
+                false,
+                Reason::AcsUnavailable,
+            ),
+            (2000, Some(&t), Some(RETRYING), false, Reason::Expired),
             (2000, Some(&t), None, false, Reason::Expired),
-            (1000, None, Some(FAIL), false, Reason::AcsUnavailable),
+            (1000, None, Some(RETRYING), false, Reason::AcsUnavailable),
             (1000, None, None, false, Reason::Pending),
+            // A failure that waits for the user: not Ready at once, with its reason, however
+            // long the token in the Secret would last.
+            (1000, Some(&t), Some(GONE), false, Reason::IdentityNotFound),
+            (1600, Some(&t), Some(GONE), false, Reason::IdentityNotFound),
+            (2500, Some(&t), Some(GONE), false, Reason::IdentityNotFound),
+            (1000, None, Some(GONE), false, Reason::IdentityNotFound),
         ];
-        for (now, token, failure, ready, reason) in cases {
-            let r = readiness(at(now), token, failure);
+        for (now, token, setback, ready, reason) in cases {
+            let r = readiness(at(now), token, setback);
             assert_eq!(
                 (r.ready, r.reason),
                 (ready, reason),
-                "now={now} {token:?} {failure:?}"
+                "now={now} {token:?} {setback:?}"
             );
         }
+        let r = readiness(at(1000), Some(&t), Some(GONE));
+        assert!(
+            r.message.starts_with(GONE.failure.message) && r.message.contains("00:33:20Z"),
+            "the failure first, then what the Secret still holds: {}",
+            r.message
+        );
     }
 
     /// Every reason, and the standing a user would expect of it: a failure only the user can
@@ -378,7 +436,7 @@ mod tests {
         ];
         for (i, (now, token, setback, in_line, reconciling, stall)) in cases.into_iter().enumerate()
         {
-            let ready = readiness(at(now), token, setback.map(|s| s.failure));
+            let ready = readiness(at(now), token, setback);
             let p = progress(&ready, setback, in_line);
             assert_eq!(
                 (r(p.reconciling), r(p.stalled)),
@@ -386,7 +444,7 @@ mod tests {
                 "case {i}"
             );
         }
-        let ready = readiness(at(1000), None, Some(stalled.failure));
+        let ready = readiness(at(1000), None, Some(stalled));
         let p = progress(&ready, Some(stalled), false);
         assert_eq!(p.stalled.unwrap().message, "ACS refused the key (HTTP 401)");
     }
@@ -394,7 +452,7 @@ mod tests {
     #[test]
     fn messages_name_the_times_and_the_cause() {
         let t = token();
-        let r = readiness(at(2500), Some(&t), Some(FAIL));
+        let r = readiness(at(2500), Some(&t), Some(RETRYING));
         assert!(r.message.contains("1970-01-01T00:33:20Z"), "{}", r.message);
         assert!(r.message.contains("HTTP 503"), "{}", r.message);
     }

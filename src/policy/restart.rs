@@ -1,6 +1,7 @@
 //! Restarting the workloads that consume a renewed token: which identities a workload
-//! consumes, what its restart annotation must say, and when a restart may start (debounce,
-//! per-target minimum interval, cluster-wide rate, the old token's expiry as the budget).
+//! consumes, what its restart annotation must say, when a restart may start (debounce,
+//! per-target minimum interval, cluster-wide rate, the old token's expiry as the budget) and,
+//! when the rate holds several back, whose goes first ([`Turns`]).
 //!
 //! The annotation value is a function of the consumed identities' token hashes only, so an
 //! operator restart, a re-sync, a status-only change or a Secret rewritten with the same
@@ -9,6 +10,9 @@
 use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+mod turns;
+pub use turns::{Cause, Turns};
 
 /// On a Deployment, StatefulSet or DaemonSet: the AcsIdentities (in its namespace) whose
 /// renewed tokens restart it, comma-separated.
@@ -142,6 +146,20 @@ pub struct TargetState {
     /// A value the operator gave up on (someone else manages the annotation): not retried,
     /// not fought over, until the identities' tokens change again.
     pub given_up: Option<String>,
+    /// One of its identities' tokens were revoked since it was last restarted: the token it
+    /// holds no longer works, so nothing is waited for and its restart goes first.
+    pub revoked: bool,
+}
+
+impl TargetState {
+    /// The lane its restart waits in.
+    pub fn cause(&self) -> Cause {
+        if self.revoked {
+            Cause::Revoke
+        } else {
+            Cause::Renewal
+        }
+    }
 }
 
 /// What to do with one workload now.
@@ -174,10 +192,15 @@ pub fn step(
         return Step::Idle;
     }
     let since = target.pending_since.unwrap_or(now);
-    // The latest start that leaves the new pods time before the old token expires.
-    let latest = target
-        .budget
-        .map(|b| b.checked_sub(BUDGET_GUARD).unwrap_or(b).max(since));
+    // The latest start that leaves the new pods time before the old token expires; a revoked
+    // token has expired already.
+    let latest = if target.revoked {
+        Some(since)
+    } else {
+        target
+            .budget
+            .map(|b| b.checked_sub(BUDGET_GUARD).unwrap_or(b).max(since))
+    };
     let debounced = since + limits.debounce;
     let due = latest.map_or(debounced, |l| l.min(debounced));
     if now < due {
@@ -405,6 +428,22 @@ mod tests {
         ));
         short.budget = Some(s(1));
         cases.push(("budget already short", short, 0, None, Step::Restart));
+        // A revoke: the old token no longer works, so neither the debounce nor the interval
+        // is waited for; the cluster's rate still is (the turns put it first).
+        let mut revoked = state(Some("old"));
+        revoked.revoked = true;
+        revoked.last_attempt = Some(s(0));
+        revoked.budget = Some(s(3600));
+        cases.push(("revoked", revoked.clone(), 0, None, Step::Restart));
+        cases.push((
+            "revoked, cluster full",
+            revoked.clone(),
+            1,
+            Some(s(4)),
+            wait(s(4), Skip::RateLimited),
+        ));
+        revoked.applied = Some("new".into());
+        cases.push(("revoked, restarted since", revoked, 1, None, Step::Idle));
         for (what, target, at, cluster, expected) in cases {
             assert_eq!(
                 step("new", &target, s(at), &limits(), cluster),

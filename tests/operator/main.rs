@@ -255,6 +255,58 @@ async fn an_existing_identity_is_adopted_without_creating_one() {
     );
 }
 
+/// Issue 19's victim: an identity deleted in ACS behind the operator's back (here by someone
+/// holding the access key) reads Ready=False / IdentityNotFound after its next reconcile,
+/// although the token in its Secret was issued to last another hour — never Ready=True
+/// beside Stalled=True.
+#[tokio::test]
+async fn an_identity_deleted_in_acs_is_not_ready_after_its_next_reconcile() {
+    let w = World::new(|_| {}).await;
+    w.identity("vic", spec(&["chat"])).await;
+    let ready = w.wait_ready("vic").await;
+    let id = status_of(&ready).identity_id.clone().unwrap();
+    let expires = status_of(&ready).token_expires_on.clone().unwrap().0;
+    let acs = AcsClient::new(
+        &w.emulator.as_ref().unwrap().connection_string(),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    acs.delete_identity(&id).await.unwrap();
+
+    // Its next reconcile that asks ACS for anything: a refresh.
+    w.apply::<AcsIdentity>(
+        "vic",
+        json!({"metadata": {"annotations": {REFRESH_ANNOTATION: "after-delete"}}, "spec": spec(&["chat"])}),
+    )
+    .await;
+    let gone = w
+        .wait_identity("vic", "stalled on IdentityNotFound", |o| {
+            o.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Stalled" && c.status == "True" && c.reason == "IdentityNotFound"
+                })
+            })
+        })
+        .await;
+    assert!(
+        jiff::Timestamp::now() < expires,
+        "the Secret's token is not expired yet"
+    );
+    assert_eq!(
+        ready_reason(&gone),
+        ("False".into(), "IdentityNotFound".into()),
+        "{:?}",
+        status_of(&gone).conditions
+    );
+    let token = secret_text(&w.get::<Secret>("vic").await.unwrap(), "token");
+    assert_eq!(w.admin.verify(&token).await, (false, "deleted".into()));
+    assert_eq!(
+        w.admin.count("createIdentityWithToken", 201).await,
+        1,
+        "no identity silently created in its place"
+    );
+}
+
 #[tokio::test]
 async fn an_unknown_adopted_identity_is_reported_never_replaced() {
     let w = World::new(|_| {}).await;

@@ -5,7 +5,9 @@
 //! Observe: AcsIdentity statuses (`status.issuedFor.tokenHash` says which token the Secret
 //! holds; nothing else is kept) and the metadata of the Deployments, StatefulSets and
 //! DaemonSets of the chosen kinds (only those that opt in with
-//! [`CONSUMES_ANNOTATION`] are kept). Decide: [`crate::policy::restart`]. Act: [`act`].
+//! [`CONSUMES_ANNOTATION`] are kept). Decide: [`crate::policy::restart`] — each target's
+//! [`step`], and [`Turns`] for whose restart goes next within the cluster-wide rate (a
+//! revoke's first, then fairly between namespaces). Act: [`act`].
 //!
 //! It never writes an AcsIdentity's spec or Secret, so a restart cannot lead to a new token,
 //! and it runs beside the identity controller, so a failed restart never holds up a renewal.
@@ -16,7 +18,7 @@ use crate::api::AcsIdentity;
 use crate::metrics::Metrics;
 use crate::policy::restart::{
     CONSUMES_ANNOTATION, Limits, RESTARTED_FOR_ANNOTATION, RateWindow, Skip, Step, TargetState,
-    consumed, restart_value, step,
+    Turns, consumed, restart_value, step,
 };
 use futures::stream::{BoxStream, SelectAll};
 use futures::{StreamExt, TryStreamExt};
@@ -118,6 +120,8 @@ struct Token {
     uid: Option<String>,
     hash: Option<String>,
     expires: Option<jiff::Timestamp>,
+    /// The revoke annotation value its status says was last acted on.
+    revoke_handled: Option<String>,
     conditions: Vec<Condition>,
 }
 
@@ -161,6 +165,10 @@ struct Restarter {
     /// (namespace, identity) -> the targets that consume it.
     consumers: HashMap<(String, String), BTreeSet<TargetKey>>,
     rate: RateWindow,
+    /// The due restarts the rate holds back, in the order they go.
+    turns: Turns<TargetKey>,
+    /// When the rate allows the next start, while some wait.
+    rate_free_at: Option<Instant>,
     /// Streams between a (re)list's start and its end: nothing is decided meanwhile, as the
     /// picture is incomplete. All start listing.
     listing: HashSet<Option<WorkloadKind>>,
@@ -205,6 +213,8 @@ pub async fn run(
     let mut r = Restarter {
         act: act::Actor::new(client, instance),
         rate: RateWindow::new(&settings.limits),
+        turns: Turns::default(),
+        rate_free_at: None,
         limits: settings.limits,
         metrics,
         tokens: HashMap::new(),
@@ -294,7 +304,12 @@ impl Restarter {
         if !self.dirty.is_empty() && self.listing.is_empty() {
             return Some(Instant::now());
         }
-        self.targets.values().filter_map(|t| t.wake).min()
+        let rate = self.rate_free_at.filter(|_| !self.turns.is_empty());
+        self.targets
+            .values()
+            .filter_map(|t| t.wake)
+            .chain(rate)
+            .min()
     }
 
     fn observe(&mut self, input: Input) {
@@ -315,7 +330,7 @@ impl Restarter {
             watcher::Event::Delete(obj) => {
                 let key = (obj.namespace().unwrap_or_default(), obj.name_any());
                 self.tokens.remove(&key);
-                self.mark_consumers(&key, None);
+                self.mark_consumers(&key, None, false);
             }
             watcher::Event::InitDone => {
                 let seen = self.relisted.remove(&None).unwrap_or_default();
@@ -327,7 +342,7 @@ impl Restarter {
                     .collect();
                 for key in gone {
                     self.tokens.remove(&key);
-                    self.mark_consumers(&key, None);
+                    self.mark_consumers(&key, None, false);
                 }
                 self.listing.remove(&None);
             }
@@ -358,19 +373,31 @@ impl Restarter {
             expires: status
                 .and_then(|s| s.token_expires_on.as_ref())
                 .map(|t| t.0),
+            revoke_handled: status.and_then(|s| s.handled_revoke_request.clone()),
             conditions: status.map(|s| s.conditions.clone()).unwrap_or_default(),
         };
         let previous = self.tokens.insert(key.clone(), token.clone());
         match previous {
             Some(p) if p.hash == token.hash => {}
-            // A new token: the old one's expiry is the consumers' budget.
-            Some(p) => self.mark_consumers(&key, p.expires),
-            None => self.mark_consumers(&key, None),
+            // A new token: the old one's expiry is the consumers' budget; written with a
+            // revoke request newly handled, the old one no longer works at all.
+            Some(p) => {
+                let revoked =
+                    token.revoke_handled.is_some() && token.revoke_handled != p.revoke_handled;
+                self.mark_consumers(&key, p.expires, revoked)
+            }
+            None => self.mark_consumers(&key, None, false),
         }
     }
 
-    /// Queues a look at the targets consuming `identity`; `old_expiry`: the replaced token's.
-    fn mark_consumers(&mut self, identity: &(String, String), old_expiry: Option<jiff::Timestamp>) {
+    /// Queues a look at the targets consuming `identity`; `old_expiry`: the replaced token's;
+    /// `revoked`: the replaced token was revoked.
+    fn mark_consumers(
+        &mut self,
+        identity: &(String, String),
+        old_expiry: Option<jiff::Timestamp>,
+        revoked: bool,
+    ) {
         let Some(targets) = self.consumers.get(identity) else {
             return;
         };
@@ -379,8 +406,11 @@ impl Restarter {
             Instant::now() + time_left(e, now)
         });
         for key in targets {
-            if let (Some(b), Some(t)) = (budget, self.targets.get_mut(key)) {
-                t.state.budget = Some(t.state.budget.map_or(b, |old| old.min(b)));
+            if let Some(t) = self.targets.get_mut(key) {
+                if let Some(b) = budget {
+                    t.state.budget = Some(t.state.budget.map_or(b, |old| old.min(b)));
+                }
+                t.state.revoked |= revoked;
             }
             self.dirty.insert(key.clone());
         }
@@ -488,6 +518,7 @@ impl Restarter {
             self.unindex(key, &t);
         }
         self.dirty.remove(key);
+        self.turns.remove(key);
     }
 
     /// The annotation value `target` should have, from its identities' current tokens.
@@ -498,8 +529,8 @@ impl Restarter {
         }))
     }
 
-    /// Looks at every target that changed or whose wait is over; restarts the due ones, the
-    /// earliest budget first, as the cluster-wide rate allows.
+    /// Looks at every target that changed or whose wait is over, puts the due ones in line,
+    /// and restarts from the line as the cluster-wide rate allows.
     async fn decide_and_act(&mut self) {
         let now = Instant::now();
         let mut look: BTreeSet<TargetKey> = std::mem::take(&mut self.dirty);
@@ -509,10 +540,10 @@ impl Restarter {
                 .filter(|(_, t)| t.wake.is_some_and(|w| w <= now))
                 .map(|(k, _)| k.clone()),
         );
-        let mut due: Vec<(TargetKey, String)> = Vec::new();
         let mut baselines: Vec<(TargetKey, String)> = Vec::new();
         for key in look {
             let Some(names) = self.targets.get(&key).and_then(|t| t.consumes.clone().ok()) else {
+                self.turns.remove(&key);
                 continue;
             };
             let wanted = self.wanted(&key, &names);
@@ -521,17 +552,23 @@ impl Restarter {
             if target.state.applied.as_deref() == Some(wanted.as_str()) {
                 target.state.pending_since = None;
                 target.state.budget = None;
+                target.state.revoked = false;
                 target.counted = None;
+                self.turns.remove(&key);
                 continue;
             }
             if target.state.applied.is_some() && target.state.pending_since.is_none() {
                 target.state.pending_since = Some(now);
             }
-            // The cluster's rate is applied below, in budget order.
+            // The cluster's rate is applied below, in turns.
             match step(&wanted, &target.state, now, &self.limits, None) {
-                Step::Idle => {}
-                Step::Baseline => baselines.push((key, wanted)),
+                Step::Idle => self.turns.remove(&key),
+                Step::Baseline => {
+                    self.turns.remove(&key);
+                    baselines.push((key, wanted));
+                }
                 Step::Wait { until, why } => {
+                    self.turns.remove(&key);
                     target.wake = Some(until);
                     if target.counted != Some(why) {
                         target.counted = Some(why);
@@ -539,7 +576,11 @@ impl Restarter {
                             .observe_restart_skipped(key.kind.as_str(), why.as_str());
                     }
                 }
-                Step::Restart => due.push((key, wanted)),
+                Step::Restart => {
+                    let cause = target.state.cause();
+                    let namespace = key.namespace.clone();
+                    self.turns.push(&namespace, key, cause);
+                }
             }
         }
         for (key, wanted) in baselines {
@@ -566,25 +607,42 @@ impl Restarter {
                 }
             }
         }
-        due.sort_by_key(|(k, _)| {
-            let t = &self.targets[k];
-            (t.state.budget, t.state.pending_since)
-        });
-        for (key, wanted) in due {
+        self.take_turns().await;
+    }
+
+    /// Restarts from the line while the cluster-wide rate allows; the rest wait for it.
+    async fn take_turns(&mut self) {
+        self.rate_free_at = None;
+        while !self.turns.is_empty() {
             let now = Instant::now();
             if let Some(until) = self.rate.free_at(now) {
-                let target = self.targets.get_mut(&key).expect("due targets exist");
-                target.wake = Some(until);
-                if target.counted != Some(Skip::RateLimited) {
-                    target.counted = Some(Skip::RateLimited);
-                    self.metrics
-                        .observe_restart_skipped(key.kind.as_str(), Skip::RateLimited.as_str());
-                }
+                self.rate_free_at = Some(until);
+                break;
+            }
+            let Some((key, _)) = self.turns.pop() else {
+                break;
+            };
+            // Its tokens may have changed while it waited: restart for the current ones.
+            let Some(names) = self.targets.get(&key).and_then(|t| t.consumes.clone().ok()) else {
+                continue;
+            };
+            let wanted = self.wanted(&key, &names);
+            if self.targets[&key].state.applied.as_deref() == Some(wanted.as_str()) {
                 continue;
             }
             self.rate.started(now);
             self.restart(key, wanted, now).await;
             self.rate.finished(Instant::now());
+        }
+        let held: Vec<TargetKey> = self.turns.waiting().cloned().collect();
+        for key in held {
+            if let Some(t) = self.targets.get_mut(&key)
+                && t.counted != Some(Skip::RateLimited)
+            {
+                t.counted = Some(Skip::RateLimited);
+                self.metrics
+                    .observe_restart_skipped(key.kind.as_str(), Skip::RateLimited.as_str());
+            }
         }
     }
 
@@ -598,6 +656,9 @@ impl Restarter {
         let result = self.act.restart(&key, uid, &wanted, &names).await;
         let target = self.targets.get_mut(&key).expect("checked above");
         target.state.last_attempt = Some(now);
+        // Done, given up or retried after the interval in the renewals' lane: a failing write
+        // must not hold the head of the line.
+        target.state.revoked = false;
         target.counted = None;
         match result {
             Ok(()) => {
