@@ -433,7 +433,17 @@ impl AcsClient {
         // `send` resolves once the answer's head is in: its bound is the first byte's.
         let response =
             match tokio::time::timeout(self.first_byte_timeout, request.body(body).send()).await {
-                Ok(sent) => sent.map_err(|e| self.transport_error(e))?,
+                // A timeout before the answer's head is the first byte's, whichever bound fired.
+                Ok(sent) => sent.map_err(|e| match self.transport_error(e) {
+                    AcsError::Timeout {
+                        phase: TimeoutPhase::Whole,
+                        ..
+                    } => AcsError::Timeout {
+                        phase: TimeoutPhase::FirstByte,
+                        after: self.first_byte_timeout,
+                    },
+                    other => other,
+                })?,
                 Err(_) => {
                     return Err(AcsError::Timeout {
                         phase: TimeoutPhase::FirstByte,
