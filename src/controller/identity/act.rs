@@ -119,7 +119,7 @@ async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
     let shared = obj.spec.connection_ref.kind == ConnectionKind::ClusterAcsConnection;
     let mut pass = match enter(facts, target) {
         Ok(pass) => pass,
-        Err(step) => return step,
+        Err(why) => return refused(why),
     };
     let limiter = &facts.connection.limiter;
     if limiter.admit_fair(Operation::CreateIdentityWithToken, &key, &namespace, shared)
@@ -179,20 +179,22 @@ async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
     })
 }
 
-/// A pass for this reconcile's ACS calls to the connection's endpoint, or what to answer
-/// instead: [`Step::Crowded`], or the open breaker as a failure (recorded, retried after its
-/// cooldown).
-fn enter(facts: &Facts, target: &Target<'_>) -> Result<Pass, Result<Step, Failed>> {
+/// A pass for this reconcile's ACS calls to the connection's endpoint.
+fn enter(facts: &Facts, target: &Target<'_>) -> Result<Pass, Refused> {
     let namespace = target.obj.namespace().unwrap_or_default();
     let endpoint = facts.connection.client.endpoint().as_str();
-    target
-        .ctx
-        .bulkheads
-        .enter(endpoint, &namespace)
-        .map_err(|refused| match refused {
-            Refused::Crowded(_) => Ok(Step::Crowded),
-            Refused::CircuitOpen { retry_in } => Err(Error::AcsCircuitOpen { retry_in }.into()),
-        })
+    target.ctx.bulkheads.enter(endpoint, &namespace)
+}
+
+/// What a reconcile the bulkheads refused answers: [`Step::Crowded`], or the open breaker as
+/// a failure (recorded, retried after its cooldown).
+// The answer of every step of `act`, moved once: boxing it here alone would buy nothing.
+#[allow(clippy::result_large_err)]
+fn refused(refused: Refused) -> Result<Step, Failed> {
+    match refused {
+        Refused::Crowded(_) => Ok(Step::Crowded),
+        Refused::CircuitOpen { retry_in } => Err(Error::AcsCircuitOpen { retry_in }.into()),
+    }
 }
 
 /// Refuses an answer to a create that is not a new identity of the resource asked
@@ -237,7 +239,7 @@ async fn issue(reason: IssueReason, facts: &Facts, target: &Target<'_>) -> Resul
     };
     let mut pass = match enter(facts, target) {
         Ok(pass) => pass,
-        Err(step) => return step,
+        Err(why) => return refused(why),
     };
     if !admitted(&facts.connection.limiter, obj, deadline) {
         let token_valid_for = expires_on.and_then(|t| time_until(t, facts.now));
