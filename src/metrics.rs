@@ -50,6 +50,11 @@ struct SkipLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CategoryLabels {
     category: String,
 }
@@ -71,6 +76,8 @@ pub struct Metrics {
     leader: Gauge,
     restarts: Family<RestartLabels, Counter>,
     restarts_skipped: Family<SkipLabels, Counter>,
+    acs_refused: Family<RefusalLabels, Counter>,
+    acs_circuits_open: Gauge,
 }
 
 impl Default for Metrics {
@@ -88,6 +95,8 @@ impl Default for Metrics {
             leader: Gauge::default(),
             restarts: Family::default(),
             restarts_skipped: Family::default(),
+            acs_refused: Family::default(),
+            acs_circuits_open: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register_collector(Box::new(m.identities.clone()));
@@ -131,6 +140,17 @@ impl Default for Metrics {
             "acs_identity_workload_restarts_skipped",
             "Restarts held back, by kind and reason (debounced, rate_limited), once per wait",
             m.restarts_skipped.clone(),
+        );
+        // No endpoint label: tenants choose endpoints, so their number has no bound.
+        registry.register(
+            "acs_api_calls_refused",
+            "ACS calls not made by the bulkheads, by reason (endpoint_busy, namespace_busy: the most calls in flight, looked at again shortly; circuit_open: the endpoint's breaker is open)",
+            m.acs_refused.clone(),
+        );
+        registry.register(
+            "acs_api_circuits_open",
+            "ACS endpoints whose circuit breaker is open or half-open (calls refused at once)",
+            m.acs_circuits_open.clone(),
         );
         Self { registry, ..m }
     }
@@ -187,6 +207,18 @@ impl Metrics {
             .get_or_create(&OperationLabels { operation: op })
             .observe(started.elapsed().as_secs_f64());
         result
+    }
+
+    /// Counts an ACS call the bulkheads refused, by `reason`.
+    pub fn acs_call_refused(&self, reason: &'static str) {
+        self.acs_refused
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
+    }
+
+    /// Sets how many endpoints' breakers are open.
+    pub fn set_acs_circuits_open(&self, open: usize) {
+        self.acs_circuits_open.set(open as i64);
     }
 
     /// Records one reconcile: `Err(reason)` for a failure.
@@ -254,7 +286,7 @@ impl Metrics {
 /// A label for failures without an HTTP status.
 fn error_kind(e: &AcsError) -> &'static str {
     match e {
-        AcsError::Timeout(_) => "timeout",
+        AcsError::Timeout { .. } => "timeout",
         AcsError::Transport(_) => "transport",
         AcsError::UntrustedCertificate(_) => "untrusted_certificate",
         AcsError::InvalidResponse(_) => "invalid_response",
@@ -331,7 +363,10 @@ mod tests {
             .await;
         let _ = m
             .acs_call::<()>(Operation::DeleteIdentity, async {
-                Err(AcsError::Timeout(std::time::Duration::from_secs(1)))
+                Err(AcsError::Timeout {
+                    phase: crate::acs::TimeoutPhase::Whole,
+                    after: std::time::Duration::from_secs(1),
+                })
             })
             .await;
         let text = m.encode();

@@ -186,7 +186,7 @@ async fn every_call_times_out() {
     };
     let client = AcsClient::new(&emulator.connection_string(), options).unwrap();
     let err = client.create_identity().await.unwrap_err();
-    assert!(matches!(err, AcsError::Timeout(_)), "{err:?}");
+    assert!(matches!(err, AcsError::Timeout { .. }), "{err:?}");
     assert!(err.is_retriable());
     emulator.shutdown().await;
 }
@@ -328,4 +328,93 @@ async fn a_redirect_is_an_error_not_followed() {
         "{err:?}"
     );
     assert!(!err.is_retriable());
+}
+
+/// A client of `endpoint` with a whole-call bound of 20 s and the default connect (3 s) and
+/// first-byte (10 s) bounds shortened to 1 s and 2 s.
+fn client_with_phases(endpoint: std::net::SocketAddr) -> AcsClient {
+    let cs: ConnectionString = format!("endpoint=http://{endpoint}/;accesskey=c2VjcmV0")
+        .parse()
+        .unwrap();
+    let options = ClientOptions {
+        timeout: Duration::from_secs(20),
+        connect_timeout: Duration::from_secs(1),
+        first_byte_timeout: Duration::from_secs(2),
+        ..ClientOptions::default()
+    };
+    AcsClient::new(&cs, options).unwrap()
+}
+
+/// An endpoint that accepts and never answers is given up on at the first-byte bound, not
+/// after the whole call's, and the error says which bound without anything the peer sent.
+#[tokio::test]
+async fn a_server_that_never_answers_is_given_up_on_at_the_first_byte() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    let started = std::time::Instant::now();
+    let err = client_with_phases(endpoint)
+        .create_identity()
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            err,
+            AcsError::Timeout {
+                phase: acs_identity_operator::acs::TimeoutPhase::FirstByte,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(took < Duration::from_secs(5), "gave up after {took:?}");
+    assert!(err.is_retriable() && err.is_unreachable());
+    assert_eq!(
+        err.to_string(),
+        "ACS accepted the connection but did not begin to answer within 2s"
+    );
+    held.abort();
+}
+
+/// A listener that never accepts (its backlog full) is given up on at the connect bound.
+#[tokio::test]
+async fn a_listener_that_never_accepts_is_given_up_on_at_the_connect_bound() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let endpoint = listener.local_addr().unwrap();
+    // Fill the backlog: once it is full, the kernel answers no more handshakes.
+    let mut queued = Vec::new();
+    for _ in 0..64 {
+        let connect = tokio::net::TcpStream::connect(endpoint);
+        match tokio::time::timeout(Duration::from_millis(300), connect).await {
+            Ok(Ok(stream)) => queued.push(stream),
+            _ => break,
+        }
+    }
+    let started = std::time::Instant::now();
+    let err = client_with_phases(endpoint)
+        .create_identity()
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            err,
+            AcsError::Timeout {
+                phase: acs_identity_operator::acs::TimeoutPhase::Connect,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(took < Duration::from_secs(4), "gave up after {took:?}");
+    assert_eq!(err.to_string(), "could not connect to ACS within 1s");
+    drop(listener);
 }

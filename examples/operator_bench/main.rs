@@ -11,6 +11,7 @@
 //! cargo run --release --example operator_bench -- chaos --duration-seconds 600
 //! cargo run --release --example operator_bench -- restarts             # 1,000 identities, 200 Deployments
 //! cargo run --release --example operator_bench -- connections          # 1,000 connections, 64 KiB CA bundles
+//! cargo run --release --example operator_bench -- bulkheads --count 500  # a tenant on a tarpit
 //! ```
 //!
 //! Each run builds what it starts (`cargo build --bins --examples`, the same build as
@@ -22,6 +23,7 @@
 //! stopped when the run ends, fails, times out (`--timeout-seconds`) or is interrupted.
 //! See BENCHMARKS.md for the figures and the definitions behind them.
 
+mod bulkheads;
 mod connections;
 mod fairness;
 mod observe;
@@ -64,6 +66,9 @@ pub enum Scenario {
     /// N AcsConnections with the largest caBundle allowed, distinct or identical: the
     /// operator's memory, and through a restart (issue 19).
     Connections,
+    /// N identities of one namespace on a tarpit, its Secret touched every 10 s: another
+    /// namespace's newcomers' time to Ready and its renewals' lateness (issue 19).
+    Bulkheads,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -136,6 +141,9 @@ pub struct Cli {
     /// connections: every connection with the same CA bundle (default: all different).
     #[arg(long)]
     pub identical_bundles: bool,
+    /// bulkheads: run the operator with the caps and breakers off, for contrast.
+    #[arg(long)]
+    pub without_bulkheads: bool,
 }
 
 impl Cli {

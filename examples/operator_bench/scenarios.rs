@@ -34,6 +34,7 @@ pub async fn run(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
         Scenario::Fairness => crate::fairness::fairness(cli, bins, r).await,
         Scenario::Restarts => crate::restarts::run(cli, bins, r).await,
         Scenario::Connections => crate::connections::run(cli, bins, r).await,
+        Scenario::Bulkheads => crate::bulkheads::run(cli, bins, r).await,
     }
 }
 
@@ -425,7 +426,7 @@ async fn memory(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
     Ok(())
 }
 
-fn emulator_lifetime_args(cli: &Cli) -> Vec<String> {
+pub(crate) fn emulator_lifetime_args(cli: &Cli) -> Vec<String> {
     vec![
         "--token-lifetime-seconds".into(),
         cli.token_lifetime_seconds.to_string(),
@@ -505,7 +506,7 @@ async fn steady(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
 /// replaced was not due). Lateness is measured for answers whose renewalTime lies in the
 /// window. A token still current at the end whose renewalTime is more than `grace` before the
 /// end is *overdue*.
-fn add_refresh_figures(
+pub(crate) fn add_refresh_figures(
     r: &mut Report,
     prefix: &str,
     log: &crate::observe::RefreshLog,

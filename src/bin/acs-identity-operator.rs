@@ -37,6 +37,26 @@ struct RunArgs {
     /// Timeout of one ACS call, in seconds.
     #[arg(long, default_value_t = 30)]
     acs_timeout_seconds: u64,
+    /// Timeout of connecting to ACS (TCP and TLS), in seconds; at most --acs-timeout-seconds.
+    #[arg(long, default_value_t = 3)]
+    acs_connect_timeout_seconds: u64,
+    /// Timeout from sending an ACS call until its answer begins, in seconds; at most
+    /// --acs-timeout-seconds. An endpoint that accepts and never answers is given up on then.
+    #[arg(long, default_value_t = 10)]
+    acs_first_byte_timeout_seconds: u64,
+    /// At most this many ACS calls in flight to one endpoint; a reconcile that finds no room
+    /// does not wait for it (it would hold a worker) and looks again in 1 to 4 s.
+    #[arg(long, default_value_t = policy::bulkhead::Limits::DEFAULT_PER_ENDPOINT)]
+    max_acs_calls_per_endpoint: usize,
+    /// At most this many ACS calls in flight for one namespace's identities (keep it well
+    /// below --concurrency, so that no namespace holds the shared workers).
+    #[arg(long, default_value_t = policy::bulkhead::Limits::DEFAULT_PER_NAMESPACE)]
+    max_acs_calls_per_namespace: usize,
+    /// An endpoint's circuit breaker opens after this many calls in a row without an answer
+    /// (timeouts, failed connections): its calls are refused at once for a cooldown (10 s,
+    /// doubling to 120 s), then one is tried. 0 turns the breakers off.
+    #[arg(long, default_value_t = policy::bulkhead::Limits::DEFAULT_FAILURES_TO_OPEN)]
+    acs_breaker_failures: u32,
     #[arg(long, value_enum, default_value = "text")]
     log_format: telemetry::LogFormat,
     /// Address of /metrics, /healthz and /readyz.
@@ -124,6 +144,14 @@ async fn run(args: RunArgs) -> ExitCode {
         namespace: args.namespace,
         concurrency: args.concurrency.max(1),
         acs_timeout: Duration::from_secs(args.acs_timeout_seconds.max(1)),
+        acs_connect_timeout: Duration::from_secs(args.acs_connect_timeout_seconds.max(1)),
+        acs_first_byte_timeout: Duration::from_secs(args.acs_first_byte_timeout_seconds.max(1)),
+        bulkheads: policy::bulkhead::Limits {
+            per_endpoint: args.max_acs_calls_per_endpoint.max(1),
+            per_namespace: args.max_acs_calls_per_namespace.max(1),
+            failures_to_open: args.acs_breaker_failures,
+            ..Default::default()
+        },
         instance: std::env::var("POD_NAME").ok(),
         workload_identity,
         idempotent_create: args.idempotent_create,

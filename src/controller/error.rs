@@ -102,6 +102,18 @@ pub enum Error {
          until one of them is deleted or made the same as another"
     )]
     ConnectionLimitReached { namespace: String, max: usize },
+    /// The endpoint's breaker is open ([`crate::policy::bulkhead`]): no call was made.
+    #[error(
+        "the connection's ACS endpoint did not answer several calls in a row (connect or \
+         first-byte timeouts, or failed connections); its calls are paused and one is tried \
+         again in {}s",
+        retry_in.as_secs().max(1)
+    )]
+    AcsCircuitOpen { retry_in: Duration },
+    /// The endpoint or the namespace had its most ACS calls in flight: no call was made, the
+    /// object is looked at again shortly (only cleanup returns it; a reconcile waits in line).
+    #[error("waiting for room among the ACS calls in flight (the operator's bulkheads)")]
+    Crowded,
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -131,6 +143,8 @@ impl Error {
             Error::ProvenanceUnknown { .. } => Reason::ProvenanceUnknown,
             Error::ForeignIdentity { .. } => Reason::ForeignIdentity,
             Error::ConnectionLimitReached { .. } => Reason::ConnectionLimitReached,
+            Error::AcsCircuitOpen { .. } => Reason::AcsCircuitOpen,
+            Error::Crowded => Reason::InLine,
             Error::Acs(e) => acs_reason(e),
             Error::SecretChanged(_) | Error::Kube(_) | Error::Finalizer(_) => {
                 Reason::KubernetesError
@@ -152,9 +166,15 @@ impl Error {
         }
     }
 
-    /// A `Retry-After` from ACS, when it sent one.
+    /// Whether this is no failure: a cleanup that found no room for its ACS calls.
+    pub fn is_crowded(&self) -> bool {
+        matches!(self, Error::Crowded)
+    }
+
+    /// A `Retry-After` from ACS, when it sent one; or when an open breaker lets a call through.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
+            Error::AcsCircuitOpen { retry_in } => Some(*retry_in),
             Error::Acs(AcsError::Throttled { retry_after, .. }) => *retry_after,
             _ => None,
         }
@@ -165,7 +185,7 @@ fn acs_reason(e: &AcsError) -> Reason {
     match e {
         AcsError::Throttled { .. } => Reason::AcsThrottled,
         AcsError::Unauthorized { .. } => Reason::AcsUnauthorized,
-        AcsError::Unavailable { .. } | AcsError::Timeout(_) | AcsError::Transport(_) => {
+        AcsError::Unavailable { .. } | AcsError::Timeout { .. } | AcsError::Transport(_) => {
             Reason::AcsUnavailable
         }
         AcsError::UntrustedCertificate(_) => Reason::AcsCertificateUntrusted,
@@ -232,7 +252,10 @@ mod tests {
                 true,
             ),
             (
-                Error::Acs(AcsError::Timeout(Duration::from_secs(1))),
+                Error::Acs(AcsError::Timeout {
+                    phase: crate::acs::TimeoutPhase::FirstByte,
+                    after: Duration::from_secs(1),
+                }),
                 Reason::AcsUnavailable,
                 true,
             ),

@@ -5,6 +5,7 @@
 //! managed-by label), AcsConnection/ClusterAcsConnection, and the metadata of Secrets, streamed
 //! without a cache, only to notice when a connection's Secret changes.
 
+pub mod bulkheads;
 pub mod conditions;
 pub mod connection_status;
 pub mod connections;
@@ -70,6 +71,12 @@ pub struct Settings {
     pub concurrency: u16,
     /// Upper bound of one ACS call.
     pub acs_timeout: Duration,
+    /// Upper bound of connecting to ACS (at most `acs_timeout`).
+    pub acs_connect_timeout: Duration,
+    /// Upper bound from sending an ACS call until its answer begins (at most `acs_timeout`).
+    pub acs_first_byte_timeout: Duration,
+    /// ACS calls in flight per endpoint and per namespace, and the endpoints' breakers.
+    pub bulkheads: crate::policy::bulkhead::Limits,
     /// Builds the rate limiter for each ACS endpoint.
     pub rate_limiter: Arc<dyn Fn() -> AcsRateLimiter + Send + Sync>,
     /// Name of this instance in Events (the pod name in a cluster).
@@ -103,6 +110,9 @@ impl Default for Settings {
             namespace: None,
             concurrency: 32,
             acs_timeout: Duration::from_secs(30),
+            acs_connect_timeout: crate::acs::ClientOptions::DEFAULT_CONNECT_TIMEOUT,
+            acs_first_byte_timeout: crate::acs::ClientOptions::DEFAULT_FIRST_BYTE_TIMEOUT,
+            bulkheads: Default::default(),
             rate_limiter: Arc::new(AcsRateLimiter::at_acs_limits),
             instance: None,
             on_reconciled: None,
@@ -140,6 +150,8 @@ pub struct Context {
     pub statuses: Arc<status::WrittenStatuses>,
     /// Deletions whose cleanup is done with ACS.
     pub released: status::Released,
+    /// Every ACS call takes a pass here first.
+    pub bulkheads: Arc<bulkheads::Bulkheads>,
 }
 
 impl Context {
@@ -171,6 +183,10 @@ impl Context {
             metrics: settings.metrics.clone(),
             statuses: Arc::default(),
             released: Default::default(),
+            bulkheads: Arc::new(bulkheads::Bulkheads::new(
+                settings.bulkheads,
+                settings.metrics.clone(),
+            )),
         }
     }
 
@@ -218,12 +234,23 @@ impl Context {
         self.token_secrets.at_version(namespace, name, written?)
     }
 
-    /// Queues a reconcile of every identity that uses the given connection.
+    /// Queues a reconcile of every identity that uses the given connection, spread over a
+    /// few seconds ([`crate::policy::requeue::nudge_spread`]): a tenant touching its
+    /// connection's Secret must not line its hundreds of identities up ahead of everyone else.
     pub fn nudge_identities(&self, kind: ConnectionKind, namespace: Option<&str>, name: &str) {
         let all = self.identities.state();
-        for r in connection_status::identities_using(&all, kind, namespace, name) {
-            let _ = self.nudge.unbounded_send(r);
-        }
+        let using = connection_status::identities_using(&all, kind, namespace, name);
+        let delays = crate::policy::requeue::nudge_spread(using.len());
+        let nudge = self.nudge.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for (r, delay) in using.into_iter().zip(delays) {
+                tokio::time::sleep_until(start + delay).await;
+                if nudge.unbounded_send(r).is_err() {
+                    return;
+                }
+            }
+        });
     }
 }
 
@@ -254,7 +281,11 @@ pub async fn run(client: Client, settings: Settings) {
         }),
     )
     .with_allowed_endpoints(settings.allowed_endpoints.clone())
-    .with_max_clients_per_namespace(settings.max_clients_per_namespace);
+    .with_max_clients_per_namespace(settings.max_clients_per_namespace)
+    .with_timeouts(
+        settings.acs_connect_timeout,
+        settings.acs_first_byte_timeout,
+    );
     let ctx = Arc::new(Context::new(
         client.clone(),
         &settings,
@@ -571,6 +602,8 @@ async fn reconcile_identity(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<
         Ok(_) => {
             ctx.api_failures.lock().expect("lock").remove(&key);
         }
+        // A cleanup that found no room for its ACS calls did not fail.
+        Err(e) if e.is_crowded() => {}
         // Failures `apply` handled itself are counted there; these are the API-level ones.
         Err(e) => ctx.metrics.observe_reconcile(Err(e.reason()), started),
     }
@@ -584,6 +617,9 @@ async fn reconcile_identity(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<
 /// back off per object, as policy says, before the token in the Secret expires (an API server
 /// restart must not outlast a short-lived token).
 fn identity_error_policy(obj: Arc<AcsIdentity>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.is_crowded() {
+        return look_again(Outcome::Crowded);
+    }
     let key = ObjectRef::from_obj(obj.as_ref());
     let token_valid_for = ctx
         .statuses

@@ -10,7 +10,9 @@
 //! - who may hold which ACS identity, and delete it? [`tenancy`]
 //! - where does an ACS identity live, and is a create's answer one of that resource? [`provenance`]
 //! - when is a consuming workload restarted, and with what annotation? [`restart`]
+//! - may an ACS call go now (caps in flight, the endpoint's breaker)? [`bulkhead`]
 
+pub mod bulkhead;
 pub mod decision;
 pub mod endpoint;
 pub mod provenance;

@@ -50,6 +50,8 @@ impl Reason {
             | Reason::RetainNotAllowed => Done,
             Reason::Pending | Reason::Expired | Reason::InLine => Reconciling,
             Reason::AcsThrottled | Reason::AcsUnavailable => Retrying,
+            // The breaker lets a probe through after its cooldown, by itself.
+            Reason::AcsCircuitOpen => Retrying,
             // Mostly passing faults; the failures of these kinds that are not (an API request
             // the server refuses, a credential Entra ID rejects) are told apart by the error,
             // see `controller::Error::is_transient`.
@@ -338,6 +340,7 @@ mod tests {
             (Reason::AcsUnauthorized, Stalled),
             (Reason::AcsThrottled, Retrying),
             (Reason::AcsUnavailable, Retrying),
+            (Reason::AcsCircuitOpen, Retrying),
             (Reason::AcsRejected, Stalled),
             (Reason::AcsInvalidResponse, Stalled),
             (Reason::IdentityNotFound, Stalled),

@@ -79,6 +79,10 @@ reasons! {
     AcsThrottled,
     /// ACS answered 5xx, timed out or could not be reached.
     AcsUnavailable,
+    /// The connection's ACS endpoint did not answer several calls in a row (connect or
+    /// first-byte timeouts, failed connections): its calls are refused at once for a cooldown,
+    /// then one is tried (the endpoint's circuit breaker).
+    AcsCircuitOpen,
     /// ACS rejected the request (other 4xx).
     AcsRejected,
     /// ACS answered success with a body that is not what its API defines.

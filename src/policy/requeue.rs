@@ -46,6 +46,9 @@ pub enum Outcome {
     ConnectionFailed,
     /// A connection is checked and its status written; its changes are watched.
     ConnectionChecked,
+    /// An ACS call found its endpoint or its namespace with the most calls in flight
+    /// ([`super::bulkhead`]): it did not wait (holding a worker), it looks again shortly.
+    Crowded,
 }
 
 /// The shortest requeue: a due item cannot spin.
@@ -75,6 +78,7 @@ pub fn next_look(outcome: Outcome, now: Timestamp, jitter: f64) -> Option<Durati
             Outcome::ForeignSecret | Outcome::HeldBackByOthers => FOREIGN_SECRET_RECHECK,
             Outcome::FinalizerRaced => FLOOR,
             Outcome::ConnectionFailed => CONNECTION_RETRY,
+            Outcome::Crowded => crowded_recheck(jitter),
             Outcome::WaitsForChange | Outcome::ConnectionChecked => return None,
         }
         .max(FLOOR),
@@ -122,6 +126,32 @@ pub fn admission_recheck(token_valid_for: Option<Duration>) -> Duration {
     token_valid_for
         .map_or(LONGEST, |v| v / 2)
         .clamp(SHORTEST, LONGEST)
+}
+
+/// The shortest wait of a crowded call, and how much longer jitter may make it.
+pub const CROWDED_RECHECK: Duration = Duration::from_secs(1);
+pub const CROWDED_JITTER: Duration = Duration::from_secs(3);
+
+/// When a call that found no room looks again: soon, spread by `jitter` so a crowd does not
+/// come back in step.
+pub fn crowded_recheck(jitter: f64) -> Duration {
+    CROWDED_RECHECK + CROWDED_JITTER.mul_f64(jitter.clamp(0.0, 1.0))
+}
+
+/// Gap between consecutive nudges when many identities are nudged at once (a connection or its
+/// Secret changed), and the longest a spread may take.
+pub const NUDGE_GAP: Duration = Duration::from_millis(10);
+pub const NUDGE_SPREAD: Duration = Duration::from_secs(5);
+
+/// When each of `count` identities nudged together is queued, from the moment of the change:
+/// spread evenly over `count` gaps of [`NUDGE_GAP`], at most [`NUDGE_SPREAD`] in all, so one
+/// tenant's hundreds of identities do not all line up ahead of another tenant's work.
+pub fn nudge_spread(count: usize) -> Vec<Duration> {
+    let whole = NUDGE_GAP
+        .saturating_mul(count.saturating_sub(1) as u32)
+        .min(NUDGE_SPREAD);
+    let gaps = count.saturating_sub(1).max(1) as u32;
+    (0..count as u32).map(|i| whole * i / gaps).collect()
 }
 
 #[cfg(test)]
@@ -225,9 +255,38 @@ mod tests {
                 Some(S(30)),
             ),
             ("connection checked", Outcome::ConnectionChecked, None),
+            ("crowded: soon", Outcome::Crowded, Some(S(4))),
         ];
         for (case, outcome, want) in cases {
             assert_eq!(next_look(outcome, now, 1.0), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn crowded_calls_come_back_spread() {
+        assert_eq!(crowded_recheck(0.0), S(1));
+        assert_eq!(crowded_recheck(0.5), Duration::from_millis(2500));
+        assert_eq!(crowded_recheck(7.0), S(4));
+    }
+
+    #[test]
+    fn nudges_are_spread_over_a_few_seconds_at_most() {
+        let ms = Duration::from_millis;
+        let cases: [(usize, Option<Duration>, Duration); 5] = [
+            (0, None, Duration::ZERO),
+            (1, Some(Duration::ZERO), Duration::ZERO),
+            (2, Some(ms(10)), ms(10)),
+            (150, Some(ms(1490)), ms(10)),
+            (10_000, Some(S(5)), ms(1)),
+        ];
+        for (count, last, widest_gap) in cases {
+            let delays = nudge_spread(count);
+            assert_eq!(delays.len(), count);
+            assert_eq!(delays.last().copied(), last, "{count}");
+            assert_eq!(delays.first().copied(), last.map(|_| Duration::ZERO));
+            assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{count}: in order");
+            let gap = delays.windows(2).map(|w| w[1] - w[0]).max();
+            assert!(gap.unwrap_or_default() <= widest_gap, "{count}: {gap:?}");
         }
     }
 

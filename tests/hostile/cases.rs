@@ -663,6 +663,14 @@ pub fn cases() -> Vec<Case> {
             ),
             expect: Reason("InvalidWorkloadIdentity"),
         },
+        // An endpoint that accepts and never answers (issue 19, attack 3): found out at the
+        // first-byte bound and retried with backoff (its breaker, which opens after a few
+        // such calls, is tests/bulkheads.rs's).
+        answer(
+            "answer-silent-tarpit",
+            Answer::Silent,
+            Reason("AcsUnavailable"),
+        ),
     ]
 }
 

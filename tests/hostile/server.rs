@@ -26,6 +26,8 @@ pub enum Answer {
     NeverFinishes,
     /// A redirect to the same path on another port.
     Redirect(u16),
+    /// Nothing at all: the request is read and the connection held open (bounded), a tarpit.
+    Silent,
 }
 
 pub struct HostileServer {
@@ -133,6 +135,15 @@ async fn serve(mut stream: TcpStream, answer: Answer, counter: Arc<AtomicU64>) {
                 let head = "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"identity\"";
                 let _ = stream.write_all(head.as_bytes()).await;
                 // Held open until the client gives up (or HOLD passes).
+                let mut sink = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                false
+            }
+            Answer::Silent => {
                 let mut sink = [0u8; 1024];
                 while let Ok(n) = stream.read(&mut sink).await {
                     if n == 0 {

@@ -8,7 +8,7 @@
 //! it idempotent; only that call uses the preview api-version [`CUSTOM_ID_API_VERSION`].
 
 use super::entra::{ACS_SCOPE, credential_error};
-use super::error::{AcsError, parse_retry_after};
+use super::error::{AcsError, TimeoutPhase, parse_retry_after};
 use super::limits::{AcsRateLimiter, Operation};
 use super::model::{
     API_VERSION, AccessTokenBody, CUSTOM_ID_API_VERSION, CreateIdentityRequest,
@@ -126,6 +126,12 @@ pub struct CreateIdentityParams<'a> {
 pub struct ClientOptions {
     /// Upper bound for one whole call (connect, send, read).
     pub timeout: Duration,
+    /// Upper bound for making the connection (TCP and TLS); at most `timeout`.
+    pub connect_timeout: Duration,
+    /// Upper bound from sending until the answer begins (its status line), connecting
+    /// included; at most `timeout`. An endpoint that accepts and never answers is given up
+    /// on after this, not after the whole `timeout`.
+    pub first_byte_timeout: Duration,
     /// Extra PEM certificates to trust besides the system roots (e.g. the emulator's CA).
     pub extra_ca_pem: Option<Vec<u8>>,
     /// Waits before each call so that callers sharing it stay under the ACS rate limits.
@@ -136,10 +142,17 @@ impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(30),
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            first_byte_timeout: Self::DEFAULT_FIRST_BYTE_TIMEOUT,
             extra_ca_pem: None,
             rate_limiter: None,
         }
     }
+}
+
+impl ClientOptions {
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+    pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 }
 
 /// How requests prove who sends them.
@@ -158,6 +171,8 @@ pub struct AcsClient {
     endpoint: Url,
     credential: Credential,
     timeout: Duration,
+    connect_timeout: Duration,
+    first_byte_timeout: Duration,
     rate_limiter: Option<Arc<AcsRateLimiter>>,
 }
 
@@ -171,15 +186,17 @@ impl fmt::Debug for AcsClient {
 }
 
 /// The HTTP client of every ACS and Entra call: rustls (ring) with the system roots plus an
-/// optional PEM bundle ([`super::roots`]), and bounded connect and total times.
+/// optional PEM bundle ([`super::roots`]), and bounded connect and total times (the connect
+/// bound at most the total).
 pub fn http_client(
     timeout: Duration,
+    connect_timeout: Duration,
     extra_ca_pem: Option<&[u8]>,
 ) -> Result<reqwest::Client, AcsError> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .connect_timeout(connect_timeout.min(timeout))
         // ACS and Entra never redirect; a redirect would carry a signed request (or a token
         // request) to wherever a hostile endpoint points. A 3xx is answered as an error.
         .redirect(reqwest::redirect::Policy::none())
@@ -223,10 +240,16 @@ impl AcsClient {
         options: ClientOptions,
     ) -> Result<Self, AcsError> {
         Ok(Self {
-            http: http_client(options.timeout, options.extra_ca_pem.as_deref())?,
+            http: http_client(
+                options.timeout,
+                options.connect_timeout,
+                options.extra_ca_pem.as_deref(),
+            )?,
             endpoint,
             credential,
             timeout: options.timeout,
+            connect_timeout: options.connect_timeout.min(options.timeout),
+            first_byte_timeout: options.first_byte_timeout.min(options.timeout),
             rate_limiter: options.rate_limiter,
         })
     }
@@ -407,11 +430,27 @@ impl AcsClient {
         if !body.is_empty() {
             request = request.header("content-type", "application/json");
         }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
+        // `send` resolves once the answer's head is in: its bound is the first byte's.
+        let response =
+            match tokio::time::timeout(self.first_byte_timeout, request.body(body).send()).await {
+                // A timeout before the answer's head is the first byte's, whichever bound fired.
+                Ok(sent) => sent.map_err(|e| match self.transport_error(e) {
+                    AcsError::Timeout {
+                        phase: TimeoutPhase::Whole,
+                        ..
+                    } => AcsError::Timeout {
+                        phase: TimeoutPhase::FirstByte,
+                        after: self.first_byte_timeout,
+                    },
+                    other => other,
+                })?,
+                Err(_) => {
+                    return Err(AcsError::Timeout {
+                        phase: TimeoutPhase::FirstByte,
+                        after: self.first_byte_timeout,
+                    });
+                }
+            };
         let status = response.status();
         let header = |name: &str| {
             response
@@ -463,7 +502,12 @@ impl AcsClient {
 
     fn transport_error(&self, error: reqwest::Error) -> AcsError {
         if error.is_timeout() {
-            return AcsError::Timeout(self.timeout);
+            let (phase, after) = if error.is_connect() {
+                (TimeoutPhase::Connect, self.connect_timeout)
+            } else {
+                (TimeoutPhase::Whole, self.timeout)
+            };
+            return AcsError::Timeout { phase, after };
         }
         // The whole chain (addresses, TLS names, the peer's words) goes to the operator's log
         // only; conditions and Events, which tenants read, get the class of failure.

@@ -107,7 +107,9 @@ impl WorkloadIdentity {
         if self.client_id.trim().is_empty() {
             return Err(AcsError::Config("empty client id".into()));
         }
-        let http = http_client(self.timeout, self.extra_ca_pem.as_deref())?;
+        // Entra's connect bound as before the ACS calls had their own: at most 10 s.
+        let connect = self.timeout.min(std::time::Duration::from_secs(10));
+        let http = http_client(self.timeout, connect, self.extra_ca_pem.as_deref())?;
         let mut cloud = CustomConfiguration::default();
         cloud.authority_host = self
             .authority_host

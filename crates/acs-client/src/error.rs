@@ -109,8 +109,12 @@ pub enum AcsError {
     /// 5xx or 408: the service is failing; another attempt later may succeed.
     #[error("ACS is unavailable (HTTP {status}): {error}")]
     Unavailable { status: u16, error: ServiceError },
-    #[error("ACS did not answer within {0:?}")]
-    Timeout(Duration),
+    /// No answer in time; `phase` says which bound was passed (never what the server sent).
+    #[error("{}", phase.describe(*after))]
+    Timeout {
+        phase: TimeoutPhase,
+        after: Duration,
+    },
     #[error("could not reach ACS: {0}")]
     Transport(String),
     /// The TLS handshake failed because the server's certificate is not trusted (unknown
@@ -146,13 +150,19 @@ impl AcsError {
             self,
             AcsError::Throttled { .. }
                 | AcsError::Unavailable { .. }
-                | AcsError::Timeout(_)
+                | AcsError::Timeout { .. }
                 | AcsError::Transport(_)
                 | AcsError::Credential {
                     retriable: true,
                     ..
                 }
         )
+    }
+
+    /// Whether the endpoint gave no (whole) answer: a timeout of any phase, or a failed
+    /// connection. What an endpoint's circuit breaker counts.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, AcsError::Timeout { .. } | AcsError::Transport(_))
     }
 
     /// The HTTP status ACS answered with, if it answered.
@@ -189,6 +199,31 @@ impl AcsError {
             401 | 403 => AcsError::Unauthorized { status, error },
             408 | 500..=599 => AcsError::Unavailable { status, error },
             _ => AcsError::Rejected { status, error },
+        }
+    }
+}
+
+/// Which bound of a call was passed. Connecting and the first byte of the answer have bounds
+/// of their own, shorter than the whole call's: an endpoint that accepts and never answers
+/// is found out long before the call's timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// The TCP (and TLS) connection was not made in time.
+    Connect,
+    /// Connected and sent, but no answer began in time.
+    FirstByte,
+    /// The whole call (an answer that began and did not finish).
+    Whole,
+}
+
+impl TimeoutPhase {
+    fn describe(self, after: Duration) -> String {
+        match self {
+            TimeoutPhase::Connect => format!("could not connect to ACS within {after:?}"),
+            TimeoutPhase::FirstByte => {
+                format!("ACS accepted the connection but did not begin to answer within {after:?}")
+            }
+            TimeoutPhase::Whole => format!("ACS did not finish answering within {after:?}"),
         }
     }
 }

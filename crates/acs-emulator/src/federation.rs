@@ -324,8 +324,12 @@ impl Federation {
     }
 
     async fn fetch(&self, issuer: &str) -> Result<Jwks, String> {
-        let http = acs_client::client::http_client(FETCH_TIMEOUT, self.issuer_ca_pem.as_deref())
-            .map_err(|e| e.to_string())?;
+        let http = acs_client::client::http_client(
+            FETCH_TIMEOUT,
+            FETCH_TIMEOUT,
+            self.issuer_ca_pem.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
         let https = |url: &str| {
             url::Url::parse(url)
                 .ok()

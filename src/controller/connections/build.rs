@@ -122,6 +122,8 @@ impl Connections {
     ) -> ClientOptions {
         ClientOptions {
             timeout: self.acs_timeout,
+            connect_timeout: self.acs_connect_timeout,
+            first_byte_timeout: self.acs_first_byte_timeout,
             extra_ca_pem,
             rate_limiter: Some(limiter.clone()),
         }

@@ -41,6 +41,9 @@ pub struct Connections {
     namespaced: Store<AcsConnection>,
     cluster: Store<ClusterAcsConnection>,
     acs_timeout: Duration,
+    /// Connect and first-byte bounds of ACS calls (see [`crate::acs::ClientOptions`]).
+    acs_connect_timeout: Duration,
+    acs_first_byte_timeout: Duration,
     workload_identity: WorkloadIdentityDefaults,
     clients: ClientCache,
     namespace_labels: NamespaceLabels,
@@ -61,6 +64,8 @@ impl Connections {
             namespaced,
             cluster,
             acs_timeout,
+            acs_connect_timeout: crate::acs::ClientOptions::DEFAULT_CONNECT_TIMEOUT,
+            acs_first_byte_timeout: crate::acs::ClientOptions::DEFAULT_FIRST_BYTE_TIMEOUT,
             workload_identity,
             clients: ClientCache::new(new_limiter),
             namespace_labels: NamespaceLabels::new(access::NAMESPACE_LABELS_TTL),
@@ -71,6 +76,13 @@ impl Connections {
     /// At most this many distinct clients held by one namespace's AcsConnections.
     pub fn with_max_clients_per_namespace(mut self, max: usize) -> Self {
         self.clients.set_max_per_namespace(max);
+        self
+    }
+
+    /// Bounds of connecting to ACS and of the first byte of its answers.
+    pub fn with_timeouts(mut self, connect: Duration, first_byte: Duration) -> Self {
+        self.acs_connect_timeout = connect;
+        self.acs_first_byte_timeout = first_byte;
         self
     }
 

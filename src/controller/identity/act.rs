@@ -7,6 +7,7 @@ use crate::acs::{
     AcsError, AcsRateLimiter, Admission, CreateIdentityParams, FirstToken, IssuedToken, Operation,
 };
 use crate::api::{AcsIdentity, AcsIdentityStatus, ConnectionKind};
+use crate::controller::bulkheads::{Pass, Refused};
 use crate::controller::error::Error;
 use crate::controller::status::Handled;
 use crate::controller::token_secret::{self, TokenContent, token_hash};
@@ -46,6 +47,10 @@ pub enum Step {
     /// The ACS call must wait for the rate limit: in line, reconciled again when its turn
     /// comes. `token_valid_for`: how long the current token still lives, if there is one.
     InLine { token_valid_for: Option<Duration> },
+    /// The endpoint or the namespace had its most ACS calls in flight: no call was made, and
+    /// the reconcile does not wait for room (it would hold a shared worker); looked at again
+    /// shortly.
+    Crowded,
 }
 
 /// A failed action, and an identity it created before failing (to keep in status).
@@ -112,6 +117,10 @@ async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
     let namespace = obj.namespace().unwrap_or_default();
     let key = admission_key(&namespace, &obj.name_any());
     let shared = obj.spec.connection_ref.kind == ConnectionKind::ClusterAcsConnection;
+    let mut pass = match enter(facts, target) {
+        Ok(pass) => pass,
+        Err(why) => return refused(why),
+    };
     let limiter = &facts.connection.limiter;
     if limiter.admit_fair(Operation::CreateIdentityWithToken, &key, &namespace, shared)
         == Admission::Queued
@@ -138,10 +147,8 @@ async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
             .await?;
         created.into_id_and_token()
     };
-    let (id, token) = ctx
-        .metrics
-        .acs_call(Operation::CreateIdentityWithToken, call)
-        .await?;
+    let (id, token) = pass.call(Operation::CreateIdentityWithToken, call).await?;
+    drop(pass);
     check_created(&id, facts, target)?;
     info!(identity = %id, "created ACS identity");
     let created = |error: Error| Failed {
@@ -172,6 +179,24 @@ async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
     })
 }
 
+/// A pass for this reconcile's ACS calls to the connection's endpoint.
+fn enter(facts: &Facts, target: &Target<'_>) -> Result<Pass, Refused> {
+    let namespace = target.obj.namespace().unwrap_or_default();
+    let endpoint = facts.connection.client.endpoint().as_str();
+    target.ctx.bulkheads.enter(endpoint, &namespace)
+}
+
+/// What a reconcile the bulkheads refused answers: [`Step::Crowded`], or the open breaker as
+/// a failure (recorded, retried after its cooldown).
+// The answer of every step of `act`, moved once: boxing it here alone would buy nothing.
+#[allow(clippy::result_large_err)]
+fn refused(refused: Refused) -> Result<Step, Failed> {
+    match refused {
+        Refused::Crowded(_) => Ok(Step::Crowded),
+        Refused::CircuitOpen { retry_in } => Err(Error::AcsCircuitOpen { retry_in }.into()),
+    }
+}
+
 /// Refuses an answer to a create that is not a new identity of the resource asked
 /// ([`provenance::check_created`]): nothing of it is recorded.
 fn check_created(id: &str, facts: &Facts, target: &Target<'_>) -> Result<(), Error> {
@@ -195,7 +220,7 @@ fn check_created(id: &str, facts: &Facts, target: &Target<'_>) -> Result<(), Err
 
 /// Issue a new token for the existing identity, when the rate limit gives this one its turn.
 async fn issue(reason: IssueReason, facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
-    let (obj, ctx) = (target.obj, target.ctx);
+    let obj = target.obj;
     let id = facts
         .identity_id
         .clone()
@@ -212,6 +237,10 @@ async fn issue(reason: IssueReason, facts: &Facts, target: &Target<'_>) -> Resul
         IssueReason::RevokeRequested => facts.now,
         _ => expires_on.unwrap_or(facts.now),
     };
+    let mut pass = match enter(facts, target) {
+        Ok(pass) => pass,
+        Err(why) => return refused(why),
+    };
     if !admitted(&facts.connection.limiter, obj, deadline) {
         let token_valid_for = expires_on.and_then(|t| time_until(t, facts.now));
         return Ok(Step::InLine { token_valid_for });
@@ -219,17 +248,17 @@ async fn issue(reason: IssueReason, facts: &Facts, target: &Target<'_>) -> Resul
     if reason == IssueReason::RevokeRequested {
         // Only once the new token's turn has come, so the Secret is not left holding a
         // revoked token while in line.
-        revoke(facts, target, &id).await?;
+        revoke(&mut pass, facts, &id).await?;
     }
     let call = facts
         .connection
         .client
         .issue_token(&id, &obj.spec.scopes, facts.lifetime);
-    let token = ctx
-        .metrics
-        .acs_call(Operation::IssueToken, call)
+    let token = pass
+        .call(Operation::IssueToken, call)
         .await
         .map_err(|e| not_found_as_identity(e, &id))?;
+    drop(pass);
     info!(identity = %id, %reason, "issued token");
     let stored = store(facts, target, &id, token, reason).await?;
     Ok(Step::Current {
@@ -249,12 +278,9 @@ fn issue_note(reason: IssueReason, id: &str) -> String {
 }
 
 /// Revokes every token of the identity (the revoke annotation).
-async fn revoke(facts: &Facts, target: &Target<'_>, id: &str) -> Result<(), Error> {
+async fn revoke(pass: &mut Pass, facts: &Facts, id: &str) -> Result<(), Error> {
     let call = facts.connection.client.revoke_tokens(id);
-    target
-        .ctx
-        .metrics
-        .acs_call(Operation::RevokeTokens, call)
+    pass.call(Operation::RevokeTokens, call)
         .await
         .map_err(|e| not_found_as_identity(e, id))?;
     info!(identity = %id, "revoked all tokens as requested");

@@ -8,6 +8,7 @@ use super::observe::{self, claimant};
 use crate::acs::{AcsError, Operation};
 use crate::api::AcsIdentity;
 use crate::api::{Origin, Provenance};
+use crate::controller::bulkheads::Refused;
 use crate::controller::connections::Resolved;
 use crate::controller::error::Error;
 use crate::controller::{Context, token_secret};
@@ -25,6 +26,8 @@ use tracing::{info, warn};
 pub async fn cleanup(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
     let result = release(obj, ctx).await;
     match &result {
+        // No room for its ACS calls yet: no failure, looked at again shortly.
+        Err(error) if error.is_crowded() => {}
         Err(error) => {
             let reason = error.reason();
             warn!(%reason, %error, "cleanup failed");
@@ -282,24 +285,30 @@ async fn nudge_held_back(obj: &AcsIdentity, ctx: &Context) {
 }
 
 /// Revokes the identity's tokens, then deletes it; each step is done if ACS no longer knows it.
+/// Through the bulkheads like every ACS call: a silent endpoint's cleanups are refused at once
+/// while its breaker is open, and a crowded one waits outside without holding a worker.
 async fn delete_identity(
     obj: &AcsIdentity,
     ctx: &Context,
     id: &str,
     connection: &Resolved,
 ) -> Result<(), Error> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let mut pass = ctx
+        .bulkheads
+        .enter(connection.client.endpoint().as_str(), &namespace)
+        .map_err(|refused| match refused {
+            Refused::Crowded(_) => Error::Crowded,
+            Refused::CircuitOpen { retry_in } => Error::AcsCircuitOpen { retry_in },
+        })?;
     let revoke = connection.client.revoke_tokens(id);
-    if took_effect(ctx.metrics.acs_call(Operation::RevokeTokens, revoke).await)? {
+    if took_effect(pass.call(Operation::RevokeTokens, revoke).await)? {
         let note = format!("revoked the tokens of {id}");
         ctx.publish(obj, EventType::Normal, Reason::TokensRevoked, note)
             .await;
     }
     let delete = connection.client.delete_identity(id);
-    if took_effect(
-        ctx.metrics
-            .acs_call(Operation::DeleteIdentity, delete)
-            .await,
-    )? {
+    if took_effect(pass.call(Operation::DeleteIdentity, delete).await)? {
         let note = format!("deleted ACS identity {id}");
         ctx.publish(obj, EventType::Normal, Reason::IdentityDeleted, note)
             .await;

@@ -171,14 +171,17 @@ impl Recorded<'_> {
     ) -> Result<Action, Error> {
         let obj = self.obj;
         match result {
-            Ok(Step::InLine { token_valid_for }) => {
+            Ok(step @ (Step::InLine { .. } | Step::Crowded)) => {
                 debug!("in line for ACS capacity");
                 // Reconciling=True says so to the tools that read status; written once (a
                 // status that did not change is not written again).
                 let status = status::in_line(obj, base, current.as_ref(), self.now);
                 let status = status::with_home(status, home);
                 status::write(self.ctx, obj, self.known, status).await?;
-                Ok(look_again(Outcome::InLine { token_valid_for }))
+                Ok(look_again(match step {
+                    Step::InLine { token_valid_for } => Outcome::InLine { token_valid_for },
+                    _ => Outcome::Crowded,
+                }))
             }
             Ok(Step::Current {
                 token,
