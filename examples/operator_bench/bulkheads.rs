@@ -12,7 +12,7 @@ use crate::processes::Error;
 use crate::report::{Report, num, percentile};
 use crate::scenarios::{add_refresh_figures, emulator_lifetime_args};
 use crate::{Bins, Cli, World, create_identities_with, create_namespace, retry_api};
-use acs_identity_operator::api::{AcsConnection, AcsIdentity, ClusterAcsConnection};
+use acs_identity_operator::api::{AcsConnection, AcsIdentity};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
@@ -83,17 +83,8 @@ fn without_bulkheads() -> Vec<String> {
 
 pub async fn run(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
     let mut w = World::setup(cli, bins, &emulator_lifetime_args(cli)).await?;
-    let shared = format!("{}-shared", w.ns);
-    let connection: ClusterAcsConnection = serde_json::from_value(json!({
-        "apiVersion": "acsoperator.io/v1alpha1", "kind": "ClusterAcsConnection",
-        "metadata": {"name": shared},
-        "spec": {"connectionStringSecretRef": {
-            "namespace": w.ns, "name": "acs-conn", "key": "connectionString"
-        }},
-    }))?;
+    let shared = w.create_shared_connection().await?;
     let params = PostParams::default();
-    let clusters: Api<ClusterAcsConnection> = Api::all(w.client.clone());
-    retry_api(|| clusters.create(&params, &connection)).await?;
 
     // team-b: its own connection to the tarpit.
     let tarpit = Tarpit::start().await?;

@@ -7,7 +7,7 @@ use crate::observe::is_ready;
 use crate::processes::Error;
 use crate::report::Report;
 use crate::{Bins, Cli, World, create_identities_with, create_namespace, retry_api};
-use acs_identity_operator::api::{AcsIdentity, ClusterAcsConnection};
+use acs_identity_operator::api::AcsIdentity;
 use kube::api::{Api, PostParams};
 use kube::runtime::wait::await_condition;
 use serde_json::json;
@@ -19,17 +19,8 @@ const BACKLOG: f64 = 2000.0;
 
 pub async fn fairness(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
     let mut w = World::setup(cli, bins, &[]).await?;
-    let shared = format!("{}-shared", w.ns);
-    let connection: ClusterAcsConnection = serde_json::from_value(json!({
-        "apiVersion": "acsoperator.io/v1alpha1", "kind": "ClusterAcsConnection",
-        "metadata": {"name": shared},
-        "spec": {"connectionStringSecretRef": {
-            "namespace": w.ns, "name": "acs-conn", "key": "connectionString"
-        }},
-    }))?;
-    let connections: Api<ClusterAcsConnection> = Api::all(w.client.clone());
+    let shared = w.create_shared_connection().await?;
     let params = PostParams::default();
-    retry_api(|| connections.create(&params, &connection)).await?;
     let other = format!("{}-other", w.ns);
     create_namespace(&w.client, &other).await?;
     w.start_operator().await?;

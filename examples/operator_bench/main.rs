@@ -32,7 +32,7 @@ mod report;
 mod restarts;
 mod scenarios;
 
-use acs_identity_operator::api::{AcsConnection, AcsIdentity};
+use acs_identity_operator::api::{AcsConnection, AcsIdentity, ClusterAcsConnection};
 use clap::{Parser, ValueEnum};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -247,6 +247,23 @@ pub struct Side {
 }
 
 impl World {
+    /// Creates the ClusterAcsConnection `<namespace>-shared` on the run's connection string
+    /// (the platform's shared connection of the tenancy scenarios); returns its name.
+    pub async fn create_shared_connection(&self) -> Result<String, Error> {
+        let shared = format!("{}-shared", self.ns);
+        let connection: ClusterAcsConnection = serde_json::from_value(json!({
+            "apiVersion": "acsoperator.io/v1alpha1", "kind": "ClusterAcsConnection",
+            "metadata": {"name": shared},
+            "spec": {"connectionStringSecretRef": {
+                "namespace": self.ns, "name": "acs-conn", "key": "connectionString"
+            }},
+        }))?;
+        let connections: Api<ClusterAcsConnection> = Api::all(self.client.clone());
+        let params = PostParams::default();
+        retry_api(|| connections.create(&params, &connection)).await?;
+        Ok(shared)
+    }
+
     pub async fn setup(cli: &Cli, bins: Bins, emulator_args: &[String]) -> Result<World, Error> {
         let tmp = tempfile::Builder::new()
             .prefix("operator-bench-")
