@@ -118,7 +118,7 @@ pub async fn apply_status<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
-    let params = PatchParams::apply(super::MANAGER).force();
+    let params = PatchParams::apply(super::context::MANAGER).force();
     let patch = Patch::Apply(status_patch::<K>(status));
     api.patch_status(name, &params, &patch).await
 }

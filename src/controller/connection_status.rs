@@ -2,9 +2,9 @@
 //! string parses (no ACS call), and a nudge to every AcsIdentity that uses the connection so a
 //! changed or rotated connection reaches them.
 
-use super::Context;
 use super::conditions::{RECONCILING, apply_status, conditions};
 use super::connections::{ConnectionObject, ConnectionSource};
+use super::context::Context;
 use super::error::Error;
 use crate::api::{AcsConnectionStatus, ConnectionKind};
 use crate::policy::{Failure, Readiness, Reason, Setback, progress};
@@ -37,7 +37,7 @@ pub async fn reconcile<K: ConnectionObject>(
         .conditions
         .iter()
         .any(|c| c.reason == Reason::ConnectionLimitReached.as_str());
-    Ok(super::look_again(if retrying {
+    Ok(super::context::look_again(if retrying {
         crate::policy::Outcome::ConnectionFailed
     } else if held_back {
         crate::policy::Outcome::HeldBackByOthers
@@ -47,7 +47,7 @@ pub async fn reconcile<K: ConnectionObject>(
 }
 
 pub fn error_policy<K>(_: Arc<K>, _: &Error, _: Arc<Context>) -> Action {
-    super::look_again(crate::policy::Outcome::ConnectionFailed)
+    super::context::look_again(crate::policy::Outcome::ConnectionFailed)
 }
 
 async fn checked_status(

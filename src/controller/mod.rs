@@ -1,4 +1,6 @@
-//! The controllers: thin orchestration around [`crate::policy`]. Watches feed reconciles;
+//! The controllers: thin orchestration around [`crate::policy`], and only the wiring: what
+//! the reconcilers share is in [`context`], how the operator runs in [`Settings`]. Watches
+//! feed reconciles;
 //! reconciles read state, ask policy, act once, and record the result.
 //!
 //! Watches: AcsIdentity (full objects), our own token Secrets (metadata only, selected by the
@@ -9,26 +11,30 @@ pub mod bulkheads;
 pub mod conditions;
 pub mod connection_status;
 pub mod connections;
+pub mod context;
 pub mod error;
 pub mod events;
 pub mod identity;
 pub mod restarts;
 pub mod secret_index;
+mod settings;
 pub mod status;
 pub mod token_secret;
 
+pub use context::{Context, MANAGER};
+pub use settings::{ReconcileHook, Settings};
+
 use crate::acs::AcsRateLimiter;
-use crate::api::{AcsConnection, AcsIdentity, ClusterAcsConnection, ConnectionKind};
-use crate::metrics::Metrics;
-use crate::policy::{Outcome, Reason};
+use crate::api::{AcsConnection, AcsIdentity, ClusterAcsConnection};
+use crate::policy::Outcome;
 use connections::Connections;
+use context::{look_again, trim_for_cache};
 use error::Error;
 use futures::{StreamExt, channel::mpsc};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
@@ -36,223 +42,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{debug, info, warn};
-
-/// Field manager for every write, and the Events' reporting controller.
-pub const MANAGER: &str = "acs-identity-operator";
-
-/// The annotation in which `kubectl apply` keeps the whole manifest.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// An AcsIdentity as the operator keeps it: without managedFields and kubectl's copy of the
-/// last applied manifest, which are never read here and are the bulk of each object.
-fn trim_for_cache(identity: &mut AcsIdentity) {
-    identity.managed_fields_mut().clear();
-    identity.annotations_mut().remove(LAST_APPLIED);
-}
-
-/// The kube-runtime action for the policy's answer after `outcome`: every requeue of every
-/// reconciler goes through here.
-fn look_again(outcome: Outcome) -> Action {
-    match crate::policy::next_look(outcome, jiff::Timestamp::now(), rand::random::<f64>()) {
-        Some(delay) => Action::requeue(delay),
-        None => Action::await_change(),
-    }
-}
-
-/// Called after each AcsIdentity reconcile with its namespace and name.
-pub type ReconcileHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
-
-/// How the operator runs.
-#[derive(Clone)]
-pub struct Settings {
-    /// Watch only this namespace (namespaced install); `None` watches the whole cluster.
-    pub namespace: Option<String>,
-    /// Reconciles running at once.
-    pub concurrency: u16,
-    /// Upper bound of one ACS call.
-    pub acs_timeout: Duration,
-    /// Upper bound of connecting to ACS (at most `acs_timeout`).
-    pub acs_connect_timeout: Duration,
-    /// Upper bound from sending an ACS call until its answer begins (at most `acs_timeout`).
-    pub acs_first_byte_timeout: Duration,
-    /// ACS calls in flight per endpoint and per namespace, and the endpoints' breakers.
-    pub bulkheads: crate::policy::bulkhead::Limits,
-    /// Builds the rate limiter for each ACS endpoint.
-    pub rate_limiter: Arc<dyn Fn() -> AcsRateLimiter + Send + Sync>,
-    /// Name of this instance in Events (the pod name in a cluster).
-    pub instance: Option<String>,
-    /// Called after each AcsIdentity reconcile with its namespace and name (for tests that
-    /// must know an object was looked at even when nothing was written).
-    pub on_reconciled: Option<ReconcileHook>,
-    pub metrics: Arc<Metrics>,
-    /// Set once the watch caches have synced and the reconcilers run (for `/readyz`).
-    pub ready: Arc<std::sync::atomic::AtomicBool>,
-    /// The pod's Entra workload identity (token file, authority, default tenant and client),
-    /// for connections with `workloadIdentity`. Empty by default; the binary reads the env.
-    pub workload_identity: connections::WorkloadIdentityDefaults,
-    /// Create identities with the AcsIdentity's uid as `customId` (preview api-version), so a
-    /// create whose answer was lost is not repeated as a second identity. `false` uses the GA
-    /// create, for ACS resources that do not serve the preview.
-    pub idempotent_create: bool,
-    /// Restart the workloads that consume a renewed token (`None`: off).
-    pub restarts: Option<restarts::RestartSettings>,
-    /// Where connections may send requests: ACS's domains by default. Tests against the local
-    /// emulator widen it explicitly.
-    pub allowed_endpoints: crate::policy::endpoint::AllowedEndpoints,
-    /// At most this many distinct ACS clients (endpoint, credential, CA bundle) held by one
-    /// namespace's AcsConnections; identical connections share one.
-    pub max_clients_per_namespace: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            namespace: None,
-            concurrency: 32,
-            acs_timeout: Duration::from_secs(30),
-            acs_connect_timeout: crate::acs::ClientOptions::DEFAULT_CONNECT_TIMEOUT,
-            acs_first_byte_timeout: crate::acs::ClientOptions::DEFAULT_FIRST_BYTE_TIMEOUT,
-            bulkheads: Default::default(),
-            rate_limiter: Arc::new(AcsRateLimiter::at_acs_limits),
-            instance: None,
-            on_reconciled: None,
-            metrics: Arc::default(),
-            ready: Arc::default(),
-            workload_identity: Default::default(),
-            idempotent_create: true,
-            restarts: None,
-            allowed_endpoints: Default::default(),
-            max_clients_per_namespace: connections::DEFAULT_MAX_CLIENTS_PER_NAMESPACE,
-        }
-    }
-}
-
-/// Shared by all reconciles.
-pub struct Context {
-    pub client: Client,
-    pub connections: Connections,
-    /// Normal Events: one-offs, created directly.
-    events: events::Publisher,
-    /// Warnings: they repeat while a failure lasts; kube-runtime's Recorder counts repeats
-    /// as a series on one Event.
-    recorder: Recorder,
-    identities: Store<AcsIdentity>,
-    /// Versions and metadata of our token Secrets (no data: tokens are never cached).
-    token_secrets: Arc<secret_index::TokenSecretIndex>,
-    nudge: mpsc::UnboundedSender<ObjectRef<AcsIdentity>>,
-    /// Consecutive Kubernetes API failures per object, for the generic error policy.
-    api_failures: Mutex<HashMap<ObjectRef<AcsIdentity>, u32>>,
-    on_reconciled: Option<ReconcileHook>,
-    /// [`Settings::idempotent_create`].
-    pub idempotent_create: bool,
-    pub metrics: Arc<Metrics>,
-    /// Statuses written but maybe not yet seen by the watch cache.
-    pub statuses: Arc<status::WrittenStatuses>,
-    /// Deletions whose cleanup is done with ACS.
-    pub released: status::Released,
-    /// Every ACS call takes a pass here first.
-    pub bulkheads: Arc<bulkheads::Bulkheads>,
-}
-
-impl Context {
-    fn new(
-        client: Client,
-        settings: &Settings,
-        connections: Connections,
-        identities: Store<AcsIdentity>,
-        token_secrets: Arc<secret_index::TokenSecretIndex>,
-        nudge: mpsc::UnboundedSender<ObjectRef<AcsIdentity>>,
-    ) -> Self {
-        Self {
-            events: events::Publisher::new(client.clone(), MANAGER, settings.instance.clone()),
-            recorder: Recorder::new(
-                client.clone(),
-                Reporter {
-                    controller: MANAGER.into(),
-                    instance: settings.instance.clone(),
-                },
-            ),
-            client,
-            connections,
-            identities,
-            token_secrets,
-            nudge,
-            api_failures: Mutex::default(),
-            on_reconciled: settings.on_reconciled.clone(),
-            idempotent_create: settings.idempotent_create,
-            metrics: settings.metrics.clone(),
-            statuses: Arc::default(),
-            released: Default::default(),
-            bulkheads: Arc::new(bulkheads::Bulkheads::new(
-                settings.bulkheads,
-                settings.metrics.clone(),
-            )),
-        }
-    }
-
-    /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.
-    pub async fn publish(&self, obj: &AcsIdentity, type_: EventType, reason: Reason, note: String) {
-        let mut regarding = identity::object_ref(obj);
-        let published = match type_ {
-            EventType::Normal => {
-                self.events
-                    .publish(regarding, type_, reason.as_str(), &note)
-                    .await
-            }
-            EventType::Warning => {
-                // Without the resourceVersion, which every status write changes, a repeat
-                // is recognised as the same Event.
-                regarding.resource_version = None;
-                let event = Event {
-                    type_,
-                    reason: reason.as_str().to_string(),
-                    note: Some(note),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                };
-                self.recorder.publish(&event, &regarding).await
-            }
-        };
-        if let Err(e) = published {
-            warn!(error = %e, "could not publish Event");
-        }
-    }
-
-    /// The cached metadata of the token Secret, if it is still at the resourceVersion
-    /// `written` that status recorded after our last write, i.e. holds exactly what we wrote.
-    /// `None` (so the caller reads the Secret) also while the cache is still filling after a
-    /// start: waiting for it in a reconcile could stall the controller that fills it.
-    pub fn unchanged_token_secret(
-        &self,
-        namespace: &str,
-        name: &str,
-        written: Option<&str>,
-    ) -> Option<(
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-        token_secret::OwnedKeys,
-    )> {
-        self.token_secrets.at_version(namespace, name, written?)
-    }
-
-    /// Queues a reconcile of every identity that uses the given connection, spread over a
-    /// few seconds ([`crate::policy::requeue::nudge_spread`]): a tenant touching its
-    /// connection's Secret must not line its hundreds of identities up ahead of everyone else.
-    pub fn nudge_identities(&self, kind: ConnectionKind, namespace: Option<&str>, name: &str) {
-        let all = self.identities.state();
-        let using = connection_status::identities_using(&all, kind, namespace, name);
-        let delays = crate::policy::requeue::nudge_spread(using.len());
-        let nudge = self.nudge.clone();
-        tokio::spawn(async move {
-            let start = tokio::time::Instant::now();
-            for (r, delay) in using.into_iter().zip(delays) {
-                tokio::time::sleep_until(start + delay).await;
-                if nudge.unbounded_send(r).is_err() {
-                    return;
-                }
-            }
-        });
-    }
-}
 
 /// Runs the controllers until a shutdown signal. Only wiring: the watches feed the
 /// controllers and the indexes, the reconcilers decide and act.
@@ -304,7 +93,11 @@ pub async fn run(client: Client, settings: Settings) {
             identity_ctrl,
             connections_ready,
             settings.ready.clone(),
-            ctx.clone(),
+            Arc::new(IdentityRuns {
+                ctx: ctx.clone(),
+                api_failures: Mutex::default(),
+                on_reconciled: settings.on_reconciled.clone(),
+            }),
         ),
     );
     tokio::select! {
@@ -496,7 +289,7 @@ async fn run_identities(
     ctrl: Controller<AcsIdentity>,
     connections_ready: impl std::future::Future<Output = ()>,
     ready: Arc<std::sync::atomic::AtomicBool>,
-    ctx: Arc<Context>,
+    runs: Arc<IdentityRuns>,
 ) {
     connections_ready.await;
     let store = ctrl.store();
@@ -506,14 +299,9 @@ async fn run_identities(
         info!("identity cache synced; ready");
     };
     let run = ctrl
-        .run(reconcile_identity, identity_error_policy, ctx)
+        .run(reconcile_identity, identity_error_policy, runs)
         .for_each(|r| log_result("AcsIdentity", r));
     futures::future::join(mark_ready, run).await;
-}
-
-/// The key an identity queues under for ACS requests.
-pub fn admission_key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
 }
 
 /// Runs the dispatchers of every limiter made (one per ACS resource) for the admitted
@@ -585,7 +373,20 @@ async fn watch_connection_secrets(secrets: Api<PartialObjectMeta<Secret>>, ctx: 
     }
 }
 
-async fn reconcile_identity(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// What the identity controller's wrapper keeps beside the reconciles' [`Context`]: the
+/// generic error policy's count and the test hook.
+struct IdentityRuns {
+    ctx: Arc<Context>,
+    /// Consecutive Kubernetes API failures per object, for the generic error policy.
+    api_failures: Mutex<HashMap<ObjectRef<AcsIdentity>, u32>>,
+    on_reconciled: Option<ReconcileHook>,
+}
+
+async fn reconcile_identity(
+    obj: Arc<AcsIdentity>,
+    runs: Arc<IdentityRuns>,
+) -> Result<Action, Error> {
+    let ctx = &runs.ctx;
     let key = ObjectRef::from_obj(obj.as_ref());
     let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
     let span = tracing::info_span!("reconcile", %namespace, %name);
@@ -600,14 +401,14 @@ async fn reconcile_identity(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<
     });
     match &result {
         Ok(_) => {
-            ctx.api_failures.lock().expect("lock").remove(&key);
+            runs.api_failures.lock().expect("lock").remove(&key);
         }
         // A cleanup that found no room for its ACS calls did not fail.
         Err(e) if e.is_crowded() => {}
         // Failures `apply` handled itself are counted there; these are the API-level ones.
         Err(e) => ctx.metrics.observe_reconcile(Err(e.reason()), started),
     }
-    if let Some(hook) = &ctx.on_reconciled {
+    if let Some(hook) = &runs.on_reconciled {
         hook(&namespace, &name);
     }
     result
@@ -616,17 +417,18 @@ async fn reconcile_identity(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<
 /// For failures `apply` could not record itself (the API server refused or missed a write):
 /// back off per object, as policy says, before the token in the Secret expires (an API server
 /// restart must not outlast a short-lived token).
-fn identity_error_policy(obj: Arc<AcsIdentity>, error: &Error, ctx: Arc<Context>) -> Action {
+fn identity_error_policy(obj: Arc<AcsIdentity>, error: &Error, runs: Arc<IdentityRuns>) -> Action {
     if error.is_crowded() {
         return look_again(Outcome::Crowded);
     }
     let key = ObjectRef::from_obj(obj.as_ref());
-    let token_valid_for = ctx
+    let token_valid_for = runs
+        .ctx
         .statuses
         .current(&obj)
         .and_then(|s| s.token_expires_on)
         .and_then(|t| crate::policy::time_until(t.0, jiff::Timestamp::now()));
-    let mut failures = ctx.api_failures.lock().expect("lock");
+    let mut failures = runs.api_failures.lock().expect("lock");
     let n = failures.entry(key).or_insert(0);
     *n = n.saturating_add(1);
     let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());

@@ -2,8 +2,8 @@
 //! each new token), the status after a success or a failure, and writing it only when it
 //! changed (server-side apply under the operator's field manager).
 
-use super::Context;
 use super::conditions::{apply_status, conditions};
+use super::context::Context;
 use super::error::Error;
 use crate::api::{AcsIdentity, AcsIdentityStatus, IssuedFor, Provenance};
 use crate::policy::{Failure, Setback, TokenParams, TokenRecord, progress, readiness};

@@ -113,7 +113,8 @@ pub struct OwnedKeys {
 impl OwnedKeys {
     pub fn of(meta: &ObjectMeta) -> Self {
         let ours = meta.managed_fields.iter().flatten().find(|m| {
-            m.manager.as_deref() == Some(super::MANAGER) && m.operation.as_deref() == Some("Apply")
+            m.manager.as_deref() == Some(super::context::MANAGER)
+                && m.operation.as_deref() == Some("Apply")
         });
         let Some(fields) = ours.and_then(|m| m.fields_v1.as_ref()) else {
             return Self::default();
@@ -379,7 +380,7 @@ mod tests {
             "f:annotations": {"f:note": {}}}});
         meta.managed_fields = Some(vec![
             k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
-                manager: Some(crate::controller::MANAGER.into()),
+                manager: Some(crate::controller::context::MANAGER.into()),
                 operation: Some("Apply".into()),
                 fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
                     fields,

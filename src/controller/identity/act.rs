@@ -8,10 +8,11 @@ use crate::acs::{
 };
 use crate::api::{AcsIdentity, AcsIdentityStatus, ConnectionKind};
 use crate::controller::bulkheads::{Pass, Refused};
+use crate::controller::context::{Context, MANAGER, admission_key};
 use crate::controller::error::Error;
+use crate::controller::status;
 use crate::controller::status::Handled;
 use crate::controller::token_secret::{self, TokenContent, token_hash};
-use crate::controller::{Context, MANAGER, admission_key, status};
 use crate::policy::provenance::{self, Here};
 use crate::policy::{
     Decision, IssueReason, Reason, TokenRecord, check_expiry, renewal_time, time_until,

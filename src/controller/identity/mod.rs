@@ -10,10 +10,10 @@ mod call_sequence;
 mod cleanup;
 mod observe;
 
-use super::Context;
 use super::error::Error;
-use super::{look_again, status};
+use super::status;
 use crate::api::{AcsIdentity, AcsIdentityStatus, Provenance};
+use crate::controller::context::{Context, look_again, trim_for_cache};
 use crate::policy::{Outcome, TokenRecord, decide};
 use act::{Failed, Step};
 use jiff::Timestamp;
@@ -106,7 +106,7 @@ async fn add_finalizer(
             &kube::api::Patch::Json::<()>(patch),
         )
         .await?;
-    super::trim_for_cache(&mut patched);
+    trim_for_cache(&mut patched);
     Ok(Some(patched))
 }
 

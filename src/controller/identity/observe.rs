@@ -7,8 +7,8 @@ use crate::acs::TokenLifetime;
 use crate::api::{
     AcsIdentity, AcsIdentityStatus, ConnectionKind, ConnectionRef, Origin, Provenance,
 };
-use crate::controller::Context;
 use crate::controller::connections::Resolved;
+use crate::controller::context::Context;
 use crate::controller::error::Error;
 use crate::controller::{status, token_secret};
 use crate::policy::provenance::{self, Here, Home, Via};

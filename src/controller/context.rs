@@ -1,0 +1,176 @@
+//! What every reconcile shares ([`Context`]) and the small helpers the reconcilers use:
+//! the field manager, the cache trim, the one way to turn a policy outcome into a requeue.
+//! Lower modules import from here, never from the wiring in `super`.
+
+use super::connections::Connections;
+use super::settings::Settings;
+use super::{bulkheads, connection_status, events, identity, secret_index, status, token_secret};
+use crate::api::{AcsIdentity, ConnectionKind};
+use crate::metrics::Metrics;
+use crate::policy::{Outcome, Reason};
+use futures::channel::mpsc;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+use std::sync::Arc;
+use tracing::warn;
+
+/// Field manager for every write, and the Events' reporting controller.
+pub const MANAGER: &str = "acs-identity-operator";
+
+/// The annotation in which `kubectl apply` keeps the whole manifest.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// An AcsIdentity as the operator keeps it: without managedFields and kubectl's copy of the
+/// last applied manifest, which are never read here and are the bulk of each object.
+pub fn trim_for_cache(identity: &mut AcsIdentity) {
+    identity.managed_fields_mut().clear();
+    identity.annotations_mut().remove(LAST_APPLIED);
+}
+
+/// The kube-runtime action for the policy's answer after `outcome`: every requeue of every
+/// reconciler goes through here.
+pub fn look_again(outcome: Outcome) -> Action {
+    match crate::policy::next_look(outcome, jiff::Timestamp::now(), rand::random::<f64>()) {
+        Some(delay) => Action::requeue(delay),
+        None => Action::await_change(),
+    }
+}
+
+/// The key an identity queues under for ACS requests.
+pub fn admission_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// Shared by all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub connections: Connections,
+    /// Where the identity reconciles' Events go.
+    events: IdentityEvents,
+    pub(super) identities: Store<AcsIdentity>,
+    /// Versions and metadata of our token Secrets (no data: tokens are never cached).
+    token_secrets: Arc<secret_index::TokenSecretIndex>,
+    /// Queues a reconcile of an identity (a connection changed, an ACS turn came).
+    pub(super) nudge: mpsc::UnboundedSender<ObjectRef<AcsIdentity>>,
+    /// [`Settings::idempotent_create`].
+    pub idempotent_create: bool,
+    pub metrics: Arc<Metrics>,
+    /// Statuses written but maybe not yet seen by the watch cache.
+    pub statuses: Arc<status::WrittenStatuses>,
+    /// Deletions whose cleanup is done with ACS.
+    pub released: status::Released,
+    /// Every ACS call takes a pass here first.
+    pub bulkheads: Arc<bulkheads::Bulkheads>,
+}
+
+impl Context {
+    pub(super) fn new(
+        client: Client,
+        settings: &Settings,
+        connections: Connections,
+        identities: Store<AcsIdentity>,
+        token_secrets: Arc<secret_index::TokenSecretIndex>,
+        nudge: mpsc::UnboundedSender<ObjectRef<AcsIdentity>>,
+    ) -> Self {
+        Self {
+            events: IdentityEvents {
+                normal: events::Publisher::new(client.clone(), MANAGER, settings.instance.clone()),
+                warnings: Recorder::new(
+                    client.clone(),
+                    Reporter {
+                        controller: MANAGER.into(),
+                        instance: settings.instance.clone(),
+                    },
+                ),
+            },
+            client,
+            connections,
+            identities,
+            token_secrets,
+            nudge,
+            idempotent_create: settings.idempotent_create,
+            metrics: settings.metrics.clone(),
+            statuses: Arc::default(),
+            released: Default::default(),
+            bulkheads: Arc::new(bulkheads::Bulkheads::new(
+                settings.bulkheads,
+                settings.metrics.clone(),
+            )),
+        }
+    }
+
+    /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.
+    pub async fn publish(&self, obj: &AcsIdentity, type_: EventType, reason: Reason, note: String) {
+        let mut regarding = identity::object_ref(obj);
+        let published = match type_ {
+            EventType::Normal => {
+                self.events
+                    .normal
+                    .publish(regarding, type_, reason.as_str(), &note)
+                    .await
+            }
+            EventType::Warning => {
+                // Without the resourceVersion, which every status write changes, a repeat
+                // is recognised as the same Event.
+                regarding.resource_version = None;
+                let event = Event {
+                    type_,
+                    reason: reason.as_str().to_string(),
+                    note: Some(note),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                self.events.warnings.publish(&event, &regarding).await
+            }
+        };
+        if let Err(e) = published {
+            warn!(error = %e, "could not publish Event");
+        }
+    }
+
+    /// The cached metadata of the token Secret, if it is still at the resourceVersion
+    /// `written` that status recorded after our last write, i.e. holds exactly what we wrote.
+    /// `None` (so the caller reads the Secret) also while the cache is still filling after a
+    /// start: waiting for it in a reconcile could stall the controller that fills it.
+    pub fn unchanged_token_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        written: Option<&str>,
+    ) -> Option<(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        token_secret::OwnedKeys,
+    )> {
+        self.token_secrets.at_version(namespace, name, written?)
+    }
+
+    /// Queues a reconcile of every identity that uses the given connection, spread over a
+    /// few seconds ([`crate::policy::requeue::nudge_spread`]): a tenant touching its
+    /// connection's Secret must not line its hundreds of identities up ahead of everyone else.
+    pub fn nudge_identities(&self, kind: ConnectionKind, namespace: Option<&str>, name: &str) {
+        let all = self.identities.state();
+        let using = connection_status::identities_using(&all, kind, namespace, name);
+        let delays = crate::policy::requeue::nudge_spread(using.len());
+        let nudge = self.nudge.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            for (r, delay) in using.into_iter().zip(delays) {
+                tokio::time::sleep_until(start + delay).await;
+                if nudge.unbounded_send(r).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// The identity reconciles' two ways of publishing an Event.
+struct IdentityEvents {
+    /// Normal Events: one-offs, created directly.
+    normal: events::Publisher,
+    /// Warnings: they repeat while a failure lasts; kube-runtime's Recorder counts repeats
+    /// as a series on one Event.
+    warnings: Recorder,
+}

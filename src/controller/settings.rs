@@ -1,0 +1,75 @@
+//! How the operator runs: what the binary (or a test) gives [`super::run`].
+
+use super::{connections, restarts};
+use crate::acs::AcsRateLimiter;
+use crate::metrics::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Called after each AcsIdentity reconcile with its namespace and name.
+pub type ReconcileHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// How the operator runs.
+#[derive(Clone)]
+pub struct Settings {
+    /// Watch only this namespace (namespaced install); `None` watches the whole cluster.
+    pub namespace: Option<String>,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Upper bound of one ACS call.
+    pub acs_timeout: Duration,
+    /// Upper bound of connecting to ACS (at most `acs_timeout`).
+    pub acs_connect_timeout: Duration,
+    /// Upper bound from sending an ACS call until its answer begins (at most `acs_timeout`).
+    pub acs_first_byte_timeout: Duration,
+    /// ACS calls in flight per endpoint and per namespace, and the endpoints' breakers.
+    pub bulkheads: crate::policy::bulkhead::Limits,
+    /// Builds the rate limiter for each ACS endpoint.
+    pub rate_limiter: Arc<dyn Fn() -> AcsRateLimiter + Send + Sync>,
+    /// Name of this instance in Events (the pod name in a cluster).
+    pub instance: Option<String>,
+    /// Called after each AcsIdentity reconcile with its namespace and name (for tests that
+    /// must know an object was looked at even when nothing was written).
+    pub on_reconciled: Option<ReconcileHook>,
+    pub metrics: Arc<Metrics>,
+    /// Set once the watch caches have synced and the reconcilers run (for `/readyz`).
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The pod's Entra workload identity (token file, authority, default tenant and client),
+    /// for connections with `workloadIdentity`. Empty by default; the binary reads the env.
+    pub workload_identity: connections::WorkloadIdentityDefaults,
+    /// Create identities with the AcsIdentity's uid as `customId` (preview api-version), so a
+    /// create whose answer was lost is not repeated as a second identity. `false` uses the GA
+    /// create, for ACS resources that do not serve the preview.
+    pub idempotent_create: bool,
+    /// Restart the workloads that consume a renewed token (`None`: off).
+    pub restarts: Option<restarts::RestartSettings>,
+    /// Where connections may send requests: ACS's domains by default. Tests against the local
+    /// emulator widen it explicitly.
+    pub allowed_endpoints: crate::policy::endpoint::AllowedEndpoints,
+    /// At most this many distinct ACS clients (endpoint, credential, CA bundle) held by one
+    /// namespace's AcsConnections; identical connections share one.
+    pub max_clients_per_namespace: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            concurrency: 32,
+            acs_timeout: Duration::from_secs(30),
+            acs_connect_timeout: crate::acs::ClientOptions::DEFAULT_CONNECT_TIMEOUT,
+            acs_first_byte_timeout: crate::acs::ClientOptions::DEFAULT_FIRST_BYTE_TIMEOUT,
+            bulkheads: Default::default(),
+            rate_limiter: Arc::new(AcsRateLimiter::at_acs_limits),
+            instance: None,
+            on_reconciled: None,
+            metrics: Arc::default(),
+            ready: Arc::default(),
+            workload_identity: Default::default(),
+            idempotent_create: true,
+            restarts: None,
+            allowed_endpoints: Default::default(),
+            max_clients_per_namespace: connections::DEFAULT_MAX_CLIENTS_PER_NAMESPACE,
+        }
+    }
+}
