@@ -1,7 +1,7 @@
-//! The controllers: thin orchestration around [`crate::policy`], and only the wiring: what
-//! the reconcilers share is in [`context`], how the operator runs in [`Settings`]. Watches
-//! feed reconciles;
-//! reconciles read state, ask policy, act once, and record the result.
+//! The controllers: thin orchestration around [`crate::policy`], and here only the wiring:
+//! what the reconcilers share is in [`context`], how the operator runs in [`Settings`].
+//! Watches feed reconciles; reconciles read state, ask policy, act once, and record the
+//! result.
 //!
 //! Watches: AcsIdentity (full objects), our own token Secrets (metadata only, selected by the
 //! managed-by label), AcsConnection/ClusterAcsConnection, and the metadata of Secrets, streamed
