@@ -15,7 +15,9 @@ pub const CUSTOM_ID_API_VERSION: &str = "2025-03-02-preview";
 pub const CUSTOM_ID_API_VERSIONS: &[&str] = &["2025-03-02-preview", "2025-04-01-preview"];
 
 /// Every api-version whose identity operations the emulator serves: the GA ones and the
-/// previews of [`CUSTOM_ID_API_VERSIONS`].
+/// previews of [`CUSTOM_ID_API_VERSIONS`]. `2026-07-22` and `2026-09-23` carry the identity
+/// operations of `2025-06-30` unchanged (the API description's folders of those versions);
+/// the SDKs' main branches default to `2026-09-23`.
 pub const SUPPORTED_API_VERSIONS: &[&str] = &[
     "2021-03-07",
     "2022-06-01",
@@ -25,6 +27,8 @@ pub const SUPPORTED_API_VERSIONS: &[&str] = &[
     "2025-03-02-preview",
     "2025-04-01-preview",
     "2025-06-30",
+    "2026-07-22",
+    "2026-09-23",
 ];
 
 /// Whether `version` knows `customId` on create.

@@ -59,6 +59,8 @@ pub use operation::UnknownOperation;
 pub use persist::JournalError;
 pub use throttle::{ThrottleConfig, ThrottleConfigError};
 pub use tls::{TlsError, TlsPem};
+/// The first api-version, retired by the service (served unless `--retired-api-versions off`).
+pub use validation::LEGACY_API_VERSION;
 
 use acs_client::{AccessKey, ConnectionString};
 use entra::EntraService;
@@ -104,6 +106,10 @@ pub struct EmulatorConfig {
     pub data_dir: Option<PathBuf>,
     /// Serve the retired api-version 2020-07-20-preview2 (`--retired-api-versions`).
     pub retired_api_versions: bool,
+    /// Answer these api-versions `400 UnsupportedApiVersion`, as the service answers a
+    /// version it has retired (`--retired-api-versions VERSION,...`): to see what a client
+    /// does the day a preview it uses is retired.
+    pub refused_api_versions: Vec<String>,
 }
 
 impl EmulatorConfig {
@@ -120,6 +126,7 @@ impl EmulatorConfig {
             entra: EntraConfig::default(),
             data_dir: None,
             retired_api_versions: true,
+            refused_api_versions: Vec::new(),
         }
     }
 }
@@ -227,6 +234,7 @@ pub async fn serve(
         stats: RequestStats::default(),
         transport,
         retired_versions: config.retired_api_versions,
+        refused_versions: config.refused_api_versions.clone(),
     });
     let (shutdown, stop) = watch::channel(false);
     let task = tokio::spawn(server::run(listener, acceptor, app, stop));

@@ -89,16 +89,50 @@ struct Cli {
     data_dir: Option<PathBuf>,
 
     /// `on` also serves the retired api-version 2020-07-20-preview2 (for old code such as
-    /// azure-communication-administration 1.0.0b4); `off` answers it 400 like the service now.
-    #[arg(long, default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
-    retired_api_versions: bool,
+    /// azure-communication-administration 1.0.0b4); `off` answers it 400 like the service now;
+    /// a comma-separated list of api-versions answers exactly those 400 as retired (e.g.
+    /// `2025-03-02-preview`, to see what a client does the day that preview is retired), and
+    /// serves 2020-07-20-preview2 unless it is in the list.
+    #[arg(long, default_value = "on", value_parser = parse_retired, action = clap::ArgAction::Set)]
+    retired_api_versions: Retired,
 }
 
-fn parse_on_off(value: &str) -> Result<bool, String> {
+/// What `--retired-api-versions` says: whether the legacy version is served, and which
+/// versions are answered as retired.
+#[derive(Debug, Clone)]
+struct Retired {
+    legacy_served: bool,
+    refused: Vec<String>,
+}
+
+fn parse_retired(value: &str) -> Result<Retired, String> {
+    use acs_client::model::SUPPORTED_API_VERSIONS;
+    use acs_emulator::LEGACY_API_VERSION;
     match value {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        _ => Err("expected `on` or `off`".into()),
+        "on" => Ok(Retired {
+            legacy_served: true,
+            refused: Vec::new(),
+        }),
+        "off" => Ok(Retired {
+            legacy_served: false,
+            refused: Vec::new(),
+        }),
+        list => {
+            let mut refused = Vec::new();
+            for version in list.split(',').map(str::trim) {
+                if version != LEGACY_API_VERSION && !SUPPORTED_API_VERSIONS.contains(&version) {
+                    return Err(format!(
+                        "`{version}` is not an api-version this emulator serves; expected `on`, `off` or a comma-separated list of: {LEGACY_API_VERSION}, {}",
+                        SUPPORTED_API_VERSIONS.join(", ")
+                    ));
+                }
+                refused.push(version.to_string());
+            }
+            Ok(Retired {
+                legacy_served: !refused.iter().any(|v| v == LEGACY_API_VERSION),
+                refused,
+            })
+        }
     }
 }
 
@@ -193,7 +227,8 @@ fn config(cli: &Cli) -> Result<EmulatorConfig, String> {
         config.entra.issuer_ca_pem = Some(pem);
     }
     config.data_dir.clone_from(&cli.data_dir);
-    config.retired_api_versions = cli.retired_api_versions;
+    config.retired_api_versions = cli.retired_api_versions.legacy_served;
+    config.refused_api_versions = cli.retired_api_versions.refused.clone();
     Ok(config)
 }
 
@@ -223,5 +258,36 @@ impl Signals {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_retired;
+
+    #[test]
+    fn retired_api_versions_reads_on_off_and_lists() {
+        let cases: [(&str, bool, &[&str]); 5] = [
+            ("on", true, &[]),
+            ("off", false, &[]),
+            ("2025-03-02-preview", true, &["2025-03-02-preview"]),
+            (
+                "2025-03-02-preview, 2020-07-20-preview2",
+                false,
+                &["2025-03-02-preview", "2020-07-20-preview2"],
+            ),
+            ("2026-09-23", true, &["2026-09-23"]),
+        ];
+        for (value, legacy_served, refused) in cases {
+            let parsed = parse_retired(value).unwrap();
+            assert_eq!(parsed.legacy_served, legacy_served, "{value}");
+            assert_eq!(parsed.refused, refused, "{value}");
+        }
+        let error = parse_retired("2024-01-01").unwrap_err();
+        assert!(
+            error.contains("`2024-01-01` is not an api-version"),
+            "{error}"
+        );
+        assert!(error.contains("2025-03-02-preview"), "{error}");
     }
 }

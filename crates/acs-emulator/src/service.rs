@@ -45,6 +45,8 @@ pub struct App {
     pub(super) transport: Transport,
     /// Whether the retired api-version 2020-07-20-preview2 is served.
     pub(super) retired_versions: bool,
+    /// Api-versions answered as retired ([`crate::EmulatorConfig::refused_api_versions`]).
+    pub(super) refused_versions: Vec<String>,
 }
 
 /// A data-plane request with its body parsed (or the reason it could not be).
@@ -201,8 +203,12 @@ impl App {
         }
         let requested = routes::api_version(parts.uri.query());
         let request_uri = self.request_uri(parts);
-        let version =
-            validation::api_version(requested.as_deref(), &request_uri, self.retired_versions)?;
+        let version = validation::api_version(
+            requested.as_deref(),
+            &request_uri,
+            self.retired_versions,
+            &self.refused_versions,
+        )?;
         validation::route_in_version(call.route_kind(), version, &request_uri)?;
         if let Some(operation) = operation
             && let ThrottleDecision::Throttled { retry_after } =

@@ -99,11 +99,13 @@ impl ScopeField {
 
 /// A supported api-version, or the 400 the service gives for others. `request_uri` is the
 /// scheme, authority and path, as the service quotes it. `retired` serves
-/// [`LEGACY_API_VERSION`] too.
+/// [`LEGACY_API_VERSION`] too; a version in `refused` is answered as the service answers a
+/// version it has retired: like one it never had.
 pub fn api_version(
     requested: Option<&str>,
     request_uri: &str,
     retired: bool,
+    refused: &[String],
 ) -> Result<&'static str, ErrorReply> {
     let Some(requested) = requested else {
         return Err(ErrorReply::new(
@@ -112,6 +114,9 @@ pub fn api_version(
             "The api-version query parameter (?api-version=) is required for all requests.",
         ));
     };
+    if refused.iter().any(|v| v == requested) {
+        return Err(unsupported(request_uri, requested));
+    }
     if retired && requested == LEGACY_API_VERSION {
         return Ok(LEGACY_API_VERSION);
     }
@@ -226,22 +231,40 @@ mod tests {
     #[test]
     fn every_supported_version_is_accepted() {
         for version in SUPPORTED_API_VERSIONS {
-            assert_eq!(api_version(Some(version), "u", false), Ok(*version));
+            assert_eq!(api_version(Some(version), "u", false, &[]), Ok(*version));
         }
     }
 
     #[test]
     fn the_legacy_version_is_served_only_when_asked() {
         assert_eq!(
-            api_version(Some(LEGACY_API_VERSION), "u", true),
+            api_version(Some(LEGACY_API_VERSION), "u", true, &[]),
             Ok(LEGACY_API_VERSION)
         );
         assert_eq!(
-            api_version(Some(LEGACY_API_VERSION), "u", false)
+            api_version(Some(LEGACY_API_VERSION), "u", false, &[])
                 .unwrap_err()
                 .code,
             "UnsupportedApiVersion"
         );
+    }
+
+    #[test]
+    fn a_refused_version_is_answered_like_one_never_served() {
+        let refused = [
+            "2025-03-02-preview".to_string(),
+            LEGACY_API_VERSION.to_string(),
+        ];
+        for version in ["2025-03-02-preview", LEGACY_API_VERSION] {
+            let error =
+                api_version(Some(version), "https://h/identities", true, &refused).unwrap_err();
+            assert_eq!(error.status, StatusCode::BAD_REQUEST);
+            assert_eq!(error.code, "UnsupportedApiVersion");
+            assert!(error.message.contains(version));
+        }
+        for version in ["2025-04-01-preview", "2023-10-01", "2026-09-23"] {
+            assert_eq!(api_version(Some(version), "u", true, &refused), Ok(version));
+        }
     }
 
     #[test]
@@ -262,6 +285,11 @@ mod tests {
             (TeamsExchange, "2022-06-01", true),
             (TeamsExchange, "2025-06-30", true),
             (TeamsExchange, LEGACY_API_VERSION, false),
+            (Everywhere, "2026-07-22", true),
+            (Current, "2026-09-23", true),
+            (TeamsExchange, "2026-09-23", true),
+            (PreviewRead, "2026-09-23", false),
+            (Legacy, "2026-09-23", false),
         ];
         for (kind, version, has) in cases {
             let answer = route_in_version(kind, version, "https://h/identities/x");
@@ -277,8 +305,13 @@ mod tests {
 
     #[test]
     fn unsupported_version_quotes_the_uri_like_the_service() {
-        let error =
-            api_version(Some("2020-07-20-preview2"), "https://h/identities", false).unwrap_err();
+        let error = api_version(
+            Some("2020-07-20-preview2"),
+            "https://h/identities",
+            false,
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(error.status, StatusCode::BAD_REQUEST);
         assert_eq!(error.code, "UnsupportedApiVersion");
         assert_eq!(
@@ -286,7 +319,7 @@ mod tests {
             "The HTTP resource that matches the request URI 'https://h/identities' does not support the API version '2020-07-20-preview2'."
         );
         assert_eq!(
-            api_version(None, "u", true).unwrap_err().status,
+            api_version(None, "u", true, &[]).unwrap_err().status,
             StatusCode::BAD_REQUEST
         );
     }

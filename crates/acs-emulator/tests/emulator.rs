@@ -447,6 +447,32 @@ async fn unsupported_or_missing_api_version_is_a_bad_request() {
 }
 
 #[tokio::test]
+async fn a_retired_preview_refuses_its_create_and_creates_nothing() {
+    let emulator = start(|c| c.refused_api_versions = vec!["2025-03-02-preview".into()]).await;
+    let body = r#"{"customId":"d6c1f0a4-retired","createTokenWithScopes":["chat"]}"#;
+    let refused = emulator
+        .call("POST", "/identities?api-version=2025-03-02-preview", body)
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    assert_eq!(refused.error_code(), "UnsupportedApiVersion");
+    assert!(refused.error_message().contains("2025-03-02-preview"));
+    let identities = emulator.admin_get("/admin/identities").await;
+    assert!(identities["identities"].as_array().unwrap().is_empty());
+    // Every other version goes on serving, the retired 2020 one included (which answered
+    // its create 200).
+    for (version, status) in [
+        ("2023-10-01", 201),
+        ("2026-09-23", 201),
+        ("2020-07-20-preview2", 200),
+    ] {
+        let created = emulator
+            .call("POST", &format!("/identities?api-version={version}"), "")
+            .await;
+        assert_eq!(created.status, status, "{version}: {}", created.json);
+    }
+}
+
+#[tokio::test]
 async fn ids_work_percent_encoded_and_raw() {
     let emulator = start(|_| {}).await;
     let id = emulator.create().await;
