@@ -192,9 +192,7 @@ impl Metrics {
         let result = call.await;
         let code = match &result {
             Ok(_) => operation.success_status().to_string(),
-            Err(e) => e
-                .status()
-                .map_or_else(|| error_kind(e).to_string(), |s| s.to_string()),
+            Err(e) => e.class().code.to_string(),
         };
         let op = operation.as_str().to_string();
         self.acs_requests
@@ -280,18 +278,6 @@ impl Metrics {
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         self.last_encoded_len.store(out.len(), Ordering::Relaxed);
         out
-    }
-}
-
-/// A label for failures without an HTTP status.
-fn error_kind(e: &AcsError) -> &'static str {
-    match e {
-        AcsError::Timeout { .. } => "timeout",
-        AcsError::Transport(_) => "transport",
-        AcsError::UntrustedCertificate(_) => "untrusted_certificate",
-        AcsError::InvalidResponse(_) => "invalid_response",
-        AcsError::InvalidRequest(_) => "invalid_request",
-        _ => "error",
     }
 }
 

@@ -143,37 +143,80 @@ pub enum AcsError {
     Credential { retriable: bool, message: String },
 }
 
+/// What an [`AcsError`] means to its callers: the one classification of each variant, made by
+/// the exhaustive match in [`AcsError::class`], so a new variant does not compile until it is
+/// given its standing and its metric label. (What it means to a user, its `Reason`, is the
+/// operator's to choose: `controller::Error::class`, also without a catch-all arm.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcsClass {
+    /// Whether the same call may succeed if tried again later, unchanged.
+    pub retriable: bool,
+    /// Whether the endpoint gave no (whole) answer: a timeout of any phase, or a failed
+    /// connection. What an endpoint's circuit breaker counts.
+    pub unreachable: bool,
+    /// The `code` label of the ACS request metrics.
+    pub code: MetricCode,
+}
+
+/// The `code` label of a failed ACS request: the HTTP status ACS answered with, or, when it
+/// gave no answer to classify by status, the kind of failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricCode {
+    Status(u16),
+    Kind(&'static str),
+}
+
+impl fmt::Display for MetricCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetricCode::Status(status) => write!(f, "{status}"),
+            MetricCode::Kind(kind) => f.write_str(kind),
+        }
+    }
+}
+
 impl AcsError {
+    /// The one classification of this error (see [`AcsClass`]). No catch-all arm.
+    pub fn class(&self) -> AcsClass {
+        use MetricCode::{Kind, Status};
+        let (retriable, unreachable, code) = match self {
+            AcsError::NotFound(_) => (false, false, Status(404)),
+            AcsError::Throttled { .. } => (true, false, Status(429)),
+            AcsError::Unauthorized { status, .. } | AcsError::Rejected { status, .. } => {
+                (false, false, Status(*status))
+            }
+            AcsError::Unavailable { status, .. } => (true, false, Status(*status)),
+            AcsError::Timeout { .. } => (true, true, Kind("timeout")),
+            AcsError::Transport(_) => (true, true, Kind("transport")),
+            AcsError::UntrustedCertificate(_) => (false, false, Kind("untrusted_certificate")),
+            AcsError::InvalidResponse(_) => (false, false, Kind("invalid_response")),
+            AcsError::InvalidRequest(_) => (false, false, Kind("invalid_request")),
+            AcsError::InvalidCaBundle(_) | AcsError::Config(_) => (false, false, Kind("error")),
+            AcsError::Credential { retriable, .. } => (*retriable, false, Kind("error")),
+        };
+        AcsClass {
+            retriable,
+            unreachable,
+            code,
+        }
+    }
+
     /// Whether the same call may succeed if tried again later, unchanged.
     pub fn is_retriable(&self) -> bool {
-        matches!(
-            self,
-            AcsError::Throttled { .. }
-                | AcsError::Unavailable { .. }
-                | AcsError::Timeout { .. }
-                | AcsError::Transport(_)
-                | AcsError::Credential {
-                    retriable: true,
-                    ..
-                }
-        )
+        self.class().retriable
     }
 
     /// Whether the endpoint gave no (whole) answer: a timeout of any phase, or a failed
     /// connection. What an endpoint's circuit breaker counts.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, AcsError::Timeout { .. } | AcsError::Transport(_))
+        self.class().unreachable
     }
 
     /// The HTTP status ACS answered with, if it answered.
     pub fn status(&self) -> Option<u16> {
-        match self {
-            AcsError::NotFound(_) => Some(404),
-            AcsError::Throttled { .. } => Some(429),
-            AcsError::Unauthorized { status, .. }
-            | AcsError::Rejected { status, .. }
-            | AcsError::Unavailable { status, .. } => Some(*status),
-            _ => None,
+        match self.class().code {
+            MetricCode::Status(status) => Some(status),
+            MetricCode::Kind(_) => None,
         }
     }
 
@@ -357,6 +400,118 @@ mod tests {
             assert!(format!("{err:?}").starts_with(variant), "{status}: {err:?}");
             assert_eq!(err.status(), Some(status));
             assert_eq!(err.service_code(), Some("X"));
+        }
+    }
+
+    /// Every variant, its standing, and its metric label: the labels are the values the
+    /// dashboards and alerts already read, and must not change.
+    #[test]
+    fn every_variant_has_its_class() {
+        let svc = || ServiceError {
+            code: "X".into(),
+            message: "m".into(),
+            target: None,
+        };
+        let second = Duration::from_secs(1);
+        let cases: Vec<(AcsError, bool, bool, &str)> = vec![
+            (AcsError::NotFound(svc()), false, false, "404"),
+            (
+                AcsError::Throttled {
+                    retry_after: None,
+                    error: svc(),
+                },
+                true,
+                false,
+                "429",
+            ),
+            (
+                AcsError::Unauthorized {
+                    status: 403,
+                    error: svc(),
+                },
+                false,
+                false,
+                "403",
+            ),
+            (
+                AcsError::Rejected {
+                    status: 409,
+                    error: svc(),
+                },
+                false,
+                false,
+                "409",
+            ),
+            (
+                AcsError::Unavailable {
+                    status: 408,
+                    error: svc(),
+                },
+                true,
+                false,
+                "408",
+            ),
+            (
+                AcsError::Timeout {
+                    phase: TimeoutPhase::Connect,
+                    after: second,
+                },
+                true,
+                true,
+                "timeout",
+            ),
+            (AcsError::Transport("x".into()), true, true, "transport"),
+            (
+                AcsError::UntrustedCertificate("x".into()),
+                false,
+                false,
+                "untrusted_certificate",
+            ),
+            (
+                AcsError::InvalidResponse("x".into()),
+                false,
+                false,
+                "invalid_response",
+            ),
+            (
+                AcsError::InvalidRequest("x".into()),
+                false,
+                false,
+                "invalid_request",
+            ),
+            (AcsError::InvalidCaBundle("x".into()), false, false, "error"),
+            (AcsError::Config("x".into()), false, false, "error"),
+            (
+                AcsError::Credential {
+                    retriable: true,
+                    message: "x".into(),
+                },
+                true,
+                false,
+                "error",
+            ),
+            (
+                AcsError::Credential {
+                    retriable: false,
+                    message: "x".into(),
+                },
+                false,
+                false,
+                "error",
+            ),
+        ];
+        for (error, retriable, unreachable, code) in cases {
+            let class = error.class();
+            assert_eq!(
+                (
+                    class.retriable,
+                    class.unreachable,
+                    class.code.to_string().as_str()
+                ),
+                (retriable, unreachable, code),
+                "{error:?}"
+            );
+            assert_eq!(error.status(), code.parse::<u16>().ok(), "{error:?}");
         }
     }
 

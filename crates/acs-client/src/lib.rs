@@ -24,6 +24,6 @@ pub use client::{
 };
 pub use connection_string::{ConnectionString, ConnectionStringError};
 pub use entra::{ACS_SCOPE, WorkloadIdentity};
-pub use error::{AcsError, ServiceError, TimeoutPhase};
+pub use error::{AcsClass, AcsError, MetricCode, ServiceError, TimeoutPhase};
 pub use limits::{AcsRateLimiter, Admission, Operation};
 pub use model::{API_VERSION, Scope};
