@@ -7,7 +7,7 @@ use super::connections::{ConnectionObject, ConnectionSource};
 use super::context::Context;
 use super::error::Error;
 use crate::api::{AcsConnectionStatus, ConnectionKind};
-use crate::policy::{Failure, Readiness, Reason, Setback, progress};
+use crate::policy::{Readiness, Reason, failure, progress};
 use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -56,7 +56,7 @@ async fn checked_status(
     previous: Option<&AcsConnectionStatus>,
     generation: Option<i64>,
 ) -> AcsConnectionStatus {
-    let (ready, endpoint, waits_for_change) = match ctx.connections.check(source).await {
+    let (ready, endpoint, class) = match ctx.connections.check(source).await {
         Ok((endpoint, summary)) => (
             Readiness {
                 ready: true,
@@ -64,25 +64,19 @@ async fn checked_status(
                 message: summary,
             },
             Some(endpoint),
-            false,
-        ),
-        Err(e) => (
-            Readiness {
-                ready: false,
-                reason: e.reason(),
-                message: e.to_string(),
-            },
             None,
-            !e.is_transient(),
         ),
+        Err(e) => {
+            let class = e.class();
+            let ready = Readiness {
+                ready: false,
+                reason: class.reason,
+                message: e.to_string(),
+            };
+            (ready, None, Some(class))
+        }
     };
-    let setback = (!ready.ready).then_some(Setback {
-        failure: Failure {
-            reason: ready.reason,
-            message: &ready.message,
-        },
-        waits_for_change,
-    });
+    let setback = class.map(|c| failure::setback(&c, &ready.message));
     let progress = progress(&ready, setback, false);
     let previous = previous
         .map(|p| p.conditions.as_slice())

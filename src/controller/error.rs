@@ -1,8 +1,11 @@
-//! Reconcile failures. Each maps to one [`Reason`], used as condition reason, Event reason and
-//! metrics label (never a free-form string there), and says whether retrying can help.
+//! Reconcile failures. [`Error::class`] classifies each once: its [`Reason`] (condition
+//! reason, Event reason and metrics label, never a free-form string there), its standing
+//! (transient, permanent, held back) and the wait asked for; [`crate::policy::failure`]
+//! decides what follows from that.
 
 use crate::acs::{AcsError, ConnectionStringError};
-use crate::policy::{Reason, Standing};
+use crate::policy::Reason;
+use crate::policy::failure::{self, Class, FailureStanding};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -119,83 +122,92 @@ pub enum Error {
 }
 
 impl Error {
+    /// The one classification of this error: its reason, its standing and its metric label
+    /// (see [`Class`]), with the wait ACS or the breaker asked for. No catch-all arm, here or
+    /// for ACS's errors: a new variant does not compile until it is classified.
+    pub fn class(&self) -> Class {
+        use FailureStanding::{Crowded, ForeignSecret, HeldBackByOthers, Permanent, Transient};
+        let (reason, standing) = match self {
+            Error::ConnectionNotFound { .. } | Error::ConnectionSecretNotFound { .. } => {
+                (Reason::ConnectionNotFound, Permanent)
+            }
+            Error::ConnectionNotAllowed { .. } => (Reason::ConnectionNotAllowed, Permanent),
+            Error::ConnectionSecretKeyMissing { .. } | Error::InvalidConnectionString { .. } => {
+                (Reason::InvalidConnectionString, Permanent)
+            }
+            Error::InvalidCaBundle(_) => (Reason::InvalidCaBundle, Permanent),
+            Error::InvalidConnection(_) => (Reason::InvalidConnection, Permanent),
+            Error::EndpointNotAllowed(_) => (Reason::EndpointNotAllowed, Permanent),
+            Error::InvalidSpec(_) => (Reason::InvalidSpec, Permanent),
+            Error::WorkloadIdentity(_) => (Reason::InvalidWorkloadIdentity, Permanent),
+            Error::SecretConflict(_) => (Reason::SecretConflict, ForeignSecret),
+            Error::IdentityNotFound { .. } => (Reason::IdentityNotFound, Permanent),
+            Error::AdoptionNotAllowed { .. } => (Reason::AdoptionNotAllowed, Permanent),
+            Error::IdentityClaimed { .. } => (Reason::IdentityClaimed, HeldBackByOthers),
+            Error::IdentityLimitReached { .. } => (Reason::IdentityLimitReached, HeldBackByOthers),
+            Error::IdentityOnOtherResource { .. } => (Reason::IdentityOnOtherResource, Permanent),
+            Error::ProvenanceUnknown { .. } => (Reason::ProvenanceUnknown, HeldBackByOthers),
+            Error::ForeignIdentity { .. } => (Reason::ForeignIdentity, Permanent),
+            Error::ConnectionLimitReached { .. } => {
+                (Reason::ConnectionLimitReached, HeldBackByOthers)
+            }
+            Error::AcsCircuitOpen { retry_in } => {
+                return Class::new(Reason::AcsCircuitOpen, Transient).retry_after(Some(*retry_in));
+            }
+            Error::Crowded => (Reason::InLine, Crowded),
+            Error::Acs(e) => return acs_class(e),
+            Error::Kube(kube::Error::Api(status)) => (
+                Reason::KubernetesError,
+                failure::api_status_standing(status.code),
+            ),
+            Error::SecretChanged(_) | Error::Kube(_) | Error::Finalizer(_) => {
+                (Reason::KubernetesError, Transient)
+            }
+        };
+        Class::new(reason, standing)
+    }
+
     /// The stable reason for conditions, Events and metrics.
     pub fn reason(&self) -> Reason {
-        match self {
-            Error::ConnectionNotFound { .. } | Error::ConnectionSecretNotFound { .. } => {
-                Reason::ConnectionNotFound
-            }
-            Error::ConnectionNotAllowed { .. } => Reason::ConnectionNotAllowed,
-            Error::ConnectionSecretKeyMissing { .. } | Error::InvalidConnectionString { .. } => {
-                Reason::InvalidConnectionString
-            }
-            Error::InvalidCaBundle(_) => Reason::InvalidCaBundle,
-            Error::InvalidConnection(_) => Reason::InvalidConnection,
-            Error::EndpointNotAllowed(_) => Reason::EndpointNotAllowed,
-            Error::InvalidSpec(_) => Reason::InvalidSpec,
-            Error::WorkloadIdentity(_) => Reason::InvalidWorkloadIdentity,
-            Error::SecretConflict(_) => Reason::SecretConflict,
-            Error::IdentityNotFound { .. } => Reason::IdentityNotFound,
-            Error::AdoptionNotAllowed { .. } => Reason::AdoptionNotAllowed,
-            Error::IdentityClaimed { .. } => Reason::IdentityClaimed,
-            Error::IdentityLimitReached { .. } => Reason::IdentityLimitReached,
-            Error::IdentityOnOtherResource { .. } => Reason::IdentityOnOtherResource,
-            Error::ProvenanceUnknown { .. } => Reason::ProvenanceUnknown,
-            Error::ForeignIdentity { .. } => Reason::ForeignIdentity,
-            Error::ConnectionLimitReached { .. } => Reason::ConnectionLimitReached,
-            Error::AcsCircuitOpen { .. } => Reason::AcsCircuitOpen,
-            Error::Crowded => Reason::InLine,
-            Error::Acs(e) => acs_reason(e),
-            Error::SecretChanged(_) | Error::Kube(_) | Error::Finalizer(_) => {
-                Reason::KubernetesError
-            }
-        }
+        self.class().reason
     }
 
     /// Whether retrying later without any change can help. Permanent failures wait for a
     /// change of the spec, the connection or its Secret (all watched) instead of hammering ACS,
-    /// and are reported as Stalled. The reason's [`Standing`] decides, except for the two
-    /// retrying kinds of reason whose errors can also be final.
+    /// and are reported as Stalled.
     pub fn is_transient(&self) -> bool {
-        match self {
-            // The API server being unavailable or conflicting is transient; a 4xx is not.
-            Error::Kube(kube::Error::Api(status)) => status.code == 409 || status.code >= 500,
-            // Entra ID refusing the credential (4xx) is not.
-            Error::Acs(AcsError::Credential { retriable, .. }) => *retriable,
-            _ => self.reason().standing() == Standing::Retrying,
-        }
+        self.class().is_transient()
     }
 
     /// Whether this is no failure: a cleanup that found no room for its ACS calls.
     pub fn is_crowded(&self) -> bool {
-        matches!(self, Error::Crowded)
-    }
-
-    /// A `Retry-After` from ACS, when it sent one; or when an open breaker lets a call through.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Error::AcsCircuitOpen { retry_in } => Some(*retry_in),
-            Error::Acs(AcsError::Throttled { retry_after, .. }) => *retry_after,
-            _ => None,
-        }
+        self.class().standing == FailureStanding::Crowded
     }
 }
 
-fn acs_reason(e: &AcsError) -> Reason {
-    match e {
-        AcsError::Throttled { .. } => Reason::AcsThrottled,
-        AcsError::Unauthorized { .. } => Reason::AcsUnauthorized,
+/// An ACS failure's reason; its standing is ACS's own ([`crate::acs::AcsClass`]: whether the
+/// same call may succeed later), and so is the wait a 429 asks for.
+fn acs_class(e: &AcsError) -> Class {
+    let (reason, retry_after) = match e {
+        AcsError::Throttled { retry_after, .. } => (Reason::AcsThrottled, *retry_after),
+        AcsError::Unauthorized { .. } => (Reason::AcsUnauthorized, None),
         AcsError::Unavailable { .. } | AcsError::Timeout { .. } | AcsError::Transport(_) => {
-            Reason::AcsUnavailable
+            (Reason::AcsUnavailable, None)
         }
-        AcsError::UntrustedCertificate(_) => Reason::AcsCertificateUntrusted,
-        AcsError::NotFound(_) => Reason::IdentityNotFound,
-        AcsError::Rejected { .. } | AcsError::InvalidRequest(_) => Reason::AcsRejected,
-        AcsError::InvalidResponse(_) => Reason::AcsInvalidResponse,
-        AcsError::InvalidCaBundle(_) => Reason::InvalidCaBundle,
-        AcsError::Config(_) => Reason::InvalidConnection,
-        AcsError::Credential { .. } => Reason::EntraTokenFailed,
-    }
+        AcsError::UntrustedCertificate(_) => (Reason::AcsCertificateUntrusted, None),
+        AcsError::NotFound(_) => (Reason::IdentityNotFound, None),
+        AcsError::Rejected { .. } | AcsError::InvalidRequest(_) => (Reason::AcsRejected, None),
+        AcsError::InvalidResponse(_) => (Reason::AcsInvalidResponse, None),
+        AcsError::InvalidCaBundle(_) => (Reason::InvalidCaBundle, None),
+        AcsError::Config(_) => (Reason::InvalidConnection, None),
+        AcsError::Credential { .. } => (Reason::EntraTokenFailed, None),
+    };
+    let standing = if e.class().retriable {
+        FailureStanding::Transient
+    } else {
+        FailureStanding::Permanent
+    };
+    Class::new(reason, standing).retry_after(retry_after)
 }
 
 #[cfg(test)]
@@ -279,6 +291,129 @@ mod tests {
         for (error, reason, transient) in cases {
             assert_eq!(error.reason(), reason, "{error}");
             assert_eq!(error.is_transient(), transient, "{error}");
+        }
+    }
+
+    /// The standing of each kind of error, and the wait it carries. A transient failure is
+    /// one whose reason retries; one that is not never says Done or Reconciling.
+    #[test]
+    fn standings() {
+        use FailureStanding::*;
+        let api = |code: u16| {
+            Error::Kube(kube::Error::Api(
+                kube::core::Status::failure("m", "R")
+                    .with_code(code)
+                    .boxed(),
+            ))
+        };
+        let wait = Duration::from_secs(9);
+        let cases: Vec<(Error, FailureStanding, Option<Duration>)> = vec![
+            (Error::SecretConflict("s".into()), ForeignSecret, None),
+            (
+                Error::IdentityClaimed { id: "i".into() },
+                HeldBackByOthers,
+                None,
+            ),
+            (
+                Error::IdentityLimitReached {
+                    connection: "c".into(),
+                    namespace: "n".into(),
+                    max: 1,
+                },
+                HeldBackByOthers,
+                None,
+            ),
+            (
+                Error::ProvenanceUnknown { id: "i".into() },
+                HeldBackByOthers,
+                None,
+            ),
+            (
+                Error::ConnectionLimitReached {
+                    namespace: "n".into(),
+                    max: 1,
+                },
+                HeldBackByOthers,
+                None,
+            ),
+            (
+                Error::AdoptionNotAllowed {
+                    connection: "c".into(),
+                    namespace: "n".into(),
+                },
+                Permanent,
+                None,
+            ),
+            (
+                Error::ForeignIdentity {
+                    id: "i".into(),
+                    endpoint: "e".into(),
+                },
+                Permanent,
+                None,
+            ),
+            (
+                Error::AcsCircuitOpen { retry_in: wait },
+                Transient,
+                Some(wait),
+            ),
+            (Error::Crowded, Crowded, None),
+            (Error::SecretChanged("s".into()), Transient, None),
+            (api(409), Transient, None),
+            (api(500), Transient, None),
+            (api(403), Permanent, None),
+            (api(422), Permanent, None),
+            (
+                Error::Acs(AcsError::Throttled {
+                    retry_after: Some(wait),
+                    error: svc(),
+                }),
+                Transient,
+                Some(wait),
+            ),
+            (
+                Error::Acs(AcsError::Credential {
+                    retriable: true,
+                    message: "m".into(),
+                }),
+                Transient,
+                None,
+            ),
+            (
+                Error::Acs(AcsError::Credential {
+                    retriable: false,
+                    message: "m".into(),
+                }),
+                Permanent,
+                None,
+            ),
+            (
+                Error::Acs(AcsError::InvalidResponse("x".into())),
+                Permanent,
+                None,
+            ),
+            (Error::Acs(AcsError::Transport("x".into())), Transient, None),
+        ];
+        for (error, standing, retry_after) in cases {
+            let class = error.class();
+            assert_eq!(
+                (class.standing, class.retry_after),
+                (standing, retry_after),
+                "{error}"
+            );
+            assert_eq!(class.label, class.reason.as_str());
+            let reason = class.reason.standing();
+            match standing {
+                Transient => assert_eq!(reason, crate::policy::Standing::Retrying, "{error}"),
+                Crowded => {}
+                _ => assert!(
+                    matches!(
+                        reason,
+                        crate::policy::Standing::Stalled | crate::policy::Standing::Retrying
+                    ),
+                    "{error}"
+                ),
+            }
         }
     }
 }

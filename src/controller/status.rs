@@ -6,7 +6,7 @@ use super::conditions::{apply_status, conditions};
 use super::context::Context;
 use super::error::Error;
 use crate::api::{AcsIdentity, AcsIdentityStatus, IssuedFor, Provenance};
-use crate::policy::{Failure, Setback, TokenParams, TokenRecord, progress, readiness};
+use crate::policy::{Setback, TokenParams, TokenRecord, failure, progress, readiness};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
@@ -114,13 +114,7 @@ pub fn failed(
     status.failed_attempts = Some(status.failed_attempts.unwrap_or(0).saturating_add(1));
     status.last_failure_time = Some(Time(now));
     let message = error.to_string();
-    let setback = Setback {
-        failure: Failure {
-            reason: error.reason(),
-            message: &message,
-        },
-        waits_for_change: !error.is_transient(),
-    };
+    let setback = failure::setback(&error.class(), &message);
     finish(obj, status, current, Some(setback), false, now)
 }
 
@@ -288,7 +282,7 @@ mod tests {
     #[test]
     fn truth() {
         use crate::controller::conditions::{READY, STALLED};
-        use crate::policy::{Reason, TokenParams};
+        use crate::policy::{Failure, Reason, TokenParams};
         let at = |secs: i64| Timestamp::from_second(secs).unwrap();
         let token = |renewal: i64, expires: i64| TokenRecord {
             identity_id: "8:acs:r_1".into(),

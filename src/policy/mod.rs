@@ -6,6 +6,7 @@
 //! - when does the operator look again? [`requeue`]
 //! - what does the Ready condition say? [`readiness`]
 //! - what does a reason mean? [`reason`]
+//! - what does a failure mean: retried, waiting for a change, held back? [`failure`]
 //! - may a request go to this endpoint? [`endpoint`]
 //! - who may hold which ACS identity, and delete it? [`tenancy`]
 //! - where does an ACS identity live, and is a create's answer one of that resource? [`provenance`]
@@ -15,6 +16,7 @@
 pub mod bulkhead;
 pub mod decision;
 pub mod endpoint;
+pub mod failure;
 pub mod provenance;
 pub mod readiness;
 pub mod reason;

@@ -14,7 +14,7 @@ use super::error::Error;
 use super::status;
 use crate::api::{AcsIdentity, AcsIdentityStatus, Provenance};
 use crate::controller::context::{Context, look_again, trim_for_cache};
-use crate::policy::{Outcome, TokenRecord, decide};
+use crate::policy::{Outcome, TokenRecord, decide, failure};
 use act::{Failed, Step};
 use jiff::Timestamp;
 use kube::api::Api;
@@ -206,8 +206,8 @@ impl Recorded<'_> {
                 let event = (EventType::Warning, reason, error.to_string());
                 self.write(status, Err(reason), Some(event)).await?;
                 let token_valid_for = current.and_then(|c| c.valid_for(self.now));
-                Ok(look_again(failure_outcome(
-                    &error,
+                Ok(look_again(failure::outcome(
+                    &error.class(),
                     attempts,
                     token_valid_for,
                 )))
@@ -232,33 +232,6 @@ impl Recorded<'_> {
             ctx.publish(obj, type_, reason, note).await;
         }
         Ok(())
-    }
-}
-
-/// What a recorded failure means for the next look.
-fn failure_outcome(
-    error: &Error,
-    attempts: u32,
-    token_valid_for: Option<std::time::Duration>,
-) -> Outcome {
-    if error.is_transient() {
-        Outcome::Transient {
-            attempts,
-            retry_after: error.retry_after(),
-            token_valid_for,
-        }
-    } else if matches!(error, Error::SecretConflict(_)) {
-        Outcome::ForeignSecret
-    } else if matches!(
-        error,
-        Error::IdentityClaimed { .. }
-            | Error::IdentityLimitReached { .. }
-            | Error::ProvenanceUnknown { .. }
-            | Error::ConnectionLimitReached { .. }
-    ) {
-        Outcome::HeldBackByOthers
-    } else {
-        Outcome::WaitsForChange
     }
 }
 
