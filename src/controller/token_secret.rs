@@ -2,6 +2,7 @@
 //! in the cluster compares with that.
 
 use crate::api::{AcsIdentity, SecretTemplate};
+use crate::policy::secret_state::{Found, TokenMatch, secret_state};
 use crate::policy::{SecretState, TokenRecord};
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
@@ -171,13 +172,11 @@ pub fn observe_unchanged(
     owner_uid: &str,
     template: Option<&SecretTemplate>,
 ) -> SecretState {
-    if !is_controlled_by(meta, owner_uid) {
-        SecretState::Foreign
-    } else if metadata_matches(meta, owned, template) {
-        SecretState::Current
-    } else {
-        SecretState::MetadataDrift
-    }
+    secret_state(Some(Found {
+        controlled: is_controlled_by(meta, owner_uid),
+        token: TokenMatch::Same,
+        metadata_matches: metadata_matches(meta, owned, template),
+    }))
 }
 
 /// Reads what the Secret holds, if it holds a complete token record.
@@ -191,36 +190,41 @@ pub fn read_content(secret: &Secret) -> Option<TokenContent> {
     })
 }
 
-/// Compares the Secret found with what was last written and what the template asks for.
+/// Compares the Secret found with what was last written and what the template asks for;
+/// [`secret_state`] says which state that is.
 pub fn observe(
     secret: Option<&Secret>,
     owner_uid: &str,
     expected: Option<&TokenRecord>,
     template: Option<&SecretTemplate>,
 ) -> SecretState {
-    let Some(secret) = secret else {
-        return SecretState::Missing;
-    };
-    if !is_controlled_by(&secret.metadata, owner_uid) {
-        return SecretState::Foreign;
-    }
-    let (Some(expected), Some(content)) = (expected, read_content(secret)) else {
-        return SecretState::TokenChanged;
-    };
-    if token_hash(&content.token) != expected.token_hash {
-        return SecretState::TokenChanged;
-    }
-    let data_ok = format_expires_on(content.expires_on) == format_expires_on(expected.expires_on)
-        && content.identity_id == expected.identity_id
-        && secret.data.as_ref().is_some_and(|d| d.len() == 3);
-    let owned = OwnedKeys::of(&secret.metadata);
-    let metadata_ok = metadata_matches(&secret.metadata, &owned, template)
-        && secret.type_.as_deref().unwrap_or("Opaque") == "Opaque";
-    if data_ok && metadata_ok {
-        SecretState::Current
-    } else {
-        SecretState::MetadataDrift
-    }
+    let found = secret.map(|secret| {
+        let token = match (expected, read_content(secret)) {
+            (Some(expected), Some(content))
+                if token_hash(&content.token) == expected.token_hash =>
+            {
+                let data_ok = format_expires_on(content.expires_on)
+                    == format_expires_on(expected.expires_on)
+                    && content.identity_id == expected.identity_id
+                    && secret.data.as_ref().is_some_and(|d| d.len() == 3);
+                if data_ok {
+                    TokenMatch::Same
+                } else {
+                    TokenMatch::OtherData
+                }
+            }
+            (Some(_), Some(_)) => TokenMatch::Differs,
+            _ => TokenMatch::Unknown,
+        };
+        let owned = OwnedKeys::of(&secret.metadata);
+        Found {
+            controlled: is_controlled_by(&secret.metadata, owner_uid),
+            token,
+            metadata_matches: metadata_matches(&secret.metadata, &owned, template)
+                && secret.type_.as_deref().unwrap_or("Opaque") == "Opaque",
+        }
+    });
+    secret_state(found)
 }
 
 #[cfg(test)]

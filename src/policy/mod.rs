@@ -3,12 +3,13 @@
 //!
 //! - when does a token renew? [`schedule`]
 //! - what to do next with an identity? [`decision`]
+//! - which state is the token Secret in? [`secret_state`]
 //! - when does the operator look again? [`requeue`]
 //! - what does the Ready condition say? [`readiness`]
 //! - what does a reason mean? [`reason`]
 //! - what does a failure mean: retried, waiting for a change, held back? [`failure`]
 //! - may a request go to this endpoint? [`endpoint`]
-//! - who may hold which ACS identity, and delete it? [`tenancy`]
+//! - who may hold which ACS identity, and delete it? [`tenancy`]; who waited for one that left? [`waiting`]
 //! - where does an ACS identity live, and is a create's answer one of that resource? [`provenance`]
 //! - when is a consuming workload restarted, and with what annotation? [`restart`]
 //! - may an ACS call go now (caps in flight, the endpoint's breaker)? [`bulkhead`]
@@ -23,9 +24,11 @@ pub mod reason;
 pub mod requeue;
 pub mod restart;
 pub mod schedule;
+pub mod secret_state;
 pub mod tenancy;
 #[cfg(test)]
 mod tenancy_walk;
+pub mod waiting;
 
 pub use decision::{
     Decision, IssueReason, Observed, SecretState, TokenParams, TokenRecord, decide,

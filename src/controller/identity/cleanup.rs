@@ -15,6 +15,7 @@ use crate::controller::{Context, token_secret};
 use crate::policy::Reason;
 use crate::policy::provenance::Here;
 use crate::policy::tenancy::{self, Despite, KeepReason, Leaving, Release};
+use crate::policy::waiting;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
@@ -246,16 +247,13 @@ fn keep_note(why: KeepReason) -> &'static str {
     }
 }
 
-/// Identities that may have waited for this one to go: those asking for the identity it
-/// held, and, when its connection caps a namespace's share, those of its namespace on the
-/// same connection without one yet (a share freed).
+/// Nudges the identities that may have waited for this one to go ([`waiting::waited_for`]).
 async fn nudge_held_back(obj: &AcsIdentity, ctx: &Context) {
-    let held = obj.status.as_ref().and_then(|s| s.identity_id.as_deref());
+    let status = obj.status.as_ref();
     let namespace = obj.namespace();
+    let uid = obj.uid();
     // The share freed is that of the connection the identity lived on.
-    let share = obj
-        .status
-        .as_ref()
+    let share = status
         .and_then(|s| s.provenance.as_ref())
         .map_or(&obj.spec.connection_ref, |p| &p.connection_ref);
     let capped = ctx
@@ -263,22 +261,28 @@ async fn nudge_held_back(obj: &AcsIdentity, ctx: &Context) {
         .grants(namespace.as_deref().unwrap_or_default(), share, false)
         .await
         .is_ok_and(|g| g.max_identities.is_some());
-    if held.is_none() && !capped {
+    let leaving = waiting::Leaving {
+        uid: uid.as_deref(),
+        held: status.and_then(|s| s.identity_id.as_deref()),
+        namespace: namespace.as_deref(),
+        share,
+        capped,
+    };
+    if !waiting::may_free_anything(&leaving) {
         return;
     }
     for other in ctx.identities.state() {
-        if other.uid() == obj.uid() {
-            continue;
-        }
-        let wants_it = held.is_some() && other.spec.identity_id.as_deref() == held;
-        let same_share = capped
-            && other.namespace() == namespace
-            && other.spec.connection_ref == *share
-            && other
+        let seen = waiting::Other {
+            uid: other.metadata.uid.as_deref(),
+            adopts: other.spec.identity_id.as_deref(),
+            namespace: other.metadata.namespace.as_deref(),
+            connection_ref: &other.spec.connection_ref,
+            holds_one: other
                 .status
                 .as_ref()
-                .is_none_or(|s| s.identity_id.is_none());
-        if wants_it || same_share {
+                .is_some_and(|s| s.identity_id.is_some()),
+        };
+        if waiting::waited_for(&leaving, &seen) {
             let _ = ctx.nudge.unbounded_send(ObjectRef::from_obj(&*other));
         }
     }
