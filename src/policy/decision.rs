@@ -197,6 +197,21 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     Decision::UpToDate
 }
 
+/// By when a token issued for `reason` is due: its place in the rate limiter's line.
+/// Renewals queue by the expiry of the token they replace (`expires_on`, the recorded
+/// token's); a missing or expired token is due `now`, and so is a revoke, which answers an
+/// incident.
+pub fn issue_deadline(
+    reason: IssueReason,
+    expires_on: Option<Timestamp>,
+    now: Timestamp,
+) -> Timestamp {
+    match reason {
+        IssueReason::RevokeRequested => now,
+        _ => expires_on.filter(|t| *t > now).unwrap_or(now),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,6 +464,28 @@ mod tests {
             let mut o = observed(wanted, issued);
             tweak(&mut o);
             assert_eq!(decide(&o), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn issue_deadlines() {
+        use IssueReason::*;
+        let now = at(1000);
+        let cases = [
+            (Due, Some(at(1600)), at(1600)),
+            (Expired, Some(at(900)), now),
+            (SpecChanged, Some(at(1600)), at(1600)),
+            (FirstToken, None, now),
+            (SecretMissing, Some(at(1000)), now),
+            (RevokeRequested, Some(at(1600)), now),
+            (RevokeRequested, None, now),
+        ];
+        for (reason, expires_on, deadline) in cases {
+            assert_eq!(
+                issue_deadline(reason, expires_on, now),
+                deadline,
+                "{reason:?} {expires_on:?}"
+            );
         }
     }
 }

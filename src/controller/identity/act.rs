@@ -15,8 +15,8 @@ use crate::controller::status::Handled;
 use crate::controller::token_secret::{self, TokenContent, token_hash};
 use crate::policy::provenance::{self, Here};
 use crate::policy::{
-    Decision, IssueReason, Reason, TokenRecord, check_expiry, renewal_time, time_until,
-    whole_seconds,
+    Decision, IssueReason, Reason, TokenRecord, check_expiry, issue_deadline, renewal_time,
+    time_until, whole_seconds,
 };
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -226,24 +226,16 @@ async fn issue(reason: IssueReason, facts: &Facts, target: &Target<'_>) -> Resul
         .identity_id
         .clone()
         .expect("decide asks to issue only with an identity");
-    // Renewals queue by the expiry of the token they replace; a missing or expired token is
-    // due now.
-    let expires_on = facts
-        .record
-        .as_ref()
-        .map(|r| r.expires_on)
-        .filter(|t| *t > facts.now);
-    // A revoke answers an incident: as urgent as a token that has expired.
-    let deadline = match reason {
-        IssueReason::RevokeRequested => facts.now,
-        _ => expires_on.unwrap_or(facts.now),
-    };
+    let expires_on = facts.record.as_ref().map(|r| r.expires_on);
+    let deadline = issue_deadline(reason, expires_on, facts.now);
     let mut pass = match enter(facts, target) {
         Ok(pass) => pass,
         Err(why) => return refused(why),
     };
     if !admitted(&facts.connection.limiter, obj, deadline) {
-        let token_valid_for = expires_on.and_then(|t| time_until(t, facts.now));
+        let token_valid_for = expires_on
+            .filter(|t| *t > facts.now)
+            .and_then(|t| time_until(t, facts.now));
         return Ok(Step::InLine { token_valid_for });
     }
     if reason == IssueReason::RevokeRequested {
