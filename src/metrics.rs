@@ -3,7 +3,7 @@
 
 use crate::acs::{AcsError, Operation};
 use crate::api::AcsIdentityStatus;
-use crate::policy::Reason;
+use crate::policy::failure::Class;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -219,8 +219,8 @@ impl Metrics {
         self.acs_circuits_open.set(open as i64);
     }
 
-    /// Records one reconcile: `Err(reason)` for a failure.
-    pub fn observe_reconcile(&self, outcome: Result<(), Reason>, started: Instant) {
+    /// Records one reconcile: `Err(class)` for a failure, counted under its label.
+    pub fn observe_reconcile(&self, outcome: Result<(), &Class>, started: Instant) {
         let result = if outcome.is_ok() {
             "success"
         } else {
@@ -231,10 +231,10 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
-        if let Err(reason) = outcome {
+        if let Err(class) = outcome {
             self.reconcile_failures
                 .get_or_create(&CategoryLabels {
-                    category: reason.as_str().into(),
+                    category: class.label.into(),
                 })
                 .inc();
         }
@@ -395,7 +395,11 @@ mod tests {
     fn reconciles_by_result_and_category() {
         let m = Metrics::default();
         m.observe_reconcile(Ok(()), Instant::now());
-        m.observe_reconcile(Err(Reason::AcsThrottled), Instant::now());
+        let throttled = Class::new(
+            crate::policy::Reason::AcsThrottled,
+            crate::policy::failure::FailureStanding::Transient,
+        );
+        m.observe_reconcile(Err(&throttled), Instant::now());
         let text = m.encode();
         assert!(
             text.contains(r#"acs_identity_reconciles_total{result="success"} 1"#),

@@ -399,14 +399,9 @@ async fn reconcile_identity(
             "reconciled"
         )
     });
-    match &result {
-        Ok(_) => {
-            runs.api_failures.lock().expect("lock").remove(&key);
-        }
-        // A cleanup that found no room for its ACS calls did not fail.
-        Err(e) if e.is_crowded() => {}
-        // Failures `apply` handled itself are counted there; these are the API-level ones.
-        Err(e) => ctx.metrics.observe_reconcile(Err(e.reason()), started),
+    // Every reconcile is counted by `identity::reconcile`.
+    if result.is_ok() {
+        runs.api_failures.lock().expect("lock").remove(&key);
     }
     if let Some(hook) = &runs.on_reconciled {
         hook(&namespace, &name);

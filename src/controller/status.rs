@@ -1,12 +1,14 @@
 //! An AcsIdentity's status: the token record it keeps (read once per reconcile, written after
-//! each new token), the status after a success or a failure, and writing it only when it
-//! changed (server-side apply under the operator's field manager).
+//! each new token), the one function that builds the status after a reconcile ([`build`]),
+//! and writing it only when it changed (server-side apply under the operator's field
+//! manager).
 
 use super::conditions::{apply_status, conditions};
 use super::context::Context;
 use super::error::Error;
 use crate::api::{AcsIdentity, AcsIdentityStatus, IssuedFor, Provenance};
-use crate::policy::{Setback, TokenParams, TokenRecord, failure, progress, readiness};
+use crate::policy::failure::{self, Class};
+use crate::policy::{Setback, TokenParams, TokenRecord, progress, readiness};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
@@ -48,9 +50,86 @@ fn store_record(status: &mut AcsIdentityStatus, record: &TokenRecord) {
     });
 }
 
+/// The annotation values a reconcile acted on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Handled {
+    pub refresh: Option<String>,
+    pub revoke: Option<String>,
+}
+
+/// What a reconcile did, as the status records it.
+pub enum Change<'a> {
+    /// An identity was created and is recorded before its first token is stored: its id and
+    /// home, nothing else.
+    Created { id: &'a str },
+    /// Waiting in line for ACS capacity: Reconciling, and Ready as the token the Secret holds
+    /// (`current`) makes it.
+    InLine { current: Option<&'a TokenRecord> },
+    /// The Secret holds `token`, issued for the current spec; `handled`: the request
+    /// annotation values acted on.
+    Current {
+        token: &'a TokenRecord,
+        handled: Handled,
+    },
+    /// A failure, as classified, with its message. `current`: the token the Secret holds for
+    /// the current spec, if any; `identity_id`: an identity learned before the failure
+    /// (created, not yet recorded).
+    Failed {
+        current: Option<&'a TokenRecord>,
+        identity_id: Option<String>,
+        class: Class,
+        message: &'a str,
+    },
+}
+
+/// The status of `obj` after `change`, from `status`, the newest one: the one place an
+/// AcsIdentity's status is put together. `home`: where the identity lives, as the tenancy
+/// gate found it (recorded while it holds one; kept when not known).
+pub fn build(
+    obj: &AcsIdentity,
+    mut status: AcsIdentityStatus,
+    change: Change<'_>,
+    home: Option<Provenance>,
+    now: Timestamp,
+) -> AcsIdentityStatus {
+    let (current, setback, in_line) = match change {
+        Change::Created { id } => {
+            status.identity_id = Some(id.to_string());
+            return with_home(status, home);
+        }
+        Change::InLine { current } => (current, None, true),
+        Change::Current { token, handled } => {
+            store_record(&mut status, token);
+            if handled.refresh.is_some() {
+                status.handled_refresh_request = handled.refresh;
+            }
+            if handled.revoke.is_some() {
+                status.handled_revoke_request = handled.revoke;
+            }
+            status.failed_attempts = None;
+            status.last_failure_time = None;
+            (Some(token), None, false)
+        }
+        Change::Failed {
+            current,
+            identity_id,
+            class,
+            message,
+        } => {
+            if identity_id.is_some() {
+                status.identity_id = identity_id;
+            }
+            status.failed_attempts = Some(status.failed_attempts.unwrap_or(0).saturating_add(1));
+            status.last_failure_time = Some(Time(now));
+            (current, Some(failure::setback(&class, message)), false)
+        }
+    };
+    with_home(finish(obj, status, current, setback, in_line, now), home)
+}
+
 /// `status` with `home` as the provenance of the identity it holds (none while it holds
 /// none; unchanged when `home` is not known).
-pub fn with_home(mut status: AcsIdentityStatus, home: Option<Provenance>) -> AcsIdentityStatus {
+fn with_home(mut status: AcsIdentityStatus, home: Option<Provenance>) -> AcsIdentityStatus {
     if status.identity_id.is_none() {
         status.provenance = None;
     } else if home.is_some() {
@@ -59,65 +138,7 @@ pub fn with_home(mut status: AcsIdentityStatus, home: Option<Provenance>) -> Acs
     status
 }
 
-/// The annotation values a reconcile acted on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Handled {
-    pub refresh: Option<String>,
-    pub revoke: Option<String>,
-}
-
-/// The status after a reconcile that left `current` in the Secret; `handled`: the request
-/// annotation values it acted on.
-pub fn succeeded(
-    obj: &AcsIdentity,
-    mut status: AcsIdentityStatus,
-    current: &TokenRecord,
-    handled: Handled,
-    now: Timestamp,
-) -> AcsIdentityStatus {
-    store_record(&mut status, current);
-    if handled.refresh.is_some() {
-        status.handled_refresh_request = handled.refresh;
-    }
-    if handled.revoke.is_some() {
-        status.handled_revoke_request = handled.revoke;
-    }
-    status.failed_attempts = None;
-    status.last_failure_time = None;
-    finish(obj, status, Some(current), None, false, now)
-}
-
-/// The status while the identity waits in line for ACS capacity: Reconciling, and Ready as
-/// the token the Secret holds (`current`) makes it; nothing else changes.
-pub fn in_line(
-    obj: &AcsIdentity,
-    status: AcsIdentityStatus,
-    current: Option<&TokenRecord>,
-    now: Timestamp,
-) -> AcsIdentityStatus {
-    finish(obj, status, current, None, true, now)
-}
-
-/// The status after `error`. `current`: the token the Secret holds for the current spec, if
-/// any; `identity_id`: an identity learned before the failure (created, not yet recorded).
-pub fn failed(
-    obj: &AcsIdentity,
-    mut status: AcsIdentityStatus,
-    current: Option<&TokenRecord>,
-    identity_id: Option<String>,
-    error: &Error,
-    now: Timestamp,
-) -> AcsIdentityStatus {
-    if identity_id.is_some() {
-        status.identity_id = identity_id;
-    }
-    status.failed_attempts = Some(status.failed_attempts.unwrap_or(0).saturating_add(1));
-    status.last_failure_time = Some(Time(now));
-    let message = error.to_string();
-    let setback = failure::setback(&error.class(), &message);
-    finish(obj, status, current, Some(setback), false, now)
-}
-
+/// The conditions, generation and Secret name every finished reconcile records.
 fn finish(
     obj: &AcsIdentity,
     mut s: AcsIdentityStatus,

@@ -1,16 +1,17 @@
 //! Carrying out a [`Decision`]: one small function per decision, each doing its one thing
-//! (an ACS call and a Secret write, or a Secret write, or nothing) and saying what the Secret
-//! holds afterwards. Status is written by the caller from the answer.
+//! (an ACS call and a Secret write, or a Secret write, or nothing) and saying what it did and
+//! what the Secret holds afterwards. Never writes status: the record step does, from the
+//! answer (a created identity that must be recorded before its token is stored comes back as
+//! [`Acted::Created`], and [`store_created`] finishes it once recorded).
 
 use super::observe::{self, Facts};
 use crate::acs::{
     AcsError, AcsRateLimiter, Admission, CreateIdentityParams, FirstToken, IssuedToken, Operation,
 };
-use crate::api::{AcsIdentity, AcsIdentityStatus, ConnectionKind};
+use crate::api::{AcsIdentity, ConnectionKind};
 use crate::controller::bulkheads::{Pass, Refused};
 use crate::controller::context::{Context, MANAGER, admission_key};
 use crate::controller::error::Error;
-use crate::controller::status;
 use crate::controller::status::Handled;
 use crate::controller::token_secret::{self, TokenContent, token_hash};
 use crate::policy::provenance::{self, Here};
@@ -29,8 +30,31 @@ use tracing::{info, warn};
 pub struct Target<'a> {
     pub obj: &'a AcsIdentity,
     pub ctx: &'a Context,
-    /// The newest status of the object (what the last write stored, or the cache's).
-    pub known: Option<&'a AcsIdentityStatus>,
+}
+
+/// What [`act`] did: a finished step, or an identity created whose id is recorded before
+/// its first token is stored.
+pub enum Acted {
+    Done(Step),
+    Created(Created),
+}
+
+/// A new identity and its first token, not stored yet: without a customId a lost id would
+/// mean a second identity on the next attempt, so it is recorded before anything else can
+/// fail.
+pub struct Created {
+    pub id: String,
+    token: IssuedToken,
+}
+
+impl Created {
+    /// `error`, keeping the identity created for status.
+    pub fn failed(&self, error: Error) -> Failed {
+        Failed {
+            error,
+            identity_id: Some(self.id.clone()),
+        }
+    }
 }
 
 /// What acting achieved.
@@ -69,8 +93,8 @@ impl<E: Into<Error>> From<E> for Failed {
     }
 }
 
-pub async fn act(decision: Decision, facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
-    match decision {
+pub async fn act(decision: Decision, facts: &Facts, target: &Target<'_>) -> Result<Acted, Failed> {
+    let done = match decision {
         Decision::SecretConflict => Err(Error::SecretConflict(target.obj.secret_name()).into()),
         Decision::UpToDate => Ok(Step::Current {
             token: facts
@@ -81,9 +105,10 @@ pub async fn act(decision: Decision, facts: &Facts, target: &Target<'_>) -> Resu
             handled: Handled::default(),
         }),
         Decision::RewriteSecret => rewrite(facts, target).await,
-        Decision::CreateIdentity => create(facts, target).await,
+        Decision::CreateIdentity => return create(facts, target).await,
         Decision::Issue(reason) => issue(reason, facts, target).await,
-    }
+    };
+    done.map(Acted::Done)
 }
 
 /// Only the Secret's metadata drifted: write it again with the token it holds, no ACS call.
@@ -110,7 +135,7 @@ async fn rewrite(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
 }
 
 /// No identity yet: create it with its first token in one ACS call.
-async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
+async fn create(facts: &Facts, target: &Target<'_>) -> Result<Acted, Failed> {
     let (obj, ctx) = (target.obj, target.ctx);
     // While the window has room a create goes at once (a burst is not sent through the
     // controller's queue a second time); past it, the identity waits in its namespace's line
@@ -120,15 +145,15 @@ async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
     let shared = obj.spec.connection_ref.kind == ConnectionKind::ClusterAcsConnection;
     let mut pass = match enter(facts, target) {
         Ok(pass) => pass,
-        Err(why) => return refused(why),
+        Err(why) => return refused(why).map(Acted::Done),
     };
     let limiter = &facts.connection.limiter;
     if limiter.admit_fair(Operation::CreateIdentityWithToken, &key, &namespace, shared)
         == Admission::Queued
     {
-        return Ok(Step::InLine {
+        return Ok(Acted::Done(Step::InLine {
             token_valid_for: None,
-        });
+        }));
     }
     // The uid as customId makes a retry after a lost answer return the identity the lost
     // attempt created, instead of leaking it (ACS cannot list identities).
@@ -152,23 +177,27 @@ async fn create(facts: &Facts, target: &Target<'_>) -> Result<Step, Failed> {
     drop(pass);
     check_created(&id, facts, target)?;
     info!(identity = %id, "created ACS identity");
-    let created = |error: Error| Failed {
-        error,
-        identity_id: Some(id.clone()),
-    };
-    if !ctx.idempotent_create {
-        // Without a customId a lost id would mean a second identity on the next attempt:
-        // persist it before anything else can fail.
-        let mut with_id = target.known.cloned().unwrap_or_default();
-        with_id.identity_id = Some(id.clone());
-        with_id.provenance = Some(facts.home.clone());
-        status::write(ctx, obj, target.known, with_id)
-            .await
-            .map_err(created)?;
+    let created = Created { id, token };
+    if ctx.idempotent_create {
+        store_created(created, facts, target).await.map(Acted::Done)
+    } else {
+        Ok(Acted::Created(created))
     }
-    let stored = store(facts, target, &id, token, IssueReason::FirstToken)
+}
+
+/// Stores the first token of a created identity.
+pub async fn store_created(
+    created: Created,
+    facts: &Facts,
+    target: &Target<'_>,
+) -> Result<Step, Failed> {
+    let id = created.id.clone();
+    let stored = store(facts, target, &id, created.token, IssueReason::FirstToken)
         .await
-        .map_err(created)?;
+        .map_err(|error| Failed {
+            error,
+            identity_id: Some(id.clone()),
+        })?;
     Ok(Step::Current {
         token: stored,
         event: Some((

@@ -1,0 +1,155 @@
+//! Recording what a reconcile did: the only step that writes an AcsIdentity's status (built
+//! by [`status::build`]), then its metrics, its Event, and when to look again
+//! ([`crate::policy::next_look`] after the outcome [`crate::policy::failure`] chooses).
+
+use super::act::{Failed, Step};
+use crate::api::{AcsIdentity, AcsIdentityStatus, Provenance};
+use crate::controller::context::{Context, look_again};
+use crate::controller::error::Error;
+use crate::controller::status::{self, Change};
+use crate::policy::failure::{self, Class};
+use crate::policy::{Outcome, Reason, TokenRecord, whole_seconds};
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use std::time::Instant;
+use tracing::{debug, warn};
+
+/// One reconcile's record: the object, the newest status it starts from and when it began.
+pub struct Record<'a> {
+    obj: &'a AcsIdentity,
+    ctx: &'a Context,
+    /// What the last write stored, or the cache's status.
+    known: Option<AcsIdentityStatus>,
+    /// Whole seconds, as status times are on the server.
+    pub now: Timestamp,
+    started: Instant,
+}
+
+impl<'a> Record<'a> {
+    pub fn start(obj: &'a AcsIdentity, ctx: &'a Context) -> Self {
+        let started = Instant::now();
+        let now = whole_seconds(Timestamp::now());
+        let known = ctx.statuses.current(obj);
+        if let Some(renewal) = known.as_ref().and_then(|s| s.renewal_time.as_ref())
+            && renewal.0 < now
+        {
+            let overdue = now.duration_since(renewal.0).as_millis();
+            debug!(overdue_ms = overdue, "renewal overdue at reconcile start");
+        }
+        Self {
+            obj,
+            ctx,
+            known,
+            now,
+            started,
+        }
+    }
+
+    /// The status the reconcile starts from.
+    pub fn base(&self) -> AcsIdentityStatus {
+        self.known.clone().unwrap_or_default()
+    }
+
+    /// Records a created identity before its first token is stored.
+    pub async fn created(&self, id: &str, home: &Provenance) -> Result<(), Error> {
+        let change = Change::Created { id };
+        let status = status::build(self.obj, self.base(), change, Some(home.clone()), self.now);
+        status::write(self.ctx, self.obj, self.known.as_ref(), status).await
+    }
+
+    /// Records what acting came to: `current` is the token the Secret held for the current
+    /// spec before acting, `home` where the identity lives (as the tenancy gate found it).
+    pub async fn finish(
+        self,
+        current: Option<TokenRecord>,
+        home: Option<Provenance>,
+        acted: Result<Step, Failed>,
+    ) -> Result<Action, Error> {
+        let (obj, now) = (self.obj, self.now);
+        match acted {
+            Ok(step @ (Step::InLine { .. } | Step::Crowded)) => {
+                debug!("in line for ACS capacity");
+                // Reconciling=True says so to the tools that read status; written once (a
+                // status that did not change is not written again).
+                let change = Change::InLine {
+                    current: current.as_ref(),
+                };
+                let status = status::build(obj, self.base(), change, home, now);
+                status::write(self.ctx, obj, self.known.as_ref(), status).await?;
+                Ok(look_again(match step {
+                    Step::InLine { token_valid_for } => Outcome::InLine { token_valid_for },
+                    _ => Outcome::Crowded,
+                }))
+            }
+            Ok(Step::Current {
+                token,
+                event,
+                handled,
+            }) => {
+                let change = Change::Current {
+                    token: &token,
+                    handled,
+                };
+                let status = status::build(obj, self.base(), change, home, now);
+                let event = event.map(|(reason, note)| (EventType::Normal, reason, note));
+                self.write(status, None, event).await?;
+                Ok(look_again(Outcome::UpToDate {
+                    renew_at: token.renewal_time,
+                }))
+            }
+            Err(Failed { error, identity_id }) => {
+                let class = error.class();
+                warn!(reason = %class.reason, %error, "reconcile failed");
+                let message = error.to_string();
+                let change = Change::Failed {
+                    current: current.as_ref(),
+                    identity_id,
+                    class,
+                    message: &message,
+                };
+                let status = status::build(obj, self.base(), change, home, now);
+                let attempts = status.failed_attempts.unwrap_or(1);
+                let event = (EventType::Warning, class.reason, message.clone());
+                self.write(status, Some(&class), Some(event)).await?;
+                let token_valid_for = current.and_then(|c| c.valid_for(now));
+                Ok(look_again(failure::outcome(
+                    &class,
+                    attempts,
+                    token_valid_for,
+                )))
+            }
+        }
+    }
+
+    /// Updates the identity's metrics, writes `status` if it changed, counts the reconcile
+    /// (`failed`: its failure) and publishes `event`.
+    async fn write(
+        &self,
+        status: AcsIdentityStatus,
+        failed: Option<&Class>,
+        event: Option<(EventType, Reason, String)>,
+    ) -> Result<(), Error> {
+        let (obj, ctx) = (self.obj, self.ctx);
+        let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+        ctx.metrics.observe_identity(&namespace, &name, &status);
+        status::write(ctx, obj, self.known.as_ref(), status).await?;
+        count(ctx, failed, self.started);
+        if let Some((type_, reason, note)) = event {
+            ctx.publish(obj, type_, reason, note).await;
+        }
+        Ok(())
+    }
+}
+
+/// Counts one reconcile, `failed` or not, unless policy says its failure is none.
+pub fn count(ctx: &Context, failed: Option<&Class>, started: Instant) {
+    match failed {
+        None => ctx.metrics.observe_reconcile(Ok(()), started),
+        Some(class) if failure::counted(class) => {
+            ctx.metrics.observe_reconcile(Err(class), started)
+        }
+        Some(_) => {}
+    }
+}
