@@ -1,17 +1,14 @@
 //! An AcsIdentity's status: the token record it keeps (read once per reconcile, written after
 //! each new token), the one function that builds the status after a reconcile ([`build`]),
-//! and writing it only when it changed (server-side apply under the operator's field
-//! manager).
+//! and the statuses written that the cache may not show yet. Writing it is the identity
+//! reconcile's record step's alone.
 
-use super::conditions::{apply_status, conditions};
-use super::context::Context;
-use super::error::Error;
+use super::conditions::conditions;
 use crate::api::{AcsIdentity, AcsIdentityStatus, IssuedFor, Provenance};
 use crate::policy::failure::{self, Class};
 use crate::policy::{Setback, TokenParams, TokenRecord, progress, readiness};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -219,7 +216,12 @@ impl WrittenStatuses {
         }
     }
 
-    fn record(&self, obj: &AcsIdentity, status: Option<AcsIdentityStatus>) {
+    /// Remembers `status` as written for `obj` (the record step, after its write).
+    pub(in crate::controller) fn record(
+        &self,
+        obj: &AcsIdentity,
+        status: Option<AcsIdentityStatus>,
+    ) {
         if let (Some(uid), Some(status)) = (obj.uid(), status) {
             let entry = Written {
                 status,
@@ -253,24 +255,6 @@ impl Released {
     pub fn snapshot(&self) -> std::collections::HashSet<String> {
         self.0.lock().expect("released lock").clone()
     }
-}
-
-/// Writes `status` unless it equals `known`, the newest status of the object.
-pub async fn write(
-    ctx: &Context,
-    obj: &AcsIdentity,
-    known: Option<&AcsIdentityStatus>,
-    status: AcsIdentityStatus,
-) -> Result<(), Error> {
-    if known == Some(&status) {
-        return Ok(());
-    }
-    let api: Api<AcsIdentity> =
-        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let written = apply_status(&api, &obj.name_any(), &status).await?;
-    // Remember the status as the server stored it, which is what the cache will show.
-    ctx.statuses.record(obj, written.status);
-    Ok(())
 }
 
 #[cfg(test)]

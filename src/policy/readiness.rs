@@ -54,7 +54,7 @@ impl Reason {
             Reason::AcsCircuitOpen => Retrying,
             // Mostly passing faults; the failures of these kinds that are not (an API request
             // the server refuses, a credential Entra ID rejects) are told apart by the error,
-            // see `controller::Error::is_transient`.
+            // see `controller::Error::class`.
             Reason::EntraTokenFailed | Reason::KubernetesError => Retrying,
             Reason::ConnectionNotFound
             | Reason::ConnectionNotAllowed

@@ -4,6 +4,7 @@
 
 use super::act::{Failed, Step};
 use crate::api::{AcsIdentity, AcsIdentityStatus, Provenance};
+use crate::controller::conditions::apply_status;
 use crate::controller::context::{Context, look_again};
 use crate::controller::error::Error;
 use crate::controller::status::{self, Change};
@@ -11,6 +12,7 @@ use crate::policy::failure::{self, Class};
 use crate::policy::{Outcome, Reason, TokenRecord, whole_seconds};
 use jiff::Timestamp;
 use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use std::time::Instant;
@@ -56,7 +58,7 @@ impl<'a> Record<'a> {
     pub async fn created(&self, id: &str, home: &Provenance) -> Result<(), Error> {
         let change = Change::Created { id };
         let status = status::build(self.obj, self.base(), change, Some(home.clone()), self.now);
-        status::write(self.ctx, self.obj, self.known.as_ref(), status).await
+        write(self.ctx, self.obj, self.known.as_ref(), status).await
     }
 
     /// Records what acting came to: `current` is the token the Secret held for the current
@@ -77,7 +79,7 @@ impl<'a> Record<'a> {
                     current: current.as_ref(),
                 };
                 let status = status::build(obj, self.base(), change, home, now);
-                status::write(self.ctx, obj, self.known.as_ref(), status).await?;
+                write(self.ctx, obj, self.known.as_ref(), status).await?;
                 Ok(look_again(match step {
                     Step::InLine { token_valid_for } => Outcome::InLine { token_valid_for },
                     _ => Outcome::Crowded,
@@ -134,7 +136,7 @@ impl<'a> Record<'a> {
         let (obj, ctx) = (self.obj, self.ctx);
         let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
         ctx.metrics.observe_identity(&namespace, &name, &status);
-        status::write(ctx, obj, self.known.as_ref(), status).await?;
+        write(ctx, obj, self.known.as_ref(), status).await?;
         count(ctx, failed, self.started);
         if let Some((type_, reason, note)) = event {
             ctx.publish(obj, type_, reason, note).await;
@@ -152,4 +154,23 @@ pub fn count(ctx: &Context, failed: Option<&Class>, started: Instant) {
         }
         Some(_) => {}
     }
+}
+
+/// Writes `status` unless it equals `known`, the newest status of the object (server-side
+/// apply under the operator's field manager). The only writer of an AcsIdentity's status.
+async fn write(
+    ctx: &Context,
+    obj: &AcsIdentity,
+    known: Option<&AcsIdentityStatus>,
+    status: AcsIdentityStatus,
+) -> Result<(), Error> {
+    if known == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<AcsIdentity> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let written = apply_status(&api, &obj.name_any(), &status).await?;
+    // Remember the status as the server stored it, which is what the cache will show.
+    ctx.statuses.record(obj, written.status);
+    Ok(())
 }
