@@ -197,6 +197,18 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     Decision::UpToDate
 }
 
+/// The token the Secret holds for the current spec: the recorded one, if the Secret still
+/// holds it (current, or only its metadata drifted) and it was issued for what is `wanted`.
+/// What the Ready condition speaks of.
+pub fn current_token<'a>(
+    issued: Option<&'a TokenRecord>,
+    secret: SecretState,
+    wanted: &TokenParams,
+) -> Option<&'a TokenRecord> {
+    let held = matches!(secret, SecretState::Current | SecretState::MetadataDrift);
+    issued.filter(|t| held && t.params == *wanted)
+}
+
 /// By when a token issued for `reason` is due: its place in the rate limiter's line.
 /// Renewals queue by the expiry of the token they replace (`expires_on`, the recorded
 /// token's); a missing or expired token is due `now`, and so is a revoke, which answers an
@@ -485,6 +497,29 @@ mod tests {
                 issue_deadline(reason, expires_on, now),
                 deadline,
                 "{reason:?} {expires_on:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_current_token_is_the_recorded_one_still_held_for_the_spec() {
+        use SecretState::*;
+        let (wanted, issued) = (params(), record());
+        let other = TokenParams::new(&[], 30, "conn".into());
+        let cases = [
+            (Some(&issued), Current, &wanted, true),
+            (Some(&issued), MetadataDrift, &wanted, true),
+            (Some(&issued), TokenChanged, &wanted, false),
+            (Some(&issued), Missing, &wanted, false),
+            (Some(&issued), Foreign, &wanted, false),
+            (Some(&issued), Current, &other, false),
+            (None, Current, &wanted, false),
+        ];
+        for (i, (issued, secret, wanted, held)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                current_token(issued, secret, wanted).is_some(),
+                held,
+                "case {i}"
             );
         }
     }

@@ -31,7 +31,8 @@ mod tenancy_walk;
 pub mod waiting;
 
 pub use decision::{
-    Decision, IssueReason, Observed, SecretState, TokenParams, TokenRecord, decide, issue_deadline,
+    Decision, IssueReason, Observed, SecretState, TokenParams, TokenRecord, current_token, decide,
+    issue_deadline,
 };
 pub use readiness::{Failure, Progress, Raised, Readiness, Setback, Standing, progress, readiness};
 pub use reason::Reason;

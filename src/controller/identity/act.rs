@@ -205,7 +205,7 @@ pub async fn store_created(
             format!("created ACS identity {id}"),
         )),
         // A new identity has no other token: both requests are met.
-        handled: facts.handled(),
+        handled: facts.handled.clone(),
     })
 }
 
@@ -286,7 +286,7 @@ async fn issue(reason: IssueReason, facts: &Facts, target: &Target<'_>) -> Resul
     Ok(Step::Current {
         token: stored,
         event: Some((reason.event_reason(), issue_note(reason, &id))),
-        handled: facts.handled(),
+        handled: facts.handled.clone(),
     })
 }
 

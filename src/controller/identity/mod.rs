@@ -35,45 +35,46 @@ pub const REVOKE_ANNOTATION: &str = "acsoperator.io/revoke-requested";
 /// Entry point for the controller: routes to apply or cleanup through the finalizer.
 pub async fn reconcile(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = route(obj, &ctx).await;
+    let ctx = ctx.as_ref();
+    let namespace = obj.namespace().unwrap_or_default();
+    let api: Api<AcsIdentity> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = async {
+        // kube's finalizer helper adds a missing finalizer and stops, leaving the work to the
+        // reconcile that the change triggers: two reconciles for every new identity. Adding
+        // it here and going on does the same in one.
+        let obj = match add_finalizer(&api, &obj).await {
+            Ok(Some(patched)) => Arc::new(patched),
+            Ok(None) => obj,
+            // The patch first tests the finalizers we saw; 422 means the cached object was
+            // older than the server's (our own earlier patch not yet seen).
+            Err(kube::Error::Api(s)) if s.code == 422 => {
+                debug!("finalizer patch raced a newer version; looking again");
+                return Ok(look_again(Outcome::FinalizerRaced));
+            }
+            Err(e) => return Err(Error::Kube(e)),
+        };
+        finalizer::finalizer(&api, FINALIZER, obj, |event| async {
+            match event {
+                Finalizer::Apply(o) => apply(&o, ctx).await,
+                Finalizer::Cleanup(o) => cleanup::cleanup(&o, ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+            finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
+                Error::Kube(e)
+            }
+            other => Error::Finalizer(Box::new(other)),
+        })
+    }
+    .await;
     // A failure `apply` recorded is counted with its record; these are the ones it could not
     // record (the API server refused or missed a write) and the cleanup's.
     if let Err(error) = &result {
-        record::count(&ctx, Some(&error.class()), started);
+        record::count(ctx, Some(&error.class()), started);
     }
     result
-}
-
-/// Routes to apply or cleanup through the finalizer.
-async fn route(obj: Arc<AcsIdentity>, ctx: &Context) -> Result<Action, Error> {
-    let namespace = obj.namespace().unwrap_or_default();
-    let api: Api<AcsIdentity> = Api::namespaced(ctx.client.clone(), &namespace);
-    // kube's finalizer helper adds a missing finalizer and stops, leaving the work to the
-    // reconcile that the change triggers: two reconciles for every new identity. Adding it
-    // here and going on does the same in one.
-    let obj = match add_finalizer(&api, &obj).await {
-        Ok(Some(patched)) => Arc::new(patched),
-        Ok(None) => obj,
-        // The patch first tests the finalizers we saw; 422 means the cached object was older
-        // than the server's (our own earlier patch not yet seen).
-        Err(kube::Error::Api(s)) if s.code == 422 => {
-            debug!("finalizer patch raced a newer version; looking again");
-            return Ok(look_again(Outcome::FinalizerRaced));
-        }
-        Err(e) => return Err(Error::Kube(e)),
-    };
-    let result = finalizer::finalizer(&api, FINALIZER, obj, |event| async {
-        match event {
-            Finalizer::Apply(o) => apply(&o, ctx).await,
-            Finalizer::Cleanup(o) => cleanup::cleanup(&o, ctx).await,
-        }
-    })
-    .await;
-    result.map_err(|e| match e {
-        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
-        other => Error::Finalizer(Box::new(other)),
-    })
 }
 
 /// Adds our finalizer to an object that is not being deleted and lacks it, by a JSON patch
@@ -127,7 +128,7 @@ async fn add_finalizer(
 /// chooses, so that backoff follows the token's expiry and ACS's Retry-After.
 async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
     let record = Record::start(obj, ctx);
-    let facts = match observe::observe(obj, ctx, &record.base(), record.now).await {
+    let facts = match observe::observe(obj, ctx, &record.base, record.now).await {
         Ok(facts) => facts,
         Err(error) => return record.finish(None, None, Err(error.into())).await,
     };
@@ -140,8 +141,7 @@ async fn apply(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> {
         },
         Err(failed) => Err(failed),
     };
-    let home = Some(facts.home.clone());
-    record.finish(facts.current_token(), home, acted).await
+    record.finish(facts.current, Some(facts.home), acted).await
 }
 
 pub fn object_ref(obj: &AcsIdentity) -> k8s_openapi::api::core::v1::ObjectReference {

@@ -10,9 +10,12 @@ use crate::api::{
 use crate::controller::connections::Resolved;
 use crate::controller::context::Context;
 use crate::controller::error::Error;
+use crate::controller::status::Handled;
 use crate::controller::{status, token_secret};
 use crate::policy::provenance::{self, Here, Home, Via};
-use crate::policy::{Observed, RenewBefore, SecretState, TokenParams, TokenRecord, tenancy};
+use crate::policy::{
+    Observed, RenewBefore, SecretState, TokenParams, TokenRecord, current_token, tenancy,
+};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -39,6 +42,11 @@ pub struct Facts {
     /// The revoke annotation's value, when it has not been handled yet.
     pub revoke_request: Option<String>,
     pub renew_before: RenewBefore,
+    /// The recorded token, if the Secret still holds it for the current spec
+    /// ([`current_token`]): what the Ready condition speaks of.
+    pub current: Option<TokenRecord>,
+    /// The request annotation values a new token answers.
+    pub handled: Handled,
 }
 
 impl Facts {
@@ -52,25 +60,6 @@ impl Facts {
             refresh_requested: self.refresh_request.is_some(),
             revoke_requested: self.revoke_request.is_some(),
             now: self.now,
-        }
-    }
-
-    /// The recorded token, if the Secret still holds it and it was issued for the current
-    /// spec: what the Ready condition speaks of.
-    pub fn current_token(&self) -> Option<TokenRecord> {
-        let record = self.record.as_ref()?;
-        let held = matches!(
-            self.secret,
-            SecretState::Current | SecretState::MetadataDrift
-        );
-        (held && record.params == self.wanted).then(|| record.clone())
-    }
-
-    /// The request annotation values a new token answers.
-    pub fn handled(&self) -> crate::controller::status::Handled {
-        crate::controller::status::Handled {
-            refresh: self.refresh_request.clone(),
-            revoke: self.revoke_request.clone(),
         }
     }
 
@@ -101,18 +90,25 @@ pub async fn observe(
     );
     let record = status::token_record(status);
     let (existing, secret) = observe_secret(obj, ctx, record.as_ref()).await?;
+    let refresh_request = unhandled(obj, REFRESH_ANNOTATION, &status.handled_refresh_request);
+    let revoke_request = unhandled(obj, REVOKE_ANNOTATION, &status.handled_revoke_request);
     Ok(Facts {
         now,
         home,
         connection,
         lifetime,
+        current: current_token(record.as_ref(), secret, &wanted).cloned(),
+        handled: Handled {
+            refresh: refresh_request.clone(),
+            revoke: revoke_request.clone(),
+        },
         wanted,
         identity_id: obj.spec.identity_id.clone().or(status.identity_id.clone()),
         record,
         secret,
         existing,
-        refresh_request: unhandled(obj, REFRESH_ANNOTATION, &status.handled_refresh_request),
-        revoke_request: unhandled(obj, REVOKE_ANNOTATION, &status.handled_revoke_request),
+        refresh_request,
+        revoke_request,
         renew_before: renew_before(obj),
     })
 }

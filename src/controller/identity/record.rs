@@ -9,7 +9,7 @@ use crate::controller::context::{Context, look_again};
 use crate::controller::error::Error;
 use crate::controller::status::{self, Change};
 use crate::policy::failure::{self, Class};
-use crate::policy::{Outcome, Reason, TokenRecord, whole_seconds};
+use crate::policy::{Outcome, TokenRecord, whole_seconds};
 use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -24,9 +24,19 @@ pub struct Record<'a> {
     ctx: &'a Context,
     /// What the last write stored, or the cache's status.
     known: Option<AcsIdentityStatus>,
+    /// The status the reconcile starts from.
+    pub base: AcsIdentityStatus,
     /// Whole seconds, as status times are on the server.
     pub now: Timestamp,
     started: Instant,
+}
+
+/// Whether a reconcile is counted in the reconcile metrics, and as what.
+enum Tally {
+    /// In line for ACS capacity: it goes on when its turn comes.
+    NotYet,
+    Succeeded,
+    Failed(Class),
 }
 
 impl<'a> Record<'a> {
@@ -34,7 +44,8 @@ impl<'a> Record<'a> {
         let started = Instant::now();
         let now = whole_seconds(Timestamp::now());
         let known = ctx.statuses.current(obj);
-        if let Some(renewal) = known.as_ref().and_then(|s| s.renewal_time.as_ref())
+        let base = known.clone().unwrap_or_default();
+        if let Some(renewal) = base.renewal_time.as_ref()
             && renewal.0 < now
         {
             let overdue = now.duration_since(renewal.0).as_millis();
@@ -44,33 +55,37 @@ impl<'a> Record<'a> {
             obj,
             ctx,
             known,
+            base,
             now,
             started,
         }
     }
 
-    /// The status the reconcile starts from.
-    pub fn base(&self) -> AcsIdentityStatus {
-        self.known.clone().unwrap_or_default()
-    }
-
     /// Records a created identity before its first token is stored.
     pub async fn created(&self, id: &str, home: &Provenance) -> Result<(), Error> {
         let change = Change::Created { id };
-        let status = status::build(self.obj, self.base(), change, Some(home.clone()), self.now);
+        let status = status::build(
+            self.obj,
+            self.base.clone(),
+            change,
+            Some(home.clone()),
+            self.now,
+        );
         write(self.ctx, self.obj, self.known.as_ref(), status).await
     }
 
-    /// Records what acting came to: `current` is the token the Secret held for the current
-    /// spec before acting, `home` where the identity lives (as the tenancy gate found it).
+    /// Records what acting came to: writes the status, counts the reconcile, publishes its
+    /// Event and says when to look again. `current` is the token the Secret held for the
+    /// current spec before acting, `home` where the identity lives (as the tenancy gate
+    /// found it).
     pub async fn finish(
         self,
         current: Option<TokenRecord>,
         home: Option<Provenance>,
         acted: Result<Step, Failed>,
     ) -> Result<Action, Error> {
-        let (obj, now) = (self.obj, self.now);
-        match acted {
+        let (obj, ctx, now) = (self.obj, self.ctx, self.now);
+        let (status, tally, event, next) = match acted {
             Ok(step @ (Step::InLine { .. } | Step::Crowded)) => {
                 debug!("in line for ACS capacity");
                 // Reconciling=True says so to the tools that read status; written once (a
@@ -78,28 +93,28 @@ impl<'a> Record<'a> {
                 let change = Change::InLine {
                     current: current.as_ref(),
                 };
-                let status = status::build(obj, self.base(), change, home, now);
-                write(self.ctx, obj, self.known.as_ref(), status).await?;
-                Ok(look_again(match step {
+                let next = match step {
                     Step::InLine { token_valid_for } => Outcome::InLine { token_valid_for },
                     _ => Outcome::Crowded,
-                }))
+                };
+                let status = status::build(obj, self.base, change, home, now);
+                (status, Tally::NotYet, None, next)
             }
             Ok(Step::Current {
                 token,
                 event,
                 handled,
             }) => {
+                let next = Outcome::UpToDate {
+                    renew_at: token.renewal_time,
+                };
                 let change = Change::Current {
                     token: &token,
                     handled,
                 };
-                let status = status::build(obj, self.base(), change, home, now);
+                let status = status::build(obj, self.base, change, home, now);
                 let event = event.map(|(reason, note)| (EventType::Normal, reason, note));
-                self.write(status, None, event).await?;
-                Ok(look_again(Outcome::UpToDate {
-                    renew_at: token.renewal_time,
-                }))
+                (status, Tally::Succeeded, event, next)
             }
             Err(Failed { error, identity_id }) => {
                 let class = error.class();
@@ -111,37 +126,28 @@ impl<'a> Record<'a> {
                     class,
                     message: &message,
                 };
-                let status = status::build(obj, self.base(), change, home, now);
+                let status = status::build(obj, self.base, change, home, now);
                 let attempts = status.failed_attempts.unwrap_or(1);
-                let event = (EventType::Warning, class.reason, message.clone());
-                self.write(status, Some(&class), Some(event)).await?;
                 let token_valid_for = current.and_then(|c| c.valid_for(now));
-                Ok(look_again(failure::outcome(
-                    &class,
-                    attempts,
-                    token_valid_for,
-                )))
+                let next = failure::outcome(&class, attempts, token_valid_for);
+                let event = Some((EventType::Warning, class.reason, message));
+                (status, Tally::Failed(class), event, next)
             }
+        };
+        if !matches!(tally, Tally::NotYet) {
+            let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+            ctx.metrics.observe_identity(&namespace, &name, &status);
         }
-    }
-
-    /// Updates the identity's metrics, writes `status` if it changed, counts the reconcile
-    /// (`failed`: its failure) and publishes `event`.
-    async fn write(
-        &self,
-        status: AcsIdentityStatus,
-        failed: Option<&Class>,
-        event: Option<(EventType, Reason, String)>,
-    ) -> Result<(), Error> {
-        let (obj, ctx) = (self.obj, self.ctx);
-        let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-        ctx.metrics.observe_identity(&namespace, &name, &status);
         write(ctx, obj, self.known.as_ref(), status).await?;
-        count(ctx, failed, self.started);
+        match tally {
+            Tally::NotYet => {}
+            Tally::Succeeded => count(ctx, None, self.started),
+            Tally::Failed(class) => count(ctx, Some(&class), self.started),
+        }
         if let Some((type_, reason, note)) = event {
             ctx.publish(obj, type_, reason, note).await;
         }
-        Ok(())
+        Ok(look_again(next))
     }
 }
 
