@@ -190,25 +190,25 @@ pub enum Verdict {
     Baseline,
     /// A restart is wanted; look again at `until`.
     Wait { until: Instant, why: Skip },
-    /// Restart it now.
+    /// Due: restart it as soon as the cluster-wide rate lets it (the plan puts it in line).
     Restart,
 }
 
 /// The verdict for a workload whose consumed tokens give `wanted`.
-pub fn verdict(wanted: &str, target: &WorkloadState, now: Instant, limits: &Limits) -> Verdict {
-    let Some(applied) = &target.applied else {
+pub fn verdict(wanted: &str, workload: &WorkloadState, now: Instant, limits: &Limits) -> Verdict {
+    let Some(applied) = &workload.applied else {
         return Verdict::Baseline;
     };
-    if applied == wanted || target.given_up.as_deref() == Some(wanted) {
+    if applied == wanted || workload.given_up.as_deref() == Some(wanted) {
         return Verdict::Idle;
     }
-    let since = target.pending_since.unwrap_or(now);
+    let since = workload.pending_since.unwrap_or(now);
     // The latest start that leaves the new pods time before the old token expires; a revoked
     // token has expired already.
-    let latest = if target.revoked {
+    let latest = if workload.revoked {
         Some(since)
     } else {
-        target
+        workload
             .budget
             .map(|b| b.checked_sub(BUDGET_GUARD).unwrap_or(b).max(since))
     };
@@ -221,7 +221,7 @@ pub fn verdict(wanted: &str, target: &WorkloadState, now: Instant, limits: &Limi
         };
     }
     let urgent = latest.is_some_and(|l| now >= l);
-    if let Some(last) = target.last_attempt {
+    if let Some(last) = workload.last_attempt {
         let next = last + limits.min_interval;
         if now < next && !urgent {
             let until = latest.map_or(next, |l| l.min(next));
@@ -495,16 +495,16 @@ mod tests {
     }
 
     /// What a round's [`plan()`] does with one workload at `now` while the cluster-wide rate is
-    /// full until `cluster_free_at` (`None`: it has room), told as a verdict.
+    /// full until `rate_full_until` (`None`: it has room), told as a verdict.
     fn in_a_round(
         wanted: &str,
         target: &WorkloadState,
         now: Instant,
         limits: &Limits,
-        cluster_free_at: Option<Instant>,
+        rate_full_until: Option<Instant>,
     ) -> Verdict {
         let mut pacer = Pacer::new(*limits);
-        if let Some(free) = cluster_free_at {
+        if let Some(free) = rate_full_until {
             let start = free.checked_sub(limits.window).expect("after boot");
             for _ in 0..limits.per_window {
                 pacer.restart_started(start);
