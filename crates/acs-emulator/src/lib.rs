@@ -29,6 +29,8 @@
 //! ```
 
 // Everything below is the emulator's own; what callers need is re-exported here.
+mod access;
+mod access_api;
 mod admin;
 mod auth;
 mod entra;

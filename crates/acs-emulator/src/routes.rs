@@ -31,6 +31,32 @@ pub enum AcsRoute {
     SetTokensValidFrom(String),
     /// `POST /teamsUser/:exchangeAccessToken`.
     ExchangeTeamsToken,
+    /// `/access/teamsExtension/tenants/{tenantId}/assignments/{objectId}`.
+    TeamsExtensionAssignment {
+        verb: Verb,
+        tenant_id: String,
+        object_id: String,
+    },
+}
+
+/// What a request does to the one resource its path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    /// Create or replace.
+    Put,
+    Delete,
+}
+
+impl Verb {
+    fn of(method: &Method) -> Option<Self> {
+        match *method {
+            Method::GET => Some(Verb::Get),
+            Method::PUT => Some(Verb::Put),
+            Method::DELETE => Some(Verb::Delete),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +101,9 @@ fn acs_route(method: &Method, raw_path: &str) -> Option<AcsRoute> {
     if raw_path == "/teamsUser/:exchangeAccessToken" {
         return (method == Method::POST).then_some(AcsRoute::ExchangeTeamsToken);
     }
+    if let Some(rest) = raw_path.strip_prefix("/access/") {
+        return access_route(method, rest);
+    }
     let rest = raw_path.strip_prefix("/identities")?;
     if rest.is_empty() || rest == "/" {
         return (method == Method::POST).then_some(AcsRoute::Create);
@@ -92,6 +121,21 @@ fn acs_route(method: &Method, raw_path: &str) -> Option<AcsRoute> {
         (&Method::POST, Some("token")) => Some(AcsRoute::LegacyIssueToken(id)),
         (&Method::POST, Some(":issueAccessToken")) => Some(AcsRoute::IssueToken(id)),
         (&Method::POST, Some(":revokeAccessTokens")) => Some(AcsRoute::RevokeTokens(id)),
+        _ => None,
+    }
+}
+
+/// The `/access/…` routes (`rest` is the path after `/access/`).
+fn access_route(method: &Method, rest: &str) -> Option<AcsRoute> {
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments.as_slice() {
+        ["teamsExtension", "tenants", tenant, "assignments", object] => {
+            Some(AcsRoute::TeamsExtensionAssignment {
+                verb: Verb::of(method)?,
+                tenant_id: decode_id(tenant)?,
+                object_id: decode_id(object)?,
+            })
+        }
         _ => None,
     }
 }
@@ -196,6 +240,28 @@ mod tests {
     }
 
     #[test]
+    fn access_paths() {
+        let assignment = |verb| AcsRoute::TeamsExtensionAssignment {
+            verb,
+            tenant_id: "t-1".into(),
+            object_id: "o 1".into(),
+        };
+        let path = "/access/teamsExtension/tenants/t-1/assignments/o%201";
+        let cases = [
+            (Method::GET, path, assignment(Verb::Get)),
+            (Method::PUT, path, assignment(Verb::Put)),
+            (Method::DELETE, path, assignment(Verb::Delete)),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(
+                route(&method, path),
+                Route::Acs(expected),
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_paths_and_methods_are_not_found() {
         let cases = [
             (Method::GET, "/identities".to_string()),
@@ -215,6 +281,26 @@ mod tests {
             ),
             (Method::POST, "/identitiesX".to_string()),
             (Method::POST, "/".to_string()),
+            (
+                Method::POST,
+                "/access/teamsExtension/tenants/t/assignments/o".to_string(),
+            ),
+            (
+                Method::GET,
+                "/access/teamsExtension/tenants/t/assignments/".to_string(),
+            ),
+            (
+                Method::GET,
+                "/access/teamsExtension/tenants/t/assignments".to_string(),
+            ),
+            (
+                Method::GET,
+                "/access/teamsExtension/tenants/t/assignments/o/x".to_string(),
+            ),
+            (
+                Method::GET,
+                "/access/other/tenants/t/assignments/o".to_string(),
+            ),
             (Method::GET, "/admin/nothing".to_string()),
             (Method::POST, "/admin/identities".to_string()),
         ];

@@ -6,6 +6,8 @@
 //! requests go to [`super::entra`] (counted as `entraToken`), admin requests to
 //! [`super::admin`].
 
+use super::access::TeamsExtensionAssignmentRequest;
+use super::access_api;
 use super::admin;
 use super::auth::{AuthError, SignedRequest, Verifier, bearer_token};
 use super::entra::{self, EntraService};
@@ -13,7 +15,7 @@ use super::faults::{Fault, FaultPlan};
 use super::identity_api::{IdentityService, TeamsExchangeRequest, TokensValidFromRequest};
 use super::operation::Operation;
 use super::responses::{self, ErrorReply, HttpResponse};
-use super::routes::{self, AcsRoute, Route};
+use super::routes::{self, AcsRoute, Route, Verb};
 use super::stats::{RequestStats, UNROUTED};
 use super::throttle::{Throttle, ThrottleDecision, retry_after_seconds};
 use super::tls::Transport;
@@ -59,6 +61,13 @@ enum Call {
     LegacyIssueToken(String, Result<IssueTokenRequest, ErrorReply>),
     SetTokensValidFrom(String, Result<TokensValidFromRequest, ErrorReply>),
     ExchangeTeamsToken(Result<TeamsExchangeRequest, ErrorReply>),
+    TeamsExtensionAssignment {
+        verb: Verb,
+        tenant_id: String,
+        object_id: String,
+        /// Read for a PUT only.
+        body: Result<TeamsExtensionAssignmentRequest, ErrorReply>,
+    },
 }
 
 impl Call {
@@ -72,12 +81,26 @@ impl Call {
             AcsRoute::LegacyIssueToken(id) => Call::LegacyIssueToken(id, parse_body(body)),
             AcsRoute::SetTokensValidFrom(id) => Call::SetTokensValidFrom(id, parse_body(body)),
             AcsRoute::ExchangeTeamsToken => Call::ExchangeTeamsToken(parse_body(body)),
+            AcsRoute::TeamsExtensionAssignment {
+                verb,
+                tenant_id,
+                object_id,
+            } => Call::TeamsExtensionAssignment {
+                body: match verb {
+                    Verb::Put => parse_body(body),
+                    Verb::Get | Verb::Delete => Ok(TeamsExtensionAssignmentRequest::default()),
+                },
+                verb,
+                tenant_id,
+                object_id,
+            },
         }
     }
 
     /// What the request is throttled and faulted as. Creating with a first token is its own
-    /// operation; the 2020 preview's token and revoke are issue and revoke; a read and the
-    /// Teams exchange have no limit of their own (only faults for any operation apply).
+    /// operation; the 2020 preview's token and revoke are issue and revoke; a read, the Teams
+    /// exchange and the `/access` operations have no limit of their own (the service publishes
+    /// none for them; only faults for any operation apply).
     fn operation(&self) -> Option<Operation> {
         Some(match self {
             Call::Create(Ok(body)) if body.create_token_with_scopes.is_some() => {
@@ -87,7 +110,9 @@ impl Call {
             Call::IssueToken(..) | Call::LegacyIssueToken(..) => Operation::IssueToken,
             Call::Revoke(_) | Call::SetTokensValidFrom(..) => Operation::RevokeTokens,
             Call::Delete(_) => Operation::DeleteIdentity,
-            Call::Get(_) | Call::ExchangeTeamsToken(_) => return None,
+            Call::Get(_) | Call::ExchangeTeamsToken(_) | Call::TeamsExtensionAssignment { .. } => {
+                return None;
+            }
         })
     }
 
@@ -96,6 +121,11 @@ impl Call {
         match (self, self.operation()) {
             (_, Some(operation)) => operation.as_str(),
             (Call::Get(_), None) => "getIdentity",
+            (Call::TeamsExtensionAssignment { verb, .. }, None) => match verb {
+                Verb::Get => "getTeamsExtensionAssignment",
+                Verb::Put => "upsertTeamsExtensionAssignment",
+                Verb::Delete => "deleteTeamsExtensionAssignment",
+            },
             (_, None) => "exchangeTeamsToken",
         }
     }
@@ -109,6 +139,7 @@ impl Call {
             Call::LegacyIssueToken(..) | Call::SetTokensValidFrom(..) => RouteKind::Legacy,
             Call::Get(_) => RouteKind::PreviewRead,
             Call::ExchangeTeamsToken(_) => RouteKind::TeamsExchange,
+            Call::TeamsExtensionAssignment { .. } => RouteKind::TeamsExtension,
         }
     }
 }
@@ -273,6 +304,21 @@ impl App {
             Call::ExchangeTeamsToken(body) => {
                 let token = self.exchange_teams_token(&body?, now)?;
                 responses::success_json(StatusCode::OK, &token)
+            }
+            Call::TeamsExtensionAssignment {
+                verb,
+                tenant_id,
+                object_id,
+                body,
+            } => {
+                access_api::teams_extension_assignment(
+                    identities.store(),
+                    verb,
+                    &tenant_id,
+                    &object_id,
+                    body,
+                )
+                .await?
             }
         })
     }

@@ -10,7 +10,11 @@
 //!
 //! An identity may carry a `customId` (preview api-versions): creating with a `customId` that a
 //! live identity already has returns that identity instead of a new one.
+//!
+//! The resource's `/access` assignments ([`super::access`]) live here too, under the same lock
+//! and journal: they are the resource's state as much as its identities are.
 
+use super::access::TeamsExtensionAssignment;
 use super::persist::{Event, Journal, JournalError, Loaded, Snapshot};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -80,6 +84,23 @@ struct Inner {
     /// Next token sequence number, shared by all identities.
     next_seq: u64,
     created: u64,
+    /// Teams Phone extension assignments by (tenant id, object id), ids lowercased.
+    teams_extension: BTreeMap<(String, String), TeamsExtensionAssignment>,
+}
+
+/// Whether a create-or-replace made something new (201) or replaced what was there (200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    Created,
+    Replaced,
+}
+
+/// Entra ids are GUIDs, which compare without regard to case.
+fn key_of(tenant_id: &str, object_id: &str) -> (String, String) {
+    (
+        tenant_id.to_ascii_lowercase(),
+        object_id.to_ascii_lowercase(),
+    )
 }
 
 /// The identities of one emulated ACS resource.
@@ -233,6 +254,55 @@ impl IdentityStore {
         self.record(&mut inner, Event::Delete { id: id.to_string() })
     }
 
+    /// Creates or replaces a Teams Phone extension assignment.
+    pub fn put_teams_extension(
+        &self,
+        assignment: TeamsExtensionAssignment,
+    ) -> Result<Upsert, StoreError> {
+        let mut inner = self.lock();
+        let key = key_of(&assignment.tenant_id, &assignment.object_id);
+        let upsert = if inner.teams_extension.contains_key(&key) {
+            Upsert::Replaced
+        } else {
+            Upsert::Created
+        };
+        self.record(&mut inner, Event::TeamsExtensionAssign(assignment))?;
+        Ok(upsert)
+    }
+
+    /// The Teams Phone extension assignment of an object of a tenant.
+    pub fn teams_extension(
+        &self,
+        tenant_id: &str,
+        object_id: &str,
+    ) -> Option<TeamsExtensionAssignment> {
+        let inner = self.lock();
+        inner
+            .teams_extension
+            .get(&key_of(tenant_id, object_id))
+            .cloned()
+    }
+
+    /// Removes a Teams Phone extension assignment; `NotFound` when there is none.
+    pub fn delete_teams_extension(
+        &self,
+        tenant_id: &str,
+        object_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if !inner
+            .teams_extension
+            .contains_key(&key_of(tenant_id, object_id))
+        {
+            return Err(StoreError::NotFound);
+        }
+        let event = Event::TeamsExtensionUnassign {
+            tenant_id: tenant_id.to_string(),
+            object_id: object_id.to_string(),
+        };
+        self.record(&mut inner, event)
+    }
+
     /// Journals `event` (when persistent), then applies it. Refused when the write fails: the
     /// memory never holds what the journal lacks.
     fn record(&self, inner: &mut Inner, event: Event) -> Result<(), StoreError> {
@@ -354,6 +424,18 @@ impl Inner {
                 };
                 self.insert(snapshot.id, record);
             }
+            Event::TeamsExtensionAssign(assignment) => {
+                let key = key_of(&assignment.tenant_id, &assignment.object_id);
+                self.teams_extension.insert(key, assignment);
+            }
+            Event::TeamsExtensionUnassign {
+                tenant_id,
+                object_id,
+            } => {
+                self.teams_extension
+                    .remove(&key_of(&tenant_id, &object_id))
+                    .ok_or("an assignment that does not exist is removed")?;
+            }
         }
         Ok(())
     }
@@ -372,8 +454,14 @@ impl Inner {
         live(self, id).map_err(|_| "a change names an identity that is not live")
     }
 
-    /// The whole state, oldest identity first, as the journal's compacted form.
+    /// The whole state, oldest identity first, then the assignments, as the journal's
+    /// compacted form.
     fn snapshots(&self) -> Vec<Event> {
+        let assignments = self
+            .teams_extension
+            .values()
+            .cloned()
+            .map(Event::TeamsExtensionAssign);
         self.by_order
             .values()
             .filter_map(|id| self.identities.get(id).map(|record| (id, record)))
@@ -389,6 +477,7 @@ impl Inner {
                     last_token_issued_at_ns: record.last_token_issued_at.map(unix_nanos),
                 })
             })
+            .chain(assignments)
             .collect()
     }
 }
@@ -630,6 +719,47 @@ mod tests {
         // The compacted journal has no token lines: the epoch alone keeps new tokens valid.
         let newest = store.issue_token(&alice, at).unwrap();
         assert_eq!(store.standing(&alice, newest, 0), Standing::Active);
+    }
+
+    #[test]
+    fn teams_extension_assignments_upsert_delete_and_survive_a_restart() {
+        use super::super::access::{TeamsExtensionAssignment, TeamsExtensionPrincipal};
+        let assignment = |object: &str, clients: Option<Vec<String>>| TeamsExtensionAssignment {
+            object_id: object.into(),
+            tenant_id: "T".into(),
+            principal_type: TeamsExtensionPrincipal::User,
+            client_ids: clients,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = reopen(dir.path());
+        assert_eq!(
+            store.put_teams_extension(assignment("a", None)),
+            Ok(Upsert::Created)
+        );
+        let replaced = assignment("a", Some(vec!["c".into()]));
+        assert_eq!(
+            store.put_teams_extension(replaced.clone()),
+            Ok(Upsert::Replaced)
+        );
+        assert_eq!(
+            store.put_teams_extension(assignment("b", None)),
+            Ok(Upsert::Created)
+        );
+        // Ids are GUIDs: another case names the same assignment.
+        assert_eq!(store.teams_extension("t", "A"), Some(replaced.clone()));
+        assert_eq!(store.delete_teams_extension("T", "b"), Ok(()));
+        assert_eq!(
+            store.delete_teams_extension("T", "b"),
+            Err(StoreError::NotFound)
+        );
+        assert_eq!(store.teams_extension("T", "b"), None);
+        // Twice: the first start replays the changes, the second reads what compaction wrote.
+        for _ in 0..2 {
+            drop(store);
+            store = reopen(dir.path());
+            assert_eq!(store.teams_extension("T", "a"), Some(replaced.clone()));
+            assert_eq!(store.teams_extension("T", "b"), None);
+        }
     }
 
     #[test]

@@ -1387,8 +1387,8 @@ mod binary {
                 "line 2 is not valid emulator state",
             ),
             (
-                header.replace("\"format\":1", "\"format\":9"),
-                "has state format 9, newer than this emulator's 1",
+                header.replace("\"format\":2", "\"format\":9"),
+                "has state format 9, newer than this emulator's 2",
             ),
         ];
         for (content, reason) in cases {
@@ -1737,4 +1737,161 @@ async fn teams_user_tokens_exchange_for_acs_tokens_and_each_mismatch_is_named() 
         .await;
     assert_eq!(bad_spec.status, 400);
     other.handle.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The /access operations
+
+const TENANT: &str = "c70d068c-2f32-484d-9455-73070cd5aadd";
+const OBJECT: &str = "b27b64b9-39d2-44a3-869d-67700b74e805";
+const CLIENT: &str = "07474a86-625a-452f-977b-db4e13f21260";
+const STABLE_ACCESS: &str = "2025-06-30";
+
+fn teams_extension_path(tenant: &str, object: &str, version: &str) -> String {
+    format!("/access/teamsExtension/tenants/{tenant}/assignments/{object}?api-version={version}")
+}
+
+#[tokio::test]
+async fn teams_extension_assignments_are_created_replaced_read_and_removed() {
+    let emulator = start(|_| {}).await;
+    let path = teams_extension_path(TENANT, OBJECT, STABLE_ACCESS);
+    let absent = emulator.call("GET", &path, "").await;
+    assert_eq!(absent.status, 404, "{}", absent.json);
+    assert_eq!(absent.error_code(), "AssignmentNotFound");
+
+    let created = emulator
+        .call("PUT", &path, r#"{"principalType":"resourceAccount"}"#)
+        .await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    assert_eq!(
+        created.json,
+        json!({"objectId": OBJECT, "tenantId": TENANT, "principalType": "resourceAccount"})
+    );
+    assert!(!created.header("api-supported-versions").is_empty());
+    let body = json!({"principalType": "user", "clientIds": [CLIENT]}).to_string();
+    let replaced = emulator.call("PUT", &path, &body).await;
+    assert_eq!(replaced.status, 200, "{}", replaced.json);
+    let read = emulator.call("GET", &path, "").await;
+    assert_eq!(read.status, 200);
+    assert_eq!(
+        read.json,
+        json!({"objectId": OBJECT, "tenantId": TENANT, "principalType": "user", "clientIds": [CLIENT]})
+    );
+    // Every version with the extension sees the same assignment; 2025-04-01-preview has none.
+    for version in ["2025-03-02-preview", "2026-07-22", "2026-09-23"] {
+        let other = emulator
+            .call("GET", &teams_extension_path(TENANT, OBJECT, version), "")
+            .await;
+        assert_eq!(other.status, 200, "{version}: {}", other.json);
+    }
+    for version in ["2025-04-01-preview", V] {
+        let missing = emulator
+            .call("GET", &teams_extension_path(TENANT, OBJECT, version), "")
+            .await;
+        assert_eq!(missing.error_code(), "UnsupportedApiVersion", "{version}");
+    }
+
+    assert_eq!(emulator.call("DELETE", &path, "").await.status, 204);
+    assert_eq!(emulator.call("DELETE", &path, "").await.status, 404);
+    assert_eq!(emulator.call("GET", &path, "").await.status, 404);
+    assert_eq!(
+        emulator
+            .admin
+            .count("upsertTeamsExtensionAssignment", 201)
+            .await,
+        1
+    );
+    assert_eq!(
+        emulator
+            .admin
+            .count("deleteTeamsExtensionAssignment", 404)
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn teams_extension_assignments_are_validated_and_signed() {
+    let emulator = start(|_| {}).await;
+    let path = teams_extension_path(TENANT, OBJECT, STABLE_ACCESS);
+    let cases = [
+        (path.clone(), "{}", "PrincipalType", "field is required"),
+        (
+            path.clone(),
+            r#"{"principalType":"group"}"#,
+            "PrincipalType",
+            "Valid values are: user, resourceAccount.",
+        ),
+        (
+            path.clone(),
+            r#"{"principalType":"user","clientIds":["app-1"]}"#,
+            "ClientIds",
+            "'app-1' is not a valid GUID",
+        ),
+        (
+            teams_extension_path("contoso", OBJECT, STABLE_ACCESS),
+            r#"{"principalType":"user"}"#,
+            "tenantId",
+            "'contoso' is not a valid GUID",
+        ),
+    ];
+    for (path, body, target, message) in cases {
+        let refused = emulator.call("PUT", &path, body).await;
+        assert_eq!(refused.status, 400, "{body}: {}", refused.json);
+        assert_eq!(refused.error_code(), "ValidationError");
+        assert_eq!(refused.json["error"]["target"], target, "{body}");
+        assert!(
+            refused.error_message().contains(message),
+            "{}",
+            refused.json
+        );
+    }
+    let malformed = emulator.call("PUT", &path, r#"{"principalType":1}"#).await;
+    assert_eq!(malformed.status, 400);
+    assert_eq!(malformed.error_code(), "InvalidRequestBody");
+    // HMAC with another key: denied, nothing stored.
+    let other_key = AccessKey::from_base64("b3RoZXIta2V5LW90aGVyLWtleS1vdGhlci1rZXktMDA=").unwrap();
+    let denied = emulator
+        .call_as(
+            &other_key,
+            SystemTime::now(),
+            "PUT",
+            &path,
+            r#"{"principalType":"user"}"#,
+        )
+        .await;
+    assert_eq!(denied.status, 401);
+    assert_eq!(denied.error_code(), "Denied");
+    assert_eq!(emulator.call("GET", &path, "").await.status, 404);
+    // Other methods on the assignment are not routes.
+    assert_eq!(emulator.call("POST", &path, "{}").await.status, 404);
+}
+
+#[tokio::test]
+async fn teams_extension_assignments_survive_a_restart_with_a_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_path_buf();
+    let path = teams_extension_path(TENANT, OBJECT, STABLE_ACCESS);
+    let second = teams_extension_path(TENANT, CLIENT, STABLE_ACCESS);
+    let first_run = start(|config| config.data_dir = Some(data_dir.clone())).await;
+    let put = first_run
+        .call("PUT", &path, r#"{"principalType":"user"}"#)
+        .await;
+    assert_eq!(put.status, 201);
+    let put = first_run
+        .call("PUT", &second, r#"{"principalType":"user"}"#)
+        .await;
+    assert_eq!(put.status, 201);
+    assert_eq!(first_run.call("DELETE", &second, "").await.status, 204);
+    first_run.handle.shutdown().await;
+
+    // Twice: the first restart replays the changes, the second reads the compacted file.
+    for _ in 0..2 {
+        let run = start(|config| config.data_dir = Some(data_dir.clone())).await;
+        let read = run.call("GET", &path, "").await;
+        assert_eq!(read.status, 200, "{}", read.json);
+        assert_eq!(read.json["principalType"], "user");
+        assert_eq!(run.call("GET", &second, "").await.status, 404);
+        run.handle.shutdown().await;
+    }
 }

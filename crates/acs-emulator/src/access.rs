@@ -1,0 +1,254 @@
+//! The `/access` operations: which Entra principals may exchange their Entra ID token for an
+//! ACS token of this resource (the assignments), checked and shaped here; the store keeps them
+//! ([`super::state`]) and the service wires them ([`super::service`]).
+//!
+//! - Teams Phone extension (2025-03-02-preview, 2025-06-30 and later):
+//!   `GET/PUT/DELETE /access/teamsExtension/tenants/{tenantId}/assignments/{objectId}` with
+//!   `{"principalType":"user"|"resourceAccount","clientIds"?:[…]}`.
+//!
+//! The shapes are the API description's (`specification/communication/data-plane/Identity`);
+//! no answer of the service to these operations has been recorded, so every check and error
+//! below is the emulator's reading of it: ids are GUIDs (Entra object, tenant and client ids
+//! all are), a missing or unknown field is a 400 `ValidationError` naming it, as the service
+//! words its other validation errors, and an unknown assignment is a 404
+//! `AssignmentNotFound`.
+
+use super::responses::ErrorReply;
+use hyper::StatusCode;
+use serde::{Deserialize, Serialize};
+
+/// Who a Teams Phone extension assignment is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TeamsExtensionPrincipal {
+    User,
+    ResourceAccount,
+}
+
+impl TeamsExtensionPrincipal {
+    const ALL: [(&'static str, Self); 2] = [
+        ("user", Self::User),
+        ("resourceAccount", Self::ResourceAccount),
+    ];
+}
+
+/// A Teams Phone extension assignment, as stored and as answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamsExtensionAssignment {
+    pub object_id: String,
+    pub tenant_id: String,
+    pub principal_type: TeamsExtensionPrincipal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ids: Option<Vec<String>>,
+}
+
+/// The body of `PUT …/tenants/{tenantId}/assignments/{objectId}`, read leniently so each
+/// missing or wrong field gets its own error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamsExtensionAssignmentRequest {
+    #[serde(default)]
+    pub principal_type: Option<String>,
+    #[serde(default)]
+    pub client_ids: Option<Vec<String>>,
+}
+
+/// The assignment a PUT asks for, or the first reason it is refused.
+pub fn teams_extension_assignment(
+    tenant_id: &str,
+    object_id: &str,
+    request: &TeamsExtensionAssignmentRequest,
+) -> Result<TeamsExtensionAssignment, ErrorReply> {
+    guid(tenant_id, "tenantId")?;
+    guid(object_id, "objectId")?;
+    let principal_type = principal(
+        request.principal_type.as_deref(),
+        &TeamsExtensionPrincipal::ALL,
+    )?;
+    let client_ids = request.client_ids.as_deref().map(client_ids).transpose()?;
+    Ok(TeamsExtensionAssignment {
+        object_id: object_id.to_string(),
+        tenant_id: tenant_id.to_string(),
+        principal_type,
+        client_ids,
+    })
+}
+
+/// `Ok` when both path ids are GUIDs (checked before a read or delete too).
+pub fn tenant_and_object(tenant_id: &str, object_id: &str) -> Result<(), ErrorReply> {
+    guid(tenant_id, "tenantId")?;
+    guid(object_id, "objectId")
+}
+
+/// 404 for an assignment that does not exist.
+pub fn assignment_not_found(object_id: &str) -> ErrorReply {
+    ErrorReply::new(
+        StatusCode::NOT_FOUND,
+        "AssignmentNotFound",
+        format!("No assignment exists for object '{object_id}'."),
+    )
+}
+
+fn principal<T: Copy>(raw: Option<&str>, known: &[(&'static str, T)]) -> Result<T, ErrorReply> {
+    let raw = raw.ok_or_else(|| {
+        ErrorReply::validation(
+            "PrincipalType: The PrincipalType field is required.",
+            "PrincipalType",
+        )
+    })?;
+    known
+        .iter()
+        .find(|(name, _)| *name == raw)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let names: Vec<&str> = known.iter().map(|(name, _)| *name).collect();
+            ErrorReply::validation(
+                format!(
+                    "PrincipalType: '{raw}' is not a valid principal type. Valid values are: {}.",
+                    names.join(", ")
+                ),
+                "PrincipalType",
+            )
+        })
+}
+
+/// Client ids: GUIDs, duplicates dropped, order kept.
+fn client_ids(raw: &[String]) -> Result<Vec<String>, ErrorReply> {
+    let mut ids: Vec<String> = Vec::with_capacity(raw.len());
+    for id in raw {
+        guid(id, "ClientIds")?;
+        if !ids.iter().any(|known| known.eq_ignore_ascii_case(id)) {
+            ids.push(id.clone());
+        }
+    }
+    Ok(ids)
+}
+
+/// `Ok` for the `8-4-4-4-12` hex form Entra gives every object, tenant and application.
+fn guid(value: &str, target: &'static str) -> Result<(), ErrorReply> {
+    let groups: Vec<&str> = value.split('-').collect();
+    let lengths_ok = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
+    if lengths_ok
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Ok(());
+    }
+    Err(ErrorReply::validation(
+        format!("{target}: '{value}' is not a valid GUID."),
+        target,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TENANT: &str = "c70d068c-2f32-484d-9455-73070cd5aadd";
+    const OBJECT: &str = "b27b64b9-39d2-44a3-869d-67700b74e805";
+    const CLIENT: &str = "07474a86-625a-452f-977b-db4e13f21260";
+
+    fn request(
+        principal: Option<&str>,
+        clients: Option<&[&str]>,
+    ) -> TeamsExtensionAssignmentRequest {
+        TeamsExtensionAssignmentRequest {
+            principal_type: principal.map(str::to_string),
+            client_ids: clients.map(|c| c.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn a_valid_put_becomes_the_assignment_it_names() {
+        let assignment = teams_extension_assignment(
+            TENANT,
+            OBJECT,
+            &request(Some("user"), Some(&[CLIENT, CLIENT])),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(&assignment).unwrap(),
+            serde_json::json!({
+                "objectId": OBJECT, "tenantId": TENANT, "principalType": "user", "clientIds": [CLIENT]
+            })
+        );
+        let resource =
+            teams_extension_assignment(TENANT, OBJECT, &request(Some("resourceAccount"), None))
+                .unwrap();
+        assert_eq!(
+            serde_json::to_value(&resource).unwrap(),
+            serde_json::json!({"objectId": OBJECT, "tenantId": TENANT, "principalType": "resourceAccount"})
+        );
+    }
+
+    #[test]
+    fn each_refused_put_names_its_field() {
+        let cases = [
+            (
+                "nope",
+                OBJECT,
+                request(Some("user"), None),
+                "tenantId",
+                "'nope' is not a valid GUID",
+            ),
+            (
+                TENANT,
+                "x",
+                request(Some("user"), None),
+                "objectId",
+                "'x' is not a valid GUID",
+            ),
+            (
+                TENANT,
+                OBJECT,
+                request(None, None),
+                "PrincipalType",
+                "field is required",
+            ),
+            (
+                TENANT,
+                OBJECT,
+                request(Some("group"), None),
+                "PrincipalType",
+                "Valid values are: user, resourceAccount.",
+            ),
+            (
+                TENANT,
+                OBJECT,
+                request(Some("User"), None),
+                "PrincipalType",
+                "'User'",
+            ),
+            (
+                TENANT,
+                OBJECT,
+                request(Some("user"), Some(&[CLIENT, "app-1"])),
+                "ClientIds",
+                "'app-1' is not a valid GUID",
+            ),
+        ];
+        for (tenant, object, request, target, message) in cases {
+            let error = teams_extension_assignment(tenant, object, &request).unwrap_err();
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{message}");
+            assert_eq!(error.code, "ValidationError");
+            assert_eq!(error.target, Some(target), "{message}");
+            assert!(error.message.contains(message), "{}", error.message);
+        }
+    }
+
+    #[test]
+    fn guids_in_either_case_pass_and_near_misses_do_not() {
+        assert!(guid(&TENANT.to_uppercase(), "t").is_ok());
+        for bad in [
+            "",
+            "c70d068c2f32484d945573070cd5aadd",
+            "c70d068c-2f32-484d-9455-73070cd5aad",
+            "g70d068c-2f32-484d-9455-73070cd5aadd",
+            "{c70d068c-2f32-484d-9455-73070cd5aadd}",
+        ] {
+            assert!(guid(bad, "t").is_err(), "{bad}");
+        }
+    }
+}
