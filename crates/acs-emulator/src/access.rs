@@ -6,6 +6,13 @@
 //!   `GET/PUT/DELETE /access/teamsExtension/tenants/{tenantId}/assignments/{objectId}` with
 //!   `{"principalType":"user"|"resourceAccount","clientIds"?:[…]}`.
 //!
+//! - `POST /access/teamsExtension/:exchangeAccessToken` (same versions): an Entra ID access
+//!   token of a user, for `https://auth.msft.communication.azure.com`, in
+//!   `Authorization: Bearer`, body `{}`, answered `{"identity":{"id"},"accessToken":{…}}` for
+//!   the identity `8:acs:<resource>_<tenantId>_<objectId>` (the description's example) when an
+//!   assignment of that user in that tenant exists and, if it lists `clientIds`, lists the
+//!   token's application. Otherwise 403 `Forbidden`.
+//!
 //! The shapes are the API description's (`specification/communication/data-plane/Identity`);
 //! no answer of the service to these operations has been recorded, so every check and error
 //! below is the emulator's reading of it: ids are GUIDs (Entra object, tenant and client ids
@@ -14,6 +21,7 @@
 //! `AssignmentNotFound`.
 
 use super::responses::ErrorReply;
+use super::teams::TeamsUserClaims;
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +96,53 @@ pub fn assignment_not_found(object_id: &str) -> ErrorReply {
         "AssignmentNotFound",
         format!("No assignment exists for object '{object_id}'."),
     )
+}
+
+/// The audience of a user's Entra token for the Teams Phone extension exchange (the resource
+/// of the `TeamsExtension.*` scopes the SDKs ask for).
+pub const TEAMS_EXTENSION_AUDIENCE: &str = super::teams::TEAMS_AUDIENCE;
+
+/// `Ok` when `assignment` (the one of the token's user in the token's tenant, if any) lets
+/// the user exchange their token through the Teams Phone extension.
+pub fn teams_extension_grant(
+    user: &TeamsUserClaims,
+    assignment: Option<&TeamsExtensionAssignment>,
+) -> Result<(), ErrorReply> {
+    let assignment = assignment.ok_or_else(|| {
+        forbidden(format!(
+            "No Teams Phone extension assignment exists for object '{}' of tenant '{}'.",
+            user.oid, user.tid
+        ))
+    })?;
+    client_allowed(assignment.client_ids.as_deref().unwrap_or_default(), user)
+}
+
+/// The ACS identity a Teams Phone extension exchange answers for.
+pub fn teams_extension_identity(resource_id: &str, user: &TeamsUserClaims) -> String {
+    format!("8:acs:{resource_id}_{}_{}", user.tid, user.oid)
+}
+
+/// The body of both exchanges: an empty object (unknown fields are ignored, as everywhere).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ExchangeRequest {}
+
+/// An assignment without client ids admits any application; one with them, only those.
+fn client_allowed(client_ids: &[String], user: &TeamsUserClaims) -> Result<(), ErrorReply> {
+    if client_ids.is_empty()
+        || client_ids
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(&user.appid))
+    {
+        return Ok(());
+    }
+    Err(forbidden(format!(
+        "The assignment of object '{}' does not allow client '{}'.",
+        user.oid, user.appid
+    )))
+}
+
+fn forbidden(message: String) -> ErrorReply {
+    ErrorReply::new(StatusCode::FORBIDDEN, "Forbidden", message)
 }
 
 fn principal<T: Copy>(raw: Option<&str>, known: &[(&'static str, T)]) -> Result<T, ErrorReply> {
@@ -236,6 +291,53 @@ mod tests {
             assert_eq!(error.target, Some(target), "{message}");
             assert!(error.message.contains(message), "{}", error.message);
         }
+    }
+
+    fn user(app: &str) -> TeamsUserClaims {
+        super::super::teams::TeamsUserSpec {
+            app_id: Some(app.into()),
+            user_id: Some(OBJECT.into()),
+            tenant_id: Some(TENANT.into()),
+            ..Default::default()
+        }
+        .claims(1_795_000_000)
+        .unwrap()
+    }
+
+    #[test]
+    fn the_teams_extension_exchange_needs_an_assignment_that_admits_the_client() {
+        let any_client =
+            teams_extension_assignment(TENANT, OBJECT, &request(Some("user"), None)).unwrap();
+        let listed =
+            teams_extension_assignment(TENANT, OBJECT, &request(Some("user"), Some(&[CLIENT])))
+                .unwrap();
+        let other_client = "11111111-2222-3333-4444-555555555555";
+        let cases = [
+            (
+                None,
+                CLIENT,
+                Some("No Teams Phone extension assignment exists"),
+            ),
+            (Some(&any_client), other_client, None),
+            (Some(&listed), CLIENT, None),
+            (Some(&listed), &CLIENT.to_uppercase(), None),
+            (Some(&listed), other_client, Some("does not allow client")),
+        ];
+        for (assignment, app, refusal) in cases {
+            let answer = teams_extension_grant(&user(app), assignment);
+            match refusal {
+                None => assert_eq!(answer, Ok(()), "{app}"),
+                Some(message) => {
+                    let error = answer.unwrap_err();
+                    assert_eq!(error.status, StatusCode::FORBIDDEN);
+                    assert!(error.message.contains(message), "{}", error.message);
+                }
+            }
+        }
+        assert_eq!(
+            teams_extension_identity("r", &user(CLIENT)),
+            format!("8:acs:r_{TENANT}_{OBJECT}")
+        );
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! for the disk when something changed, and shape the answer.
 
 use super::access::{self, TeamsExtensionAssignmentRequest};
-use super::identity_api::store_error;
+use super::identity_api::{IdentityService, store_error};
 use super::responses::{self, ErrorReply, HttpResponse};
 use super::routes::Verb;
 use super::state::{IdentityStore, StoreError, Upsert};
+use super::teams::TeamsUserClaims;
+use acs_client::model::{CreateIdentityResponse, IdentityBody};
 use hyper::StatusCode;
+use std::time::SystemTime;
 
 /// `GET/PUT/DELETE /access/teamsExtension/tenants/{tenantId}/assignments/{objectId}`.
 pub async fn teams_extension_assignment(
@@ -42,6 +45,38 @@ pub async fn teams_extension_assignment(
             responses::no_content()
         }
     })
+}
+
+/// `POST /access/teamsExtension/:exchangeAccessToken` for `user`, whose token is checked.
+pub fn exchange_teams_extension(
+    identities: &IdentityService,
+    user: &TeamsUserClaims,
+    now: SystemTime,
+) -> Result<HttpResponse, ErrorReply> {
+    let store = identities.store();
+    let assignment = store.teams_extension(&user.tid, &user.oid);
+    access::teams_extension_grant(user, assignment.as_ref())?;
+    let id = access::teams_extension_identity(store.resource_id(), user);
+    Ok(exchanged(identities, id, user, now))
+}
+
+/// The answer of an exchange: the identity and its new token.
+fn exchanged(
+    identities: &IdentityService,
+    id: String,
+    user: &TeamsUserClaims,
+    now: SystemTime,
+) -> HttpResponse {
+    let token = identities.mint_for_entra_user(&id, user, now);
+    let body = CreateIdentityResponse {
+        identity: IdentityBody {
+            id,
+            custom_id: None,
+            last_token_issued_at: None,
+        },
+        access_token: Some(token),
+    };
+    responses::success_json(StatusCode::OK, &body)
 }
 
 fn upsert_status(upsert: Upsert) -> StatusCode {

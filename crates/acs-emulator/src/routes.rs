@@ -31,6 +31,8 @@ pub enum AcsRoute {
     SetTokensValidFrom(String),
     /// `POST /teamsUser/:exchangeAccessToken`.
     ExchangeTeamsToken,
+    /// `POST /access/teamsExtension/:exchangeAccessToken`.
+    ExchangeTeamsExtensionToken,
     /// `/access/teamsExtension/tenants/{tenantId}/assignments/{objectId}`.
     TeamsExtensionAssignment {
         verb: Verb,
@@ -129,6 +131,9 @@ fn acs_route(method: &Method, raw_path: &str) -> Option<AcsRoute> {
 fn access_route(method: &Method, rest: &str) -> Option<AcsRoute> {
     let segments: Vec<&str> = rest.split('/').collect();
     match segments.as_slice() {
+        ["teamsExtension", ":exchangeAccessToken"] => {
+            (method == Method::POST).then_some(AcsRoute::ExchangeTeamsExtensionToken)
+        }
         ["teamsExtension", "tenants", tenant, "assignments", object] => {
             Some(AcsRoute::TeamsExtensionAssignment {
                 verb: Verb::of(method)?,
@@ -251,6 +256,11 @@ mod tests {
             (Method::GET, path, assignment(Verb::Get)),
             (Method::PUT, path, assignment(Verb::Put)),
             (Method::DELETE, path, assignment(Verb::Delete)),
+            (
+                Method::POST,
+                "/access/teamsExtension/:exchangeAccessToken",
+                AcsRoute::ExchangeTeamsExtensionToken,
+            ),
         ];
         for (method, path, expected) in cases {
             assert_eq!(
@@ -300,6 +310,10 @@ mod tests {
             (
                 Method::GET,
                 "/access/other/tenants/t/assignments/o".to_string(),
+            ),
+            (
+                Method::GET,
+                "/access/teamsExtension/:exchangeAccessToken".to_string(),
             ),
             (Method::GET, "/admin/nothing".to_string()),
             (Method::POST, "/admin/identities".to_string()),

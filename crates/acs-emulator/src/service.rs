@@ -6,7 +6,7 @@
 //! requests go to [`super::entra`] (counted as `entraToken`), admin requests to
 //! [`super::admin`].
 
-use super::access::TeamsExtensionAssignmentRequest;
+use super::access::{self, ExchangeRequest, TeamsExtensionAssignmentRequest};
 use super::access_api;
 use super::admin;
 use super::auth::{AuthError, SignedRequest, Verifier, bearer_token};
@@ -17,6 +17,7 @@ use super::operation::Operation;
 use super::responses::{self, ErrorReply, HttpResponse};
 use super::routes::{self, AcsRoute, Route, Verb};
 use super::stats::{RequestStats, UNROUTED};
+use super::teams::{self, TeamsUserClaims};
 use super::throttle::{Throttle, ThrottleDecision, retry_after_seconds};
 use super::tls::Transport;
 use super::validation;
@@ -68,6 +69,7 @@ enum Call {
         /// Read for a PUT only.
         body: Result<TeamsExtensionAssignmentRequest, ErrorReply>,
     },
+    ExchangeTeamsExtensionToken(Result<ExchangeRequest, ErrorReply>),
 }
 
 impl Call {
@@ -94,6 +96,19 @@ impl Call {
                 tenant_id,
                 object_id,
             },
+            AcsRoute::ExchangeTeamsExtensionToken => {
+                Call::ExchangeTeamsExtensionToken(parse_body(body))
+            }
+        }
+    }
+
+    /// The audience of the Entra ID user token that authenticates the request, for the
+    /// exchanges of `/access`; `None`: signed with the access key (or an application's
+    /// bearer token), like every other request.
+    fn entra_user_audience(&self) -> Option<&'static str> {
+        match self {
+            Call::ExchangeTeamsExtensionToken(_) => Some(access::TEAMS_EXTENSION_AUDIENCE),
+            _ => None,
         }
     }
 
@@ -110,7 +125,10 @@ impl Call {
             Call::IssueToken(..) | Call::LegacyIssueToken(..) => Operation::IssueToken,
             Call::Revoke(_) | Call::SetTokensValidFrom(..) => Operation::RevokeTokens,
             Call::Delete(_) => Operation::DeleteIdentity,
-            Call::Get(_) | Call::ExchangeTeamsToken(_) | Call::TeamsExtensionAssignment { .. } => {
+            Call::Get(_)
+            | Call::ExchangeTeamsToken(_)
+            | Call::TeamsExtensionAssignment { .. }
+            | Call::ExchangeTeamsExtensionToken(_) => {
                 return None;
             }
         })
@@ -126,6 +144,7 @@ impl Call {
                 Verb::Put => "upsertTeamsExtensionAssignment",
                 Verb::Delete => "deleteTeamsExtensionAssignment",
             },
+            (Call::ExchangeTeamsExtensionToken(_), None) => "exchangeTeamsExtensionToken",
             (_, None) => "exchangeTeamsToken",
         }
     }
@@ -139,7 +158,9 @@ impl Call {
             Call::LegacyIssueToken(..) | Call::SetTokensValidFrom(..) => RouteKind::Legacy,
             Call::Get(_) => RouteKind::PreviewRead,
             Call::ExchangeTeamsToken(_) => RouteKind::TeamsExchange,
-            Call::TeamsExtensionAssignment { .. } => RouteKind::TeamsExtension,
+            Call::TeamsExtensionAssignment { .. } | Call::ExchangeTeamsExtensionToken(_) => {
+                RouteKind::TeamsExtension
+            }
         }
     }
 }
@@ -228,10 +249,22 @@ impl App {
             authority: parts.uri.authority().map(|a| a.as_str()),
             body,
         };
-        if let Err(reason) = self.authenticate(&signed, SystemTime::now()) {
-            tracing::info!(operation = name, %reason, "request denied");
-            return Err(ErrorReply::denied(reason));
-        }
+        // The caller of an `/access` exchange is the Entra user whose token it carries.
+        let user = match call.entra_user_audience() {
+            Some(audience) => Some(
+                self.entra_user(parts, audience, SystemTime::now())
+                    .inspect_err(|error| {
+                        tracing::info!(operation = name, message = %error.message, "request denied");
+                    })?,
+            ),
+            None => {
+                if let Err(reason) = self.authenticate(&signed, SystemTime::now()) {
+                    tracing::info!(operation = name, %reason, "request denied");
+                    return Err(ErrorReply::denied(reason));
+                }
+                None
+            }
+        };
         let requested = routes::api_version(parts.uri.query());
         let request_uri = self.request_uri(parts);
         let version = validation::api_version(
@@ -320,7 +353,41 @@ impl App {
                 )
                 .await?
             }
+            Call::ExchangeTeamsExtensionToken(body) => {
+                body?;
+                let user = user.ok_or_else(no_user)?;
+                access_api::exchange_teams_extension(identities, &user, now)
+                    .inspect_err(|error| {
+                        tracing::info!(operation = name, message = %error.message, "exchange refused");
+                    })?
+            }
         })
+    }
+
+    /// The Entra ID user a request's `Authorization: Bearer` token names, checked as the Teams
+    /// exchange checks its token; bearer tokens only count over HTTPS, as everywhere.
+    fn entra_user(
+        &self,
+        parts: &Parts,
+        audience: &str,
+        now: SystemTime,
+    ) -> Result<TeamsUserClaims, ErrorReply> {
+        let token = bearer_token(&parts.headers).ok_or_else(|| {
+            teams::invalid_token(
+                "the request carries no Entra ID access token (Authorization: Bearer)",
+            )
+        })?;
+        if self.transport != Transport::Tls {
+            return Err(teams::invalid_token(
+                "bearer tokens are accepted over HTTPS only",
+            ));
+        }
+        teams::user_token(
+            token,
+            |token| self.entra.read_teams_user(token),
+            audience,
+            super::tokens::unix_seconds(now),
+        )
     }
 
     /// `POST /teamsUser/:exchangeAccessToken`: checks the Teams user's Entra token against
@@ -399,6 +466,12 @@ impl App {
         );
         response
     }
+}
+
+/// An exchange reached without its user: cannot happen, as authentication finds the user
+/// first; answered as a refused token rather than a panic.
+fn no_user() -> ErrorReply {
+    teams::invalid_token("the request carries no Entra ID access token")
 }
 
 /// An injected fault: waits, then answers its status if it has one.

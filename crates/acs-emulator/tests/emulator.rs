@@ -1895,3 +1895,186 @@ async fn teams_extension_assignments_survive_a_restart_with_a_data_dir() {
         run.handle.shutdown().await;
     }
 }
+
+const RESOURCE: &str = "2dee53b4-368b-45b4-ab52-8493fb117652";
+
+/// An emulator over HTTPS (bearer tokens count only there), with a known resource id.
+async fn start_tls(configure: impl FnOnce(&mut EmulatorConfig)) -> Emulator {
+    let ca = test_ca();
+    let mut emulator = start(|config| {
+        config.tls = Some(ca.server.clone());
+        config.resource_id = Some(RESOURCE.into());
+        configure(config);
+    })
+    .await;
+    emulator.http = reqwest::Client::builder()
+        .timeout(WAIT)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem.as_bytes()).unwrap())
+        .resolve("localhost", emulator.handle.local_addr())
+        .build()
+        .unwrap();
+    emulator.admin = Admin::new(&emulator.handle, Some(&ca.ca_pem));
+    emulator
+}
+
+impl Emulator {
+    /// An Entra ID token of a test user (`POST /admin/teamsUsers`), with `extra` fields.
+    async fn entra_user_token(&self, app: &str, object: &str, extra: Value) -> (String, Value) {
+        let mut spec = json!({"appId": app, "userId": object, "tenantId": TENANT});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let user = self.admin.post("admin/teamsUsers", spec).await;
+        (user["token"].as_str().unwrap().to_string(), user)
+    }
+
+    /// An exchange as `EntraTokenCredential` sends it: the Entra token as bearer, body `{}`.
+    async fn exchange(&self, path_and_query: &str, bearer: Option<&str>) -> Answer {
+        let mut request = self
+            .http
+            .post(self.url(path_and_query))
+            .header("content-type", "application/json")
+            .body("{}");
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        answer(request.send().await.unwrap()).await
+    }
+}
+
+fn teams_extension_exchange_path(version: &str) -> String {
+    format!("/access/teamsExtension/:exchangeAccessToken?api-version={version}")
+}
+
+#[tokio::test]
+async fn the_teams_extension_exchange_answers_assigned_users_of_listed_clients_only() {
+    let emulator = start_tls(|_| {}).await;
+    let path = teams_extension_exchange_path(STABLE_ACCESS);
+    let (token, user) = emulator.entra_user_token(CLIENT, OBJECT, json!({})).await;
+
+    let unassigned = emulator.exchange(&path, Some(&token)).await;
+    assert_eq!(unassigned.status, 403, "{}", unassigned.json);
+    assert_eq!(unassigned.error_code(), "Forbidden");
+
+    let assign = json!({"principalType": "user", "clientIds": [CLIENT]}).to_string();
+    let put = emulator
+        .call(
+            "PUT",
+            &teams_extension_path(TENANT, OBJECT, STABLE_ACCESS),
+            &assign,
+        )
+        .await;
+    assert_eq!(put.status, 201, "{}", put.json);
+    let ok = emulator.exchange(&path, Some(&token)).await;
+    assert_eq!(ok.status, 200, "{}", ok.json);
+    assert_eq!(
+        ok.json["identity"]["id"],
+        format!("8:acs:{RESOURCE}_{TENANT}_{OBJECT}")
+    );
+    assert_eq!(
+        ok.json["accessToken"]["expiresOn"], user["expiresOn"],
+        "expires with the Entra token"
+    );
+    let acs_token = ok.json["accessToken"]["token"].as_str().unwrap();
+    assert_eq!(emulator.verdict(acs_token).await, "ok");
+    assert!(emulator.admin.live_identities().await.is_empty());
+    // Every version with the extension exchanges; 2025-04-01-preview has no such call.
+    for version in ["2025-03-02-preview", "2026-07-22", "2026-09-23"] {
+        let other = emulator
+            .exchange(&teams_extension_exchange_path(version), Some(&token))
+            .await;
+        assert_eq!(other.status, 200, "{version}: {}", other.json);
+    }
+    let preview = emulator
+        .exchange(
+            &teams_extension_exchange_path("2025-04-01-preview"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(preview.error_code(), "UnsupportedApiVersion");
+
+    let other_client = "11111111-2222-3333-4444-555555555555";
+    let (other_app, _) = emulator
+        .entra_user_token(other_client, OBJECT, json!({}))
+        .await;
+    let (expired, _) = emulator
+        .entra_user_token(CLIENT, OBJECT, json!({"lifetimeSeconds": 0}))
+        .await;
+    let (clients_audience, _) = emulator
+        .entra_user_token(
+            CLIENT,
+            OBJECT,
+            json!({"audience": "https://communication.azure.com/clients"}),
+        )
+        .await;
+    let cases = [
+        (
+            Some(other_app.as_str()),
+            403,
+            "Forbidden",
+            "does not allow client",
+        ),
+        (Some(expired.as_str()), 401, "InvalidAccessToken", "expired"),
+        (
+            Some(clients_audience.as_str()),
+            401,
+            "InvalidAccessToken",
+            "audience",
+        ),
+        (
+            Some(acs_token),
+            401,
+            "InvalidAccessToken",
+            "not issued by the emulator",
+        ),
+        (None, 401, "InvalidAccessToken", "Authorization: Bearer"),
+    ];
+    for (bearer, status, code, message) in cases {
+        let refused = emulator.exchange(&path, bearer).await;
+        assert_eq!(refused.status, status, "{message}: {}", refused.json);
+        assert_eq!(refused.error_code(), code, "{message}");
+        assert!(
+            refused.error_message().contains(message),
+            "{}",
+            refused.json
+        );
+        assert!(!refused.error_message().contains(&token));
+    }
+    // Signed with the access key, the exchange has no user: refused.
+    let signed = emulator.call("POST", &path, "{}").await;
+    assert_eq!(signed.status, 401, "{}", signed.json);
+
+    // Once the assignment is gone, so is the exchange.
+    let removed = emulator
+        .call(
+            "DELETE",
+            &teams_extension_path(TENANT, OBJECT, STABLE_ACCESS),
+            "",
+        )
+        .await;
+    assert_eq!(removed.status, 204);
+    assert_eq!(emulator.exchange(&path, Some(&token)).await.status, 403);
+    assert_eq!(
+        emulator
+            .admin
+            .count("exchangeTeamsExtensionToken", 200)
+            .await,
+        4
+    );
+    emulator.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_exchanges_refuse_bearer_tokens_over_plain_http() {
+    let emulator = start(|_| {}).await;
+    let (token, _) = emulator.entra_user_token(CLIENT, OBJECT, json!({})).await;
+    let refused = emulator
+        .exchange(&teams_extension_exchange_path(STABLE_ACCESS), Some(&token))
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.json);
+    assert!(
+        refused.error_message().contains("HTTPS only"),
+        "{}",
+        refused.json
+    );
+}
