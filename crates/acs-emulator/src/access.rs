@@ -13,6 +13,17 @@
 //!   assignment of that user in that tenant exists and, if it lists `clientIds`, lists the
 //!   token's application. Otherwise 403 `Forbidden`.
 //!
+//! - Entra ID (2025-03-02-preview only): `GET/PUT/DELETE /access/entra/assignments/{objectId}`
+//!   with `{"tenantId","principalType":"user"|"group"|"tenant","clientIds":[…]}` (all three
+//!   required), `GET /access/entra/assignments` (pages of [`ENTRA_PAGE_SIZE`], `nextLink` to
+//!   the next), `PATCH /access/entra/assignments` with a merge-patch map from object id to an
+//!   assignment or `null` (removes it). `POST /access/entra/:exchangeAccessToken` takes a
+//!   user's token for `https://communication.azure.com/clients` and answers for the identity
+//!   `8:acs:<resource>_wf_<tenantId>_<objectId>` (the description's example) when an
+//!   assignment in the token's tenant covers the user (`user`: its object id is the user's;
+//!   `group`: the token's `groups` claim lists it; `tenant`: the whole tenant) and admits the
+//!   token's client (an empty `clientIds` admits any). Otherwise 403 `Forbidden`.
+//!
 //! The shapes are the API description's (`specification/communication/data-plane/Identity`);
 //! no answer of the service to these operations has been recorded, so every check and error
 //! below is the emulator's reading of it: ids are GUIDs (Entra object, tenant and client ids
@@ -74,7 +85,11 @@ pub fn teams_extension_assignment(
         request.principal_type.as_deref(),
         &TeamsExtensionPrincipal::ALL,
     )?;
-    let client_ids = request.client_ids.as_deref().map(client_ids).transpose()?;
+    let client_ids = request
+        .client_ids
+        .as_deref()
+        .map(client_ids_of)
+        .transpose()?;
     Ok(TeamsExtensionAssignment {
         object_id: object_id.to_string(),
         tenant_id: tenant_id.to_string(),
@@ -96,6 +111,136 @@ pub fn assignment_not_found(object_id: &str) -> ErrorReply {
         "AssignmentNotFound",
         format!("No assignment exists for object '{object_id}'."),
     )
+}
+
+/// Who an Entra ID assignment is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EntraPrincipal {
+    User,
+    Group,
+    Tenant,
+}
+
+impl EntraPrincipal {
+    const ALL: [(&'static str, Self); 3] = [
+        ("user", Self::User),
+        ("group", Self::Group),
+        ("tenant", Self::Tenant),
+    ];
+}
+
+/// An Entra ID assignment, as stored and as answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntraAssignment {
+    pub object_id: String,
+    pub tenant_id: String,
+    pub principal_type: EntraPrincipal,
+    pub client_ids: Vec<String>,
+}
+
+/// The body of `PUT /access/entra/assignments/{objectId}`, and each value of a PATCH.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntraAssignmentRequest {
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub principal_type: Option<String>,
+    #[serde(default)]
+    pub client_ids: Option<Vec<String>>,
+}
+
+/// The body of `PATCH /access/entra/assignments`: object id to assignment, `null` removes.
+pub type EntraPatchRequest = std::collections::BTreeMap<String, Option<EntraAssignmentRequest>>;
+
+/// How many assignments a page of `GET /access/entra/assignments` holds (the emulator's
+/// choice: the description sets no size).
+pub const ENTRA_PAGE_SIZE: usize = 50;
+
+/// The assignment a PUT asks for, or the first reason it is refused.
+pub fn entra_assignment(
+    object_id: &str,
+    request: &EntraAssignmentRequest,
+) -> Result<EntraAssignment, ErrorReply> {
+    guid(object_id, "objectId")?;
+    let tenant_id = request.tenant_id.as_deref().ok_or_else(|| {
+        ErrorReply::validation("TenantId: The TenantId field is required.", "TenantId")
+    })?;
+    guid(tenant_id, "TenantId")?;
+    let principal_type = principal(request.principal_type.as_deref(), &EntraPrincipal::ALL)?;
+    let client_ids = request.client_ids.as_deref().ok_or_else(|| {
+        ErrorReply::validation("ClientIds: The ClientIds field is required.", "ClientIds")
+    })?;
+    Ok(EntraAssignment {
+        object_id: object_id.to_string(),
+        tenant_id: tenant_id.to_string(),
+        principal_type,
+        client_ids: client_ids_of(client_ids)?,
+    })
+}
+
+/// The changes a PATCH asks for (`None`: remove), all checked before any is made; an error
+/// names the object id it is about.
+pub fn entra_patch(
+    request: &EntraPatchRequest,
+) -> Result<Vec<(String, Option<EntraAssignment>)>, ErrorReply> {
+    request
+        .iter()
+        .map(|(object_id, value)| {
+            let change = match value {
+                None => guid(object_id, "objectId").map(|()| None),
+                Some(value) => entra_assignment(object_id, value).map(Some),
+            };
+            change
+                .map(|change| (object_id.clone(), change))
+                .map_err(|error| ErrorReply {
+                    message: format!("Assignment '{object_id}': {}", error.message),
+                    ..error
+                })
+        })
+        .collect()
+}
+
+/// The audience of a user's Entra token for the Entra ID exchange (the resource of the
+/// `https://communication.azure.com/clients/.default` scope the SDKs ask for).
+pub const ENTRA_AUDIENCE: &str = "https://communication.azure.com/clients";
+
+/// `Ok` when one of `assignments` (those of the token's tenant) covers the user and admits
+/// the token's client.
+pub fn entra_grant(
+    user: &TeamsUserClaims,
+    assignments: &[EntraAssignment],
+) -> Result<(), ErrorReply> {
+    let covering: Vec<&EntraAssignment> = assignments
+        .iter()
+        .filter(|a| a.tenant_id.eq_ignore_ascii_case(&user.tid))
+        .filter(|a| match a.principal_type {
+            EntraPrincipal::User => a.object_id.eq_ignore_ascii_case(&user.oid),
+            EntraPrincipal::Group => user
+                .groups
+                .iter()
+                .any(|g| g.eq_ignore_ascii_case(&a.object_id)),
+            EntraPrincipal::Tenant => true,
+        })
+        .collect();
+    if covering.is_empty() {
+        return Err(forbidden(format!(
+            "No Entra ID assignment covers object '{}' of tenant '{}'.",
+            user.oid, user.tid
+        )));
+    }
+    covering
+        .iter()
+        .map(|a| client_allowed(&a.client_ids, user))
+        .find(Result::is_ok)
+        .unwrap_or_else(|| client_allowed(&covering[0].client_ids, user))
+}
+
+/// The ACS identity an Entra ID exchange answers for.
+pub fn entra_identity(resource_id: &str, user: &TeamsUserClaims) -> String {
+    format!("8:acs:{resource_id}_wf_{}_{}", user.tid, user.oid)
 }
 
 /// The audience of a user's Entra token for the Teams Phone extension exchange (the resource
@@ -169,7 +314,7 @@ fn principal<T: Copy>(raw: Option<&str>, known: &[(&'static str, T)]) -> Result<
 }
 
 /// Client ids: GUIDs, duplicates dropped, order kept.
-fn client_ids(raw: &[String]) -> Result<Vec<String>, ErrorReply> {
+fn client_ids_of(raw: &[String]) -> Result<Vec<String>, ErrorReply> {
     let mut ids: Vec<String> = Vec::with_capacity(raw.len());
     for id in raw {
         guid(id, "ClientIds")?;
@@ -338,6 +483,160 @@ mod tests {
             teams_extension_identity("r", &user(CLIENT)),
             format!("8:acs:r_{TENANT}_{OBJECT}")
         );
+    }
+
+    fn entra(object: &str, principal: EntraPrincipal, clients: &[&str]) -> EntraAssignment {
+        EntraAssignment {
+            object_id: object.into(),
+            tenant_id: TENANT.into(),
+            principal_type: principal,
+            client_ids: clients.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn entra_assignments_cover_their_user_group_or_tenant_and_admit_their_clients() {
+        use EntraPrincipal::{Group, Tenant, User};
+        let group = "0f0e0d0c-0b0a-4908-8706-050403020100";
+        let mut member = user(CLIENT);
+        member.groups = vec![group.to_uppercase()];
+        let other = "11111111-2222-3333-4444-555555555555";
+        let elsewhere = EntraAssignment {
+            tenant_id: other.into(),
+            ..entra(OBJECT, User, &[])
+        };
+        let cases: Vec<(Vec<EntraAssignment>, &TeamsUserClaims, Option<&str>)> = vec![
+            (vec![], &member, Some("No Entra ID assignment covers")),
+            (vec![entra(OBJECT, User, &[])], &member, None),
+            (
+                vec![entra(other, User, &[])],
+                &member,
+                Some("No Entra ID assignment covers"),
+            ),
+            (
+                vec![elsewhere],
+                &member,
+                Some("No Entra ID assignment covers"),
+            ),
+            (vec![entra(group, Group, &[CLIENT])], &member, None),
+            (
+                vec![entra(other, Group, &[])],
+                &member,
+                Some("No Entra ID assignment covers"),
+            ),
+            (vec![entra(TENANT, Tenant, &[])], &member, None),
+            (
+                vec![entra(OBJECT, User, &[other])],
+                &member,
+                Some("does not allow client"),
+            ),
+            // One covering assignment that admits the client is enough.
+            (
+                vec![
+                    entra(OBJECT, User, &[other]),
+                    entra(TENANT, Tenant, &[CLIENT]),
+                ],
+                &member,
+                None,
+            ),
+        ];
+        for (assignments, user, refusal) in cases {
+            let answer = entra_grant(user, &assignments);
+            match refusal {
+                None => assert_eq!(answer, Ok(()), "{assignments:?}"),
+                Some(message) => {
+                    let error = answer.unwrap_err();
+                    assert_eq!(error.status, StatusCode::FORBIDDEN);
+                    assert!(error.message.contains(message), "{}", error.message);
+                }
+            }
+        }
+        assert_eq!(
+            entra_identity("r", &member),
+            format!("8:acs:r_wf_{TENANT}_{OBJECT}")
+        );
+    }
+
+    #[test]
+    fn entra_puts_need_every_field_and_patches_name_the_object() {
+        let full = EntraAssignmentRequest {
+            tenant_id: Some(TENANT.into()),
+            principal_type: Some("group".into()),
+            client_ids: Some(vec![]),
+        };
+        assert_eq!(
+            entra_assignment(OBJECT, &full),
+            Ok(entra(OBJECT, EntraPrincipal::Group, &[]))
+        );
+        let cases = [
+            (
+                EntraAssignmentRequest {
+                    tenant_id: None,
+                    ..full.clone()
+                },
+                "TenantId",
+            ),
+            (
+                EntraAssignmentRequest {
+                    principal_type: None,
+                    ..full.clone()
+                },
+                "PrincipalType",
+            ),
+            (
+                EntraAssignmentRequest {
+                    client_ids: None,
+                    ..full.clone()
+                },
+                "ClientIds",
+            ),
+            (
+                EntraAssignmentRequest {
+                    principal_type: Some("resourceAccount".into()),
+                    ..full.clone()
+                },
+                "PrincipalType",
+            ),
+        ];
+        for (request, target) in cases {
+            let error = entra_assignment(OBJECT, &request).unwrap_err();
+            assert_eq!(error.target, Some(target), "{}", error.message);
+        }
+        let patch: EntraPatchRequest = [
+            (OBJECT.to_string(), Some(full.clone())),
+            (CLIENT.to_string(), None),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            entra_patch(&patch),
+            Ok(vec![
+                (CLIENT.to_string(), None),
+                (
+                    OBJECT.to_string(),
+                    Some(entra(OBJECT, EntraPrincipal::Group, &[]))
+                ),
+            ])
+        );
+        let bad: EntraPatchRequest = [(
+            OBJECT.to_string(),
+            Some(EntraAssignmentRequest {
+                tenant_id: None,
+                ..full
+            }),
+        )]
+        .into_iter()
+        .collect();
+        let error = entra_patch(&bad).unwrap_err();
+        assert!(
+            error
+                .message
+                .starts_with(&format!("Assignment '{OBJECT}': TenantId")),
+            "{}",
+            error.message
+        );
+        let not_an_id: EntraPatchRequest = [("x".to_string(), None)].into_iter().collect();
+        assert!(entra_patch(&not_an_id).is_err());
     }
 
     #[test]

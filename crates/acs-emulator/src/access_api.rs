@@ -2,7 +2,9 @@
 //! api-version check: check the request ([`super::access`]), change or read the store, wait
 //! for the disk when something changed, and shape the answer.
 
-use super::access::{self, TeamsExtensionAssignmentRequest};
+use super::access::{
+    self, EntraAssignmentRequest, EntraPatchRequest, TeamsExtensionAssignmentRequest,
+};
 use super::identity_api::{IdentityService, store_error};
 use super::responses::{self, ErrorReply, HttpResponse};
 use super::routes::Verb;
@@ -57,6 +59,92 @@ pub fn exchange_teams_extension(
     let assignment = store.teams_extension(&user.tid, &user.oid);
     access::teams_extension_grant(user, assignment.as_ref())?;
     let id = access::teams_extension_identity(store.resource_id(), user);
+    Ok(exchanged(identities, id, user, now))
+}
+
+/// `GET/PUT/DELETE /access/entra/assignments/{objectId}`.
+pub async fn entra_assignment(
+    store: &IdentityStore,
+    verb: Verb,
+    object_id: &str,
+    body: Result<EntraAssignmentRequest, ErrorReply>,
+) -> Result<HttpResponse, ErrorReply> {
+    let refused = |error| assignment_error(error, object_id);
+    Ok(match verb {
+        Verb::Get => {
+            let assignment = store
+                .entra(object_id)
+                .ok_or_else(|| access::assignment_not_found(object_id))?;
+            responses::success_json(StatusCode::OK, &assignment)
+        }
+        Verb::Put => {
+            let assignment = access::entra_assignment(object_id, &body?)?;
+            let upsert = store.put_entra(assignment.clone()).map_err(refused)?;
+            store.durable().await.map_err(refused)?;
+            responses::success_json(upsert_status(upsert), &assignment)
+        }
+        Verb::Delete => {
+            store.delete_entra(object_id).map_err(refused)?;
+            store.durable().await.map_err(refused)?;
+            responses::no_content()
+        }
+    })
+}
+
+/// The query parameter of a `nextLink`: where the next page of assignments starts.
+const CONTINUATION: &str = "continuationToken";
+
+/// `GET /access/entra/assignments`: a page, with a `nextLink` (this URI, `version` and where
+/// to continue) when more follow.
+pub fn list_entra(
+    store: &IdentityStore,
+    query: Option<&str>,
+    request_uri: &str,
+    version: &str,
+) -> HttpResponse {
+    let after = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(name, _)| name == CONTINUATION)
+        .map(|(_, value)| value.into_owned());
+    let (value, next) = store.entra_page(after.as_deref(), access::ENTRA_PAGE_SIZE);
+    let next_link = next.map(|after| {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("api-version", version)
+            .append_pair(CONTINUATION, &after)
+            .finish();
+        format!("{request_uri}?{query}")
+    });
+    let mut body = serde_json::json!({ "value": value });
+    if let Some(link) = next_link {
+        body["nextLink"] = link.into();
+    }
+    responses::success_json(StatusCode::OK, &body)
+}
+
+/// `PATCH /access/entra/assignments`: every change checked, then all made; the answer lists
+/// the assignments set.
+pub async fn patch_entra(
+    store: &IdentityStore,
+    body: Result<EntraPatchRequest, ErrorReply>,
+) -> Result<HttpResponse, ErrorReply> {
+    let changes = access::entra_patch(&body?)?;
+    let refused = |error| store_error(error, "");
+    let set = store.patch_entra(changes).map_err(refused)?;
+    store.durable().await.map_err(refused)?;
+    Ok(responses::success_json(
+        StatusCode::OK,
+        &serde_json::json!({ "value": set }),
+    ))
+}
+
+/// `POST /access/entra/:exchangeAccessToken` for `user`, whose token is checked.
+pub fn exchange_entra(
+    identities: &IdentityService,
+    user: &TeamsUserClaims,
+    now: SystemTime,
+) -> Result<HttpResponse, ErrorReply> {
+    let store = identities.store();
+    access::entra_grant(user, &store.entra_in_tenant(&user.tid))?;
+    let id = access::entra_identity(store.resource_id(), user);
     Ok(exchanged(identities, id, user, now))
 }
 

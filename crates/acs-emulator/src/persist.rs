@@ -16,7 +16,7 @@
 //! build's, or a resource id other than `--resource-id` stops the start with an error naming the
 //! file and line. Nothing is ever reset silently.
 
-use super::access::TeamsExtensionAssignment;
+use super::access::{EntraAssignment, TeamsExtensionAssignment};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,12 @@ pub enum Event {
     #[serde(rename_all = "camelCase")]
     TeamsExtensionUnassign {
         tenant_id: String,
+        object_id: String,
+    },
+    /// An Entra ID assignment, created or replaced (also how compaction writes each one).
+    EntraAssign(EntraAssignment),
+    #[serde(rename_all = "camelCase")]
+    EntraUnassign {
         object_id: String,
     },
 }

@@ -33,6 +33,17 @@ pub enum AcsRoute {
     ExchangeTeamsToken,
     /// `POST /access/teamsExtension/:exchangeAccessToken`.
     ExchangeTeamsExtensionToken,
+    /// `POST /access/entra/:exchangeAccessToken`.
+    ExchangeEntraToken,
+    /// `GET /access/entra/assignments`.
+    ListEntraAssignments,
+    /// `PATCH /access/entra/assignments`.
+    PatchEntraAssignments,
+    /// `/access/entra/assignments/{objectId}`.
+    EntraAssignment {
+        verb: Verb,
+        object_id: String,
+    },
     /// `/access/teamsExtension/tenants/{tenantId}/assignments/{objectId}`.
     TeamsExtensionAssignment {
         verb: Verb,
@@ -134,6 +145,18 @@ fn access_route(method: &Method, rest: &str) -> Option<AcsRoute> {
         ["teamsExtension", ":exchangeAccessToken"] => {
             (method == Method::POST).then_some(AcsRoute::ExchangeTeamsExtensionToken)
         }
+        ["entra", ":exchangeAccessToken"] => {
+            (method == Method::POST).then_some(AcsRoute::ExchangeEntraToken)
+        }
+        ["entra", "assignments"] => match *method {
+            Method::GET => Some(AcsRoute::ListEntraAssignments),
+            Method::PATCH => Some(AcsRoute::PatchEntraAssignments),
+            _ => None,
+        },
+        ["entra", "assignments", object] => Some(AcsRoute::EntraAssignment {
+            verb: Verb::of(method)?,
+            object_id: decode_id(object)?,
+        }),
         ["teamsExtension", "tenants", tenant, "assignments", object] => {
             Some(AcsRoute::TeamsExtensionAssignment {
                 verb: Verb::of(method)?,
@@ -261,6 +284,29 @@ mod tests {
                 "/access/teamsExtension/:exchangeAccessToken",
                 AcsRoute::ExchangeTeamsExtensionToken,
             ),
+            (
+                Method::POST,
+                "/access/entra/:exchangeAccessToken",
+                AcsRoute::ExchangeEntraToken,
+            ),
+            (
+                Method::GET,
+                "/access/entra/assignments",
+                AcsRoute::ListEntraAssignments,
+            ),
+            (
+                Method::PATCH,
+                "/access/entra/assignments",
+                AcsRoute::PatchEntraAssignments,
+            ),
+            (
+                Method::PUT,
+                "/access/entra/assignments/o%201",
+                AcsRoute::EntraAssignment {
+                    verb: Verb::Put,
+                    object_id: "o 1".into(),
+                },
+            ),
         ];
         for (method, path, expected) in cases {
             assert_eq!(
@@ -315,6 +361,9 @@ mod tests {
                 Method::GET,
                 "/access/teamsExtension/:exchangeAccessToken".to_string(),
             ),
+            (Method::PUT, "/access/entra/assignments".to_string()),
+            (Method::PATCH, "/access/entra/assignments/o".to_string()),
+            (Method::GET, "/access/entra/assignments/".to_string()),
             (Method::GET, "/admin/nothing".to_string()),
             (Method::POST, "/admin/identities".to_string()),
         ];

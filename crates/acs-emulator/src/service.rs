@@ -6,7 +6,10 @@
 //! requests go to [`super::entra`] (counted as `entraToken`), admin requests to
 //! [`super::admin`].
 
-use super::access::{self, ExchangeRequest, TeamsExtensionAssignmentRequest};
+use super::access::{
+    self, EntraAssignmentRequest, EntraPatchRequest, ExchangeRequest,
+    TeamsExtensionAssignmentRequest,
+};
 use super::access_api;
 use super::admin;
 use super::auth::{AuthError, SignedRequest, Verifier, bearer_token};
@@ -70,6 +73,15 @@ enum Call {
         body: Result<TeamsExtensionAssignmentRequest, ErrorReply>,
     },
     ExchangeTeamsExtensionToken(Result<ExchangeRequest, ErrorReply>),
+    EntraAssignment {
+        verb: Verb,
+        object_id: String,
+        /// Read for a PUT only.
+        body: Result<EntraAssignmentRequest, ErrorReply>,
+    },
+    ListEntraAssignments,
+    PatchEntraAssignments(Result<EntraPatchRequest, ErrorReply>),
+    ExchangeEntraToken(Result<ExchangeRequest, ErrorReply>),
 }
 
 impl Call {
@@ -99,6 +111,17 @@ impl Call {
             AcsRoute::ExchangeTeamsExtensionToken => {
                 Call::ExchangeTeamsExtensionToken(parse_body(body))
             }
+            AcsRoute::EntraAssignment { verb, object_id } => Call::EntraAssignment {
+                body: match verb {
+                    Verb::Put => parse_body(body),
+                    Verb::Get | Verb::Delete => Ok(EntraAssignmentRequest::default()),
+                },
+                verb,
+                object_id,
+            },
+            AcsRoute::ListEntraAssignments => Call::ListEntraAssignments,
+            AcsRoute::PatchEntraAssignments => Call::PatchEntraAssignments(parse_body(body)),
+            AcsRoute::ExchangeEntraToken => Call::ExchangeEntraToken(parse_body(body)),
         }
     }
 
@@ -108,6 +131,7 @@ impl Call {
     fn entra_user_audience(&self) -> Option<&'static str> {
         match self {
             Call::ExchangeTeamsExtensionToken(_) => Some(access::TEAMS_EXTENSION_AUDIENCE),
+            Call::ExchangeEntraToken(_) => Some(access::ENTRA_AUDIENCE),
             _ => None,
         }
     }
@@ -128,7 +152,11 @@ impl Call {
             Call::Get(_)
             | Call::ExchangeTeamsToken(_)
             | Call::TeamsExtensionAssignment { .. }
-            | Call::ExchangeTeamsExtensionToken(_) => {
+            | Call::ExchangeTeamsExtensionToken(_)
+            | Call::EntraAssignment { .. }
+            | Call::ListEntraAssignments
+            | Call::PatchEntraAssignments(_)
+            | Call::ExchangeEntraToken(_) => {
                 return None;
             }
         })
@@ -145,6 +173,14 @@ impl Call {
                 Verb::Delete => "deleteTeamsExtensionAssignment",
             },
             (Call::ExchangeTeamsExtensionToken(_), None) => "exchangeTeamsExtensionToken",
+            (Call::EntraAssignment { verb, .. }, None) => match verb {
+                Verb::Get => "getEntraAssignment",
+                Verb::Put => "upsertEntraAssignment",
+                Verb::Delete => "deleteEntraAssignment",
+            },
+            (Call::ListEntraAssignments, None) => "listEntraAssignments",
+            (Call::PatchEntraAssignments(_), None) => "updateEntraAssignments",
+            (Call::ExchangeEntraToken(_), None) => "exchangeEntraToken",
             (_, None) => "exchangeTeamsToken",
         }
     }
@@ -161,6 +197,10 @@ impl Call {
             Call::TeamsExtensionAssignment { .. } | Call::ExchangeTeamsExtensionToken(_) => {
                 RouteKind::TeamsExtension
             }
+            Call::EntraAssignment { .. }
+            | Call::ListEntraAssignments
+            | Call::PatchEntraAssignments(_)
+            | Call::ExchangeEntraToken(_) => RouteKind::Entra,
         }
     }
 }
@@ -360,6 +400,24 @@ impl App {
                     .inspect_err(|error| {
                         tracing::info!(operation = name, message = %error.message, "exchange refused");
                     })?
+            }
+            Call::EntraAssignment {
+                verb,
+                object_id,
+                body,
+            } => access_api::entra_assignment(identities.store(), verb, &object_id, body).await?,
+            Call::ListEntraAssignments => {
+                access_api::list_entra(identities.store(), parts.uri.query(), &request_uri, version)
+            }
+            Call::PatchEntraAssignments(body) => {
+                access_api::patch_entra(identities.store(), body).await?
+            }
+            Call::ExchangeEntraToken(body) => {
+                body?;
+                let user = user.ok_or_else(no_user)?;
+                access_api::exchange_entra(identities, &user, now).inspect_err(|error| {
+                    tracing::info!(operation = name, message = %error.message, "exchange refused");
+                })?
             }
         })
     }

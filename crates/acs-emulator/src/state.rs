@@ -14,7 +14,7 @@
 //! The resource's `/access` assignments ([`super::access`]) live here too, under the same lock
 //! and journal: they are the resource's state as much as its identities are.
 
-use super::access::TeamsExtensionAssignment;
+use super::access::{EntraAssignment, TeamsExtensionAssignment};
 use super::persist::{Event, Journal, JournalError, Loaded, Snapshot};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -86,6 +86,8 @@ struct Inner {
     created: u64,
     /// Teams Phone extension assignments by (tenant id, object id), ids lowercased.
     teams_extension: BTreeMap<(String, String), TeamsExtensionAssignment>,
+    /// Entra ID assignments by object id, lowercased: listed in this order.
+    entra: BTreeMap<String, EntraAssignment>,
 }
 
 /// Whether a create-or-replace made something new (201) or replaced what was there (200).
@@ -303,6 +305,96 @@ impl IdentityStore {
         self.record(&mut inner, event)
     }
 
+    /// Creates or replaces an Entra ID assignment.
+    pub fn put_entra(&self, assignment: EntraAssignment) -> Result<Upsert, StoreError> {
+        let mut inner = self.lock();
+        let upsert = if inner
+            .entra
+            .contains_key(&assignment.object_id.to_ascii_lowercase())
+        {
+            Upsert::Replaced
+        } else {
+            Upsert::Created
+        };
+        self.record(&mut inner, Event::EntraAssign(assignment))?;
+        Ok(upsert)
+    }
+
+    /// The Entra ID assignment of an object.
+    pub fn entra(&self, object_id: &str) -> Option<EntraAssignment> {
+        self.lock()
+            .entra
+            .get(&object_id.to_ascii_lowercase())
+            .cloned()
+    }
+
+    /// Removes an Entra ID assignment; `NotFound` when there is none.
+    pub fn delete_entra(&self, object_id: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if !inner.entra.contains_key(&object_id.to_ascii_lowercase()) {
+            return Err(StoreError::NotFound);
+        }
+        let event = Event::EntraUnassign {
+            object_id: object_id.to_string(),
+        };
+        self.record(&mut inner, event)
+    }
+
+    /// Makes every change of a PATCH (`None` removes; removing what is not there is no
+    /// change) under one lock, and returns the assignments it set.
+    pub fn patch_entra(
+        &self,
+        changes: Vec<(String, Option<EntraAssignment>)>,
+    ) -> Result<Vec<EntraAssignment>, StoreError> {
+        let mut inner = self.lock();
+        let mut set = Vec::new();
+        for (object_id, change) in changes {
+            match change {
+                Some(assignment) => {
+                    set.push(assignment.clone());
+                    self.record(&mut inner, Event::EntraAssign(assignment))?;
+                }
+                None if inner.entra.contains_key(&object_id.to_ascii_lowercase()) => {
+                    self.record(&mut inner, Event::EntraUnassign { object_id })?;
+                }
+                None => {}
+            }
+        }
+        Ok(set)
+    }
+
+    /// Up to `limit` Entra ID assignments after the object id `after` (none: from the
+    /// first), in object id order, and the object id to continue after when more remain.
+    pub fn entra_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<EntraAssignment>, Option<String>) {
+        use std::ops::Bound;
+        let inner = self.lock();
+        let start = after.map_or(Bound::Unbounded, |after| {
+            Bound::Excluded(after.to_ascii_lowercase())
+        });
+        let mut rest = inner.entra.range((start, Bound::Unbounded));
+        let page: Vec<EntraAssignment> =
+            rest.by_ref().take(limit).map(|(_, a)| a.clone()).collect();
+        let next = rest
+            .next()
+            .and(page.last())
+            .map(|last| last.object_id.to_ascii_lowercase());
+        (page, next)
+    }
+
+    /// The Entra ID assignments of a tenant: those an exchange of its users is checked against.
+    pub fn entra_in_tenant(&self, tenant_id: &str) -> Vec<EntraAssignment> {
+        self.lock()
+            .entra
+            .values()
+            .filter(|a| a.tenant_id.eq_ignore_ascii_case(tenant_id))
+            .cloned()
+            .collect()
+    }
+
     /// Journals `event` (when persistent), then applies it. Refused when the write fails: the
     /// memory never holds what the journal lacks.
     fn record(&self, inner: &mut Inner, event: Event) -> Result<(), StoreError> {
@@ -436,6 +528,15 @@ impl Inner {
                     .remove(&key_of(&tenant_id, &object_id))
                     .ok_or("an assignment that does not exist is removed")?;
             }
+            Event::EntraAssign(assignment) => {
+                self.entra
+                    .insert(assignment.object_id.to_ascii_lowercase(), assignment);
+            }
+            Event::EntraUnassign { object_id } => {
+                self.entra
+                    .remove(&object_id.to_ascii_lowercase())
+                    .ok_or("an assignment that does not exist is removed")?;
+            }
         }
         Ok(())
     }
@@ -461,7 +562,8 @@ impl Inner {
             .teams_extension
             .values()
             .cloned()
-            .map(Event::TeamsExtensionAssign);
+            .map(Event::TeamsExtensionAssign)
+            .chain(self.entra.values().cloned().map(Event::EntraAssign));
         self.by_order
             .values()
             .filter_map(|id| self.identities.get(id).map(|record| (id, record)))
@@ -759,6 +861,46 @@ mod tests {
             store = reopen(dir.path());
             assert_eq!(store.teams_extension("T", "a"), Some(replaced.clone()));
             assert_eq!(store.teams_extension("T", "b"), None);
+        }
+    }
+
+    #[test]
+    fn entra_assignments_page_patch_and_survive_a_restart() {
+        use super::super::access::{EntraAssignment, EntraPrincipal};
+        let assignment = |object: &str| EntraAssignment {
+            object_id: object.into(),
+            tenant_id: "T".into(),
+            principal_type: EntraPrincipal::User,
+            client_ids: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = reopen(dir.path());
+        assert_eq!(store.put_entra(assignment("c")), Ok(Upsert::Created));
+        assert_eq!(store.put_entra(assignment("C")), Ok(Upsert::Replaced));
+        let set = store
+            .patch_entra(vec![
+                ("a".into(), Some(assignment("a"))),
+                ("b".into(), Some(assignment("b"))),
+                ("c".into(), None),
+                ("never".into(), None),
+            ])
+            .unwrap();
+        assert_eq!(set, vec![assignment("a"), assignment("b")]);
+        assert_eq!(store.put_entra(assignment("d")), Ok(Upsert::Created));
+        assert_eq!(store.delete_entra("d"), Ok(()));
+        assert_eq!(store.delete_entra("d"), Err(StoreError::NotFound));
+        for _ in 0..2 {
+            drop(store);
+            store = reopen(dir.path());
+            let (first, next) = store.entra_page(None, 1);
+            assert_eq!(
+                (first, next.clone()),
+                (vec![assignment("a")], Some("a".into()))
+            );
+            let (second, next) = store.entra_page(next.as_deref(), 1);
+            assert_eq!((second, next), (vec![assignment("b")], None));
+            assert_eq!(store.entra("C"), None);
+            assert_eq!(store.entra_in_tenant("t").len(), 2);
         }
     }
 

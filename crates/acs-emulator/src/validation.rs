@@ -43,6 +43,8 @@ pub enum RouteKind {
     TeamsExchange,
     /// `/access/teamsExtension/…`: 2025-03-02-preview, 2025-06-30 and later.
     TeamsExtension,
+    /// `/access/entra/…`: 2025-03-02-preview only.
+    Entra,
 }
 
 /// The version whose scope and lifetime rules apply to a request of `version`.
@@ -69,6 +71,7 @@ pub fn route_in_version(
         RouteKind::PreviewRead => acs_client::model::takes_custom_id(version),
         RouteKind::TeamsExchange => !legacy && version >= TEAMS_EXCHANGE_SINCE,
         RouteKind::TeamsExtension => version == ACCESS_PREVIEW || version >= TEAMS_EXTENSION_SINCE,
+        RouteKind::Entra => version == ACCESS_PREVIEW,
     };
     if has {
         Ok(())
@@ -308,6 +311,10 @@ mod tests {
             (TeamsExtension, "2026-07-22", true),
             (TeamsExtension, "2026-09-23", true),
             (TeamsExtension, LEGACY_API_VERSION, false),
+            (Entra, "2025-03-02-preview", true),
+            (Entra, "2025-04-01-preview", false),
+            (Entra, "2025-06-30", false),
+            (Entra, "2026-09-23", false),
         ];
         for (kind, version, has) in cases {
             let answer = route_in_version(kind, version, "https://h/identities/x");

@@ -2078,3 +2078,237 @@ async fn the_exchanges_refuse_bearer_tokens_over_plain_http() {
         refused.json
     );
 }
+
+const ACCESS_PREVIEW: &str = "2025-03-02-preview";
+const CLIENTS_AUDIENCE: &str = "https://communication.azure.com/clients";
+
+fn entra_assignment_path(object: &str) -> String {
+    format!("/access/entra/assignments/{object}?api-version={ACCESS_PREVIEW}")
+}
+
+/// A GUID numbered `n`, for making many object ids.
+fn numbered_guid(n: usize) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+#[tokio::test]
+async fn entra_assignments_are_put_patched_listed_in_pages_and_removed() {
+    let emulator = start(|_| {}).await;
+    let path = entra_assignment_path(OBJECT);
+    let body = json!({"tenantId": TENANT, "principalType": "user", "clientIds": [CLIENT]});
+    let created = emulator.call("PUT", &path, &body.to_string()).await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    assert_eq!(
+        created.json,
+        json!({"objectId": OBJECT, "tenantId": TENANT, "principalType": "user", "clientIds": [CLIENT]})
+    );
+    let replaced = emulator
+        .call(
+            "PUT",
+            &path,
+            &json!({"tenantId": TENANT, "principalType": "group", "clientIds": []}).to_string(),
+        )
+        .await;
+    assert_eq!(replaced.status, 200, "{}", replaced.json);
+    assert_eq!(
+        emulator.call("GET", &path, "").await.json["principalType"],
+        "group"
+    );
+    let missing = emulator
+        .call(
+            "PUT",
+            &path,
+            &json!({"tenantId": TENANT, "principalType": "user"}).to_string(),
+        )
+        .await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(missing.json["error"]["target"], "ClientIds");
+    // Only the preview has the Entra ID operations.
+    let stable = emulator
+        .call(
+            "GET",
+            &format!("/access/entra/assignments/{OBJECT}?api-version={STABLE_ACCESS}"),
+            "",
+        )
+        .await;
+    assert_eq!(stable.error_code(), "UnsupportedApiVersion");
+
+    // One PATCH adds 60 and removes the first; the listing pages through all of them once.
+    let mut patch = serde_json::Map::new();
+    for n in 0..60 {
+        patch.insert(
+            numbered_guid(n),
+            json!({"tenantId": TENANT, "principalType": "user", "clientIds": []}),
+        );
+    }
+    patch.insert(OBJECT.into(), Value::Null);
+    let patched = emulator
+        .call(
+            "PATCH",
+            &format!("/access/entra/assignments?api-version={ACCESS_PREVIEW}"),
+            &Value::Object(patch).to_string(),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.json);
+    assert_eq!(patched.json["value"].as_array().unwrap().len(), 60);
+    assert_eq!(emulator.call("GET", &path, "").await.status, 404);
+    let mut listed = Vec::new();
+    let mut next = Some(emulator.url(&format!(
+        "/access/entra/assignments?api-version={ACCESS_PREVIEW}"
+    )));
+    let mut pages = 0;
+    while let Some(url) = next.take() {
+        pages += 1;
+        assert!(pages <= 3, "the listing does not end");
+        let page = emulator
+            .call("GET", &url[url::Position::BeforePath..], "")
+            .await;
+        assert_eq!(page.status, 200, "{}", page.json);
+        for assignment in page.json["value"].as_array().unwrap() {
+            listed.push(assignment["objectId"].as_str().unwrap().to_string());
+        }
+        next = page.json["nextLink"]
+            .as_str()
+            .map(|link| Url::parse(link).unwrap());
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(listed, (0..60).map(numbered_guid).collect::<Vec<_>>());
+
+    // A PATCH with one bad entry changes nothing.
+    let bad = json!({
+        numbered_guid(0): null,
+        numbered_guid(99): {"tenantId": TENANT, "principalType": "everyone", "clientIds": []},
+    });
+    let refused = emulator
+        .call(
+            "PATCH",
+            &format!("/access/entra/assignments?api-version={ACCESS_PREVIEW}"),
+            &bad.to_string(),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    assert!(
+        refused.error_message().contains(&numbered_guid(99)),
+        "{}",
+        refused.json
+    );
+    assert_eq!(
+        emulator
+            .call("GET", &entra_assignment_path(&numbered_guid(0)), "")
+            .await
+            .status,
+        200
+    );
+
+    let removed = emulator
+        .call("DELETE", &entra_assignment_path(&numbered_guid(0)), "")
+        .await;
+    assert_eq!(removed.status, 204);
+    assert_eq!(emulator.admin.count("updateEntraAssignments", 200).await, 1);
+    assert_eq!(emulator.admin.count("listEntraAssignments", 200).await, 2);
+}
+
+#[tokio::test]
+async fn the_entra_exchange_answers_users_covered_by_a_user_group_or_tenant_assignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_path_buf();
+    let emulator = start_tls(|config| config.data_dir = Some(data_dir.clone())).await;
+    let path = format!("/access/entra/:exchangeAccessToken?api-version={ACCESS_PREVIEW}");
+    let group = numbered_guid(7);
+    let member = numbered_guid(8);
+    let audience = json!({"audience": CLIENTS_AUDIENCE});
+    let (token, user) = emulator
+        .entra_user_token(CLIENT, OBJECT, audience.clone())
+        .await;
+    let (member_token, _) = emulator
+        .entra_user_token(
+            CLIENT,
+            &member,
+            json!({"audience": CLIENTS_AUDIENCE, "groups": [group]}),
+        )
+        .await;
+    assert_eq!(emulator.exchange(&path, Some(&token)).await.status, 403);
+
+    let assign = |principal: &str, clients: Value| {
+        json!({"tenantId": TENANT, "principalType": principal, "clientIds": clients}).to_string()
+    };
+    let put = emulator
+        .call(
+            "PUT",
+            &entra_assignment_path(OBJECT),
+            &assign("user", json!([CLIENT])),
+        )
+        .await;
+    assert_eq!(put.status, 201);
+    let ok = emulator.exchange(&path, Some(&token)).await;
+    assert_eq!(ok.status, 200, "{}", ok.json);
+    assert_eq!(
+        ok.json["identity"]["id"],
+        format!("8:acs:{RESOURCE}_wf_{TENANT}_{OBJECT}")
+    );
+    assert_eq!(ok.json["accessToken"]["expiresOn"], user["expiresOn"]);
+    let acs_token = ok.json["accessToken"]["token"].as_str().unwrap();
+    assert_eq!(emulator.verdict(acs_token).await, "ok");
+    // The group member has no assignment of their own: the group's admits them.
+    assert_eq!(
+        emulator.exchange(&path, Some(&member_token)).await.status,
+        403
+    );
+    let put = emulator
+        .call(
+            "PUT",
+            &entra_assignment_path(&group),
+            &assign("group", json!([])),
+        )
+        .await;
+    assert_eq!(put.status, 201);
+    assert_eq!(
+        emulator.exchange(&path, Some(&member_token)).await.status,
+        200
+    );
+    // The Teams extension's audience is not this exchange's, nor the reverse.
+    let (teams_token, _) = emulator.entra_user_token(CLIENT, OBJECT, json!({})).await;
+    let wrong = emulator.exchange(&path, Some(&teams_token)).await;
+    assert_eq!(wrong.status, 401, "{}", wrong.json);
+    assert!(wrong.error_message().contains("audience"));
+    let stable = emulator
+        .exchange(
+            &format!("/access/entra/:exchangeAccessToken?api-version={STABLE_ACCESS}"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(stable.error_code(), "UnsupportedApiVersion");
+    emulator.handle.shutdown().await;
+
+    // The assignments are the resource's state: a restart keeps them, a tenant-wide one too.
+    let emulator = start_tls(|config| config.data_dir = Some(data_dir.clone())).await;
+    let (stranger, _) = emulator
+        .entra_user_token(CLIENT, &numbered_guid(9), audience.clone())
+        .await;
+    assert_eq!(emulator.exchange(&path, Some(&stranger)).await.status, 403);
+    let put = emulator
+        .call(
+            "PUT",
+            &entra_assignment_path(TENANT),
+            &assign("tenant", json!([])),
+        )
+        .await;
+    assert_eq!(put.status, 201);
+    assert_eq!(emulator.exchange(&path, Some(&stranger)).await.status, 200);
+    assert_eq!(
+        emulator.exchange(&path, Some(&member_token)).await.status,
+        200
+    );
+    emulator.handle.shutdown().await;
+    let emulator = start_tls(|config| config.data_dir = Some(data_dir.clone())).await;
+    let (again, _) = emulator.entra_user_token(CLIENT, OBJECT, audience).await;
+    assert_eq!(emulator.exchange(&path, Some(&again)).await.status, 200);
+    assert_eq!(
+        emulator
+            .call("GET", &entra_assignment_path(TENANT), "")
+            .await
+            .status,
+        200
+    );
+    emulator.handle.shutdown().await;
+}
