@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the official ACS Identity SDKs that crates/acs-emulator/tests/sdk_compat.rs runs against the emulator:
-#   Python: azure-communication-identity and azure-communication-administration 1.0.0b4
+#   Python: azure-communication-identity, azure-communication-chat (the consumer example's
+#           credential) and azure-communication-administration 1.0.0b4
 #           (tests/sdk/requirements.txt, pinned and hash-checked) into  .cache/sdk/venv
-#   JS:     @azure/communication-identity (tests/sdk/package*.json)  into  .cache/sdk/js/node_modules
+#   JS:     @azure/communication-identity and @azure/communication-common (its EntraTokenCredential;
+#           tests/sdk/package*.json)  into  .cache/sdk/js/node_modules
 #
 # Idempotent: each half writes a marker holding a hash of its inputs once it is complete, and a
 # later run whose inputs hash the same does nothing. Safe to run concurrently (flock). Only pip and
@@ -62,8 +64,8 @@ else
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
     --require-virtualenv -r "$here/requirements.txt" >&2
   "$venv/bin/python" -m pip check >&2
-  "$venv/bin/python" -c 'import azure.communication.identity, azure.communication.administration' \
-    || die "azure.communication.identity or .administration does not import after install"
+  "$venv/bin/python" -c 'import azure.communication.identity, azure.communication.administration, azure.communication.chat' \
+    || die "azure.communication.identity, .administration or .chat does not import after install"
   printf '%s\n' "$py_hash" >"$venv/.sdk-installed"
 fi
 
