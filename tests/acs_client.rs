@@ -217,7 +217,7 @@ async fn creating_twice_with_one_custom_id_gives_one_identity() {
     assert_eq!(live[0]["customId"], "0b7a3c52-uid");
     assert_eq!(live[0]["tokensIssued"], 2);
 
-    // Without a token, same identity; the GA calls stay on 2023-10-01 and create anew.
+    // Without a token, same identity; the GA calls stay on the GA version and create anew.
     let bare = CreateIdentityParams {
         custom_id: Some("0b7a3c52-uid"),
         first_token: None,

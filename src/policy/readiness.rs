@@ -83,6 +83,14 @@ impl Reason {
             // Another connection's deletion frees the namespace's share; looked at again
             // every 5 minutes.
             Reason::ConnectionLimitReached => Stalled,
+            // Restarts of consuming workloads (never the Ready condition's): a restart done; a
+            // conflict or an annotation not understood waits for a change; a failed write is
+            // tried again after the minimum interval.
+            Reason::Restarted => Done,
+            Reason::RestartConflict | Reason::RestartAnnotationInvalid => Stalled,
+            Reason::RestartTargetMissing | Reason::RestartForbidden | Reason::RestartFailed => {
+                Retrying
+            }
         }
     }
 }
@@ -355,6 +363,12 @@ mod tests {
             (Reason::ForeignIdentity, Stalled),
             (Reason::RetainNotAllowed, Done),
             (Reason::ConnectionLimitReached, Stalled),
+            (Reason::Restarted, Done),
+            (Reason::RestartConflict, Stalled),
+            (Reason::RestartTargetMissing, Retrying),
+            (Reason::RestartForbidden, Retrying),
+            (Reason::RestartFailed, Retrying),
+            (Reason::RestartAnnotationInvalid, Stalled),
         ];
         for (reason, standing) in table {
             assert_eq!(reason.standing(), standing, "{reason}");

@@ -120,6 +120,23 @@ reasons! {
     /// The namespace's AcsConnections already hold the most distinct clients the operator
     /// builds for one namespace (`--max-clients-per-namespace`).
     ConnectionLimitReached,
+
+    // Restarts of the workloads that consume a renewed token (Events on the workload and on
+    // its AcsIdentities, the AcsIdentity's WorkloadsRestarted condition).
+    /// A consuming workload was restarted for its identities' renewed tokens (Normal Event).
+    Restarted,
+    /// Another field manager sets the restart annotation to another value: not fought over,
+    /// not retried until the tokens change again.
+    RestartConflict,
+    /// The workload to restart is gone (or was made again under its name).
+    RestartTargetMissing,
+    /// The operator may not patch the workload (RBAC).
+    RestartForbidden,
+    /// The restart's write failed otherwise (the API server failed, timed out or could not be
+    /// reached).
+    RestartFailed,
+    /// The workload's restart-on-renewal annotation is not understood.
+    RestartAnnotationInvalid,
 }
 
 impl fmt::Display for Reason {

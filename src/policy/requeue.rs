@@ -154,6 +154,19 @@ pub fn nudge_spread(count: usize) -> Vec<Duration> {
     (0..count as u32).map(|i| whole * i / gaps).collect()
 }
 
+// Restarts of consuming workloads: the restart controller's own retries (its debounce,
+// interval and rate waits are [`super::restart`]'s decisions, from the flags).
+
+/// The least wait before a failed restart (or baseline) write is tried again, whatever the
+/// minimum interval.
+pub const RESTART_RETRY_FLOOR: Duration = Duration::from_secs(5);
+
+/// When a workload whose restart (or baseline) write failed is tried again: after its minimum
+/// interval (`--restart-min-interval-seconds`), and not before [`RESTART_RETRY_FLOOR`].
+pub fn restart_retry(min_interval: Duration) -> Duration {
+    min_interval.max(RESTART_RETRY_FLOOR)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,5 +395,12 @@ mod tests {
             retry_delay(1, Some(Duration::ZERO), None, 0.0),
             Duration::from_millis(2500)
         );
+    }
+
+    #[test]
+    fn a_failed_restart_is_retried_after_the_interval_and_5_s_at_least() {
+        for (min_interval, want) in [(0, 5), (1, 5), (5, 5), (60, 60)] {
+            assert_eq!(restart_retry(S(min_interval)), S(want), "{min_interval}");
+        }
     }
 }

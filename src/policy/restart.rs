@@ -1,7 +1,9 @@
 //! Restarting the workloads that consume a renewed token: which identities a workload
 //! consumes, what its restart annotation must say, when a restart may start (debounce,
-//! per-target minimum interval, cluster-wide rate, the old token's expiry as the budget) and,
-//! when the rate holds several back, whose goes first ([`Turns`]).
+//! per-target minimum interval, cluster-wide rate, the old token's expiry as the budget),
+//! when the rate holds several back, whose goes first ([`Turns`]), and a whole round of the
+//! restart controller ([`plan`]: what to write, in which order, and what a write's failure
+//! leads to).
 //!
 //! The annotation value is a function of the consumed identities' token hashes only, so an
 //! operator restart, a re-sync, a status-only change or a Secret rewritten with the same
@@ -11,7 +13,11 @@ use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+pub mod plan;
 mod turns;
+pub use plan::{
+    InNamespace, Pacer, Plan, WorkloadIndex, WriteFailure, after_baseline, after_restart, plan,
+};
 pub use turns::{Cause, Turns};
 
 /// On a Deployment, StatefulSet or DaemonSet: the AcsIdentities (in its namespace) whose
@@ -132,9 +138,9 @@ impl Skip {
     }
 }
 
-/// What a workload is known to be in, for [`step`].
+/// What the restart controller knows of a workload's restarts, for [`verdict`] and [`plan()`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TargetState {
+pub struct WorkloadState {
     /// The value on the workload's metadata (what the operator last wrote), `None` if never.
     pub applied: Option<String>,
     /// When the wanted value was first seen to differ from `applied`.
@@ -149,9 +155,21 @@ pub struct TargetState {
     /// One of its identities' tokens were revoked since it was last restarted: the token it
     /// holds no longer works, so nothing is waited for and its restart goes first.
     pub revoked: bool,
+    /// The wait already counted in the metrics (one count per wait, not per look).
+    pub counted: Option<Skip>,
+    /// When to look at it again.
+    pub wake: Option<Instant>,
 }
 
-impl TargetState {
+impl WorkloadState {
+    /// Its annotation says what is wanted: nothing pending, nothing waited for.
+    pub fn settle(&mut self) {
+        self.pending_since = None;
+        self.budget = None;
+        self.revoked = false;
+        self.counted = None;
+    }
+
     /// The lane its restart waits in.
     pub fn cause(&self) -> Cause {
         if self.revoked {
@@ -162,9 +180,9 @@ impl TargetState {
     }
 }
 
-/// What to do with one workload now.
+/// What one workload needs now, by itself (the cluster-wide rate is the [`plan()`]'s).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
+pub enum Verdict {
     /// Its annotation says what is wanted (or it was given up on): nothing to write.
     Idle,
     /// Never written: record the wanted value on its metadata without restarting it (it was
@@ -172,61 +190,48 @@ pub enum Step {
     Baseline,
     /// A restart is wanted; look again at `until`.
     Wait { until: Instant, why: Skip },
-    /// Restart it now.
+    /// Due: restart it as soon as the cluster-wide rate lets it (the plan puts it in line).
     Restart,
 }
 
-/// The step for a workload whose consumed tokens give `wanted`. `cluster_free_at`: when the
-/// cluster-wide rate allows the next start (`None`: now).
-pub fn step(
-    wanted: &str,
-    target: &TargetState,
-    now: Instant,
-    limits: &Limits,
-    cluster_free_at: Option<Instant>,
-) -> Step {
-    let Some(applied) = &target.applied else {
-        return Step::Baseline;
+/// The verdict for a workload whose consumed tokens give `wanted`.
+pub fn verdict(wanted: &str, workload: &WorkloadState, now: Instant, limits: &Limits) -> Verdict {
+    let Some(applied) = &workload.applied else {
+        return Verdict::Baseline;
     };
-    if applied == wanted || target.given_up.as_deref() == Some(wanted) {
-        return Step::Idle;
+    if applied == wanted || workload.given_up.as_deref() == Some(wanted) {
+        return Verdict::Idle;
     }
-    let since = target.pending_since.unwrap_or(now);
+    let since = workload.pending_since.unwrap_or(now);
     // The latest start that leaves the new pods time before the old token expires; a revoked
     // token has expired already.
-    let latest = if target.revoked {
+    let latest = if workload.revoked {
         Some(since)
     } else {
-        target
+        workload
             .budget
             .map(|b| b.checked_sub(BUDGET_GUARD).unwrap_or(b).max(since))
     };
     let debounced = since + limits.debounce;
     let due = latest.map_or(debounced, |l| l.min(debounced));
     if now < due {
-        return Step::Wait {
+        return Verdict::Wait {
             until: due,
             why: Skip::Debounced,
         };
     }
     let urgent = latest.is_some_and(|l| now >= l);
-    if let Some(last) = target.last_attempt {
+    if let Some(last) = workload.last_attempt {
         let next = last + limits.min_interval;
         if now < next && !urgent {
             let until = latest.map_or(next, |l| l.min(next));
-            return Step::Wait {
+            return Verdict::Wait {
                 until,
                 why: Skip::RateLimited,
             };
         }
     }
-    match cluster_free_at {
-        Some(until) if until > now => Step::Wait {
-            until,
-            why: Skip::RateLimited,
-        },
-        _ => Step::Restart,
-    }
+    Verdict::Restart
 }
 
 /// The cluster-wide rate: at most `per_window` starts in any `window` (a sliding window).
@@ -256,6 +261,12 @@ impl RateWindow {
             self.starts.pop_front();
         }
         (self.starts.len() >= self.per_window).then(|| self.starts[0] + self.window)
+    }
+
+    /// How many starts the rate allows at `now`.
+    pub fn room(&mut self, now: Instant) -> usize {
+        self.free_at(now);
+        self.per_window.saturating_sub(self.starts.len())
     }
 
     /// Records a start at `now`.
@@ -343,18 +354,18 @@ mod tests {
     }
 
     #[test]
-    fn steps_follow_the_debounce_the_interval_the_rate_and_the_budget() {
+    fn verdicts_follow_the_debounce_the_interval_the_rate_and_the_budget() {
         let t0 = Instant::now();
         let s = |secs: u64| t0 + Duration::from_secs(secs);
-        let state = |applied: Option<&str>| TargetState {
+        let state = |applied: Option<&str>| WorkloadState {
             applied: applied.map(String::from),
             pending_since: Some(s(0)),
-            ..TargetState::default()
+            ..WorkloadState::default()
         };
-        let wait = |until, why| Step::Wait { until, why };
-        let mut cases: Vec<(&str, TargetState, u64, Option<Instant>, Step)> = vec![
-            ("never written", state(None), 0, None, Step::Baseline),
-            ("up to date", state(Some("new")), 50, None, Step::Idle),
+        let wait = |until, why| Verdict::Wait { until, why };
+        let mut cases: Vec<(&str, WorkloadState, u64, Option<Instant>, Verdict)> = vec![
+            ("never written", state(None), 0, None, Verdict::Baseline),
+            ("up to date", state(Some("new")), 50, None, Verdict::Idle),
             (
                 "in the window",
                 state(Some("old")),
@@ -362,7 +373,13 @@ mod tests {
                 None,
                 wait(s(10), Skip::Debounced),
             ),
-            ("window over", state(Some("old")), 10, None, Step::Restart),
+            (
+                "window over",
+                state(Some("old")),
+                10,
+                None,
+                Verdict::Restart,
+            ),
             (
                 "cluster rate",
                 state(Some("old")),
@@ -375,14 +392,14 @@ mod tests {
                 state(Some("old")),
                 15,
                 Some(s(15)),
-                Step::Restart,
+                Verdict::Restart,
             ),
         ];
         let mut given_up = state(Some("old"));
         given_up.given_up = Some("new".into());
-        cases.push(("given up", given_up.clone(), 100, None, Step::Idle));
+        cases.push(("given up", given_up.clone(), 100, None, Verdict::Idle));
         given_up.given_up = Some("older".into());
-        cases.push(("given up on another", given_up, 100, None, Step::Restart));
+        cases.push(("given up on another", given_up, 100, None, Verdict::Restart));
         let mut recent = state(Some("old"));
         recent.last_attempt = Some(s(0));
         cases.push((
@@ -392,7 +409,7 @@ mod tests {
             None,
             wait(s(60), Skip::RateLimited),
         ));
-        cases.push(("interval over", recent.clone(), 60, None, Step::Restart));
+        cases.push(("interval over", recent.clone(), 60, None, Verdict::Restart));
         // The old token expires at 30 s: the restart starts by 28 s, whatever the interval.
         recent.budget = Some(s(30));
         cases.push((
@@ -402,7 +419,7 @@ mod tests {
             None,
             wait(s(28), Skip::RateLimited),
         ));
-        cases.push(("budget reached", recent.clone(), 28, None, Step::Restart));
+        cases.push(("budget reached", recent.clone(), 28, None, Verdict::Restart));
         cases.push((
             "budget reached, cluster full",
             recent,
@@ -424,17 +441,17 @@ mod tests {
             short.clone(),
             3,
             None,
-            Step::Restart,
+            Verdict::Restart,
         ));
         short.budget = Some(s(1));
-        cases.push(("budget already short", short, 0, None, Step::Restart));
+        cases.push(("budget already short", short, 0, None, Verdict::Restart));
         // A revoke: the old token no longer works, so neither the debounce nor the interval
         // is waited for; the cluster's rate still is (the turns put it first).
         let mut revoked = state(Some("old"));
         revoked.revoked = true;
         revoked.last_attempt = Some(s(0));
         revoked.budget = Some(s(3600));
-        cases.push(("revoked", revoked.clone(), 0, None, Step::Restart));
+        cases.push(("revoked", revoked.clone(), 0, None, Verdict::Restart));
         cases.push((
             "revoked, cluster full",
             revoked.clone(),
@@ -443,13 +460,72 @@ mod tests {
             wait(s(4), Skip::RateLimited),
         ));
         revoked.applied = Some("new".into());
-        cases.push(("revoked, restarted since", revoked, 1, None, Step::Idle));
+        cases.push(("revoked, restarted since", revoked, 1, None, Verdict::Idle));
         for (what, target, at, cluster, expected) in cases {
+            if cluster.is_none() {
+                let got = verdict("new", &target, s(at), &limits());
+                assert_eq!(got, expected, "{what}");
+            }
             assert_eq!(
-                step("new", &target, s(at), &limits(), cluster),
+                in_a_round("new", &target, s(at), &limits(), cluster),
                 expected,
-                "{what}"
+                "{what}, planned"
             );
+        }
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    struct Only;
+
+    impl InNamespace for Only {
+        fn namespace(&self) -> &str {
+            "ns"
+        }
+    }
+
+    struct OneWorkload(String, WorkloadState);
+
+    impl WorkloadIndex<Only> for OneWorkload {
+        fn wanted(&self, _: &Only) -> Option<String> {
+            Some(self.0.clone())
+        }
+        fn state_mut(&mut self, _: &Only) -> Option<&mut WorkloadState> {
+            Some(&mut self.1)
+        }
+    }
+
+    /// What a round's [`plan()`] does with one workload at `now` while the cluster-wide rate is
+    /// full until `rate_full_until` (`None`: it has room), told as a verdict.
+    fn in_a_round(
+        wanted: &str,
+        target: &WorkloadState,
+        now: Instant,
+        limits: &Limits,
+        rate_full_until: Option<Instant>,
+    ) -> Verdict {
+        let mut pacer = Pacer::new(*limits);
+        if let Some(free) = rate_full_until {
+            let start = free.checked_sub(limits.window).expect("after boot");
+            for _ in 0..limits.per_window {
+                pacer.restart_started(start);
+            }
+        }
+        let mut index = OneWorkload(wanted.to_string(), target.clone());
+        let planned = plan(&mut pacer, &mut index, [Only].into(), now);
+        pacer.round_done(now);
+        if !planned.baselines.is_empty() {
+            Verdict::Baseline
+        } else if !planned.restarts.is_empty() {
+            Verdict::Restart
+        } else if let Some(until) = pacer.wake() {
+            Verdict::Wait {
+                until,
+                why: Skip::RateLimited,
+            }
+        } else if let (Some(until), Some(why)) = (index.1.wake, index.1.counted) {
+            Verdict::Wait { until, why }
+        } else {
+            Verdict::Idle
         }
     }
 

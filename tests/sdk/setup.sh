@@ -3,7 +3,8 @@
 #   Python: azure-communication-identity, azure-communication-chat (the consumer example's
 #           credential) and azure-communication-administration 1.0.0b4
 #           (tests/sdk/requirements.txt, pinned and hash-checked) into  .cache/sdk/venv
-#   JS:     @azure/communication-identity (tests/sdk/package*.json)  into  .cache/sdk/js/node_modules
+#   JS:     @azure/communication-identity and @azure/communication-common (its EntraTokenCredential;
+#           tests/sdk/package*.json)  into  .cache/sdk/js/node_modules
 #
 # Idempotent: each half writes a marker holding a hash of its inputs once it is complete, and a
 # later run whose inputs hash the same does nothing. Safe to run concurrently (flock). Only pip and

@@ -748,7 +748,7 @@ mod tests {
         );
         assert_eq!(
             client.url("identities").as_str(),
-            "https://h/identities?api-version=2023-10-01"
+            "https://h/identities?api-version=2025-06-30"
         );
     }
 
@@ -767,7 +767,7 @@ mod tests {
         ));
         assert_eq!(
             url.as_str(),
-            "https://h:8443/identities/8%3Aacs%3Ar_u/:issueAccessToken?api-version=2023-10-01"
+            "https://h:8443/identities/8%3Aacs%3Ar_u/:issueAccessToken?api-version=2025-06-30"
         );
     }
 

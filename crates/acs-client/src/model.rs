@@ -4,8 +4,12 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The api-version this client sends: what the current official SDKs send.
-pub const API_VERSION: &str = "2023-10-01";
+/// The api-version this client sends for every call but the create with `customId`: the
+/// newest GA version it is proven against. Its identity operations are those of `2023-10-01`
+/// (which the released SDKs, azure-communication-identity 1.5.0 and @azure/communication-identity
+/// 1.3.1, still send); it adds only the `/access` operations. `2026-07-22` and `2026-09-23`
+/// exist in the API description, but no released client sends them yet.
+pub const API_VERSION: &str = "2025-06-30";
 
 /// The api-version this client sends for a create with `customId`: the preview the service's
 /// own example of that request is written for.

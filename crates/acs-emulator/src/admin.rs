@@ -15,7 +15,7 @@
 //! | `DELETE /admin/faults` | – | `204`, no faults pending |
 //! | `GET /admin/throttle` | – | `200` the throttle configuration (below) |
 //! | `POST /admin/throttle` | a throttle configuration | `200` the configuration now in force; windows restart |
-//! | `POST /admin/teamsUsers` | `{"appId":"…","userId"?,"tenantId"?,"lifetimeSeconds"?,"audience"?}` | `201 {"token","appId","userId","tenantId","expiresOn"}`: an Entra ID access token of a test Teams user, for `POST /teamsUser/:exchangeAccessToken`; `userId` and `tenantId` random when absent, an hour's lifetime (0 or less: already expired), the exchange's audience unless another is asked for |
+//! | `POST /admin/teamsUsers` | `{"appId":"…","userId"?,"tenantId"?,"lifetimeSeconds"?,"audience"?,"groups"?:[…]}` | `201 {"token","appId","userId","tenantId","expiresOn"}`: an Entra ID access token of a test Teams user, for `POST /teamsUser/:exchangeAccessToken` and `POST /access/teamsExtension/:exchangeAccessToken`; `userId` and `tenantId` random when absent, an hour's lifetime (0 or less: already expired), the exchanges' audience `https://auth.msft.communication.azure.com` unless another is asked for (`https://communication.azure.com/clients` for `POST /access/entra/:exchangeAccessToken`); `groups`: the object ids of the user's groups (the token's `groups` claim) |
 //!
 //! A fault: `{"operation":"issueToken","count":2,"status":503,"retryAfterSeconds":2}` makes the
 //! next two `issueToken` requests answer 503 with `Retry-After: 2`;

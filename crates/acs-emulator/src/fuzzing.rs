@@ -20,7 +20,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
 const METHODS: [&str; 7] = ["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"];
 
 /// The emulator's routing: the first byte picks a method, the rest is `path[?query]`. A data
-/// route never names an empty identity.
+/// route never names an empty identity, tenant or object.
 pub fn emulator_route(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
@@ -33,11 +33,22 @@ pub fn emulator_route(data: &[u8]) {
         Some((path, query)) => (path, Some(query)),
         None => (target, None),
     };
-    if let Route::Acs(
-        AcsRoute::IssueToken(id) | AcsRoute::RevokeTokens(id) | AcsRoute::Delete(id),
-    ) = routes::route(&method, path)
-    {
-        assert!(!id.is_empty(), "a data route names an identity");
+    match routes::route(&method, path) {
+        Route::Acs(
+            AcsRoute::IssueToken(id)
+            | AcsRoute::RevokeTokens(id)
+            | AcsRoute::Delete(id)
+            | AcsRoute::EntraAssignment { object_id: id, .. },
+        ) => assert!(!id.is_empty(), "a data route names an identity"),
+        Route::Acs(AcsRoute::TeamsExtensionAssignment {
+            tenant_id,
+            object_id,
+            ..
+        }) => assert!(
+            !tenant_id.is_empty() && !object_id.is_empty(),
+            "an assignment route names its tenant and object"
+        ),
+        _ => {}
     }
     let _ = routes::api_version(query);
 }

@@ -249,6 +249,18 @@ impl IdentityService {
         user: &super::teams::TeamsUserClaims,
         now: SystemTime,
     ) -> AccessTokenBody {
+        self.mint_for_entra_user(&format!("8:{TEAMS_PREFIX}{}", user.oid), user, now)
+    }
+
+    /// An ACS token for `identity`, the identity of an Entra user's exchanged token (Teams
+    /// exchange, `/access` exchanges): it expires with that token (or after
+    /// `--token-lifetime-seconds`), and the store holds nothing of it.
+    pub fn mint_for_entra_user(
+        &self,
+        identity: &str,
+        user: &super::teams::TeamsUserClaims,
+        now: SystemTime,
+    ) -> AccessTokenBody {
         let iat = unix_seconds(now);
         let exp = match self.lifetime_override {
             Some(lifetime) => {
@@ -257,7 +269,7 @@ impl IdentityService {
             None => user.exp,
         };
         let claims = TokenClaims {
-            skypeid: format!("{TEAMS_PREFIX}{}", user.oid),
+            skypeid: identity.strip_prefix("8:").unwrap_or(identity).to_string(),
             scp: 1792,
             csi: iat.to_string(),
             iat,
@@ -278,8 +290,9 @@ impl IdentityService {
             Err(TokenError::Malformed) => return TokenVerdict::Malformed,
             Err(TokenError::ForeignSignature) => return TokenVerdict::Unknown,
         };
-        // Teams identities are Entra's, not the resource's: nothing here revokes or deletes them.
-        let standing = if claims.skypeid.starts_with(TEAMS_PREFIX) {
+        // Entra users' identities are Entra's, not the resource's: nothing here revokes or
+        // deletes them.
+        let standing = if self.of_entra_user(&claims.skypeid) {
             Standing::Active
         } else {
             self.store
@@ -292,6 +305,18 @@ impl IdentityService {
             Standing::Active if unix_seconds(now) >= claims.exp => TokenVerdict::Expired,
             Standing::Active => TokenVerdict::Ok,
         }
+    }
+
+    /// Whether a token's `skypeid` is an Entra user's: a Teams user's (`orgid:<object>`) or an
+    /// `/access` exchange's (`acs:<resource>_<tenant>_<object>` and the like). The resource's
+    /// own identities are `acs:<resource>_<uuid>`, with no second `_`.
+    fn of_entra_user(&self, skypeid: &str) -> bool {
+        skypeid.starts_with(TEAMS_PREFIX)
+            || skypeid
+                .strip_prefix("acs:")
+                .and_then(|rest| rest.strip_prefix(self.store.resource_id()))
+                .and_then(|rest| rest.strip_prefix('_'))
+                .is_some_and(|user| user.contains('_'))
     }
 
     fn mint(
@@ -548,6 +573,40 @@ mod tests {
         assert_eq!(error.status, hyper::StatusCode::NOT_FOUND);
         assert_eq!(service.revoke(&id).unwrap_err().code, "IdentityNotFound");
         assert_eq!(service.delete(&id).unwrap_err().code, "IdentityNotFound");
+    }
+
+    #[test]
+    fn exchanged_tokens_are_entra_users_and_unknown_resource_ids_stay_unknown() {
+        let service = service(None);
+        let user = crate::teams::TeamsUserSpec {
+            app_id: Some("a".into()),
+            user_id: Some("o".into()),
+            tenant_id: Some("t".into()),
+            ..Default::default()
+        }
+        .claims(unix_seconds(now()))
+        .unwrap();
+        let resource = service.store().resource_id().to_string();
+        for identity in [
+            format!("8:acs:{resource}_t_o"),
+            format!("8:acs:{resource}_wf_t_o"),
+            "8:orgid:o".to_string(),
+        ] {
+            let token = service.mint_for_entra_user(&identity, &user, now());
+            assert_eq!(
+                service.verify(&token.token, now()),
+                TokenVerdict::Ok,
+                "{identity}"
+            );
+        }
+        let never_created = format!("8:acs:{resource}_{}", crate::state::random_uuid());
+        let token = service.mint_for_entra_user(&never_created, &user, now());
+        assert_eq!(service.verify(&token.token, now()), TokenVerdict::Unknown);
+        let elsewhere = service.mint_for_entra_user("8:acs:other_t_o", &user, now());
+        assert_eq!(
+            service.verify(&elsewhere.token, now()),
+            TokenVerdict::Unknown
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! It serves create identity (optionally with a first token), issue token, revoke tokens and
 //! delete identity for the api-versions in [`acs_client::model::SUPPORTED_API_VERSIONS`] (the
 //! previews among them with an idempotent create per `customId` and a read of an identity),
-//! the retired 2020-07-20-preview2 of the first Python library, and the Teams user token
-//! exchange;
+//! the retired 2020-07-20-preview2 of the first Python library, the Teams user token
+//! exchange, and the `/access` operations (Teams Phone extension and Entra ID assignments, and
+//! the exchanges of an Entra user's token they admit);
 //! verifies the HMAC signature of every request against its access key (or, over TLS, a bearer
 //! token from its own Entra ID token endpoint), mints JWT-shaped tokens, throttles like the
 //! service, and offers an admin API to inspect state, inject faults, read counters and make
@@ -29,6 +30,8 @@
 //! ```
 
 // Everything below is the emulator's own; what callers need is re-exported here.
+mod access;
+mod access_api;
 mod admin;
 mod auth;
 mod entra;

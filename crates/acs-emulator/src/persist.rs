@@ -16,6 +16,7 @@
 //! build's, or a resource id other than `--resource-id` stops the start with an error naming the
 //! file and line. Nothing is ever reset silently.
 
+use super::access::{EntraAssignment, TeamsExtensionAssignment};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -26,8 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// The journal format this build writes and reads.
-pub const FORMAT: u32 = 1;
+/// The journal format this build writes and reads: 2 added the `/access` assignments (a
+/// format-1 file reads as one without any).
+pub const FORMAT: u32 = 2;
 const KIND: &str = "acs-emulator-state";
 const FILE_NAME: &str = "state.jsonl";
 
@@ -74,6 +76,20 @@ pub enum Event {
     },
     /// A whole identity, as compaction writes it.
     Snapshot(Snapshot),
+    /// A Teams Phone extension assignment, created or replaced (also how compaction writes
+    /// each one).
+    TeamsExtensionAssign(TeamsExtensionAssignment),
+    #[serde(rename_all = "camelCase")]
+    TeamsExtensionUnassign {
+        tenant_id: String,
+        object_id: String,
+    },
+    /// An Entra ID assignment, created or replaced (also how compaction writes each one).
+    EntraAssign(EntraAssignment),
+    #[serde(rename_all = "camelCase")]
+    EntraUnassign {
+        object_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -455,11 +471,11 @@ mod tests {
         );
         assert!(error.to_string().contains("line 2"), "{error}");
 
-        let newer = header.replace("\"format\":1", "\"format\":2");
+        let newer = header.replace("\"format\":2", "\"format\":3");
         std::fs::write(&path, newer).unwrap();
         let error = open(dir.path(), None, || "r".into()).unwrap_err();
         assert!(
-            matches!(error, JournalError::NewerFormat { found: 2, .. }),
+            matches!(error, JournalError::NewerFormat { found: 3, .. }),
             "{error}"
         );
 

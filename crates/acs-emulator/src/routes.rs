@@ -31,6 +31,45 @@ pub enum AcsRoute {
     SetTokensValidFrom(String),
     /// `POST /teamsUser/:exchangeAccessToken`.
     ExchangeTeamsToken,
+    /// `POST /access/teamsExtension/:exchangeAccessToken`.
+    ExchangeTeamsExtensionToken,
+    /// `POST /access/entra/:exchangeAccessToken`.
+    ExchangeEntraToken,
+    /// `GET /access/entra/assignments`.
+    ListEntraAssignments,
+    /// `PATCH /access/entra/assignments`.
+    PatchEntraAssignments,
+    /// `/access/entra/assignments/{objectId}`.
+    EntraAssignment {
+        verb: Verb,
+        object_id: String,
+    },
+    /// `/access/teamsExtension/tenants/{tenantId}/assignments/{objectId}`.
+    TeamsExtensionAssignment {
+        verb: Verb,
+        tenant_id: String,
+        object_id: String,
+    },
+}
+
+/// What a request does to the one resource its path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    /// Create or replace.
+    Put,
+    Delete,
+}
+
+impl Verb {
+    fn of(method: &Method) -> Option<Self> {
+        match *method {
+            Method::GET => Some(Verb::Get),
+            Method::PUT => Some(Verb::Put),
+            Method::DELETE => Some(Verb::Delete),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +114,9 @@ fn acs_route(method: &Method, raw_path: &str) -> Option<AcsRoute> {
     if raw_path == "/teamsUser/:exchangeAccessToken" {
         return (method == Method::POST).then_some(AcsRoute::ExchangeTeamsToken);
     }
+    if let Some(rest) = raw_path.strip_prefix("/access/") {
+        return access_route(method, rest);
+    }
     let rest = raw_path.strip_prefix("/identities")?;
     if rest.is_empty() || rest == "/" {
         return (method == Method::POST).then_some(AcsRoute::Create);
@@ -92,6 +134,36 @@ fn acs_route(method: &Method, raw_path: &str) -> Option<AcsRoute> {
         (&Method::POST, Some("token")) => Some(AcsRoute::LegacyIssueToken(id)),
         (&Method::POST, Some(":issueAccessToken")) => Some(AcsRoute::IssueToken(id)),
         (&Method::POST, Some(":revokeAccessTokens")) => Some(AcsRoute::RevokeTokens(id)),
+        _ => None,
+    }
+}
+
+/// The `/access/…` routes (`rest` is the path after `/access/`).
+fn access_route(method: &Method, rest: &str) -> Option<AcsRoute> {
+    let segments: Vec<&str> = rest.split('/').collect();
+    match segments.as_slice() {
+        ["teamsExtension", ":exchangeAccessToken"] => {
+            (method == Method::POST).then_some(AcsRoute::ExchangeTeamsExtensionToken)
+        }
+        ["entra", ":exchangeAccessToken"] => {
+            (method == Method::POST).then_some(AcsRoute::ExchangeEntraToken)
+        }
+        ["entra", "assignments"] => match *method {
+            Method::GET => Some(AcsRoute::ListEntraAssignments),
+            Method::PATCH => Some(AcsRoute::PatchEntraAssignments),
+            _ => None,
+        },
+        ["entra", "assignments", object] => Some(AcsRoute::EntraAssignment {
+            verb: Verb::of(method)?,
+            object_id: decode_id(object)?,
+        }),
+        ["teamsExtension", "tenants", tenant, "assignments", object] => {
+            Some(AcsRoute::TeamsExtensionAssignment {
+                verb: Verb::of(method)?,
+                tenant_id: decode_id(tenant)?,
+                object_id: decode_id(object)?,
+            })
+        }
         _ => None,
     }
 }
@@ -196,6 +268,56 @@ mod tests {
     }
 
     #[test]
+    fn access_paths() {
+        let assignment = |verb| AcsRoute::TeamsExtensionAssignment {
+            verb,
+            tenant_id: "t-1".into(),
+            object_id: "o 1".into(),
+        };
+        let path = "/access/teamsExtension/tenants/t-1/assignments/o%201";
+        let cases = [
+            (Method::GET, path, assignment(Verb::Get)),
+            (Method::PUT, path, assignment(Verb::Put)),
+            (Method::DELETE, path, assignment(Verb::Delete)),
+            (
+                Method::POST,
+                "/access/teamsExtension/:exchangeAccessToken",
+                AcsRoute::ExchangeTeamsExtensionToken,
+            ),
+            (
+                Method::POST,
+                "/access/entra/:exchangeAccessToken",
+                AcsRoute::ExchangeEntraToken,
+            ),
+            (
+                Method::GET,
+                "/access/entra/assignments",
+                AcsRoute::ListEntraAssignments,
+            ),
+            (
+                Method::PATCH,
+                "/access/entra/assignments",
+                AcsRoute::PatchEntraAssignments,
+            ),
+            (
+                Method::PUT,
+                "/access/entra/assignments/o%201",
+                AcsRoute::EntraAssignment {
+                    verb: Verb::Put,
+                    object_id: "o 1".into(),
+                },
+            ),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(
+                route(&method, path),
+                Route::Acs(expected),
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_paths_and_methods_are_not_found() {
         let cases = [
             (Method::GET, "/identities".to_string()),
@@ -215,6 +337,33 @@ mod tests {
             ),
             (Method::POST, "/identitiesX".to_string()),
             (Method::POST, "/".to_string()),
+            (
+                Method::POST,
+                "/access/teamsExtension/tenants/t/assignments/o".to_string(),
+            ),
+            (
+                Method::GET,
+                "/access/teamsExtension/tenants/t/assignments/".to_string(),
+            ),
+            (
+                Method::GET,
+                "/access/teamsExtension/tenants/t/assignments".to_string(),
+            ),
+            (
+                Method::GET,
+                "/access/teamsExtension/tenants/t/assignments/o/x".to_string(),
+            ),
+            (
+                Method::GET,
+                "/access/other/tenants/t/assignments/o".to_string(),
+            ),
+            (
+                Method::GET,
+                "/access/teamsExtension/:exchangeAccessToken".to_string(),
+            ),
+            (Method::PUT, "/access/entra/assignments".to_string()),
+            (Method::PATCH, "/access/entra/assignments/o".to_string()),
+            (Method::GET, "/access/entra/assignments/".to_string()),
             (Method::GET, "/admin/nothing".to_string()),
             (Method::POST, "/admin/identities".to_string()),
         ];

@@ -6,6 +6,11 @@
 //! requests go to [`super::entra`] (counted as `entraToken`), admin requests to
 //! [`super::admin`].
 
+use super::access::{
+    self, EntraAssignmentRequest, EntraPatchRequest, ExchangeRequest,
+    TeamsExtensionAssignmentRequest,
+};
+use super::access_api;
 use super::admin;
 use super::auth::{AuthError, SignedRequest, Verifier, bearer_token};
 use super::entra::{self, EntraService};
@@ -13,8 +18,9 @@ use super::faults::{Fault, FaultPlan};
 use super::identity_api::{IdentityService, TeamsExchangeRequest, TokensValidFromRequest};
 use super::operation::Operation;
 use super::responses::{self, ErrorReply, HttpResponse};
-use super::routes::{self, AcsRoute, Route};
+use super::routes::{self, AcsRoute, Route, Verb};
 use super::stats::{RequestStats, UNROUTED};
+use super::teams::{self, TeamsUserClaims};
 use super::throttle::{Throttle, ThrottleDecision, retry_after_seconds};
 use super::tls::Transport;
 use super::validation;
@@ -59,6 +65,23 @@ enum Call {
     LegacyIssueToken(String, Result<IssueTokenRequest, ErrorReply>),
     SetTokensValidFrom(String, Result<TokensValidFromRequest, ErrorReply>),
     ExchangeTeamsToken(Result<TeamsExchangeRequest, ErrorReply>),
+    TeamsExtensionAssignment {
+        verb: Verb,
+        tenant_id: String,
+        object_id: String,
+        /// Read for a PUT only.
+        body: Result<TeamsExtensionAssignmentRequest, ErrorReply>,
+    },
+    ExchangeTeamsExtensionToken(Result<ExchangeRequest, ErrorReply>),
+    EntraAssignment {
+        verb: Verb,
+        object_id: String,
+        /// Read for a PUT only.
+        body: Result<EntraAssignmentRequest, ErrorReply>,
+    },
+    ListEntraAssignments,
+    PatchEntraAssignments(Result<EntraPatchRequest, ErrorReply>),
+    ExchangeEntraToken(Result<ExchangeRequest, ErrorReply>),
 }
 
 impl Call {
@@ -72,12 +95,51 @@ impl Call {
             AcsRoute::LegacyIssueToken(id) => Call::LegacyIssueToken(id, parse_body(body)),
             AcsRoute::SetTokensValidFrom(id) => Call::SetTokensValidFrom(id, parse_body(body)),
             AcsRoute::ExchangeTeamsToken => Call::ExchangeTeamsToken(parse_body(body)),
+            AcsRoute::TeamsExtensionAssignment {
+                verb,
+                tenant_id,
+                object_id,
+            } => Call::TeamsExtensionAssignment {
+                body: match verb {
+                    Verb::Put => parse_body(body),
+                    Verb::Get | Verb::Delete => Ok(TeamsExtensionAssignmentRequest::default()),
+                },
+                verb,
+                tenant_id,
+                object_id,
+            },
+            AcsRoute::ExchangeTeamsExtensionToken => {
+                Call::ExchangeTeamsExtensionToken(parse_body(body))
+            }
+            AcsRoute::EntraAssignment { verb, object_id } => Call::EntraAssignment {
+                body: match verb {
+                    Verb::Put => parse_body(body),
+                    Verb::Get | Verb::Delete => Ok(EntraAssignmentRequest::default()),
+                },
+                verb,
+                object_id,
+            },
+            AcsRoute::ListEntraAssignments => Call::ListEntraAssignments,
+            AcsRoute::PatchEntraAssignments => Call::PatchEntraAssignments(parse_body(body)),
+            AcsRoute::ExchangeEntraToken => Call::ExchangeEntraToken(parse_body(body)),
+        }
+    }
+
+    /// The audience of the Entra ID user token that authenticates the request, for the
+    /// exchanges of `/access`; `None`: signed with the access key (or an application's
+    /// bearer token), like every other request.
+    fn entra_user_audience(&self) -> Option<&'static str> {
+        match self {
+            Call::ExchangeTeamsExtensionToken(_) => Some(access::TEAMS_EXTENSION_AUDIENCE),
+            Call::ExchangeEntraToken(_) => Some(access::ENTRA_AUDIENCE),
+            _ => None,
         }
     }
 
     /// What the request is throttled and faulted as. Creating with a first token is its own
-    /// operation; the 2020 preview's token and revoke are issue and revoke; a read and the
-    /// Teams exchange have no limit of their own (only faults for any operation apply).
+    /// operation; the 2020 preview's token and revoke are issue and revoke; a read, the Teams
+    /// exchange and the `/access` operations have no limit of their own (the service publishes
+    /// none for them; only faults for any operation apply).
     fn operation(&self) -> Option<Operation> {
         Some(match self {
             Call::Create(Ok(body)) if body.create_token_with_scopes.is_some() => {
@@ -87,7 +149,16 @@ impl Call {
             Call::IssueToken(..) | Call::LegacyIssueToken(..) => Operation::IssueToken,
             Call::Revoke(_) | Call::SetTokensValidFrom(..) => Operation::RevokeTokens,
             Call::Delete(_) => Operation::DeleteIdentity,
-            Call::Get(_) | Call::ExchangeTeamsToken(_) => return None,
+            Call::Get(_)
+            | Call::ExchangeTeamsToken(_)
+            | Call::TeamsExtensionAssignment { .. }
+            | Call::ExchangeTeamsExtensionToken(_)
+            | Call::EntraAssignment { .. }
+            | Call::ListEntraAssignments
+            | Call::PatchEntraAssignments(_)
+            | Call::ExchangeEntraToken(_) => {
+                return None;
+            }
         })
     }
 
@@ -96,6 +167,20 @@ impl Call {
         match (self, self.operation()) {
             (_, Some(operation)) => operation.as_str(),
             (Call::Get(_), None) => "getIdentity",
+            (Call::TeamsExtensionAssignment { verb, .. }, None) => match verb {
+                Verb::Get => "getTeamsExtensionAssignment",
+                Verb::Put => "upsertTeamsExtensionAssignment",
+                Verb::Delete => "deleteTeamsExtensionAssignment",
+            },
+            (Call::ExchangeTeamsExtensionToken(_), None) => "exchangeTeamsExtensionToken",
+            (Call::EntraAssignment { verb, .. }, None) => match verb {
+                Verb::Get => "getEntraAssignment",
+                Verb::Put => "upsertEntraAssignment",
+                Verb::Delete => "deleteEntraAssignment",
+            },
+            (Call::ListEntraAssignments, None) => "listEntraAssignments",
+            (Call::PatchEntraAssignments(_), None) => "updateEntraAssignments",
+            (Call::ExchangeEntraToken(_), None) => "exchangeEntraToken",
             (_, None) => "exchangeTeamsToken",
         }
     }
@@ -109,6 +194,13 @@ impl Call {
             Call::LegacyIssueToken(..) | Call::SetTokensValidFrom(..) => RouteKind::Legacy,
             Call::Get(_) => RouteKind::PreviewRead,
             Call::ExchangeTeamsToken(_) => RouteKind::TeamsExchange,
+            Call::TeamsExtensionAssignment { .. } | Call::ExchangeTeamsExtensionToken(_) => {
+                RouteKind::TeamsExtension
+            }
+            Call::EntraAssignment { .. }
+            | Call::ListEntraAssignments
+            | Call::PatchEntraAssignments(_)
+            | Call::ExchangeEntraToken(_) => RouteKind::Entra,
         }
     }
 }
@@ -197,10 +289,22 @@ impl App {
             authority: parts.uri.authority().map(|a| a.as_str()),
             body,
         };
-        if let Err(reason) = self.authenticate(&signed, SystemTime::now()) {
-            tracing::info!(operation = name, %reason, "request denied");
-            return Err(ErrorReply::denied(reason));
-        }
+        // The caller of an `/access` exchange is the Entra user whose token it carries.
+        let user = match call.entra_user_audience() {
+            Some(audience) => Some(
+                self.entra_user(parts, audience, SystemTime::now())
+                    .inspect_err(|error| {
+                        tracing::info!(operation = name, message = %error.message, "request denied");
+                    })?,
+            ),
+            None => {
+                if let Err(reason) = self.authenticate(&signed, SystemTime::now()) {
+                    tracing::info!(operation = name, %reason, "request denied");
+                    return Err(ErrorReply::denied(reason));
+                }
+                None
+            }
+        };
         let requested = routes::api_version(parts.uri.query());
         let request_uri = self.request_uri(parts);
         let version = validation::api_version(
@@ -274,7 +378,74 @@ impl App {
                 let token = self.exchange_teams_token(&body?, now)?;
                 responses::success_json(StatusCode::OK, &token)
             }
+            Call::TeamsExtensionAssignment {
+                verb,
+                tenant_id,
+                object_id,
+                body,
+            } => {
+                access_api::teams_extension_assignment(
+                    identities.store(),
+                    verb,
+                    &tenant_id,
+                    &object_id,
+                    body,
+                )
+                .await?
+            }
+            Call::ExchangeTeamsExtensionToken(body) => {
+                body?;
+                let user = user.ok_or_else(no_user)?;
+                access_api::exchange_teams_extension(identities, &user, now)
+                    .inspect_err(|error| {
+                        tracing::info!(operation = name, message = %error.message, "exchange refused");
+                    })?
+            }
+            Call::EntraAssignment {
+                verb,
+                object_id,
+                body,
+            } => access_api::entra_assignment(identities.store(), verb, &object_id, body).await?,
+            Call::ListEntraAssignments => {
+                access_api::list_entra(identities.store(), parts.uri.query(), &request_uri, version)
+            }
+            Call::PatchEntraAssignments(body) => {
+                access_api::patch_entra(identities.store(), body).await?
+            }
+            Call::ExchangeEntraToken(body) => {
+                body?;
+                let user = user.ok_or_else(no_user)?;
+                access_api::exchange_entra(identities, &user, now).inspect_err(|error| {
+                    tracing::info!(operation = name, message = %error.message, "exchange refused");
+                })?
+            }
         })
+    }
+
+    /// The Entra ID user a request's `Authorization: Bearer` token names, checked as the Teams
+    /// exchange checks its token; bearer tokens only count over HTTPS, as everywhere.
+    fn entra_user(
+        &self,
+        parts: &Parts,
+        audience: &str,
+        now: SystemTime,
+    ) -> Result<TeamsUserClaims, ErrorReply> {
+        let token = bearer_token(&parts.headers).ok_or_else(|| {
+            teams::invalid_token(
+                "the request carries no Entra ID access token (Authorization: Bearer)",
+            )
+        })?;
+        if self.transport != Transport::Tls {
+            return Err(teams::invalid_token(
+                "bearer tokens are accepted over HTTPS only",
+            ));
+        }
+        teams::user_token(
+            token,
+            |token| self.entra.read_teams_user(token),
+            audience,
+            super::tokens::unix_seconds(now),
+        )
     }
 
     /// `POST /teamsUser/:exchangeAccessToken`: checks the Teams user's Entra token against
@@ -353,6 +524,12 @@ impl App {
         );
         response
     }
+}
+
+/// An exchange reached without its user: cannot happen, as authentication finds the user
+/// first; answered as a refused token rather than a panic.
+fn no_user() -> ErrorReply {
+    teams::invalid_token("the request carries no Entra ID access token")
 }
 
 /// An injected fault: waits, then answers its status if it has one.

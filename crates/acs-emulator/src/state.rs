@@ -10,7 +10,11 @@
 //!
 //! An identity may carry a `customId` (preview api-versions): creating with a `customId` that a
 //! live identity already has returns that identity instead of a new one.
+//!
+//! The resource's `/access` assignments ([`super::access`]) live here too, under the same lock
+//! and journal: they are the resource's state as much as its identities are.
 
+use super::access::{EntraAssignment, TeamsExtensionAssignment};
 use super::persist::{Event, Journal, JournalError, Loaded, Snapshot};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -80,6 +84,25 @@ struct Inner {
     /// Next token sequence number, shared by all identities.
     next_seq: u64,
     created: u64,
+    /// Teams Phone extension assignments by (tenant id, object id), ids lowercased.
+    teams_extension: BTreeMap<(String, String), TeamsExtensionAssignment>,
+    /// Entra ID assignments by object id, lowercased: listed in this order.
+    entra: BTreeMap<String, EntraAssignment>,
+}
+
+/// Whether a create-or-replace made something new (201) or replaced what was there (200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    Created,
+    Replaced,
+}
+
+/// Entra ids are GUIDs, which compare without regard to case.
+fn key_of(tenant_id: &str, object_id: &str) -> (String, String) {
+    (
+        tenant_id.to_ascii_lowercase(),
+        object_id.to_ascii_lowercase(),
+    )
 }
 
 /// The identities of one emulated ACS resource.
@@ -233,6 +256,145 @@ impl IdentityStore {
         self.record(&mut inner, Event::Delete { id: id.to_string() })
     }
 
+    /// Creates or replaces a Teams Phone extension assignment.
+    pub fn put_teams_extension(
+        &self,
+        assignment: TeamsExtensionAssignment,
+    ) -> Result<Upsert, StoreError> {
+        let mut inner = self.lock();
+        let key = key_of(&assignment.tenant_id, &assignment.object_id);
+        let upsert = if inner.teams_extension.contains_key(&key) {
+            Upsert::Replaced
+        } else {
+            Upsert::Created
+        };
+        self.record(&mut inner, Event::TeamsExtensionAssign(assignment))?;
+        Ok(upsert)
+    }
+
+    /// The Teams Phone extension assignment of an object of a tenant.
+    pub fn teams_extension(
+        &self,
+        tenant_id: &str,
+        object_id: &str,
+    ) -> Option<TeamsExtensionAssignment> {
+        let inner = self.lock();
+        inner
+            .teams_extension
+            .get(&key_of(tenant_id, object_id))
+            .cloned()
+    }
+
+    /// Removes a Teams Phone extension assignment; `NotFound` when there is none.
+    pub fn delete_teams_extension(
+        &self,
+        tenant_id: &str,
+        object_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if !inner
+            .teams_extension
+            .contains_key(&key_of(tenant_id, object_id))
+        {
+            return Err(StoreError::NotFound);
+        }
+        let event = Event::TeamsExtensionUnassign {
+            tenant_id: tenant_id.to_string(),
+            object_id: object_id.to_string(),
+        };
+        self.record(&mut inner, event)
+    }
+
+    /// Creates or replaces an Entra ID assignment.
+    pub fn put_entra(&self, assignment: EntraAssignment) -> Result<Upsert, StoreError> {
+        let mut inner = self.lock();
+        let upsert = if inner
+            .entra
+            .contains_key(&assignment.object_id.to_ascii_lowercase())
+        {
+            Upsert::Replaced
+        } else {
+            Upsert::Created
+        };
+        self.record(&mut inner, Event::EntraAssign(assignment))?;
+        Ok(upsert)
+    }
+
+    /// The Entra ID assignment of an object.
+    pub fn entra(&self, object_id: &str) -> Option<EntraAssignment> {
+        self.lock()
+            .entra
+            .get(&object_id.to_ascii_lowercase())
+            .cloned()
+    }
+
+    /// Removes an Entra ID assignment; `NotFound` when there is none.
+    pub fn delete_entra(&self, object_id: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if !inner.entra.contains_key(&object_id.to_ascii_lowercase()) {
+            return Err(StoreError::NotFound);
+        }
+        let event = Event::EntraUnassign {
+            object_id: object_id.to_string(),
+        };
+        self.record(&mut inner, event)
+    }
+
+    /// Makes every change of a PATCH (`None` removes; removing what is not there is no
+    /// change) under one lock, and returns the assignments it set.
+    pub fn patch_entra(
+        &self,
+        changes: Vec<(String, Option<EntraAssignment>)>,
+    ) -> Result<Vec<EntraAssignment>, StoreError> {
+        let mut inner = self.lock();
+        let mut set = Vec::new();
+        for (object_id, change) in changes {
+            match change {
+                Some(assignment) => {
+                    set.push(assignment.clone());
+                    self.record(&mut inner, Event::EntraAssign(assignment))?;
+                }
+                None if inner.entra.contains_key(&object_id.to_ascii_lowercase()) => {
+                    self.record(&mut inner, Event::EntraUnassign { object_id })?;
+                }
+                None => {}
+            }
+        }
+        Ok(set)
+    }
+
+    /// Up to `limit` Entra ID assignments after the object id `after` (none: from the
+    /// first), in object id order, and the object id to continue after when more remain.
+    pub fn entra_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<EntraAssignment>, Option<String>) {
+        use std::ops::Bound;
+        let inner = self.lock();
+        let start = after.map_or(Bound::Unbounded, |after| {
+            Bound::Excluded(after.to_ascii_lowercase())
+        });
+        let mut rest = inner.entra.range((start, Bound::Unbounded));
+        let page: Vec<EntraAssignment> =
+            rest.by_ref().take(limit).map(|(_, a)| a.clone()).collect();
+        let next = rest
+            .next()
+            .and(page.last())
+            .map(|last| last.object_id.to_ascii_lowercase());
+        (page, next)
+    }
+
+    /// The Entra ID assignments of a tenant: those an exchange of its users is checked against.
+    pub fn entra_in_tenant(&self, tenant_id: &str) -> Vec<EntraAssignment> {
+        self.lock()
+            .entra
+            .values()
+            .filter(|a| a.tenant_id.eq_ignore_ascii_case(tenant_id))
+            .cloned()
+            .collect()
+    }
+
     /// Journals `event` (when persistent), then applies it. Refused when the write fails: the
     /// memory never holds what the journal lacks.
     fn record(&self, inner: &mut Inner, event: Event) -> Result<(), StoreError> {
@@ -354,6 +516,27 @@ impl Inner {
                 };
                 self.insert(snapshot.id, record);
             }
+            Event::TeamsExtensionAssign(assignment) => {
+                let key = key_of(&assignment.tenant_id, &assignment.object_id);
+                self.teams_extension.insert(key, assignment);
+            }
+            Event::TeamsExtensionUnassign {
+                tenant_id,
+                object_id,
+            } => {
+                self.teams_extension
+                    .remove(&key_of(&tenant_id, &object_id))
+                    .ok_or("an assignment that does not exist is removed")?;
+            }
+            Event::EntraAssign(assignment) => {
+                self.entra
+                    .insert(assignment.object_id.to_ascii_lowercase(), assignment);
+            }
+            Event::EntraUnassign { object_id } => {
+                self.entra
+                    .remove(&object_id.to_ascii_lowercase())
+                    .ok_or("an assignment that does not exist is removed")?;
+            }
         }
         Ok(())
     }
@@ -372,8 +555,15 @@ impl Inner {
         live(self, id).map_err(|_| "a change names an identity that is not live")
     }
 
-    /// The whole state, oldest identity first, as the journal's compacted form.
+    /// The whole state, oldest identity first, then the assignments, as the journal's
+    /// compacted form.
     fn snapshots(&self) -> Vec<Event> {
+        let assignments = self
+            .teams_extension
+            .values()
+            .cloned()
+            .map(Event::TeamsExtensionAssign)
+            .chain(self.entra.values().cloned().map(Event::EntraAssign));
         self.by_order
             .values()
             .filter_map(|id| self.identities.get(id).map(|record| (id, record)))
@@ -389,6 +579,7 @@ impl Inner {
                     last_token_issued_at_ns: record.last_token_issued_at.map(unix_nanos),
                 })
             })
+            .chain(assignments)
             .collect()
     }
 }
@@ -630,6 +821,87 @@ mod tests {
         // The compacted journal has no token lines: the epoch alone keeps new tokens valid.
         let newest = store.issue_token(&alice, at).unwrap();
         assert_eq!(store.standing(&alice, newest, 0), Standing::Active);
+    }
+
+    #[test]
+    fn teams_extension_assignments_upsert_delete_and_survive_a_restart() {
+        use super::super::access::{TeamsExtensionAssignment, TeamsExtensionPrincipal};
+        let assignment = |object: &str, clients: Option<Vec<String>>| TeamsExtensionAssignment {
+            object_id: object.into(),
+            tenant_id: "T".into(),
+            principal_type: TeamsExtensionPrincipal::User,
+            client_ids: clients,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = reopen(dir.path());
+        assert_eq!(
+            store.put_teams_extension(assignment("a", None)),
+            Ok(Upsert::Created)
+        );
+        let replaced = assignment("a", Some(vec!["c".into()]));
+        assert_eq!(
+            store.put_teams_extension(replaced.clone()),
+            Ok(Upsert::Replaced)
+        );
+        assert_eq!(
+            store.put_teams_extension(assignment("b", None)),
+            Ok(Upsert::Created)
+        );
+        // Ids are GUIDs: another case names the same assignment.
+        assert_eq!(store.teams_extension("t", "A"), Some(replaced.clone()));
+        assert_eq!(store.delete_teams_extension("T", "b"), Ok(()));
+        assert_eq!(
+            store.delete_teams_extension("T", "b"),
+            Err(StoreError::NotFound)
+        );
+        assert_eq!(store.teams_extension("T", "b"), None);
+        // Twice: the first start replays the changes, the second reads what compaction wrote.
+        for _ in 0..2 {
+            drop(store);
+            store = reopen(dir.path());
+            assert_eq!(store.teams_extension("T", "a"), Some(replaced.clone()));
+            assert_eq!(store.teams_extension("T", "b"), None);
+        }
+    }
+
+    #[test]
+    fn entra_assignments_page_patch_and_survive_a_restart() {
+        use super::super::access::{EntraAssignment, EntraPrincipal};
+        let assignment = |object: &str| EntraAssignment {
+            object_id: object.into(),
+            tenant_id: "T".into(),
+            principal_type: EntraPrincipal::User,
+            client_ids: vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = reopen(dir.path());
+        assert_eq!(store.put_entra(assignment("c")), Ok(Upsert::Created));
+        assert_eq!(store.put_entra(assignment("C")), Ok(Upsert::Replaced));
+        let set = store
+            .patch_entra(vec![
+                ("a".into(), Some(assignment("a"))),
+                ("b".into(), Some(assignment("b"))),
+                ("c".into(), None),
+                ("never".into(), None),
+            ])
+            .unwrap();
+        assert_eq!(set, vec![assignment("a"), assignment("b")]);
+        assert_eq!(store.put_entra(assignment("d")), Ok(Upsert::Created));
+        assert_eq!(store.delete_entra("d"), Ok(()));
+        assert_eq!(store.delete_entra("d"), Err(StoreError::NotFound));
+        for _ in 0..2 {
+            drop(store);
+            store = reopen(dir.path());
+            let (first, next) = store.entra_page(None, 1);
+            assert_eq!(
+                (first, next.clone()),
+                (vec![assignment("a")], Some("a".into()))
+            );
+            let (second, next) = store.entra_page(next.as_deref(), 1);
+            assert_eq!((second, next), (vec![assignment("b")], None));
+            assert_eq!(store.entra("C"), None);
+            assert_eq!(store.entra_in_tenant("t").len(), 2);
+        }
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct TeamsUserClaims {
     pub idtyp: String,
     pub ver: String,
     pub uti: String,
+    /// The object ids of the user's groups (Entra's `groups` claim), for the group
+    /// assignments of `/access/entra`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// What `POST /admin/teamsUsers` takes: the application, and optionally the user, tenant,
@@ -51,6 +55,7 @@ pub struct TeamsUserSpec {
     pub tenant_id: Option<String>,
     pub lifetime_seconds: Option<i64>,
     pub audience: Option<String>,
+    pub groups: Option<Vec<String>>,
 }
 
 /// A Teams user token lives an hour unless asked otherwise, like Entra's.
@@ -94,6 +99,7 @@ impl TeamsUserSpec {
             idtyp: "user".into(),
             ver: "1.0".into(),
             uti: super::state::random_uuid(),
+            groups: self.groups.clone().unwrap_or_default(),
         })
     }
 }
@@ -108,24 +114,7 @@ pub fn check_exchange(
     let token = required(request.token.as_deref(), "Token")?;
     let app_id = required(request.app_id.as_deref(), "AppId")?;
     let user_id = required(request.user_id.as_deref(), "UserId")?;
-    let claims = read(token).map_err(|error| {
-        invalid_token(match error {
-            TokenError::Malformed => "it is not an Entra ID access token of a Teams user",
-            TokenError::ForeignSignature => "it was not issued by the emulator's Entra ID",
-        })
-    })?;
-    if claims.aud.trim_end_matches('/') != TEAMS_AUDIENCE {
-        return Err(invalid_token(&format!(
-            "its audience is '{}', not '{TEAMS_AUDIENCE}'",
-            claims.aud
-        )));
-    }
-    if claims.exp <= now {
-        return Err(invalid_token("it is expired"));
-    }
-    if claims.nbf > now {
-        return Err(invalid_token("it is not valid yet"));
-    }
+    let claims = user_token(token, read, TEAMS_AUDIENCE, now)?;
     if claims.appid != app_id {
         return Err(ErrorReply::validation(
             "AAD application is not the expected one.",
@@ -141,13 +130,43 @@ pub fn check_exchange(
     Ok(claims)
 }
 
+/// The claims of an Entra ID access token of a user, when it is one the emulator's Entra side
+/// issued for `audience`, not expired and already valid; else 401 `InvalidAccessToken` naming
+/// what is wrong. Every exchange of a user's Entra token checks it this way.
+pub fn user_token(
+    token: &str,
+    read: impl FnOnce(&str) -> Result<TeamsUserClaims, TokenError>,
+    audience: &str,
+    now: i64,
+) -> Result<TeamsUserClaims, ErrorReply> {
+    let claims = read(token).map_err(|error| {
+        invalid_token(match error {
+            TokenError::Malformed => "it is not an Entra ID access token of a Teams user",
+            TokenError::ForeignSignature => "it was not issued by the emulator's Entra ID",
+        })
+    })?;
+    if claims.aud.trim_end_matches('/') != audience {
+        return Err(invalid_token(&format!(
+            "its audience is '{}', not '{audience}'",
+            claims.aud
+        )));
+    }
+    if claims.exp <= now {
+        return Err(invalid_token("it is expired"));
+    }
+    if claims.nbf > now {
+        return Err(invalid_token("it is not valid yet"));
+    }
+    Ok(claims)
+}
+
 fn required<'a>(value: Option<&'a str>, field: &'static str) -> Result<&'a str, ErrorReply> {
     value.filter(|v| !v.is_empty()).ok_or_else(|| {
         ErrorReply::validation(format!("{field}: The {field} field is required."), field)
     })
 }
 
-fn invalid_token(reason: &str) -> ErrorReply {
+pub fn invalid_token(reason: &str) -> ErrorReply {
     ErrorReply::new(
         StatusCode::UNAUTHORIZED,
         "InvalidAccessToken",

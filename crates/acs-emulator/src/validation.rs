@@ -20,6 +20,14 @@ const LEGACY_SCOPES_AS: &str = "2021-03-07";
 /// The first api-version with the Teams user exchange.
 const TEAMS_EXCHANGE_SINCE: &str = "2022-06-01";
 
+/// The first stable api-version with the Teams Phone extension (`/access/teamsExtension`);
+/// every later one has it too.
+const TEAMS_EXTENSION_SINCE: &str = "2025-06-30";
+
+/// The preview that brought the `/access` operations: the Teams Phone extension and the
+/// Entra ID ones (2025-04-01-preview has neither).
+const ACCESS_PREVIEW: &str = "2025-03-02-preview";
+
 /// Which api-versions have a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteKind {
@@ -33,6 +41,10 @@ pub enum RouteKind {
     PreviewRead,
     /// `POST /teamsUser/:exchangeAccessToken`: 2022-06-01 and later.
     TeamsExchange,
+    /// `/access/teamsExtension/…`: 2025-03-02-preview, 2025-06-30 and later.
+    TeamsExtension,
+    /// `/access/entra/…`: 2025-03-02-preview only.
+    Entra,
 }
 
 /// The version whose scope and lifetime rules apply to a request of `version`.
@@ -58,6 +70,8 @@ pub fn route_in_version(
         RouteKind::Legacy => legacy,
         RouteKind::PreviewRead => acs_client::model::takes_custom_id(version),
         RouteKind::TeamsExchange => !legacy && version >= TEAMS_EXCHANGE_SINCE,
+        RouteKind::TeamsExtension => version == ACCESS_PREVIEW || version >= TEAMS_EXTENSION_SINCE,
+        RouteKind::Entra => version == ACCESS_PREVIEW,
     };
     if has {
         Ok(())
@@ -290,6 +304,17 @@ mod tests {
             (TeamsExchange, "2026-09-23", true),
             (PreviewRead, "2026-09-23", false),
             (Legacy, "2026-09-23", false),
+            (TeamsExtension, "2025-03-02-preview", true),
+            (TeamsExtension, "2025-04-01-preview", false),
+            (TeamsExtension, "2023-10-01", false),
+            (TeamsExtension, "2025-06-30", true),
+            (TeamsExtension, "2026-07-22", true),
+            (TeamsExtension, "2026-09-23", true),
+            (TeamsExtension, LEGACY_API_VERSION, false),
+            (Entra, "2025-03-02-preview", true),
+            (Entra, "2025-04-01-preview", false),
+            (Entra, "2025-06-30", false),
+            (Entra, "2026-09-23", false),
         ];
         for (kind, version, has) in cases {
             let answer = route_in_version(kind, version, "https://h/identities/x");

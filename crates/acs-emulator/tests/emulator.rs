@@ -1387,8 +1387,8 @@ mod binary {
                 "line 2 is not valid emulator state",
             ),
             (
-                header.replace("\"format\":1", "\"format\":9"),
-                "has state format 9, newer than this emulator's 1",
+                header.replace("\"format\":2", "\"format\":9"),
+                "has state format 9, newer than this emulator's 2",
             ),
         ];
         for (content, reason) in cases {
@@ -1737,4 +1737,578 @@ async fn teams_user_tokens_exchange_for_acs_tokens_and_each_mismatch_is_named() 
         .await;
     assert_eq!(bad_spec.status, 400);
     other.handle.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The /access operations
+
+const TENANT: &str = "c70d068c-2f32-484d-9455-73070cd5aadd";
+const OBJECT: &str = "b27b64b9-39d2-44a3-869d-67700b74e805";
+const CLIENT: &str = "07474a86-625a-452f-977b-db4e13f21260";
+const STABLE_ACCESS: &str = "2025-06-30";
+
+fn teams_extension_path(tenant: &str, object: &str, version: &str) -> String {
+    format!("/access/teamsExtension/tenants/{tenant}/assignments/{object}?api-version={version}")
+}
+
+#[tokio::test]
+async fn teams_extension_assignments_are_created_replaced_read_and_removed() {
+    let emulator = start(|_| {}).await;
+    let path = teams_extension_path(TENANT, OBJECT, STABLE_ACCESS);
+    let absent = emulator.call("GET", &path, "").await;
+    assert_eq!(absent.status, 404, "{}", absent.json);
+    assert_eq!(absent.error_code(), "AssignmentNotFound");
+
+    let created = emulator
+        .call("PUT", &path, r#"{"principalType":"resourceAccount"}"#)
+        .await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    assert_eq!(
+        created.json,
+        json!({"objectId": OBJECT, "tenantId": TENANT, "principalType": "resourceAccount"})
+    );
+    assert!(!created.header("api-supported-versions").is_empty());
+    let body = json!({"principalType": "user", "clientIds": [CLIENT]}).to_string();
+    let replaced = emulator.call("PUT", &path, &body).await;
+    assert_eq!(replaced.status, 200, "{}", replaced.json);
+    let read = emulator.call("GET", &path, "").await;
+    assert_eq!(read.status, 200);
+    assert_eq!(
+        read.json,
+        json!({"objectId": OBJECT, "tenantId": TENANT, "principalType": "user", "clientIds": [CLIENT]})
+    );
+    // Every version with the extension sees the same assignment; 2025-04-01-preview has none.
+    for version in ["2025-03-02-preview", "2026-07-22", "2026-09-23"] {
+        let other = emulator
+            .call("GET", &teams_extension_path(TENANT, OBJECT, version), "")
+            .await;
+        assert_eq!(other.status, 200, "{version}: {}", other.json);
+    }
+    for version in ["2025-04-01-preview", V] {
+        let missing = emulator
+            .call("GET", &teams_extension_path(TENANT, OBJECT, version), "")
+            .await;
+        assert_eq!(missing.error_code(), "UnsupportedApiVersion", "{version}");
+    }
+
+    assert_eq!(emulator.call("DELETE", &path, "").await.status, 204);
+    assert_eq!(emulator.call("DELETE", &path, "").await.status, 404);
+    assert_eq!(emulator.call("GET", &path, "").await.status, 404);
+    assert_eq!(
+        emulator
+            .admin
+            .count("upsertTeamsExtensionAssignment", 201)
+            .await,
+        1
+    );
+    assert_eq!(
+        emulator
+            .admin
+            .count("deleteTeamsExtensionAssignment", 404)
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn teams_extension_assignments_are_validated_and_signed() {
+    let emulator = start(|_| {}).await;
+    let path = teams_extension_path(TENANT, OBJECT, STABLE_ACCESS);
+    let cases = [
+        (path.clone(), "{}", "PrincipalType", "field is required"),
+        (
+            path.clone(),
+            r#"{"principalType":"group"}"#,
+            "PrincipalType",
+            "Valid values are: user, resourceAccount.",
+        ),
+        (
+            path.clone(),
+            r#"{"principalType":"user","clientIds":["app-1"]}"#,
+            "ClientIds",
+            "'app-1' is not a valid GUID",
+        ),
+        (
+            teams_extension_path("contoso", OBJECT, STABLE_ACCESS),
+            r#"{"principalType":"user"}"#,
+            "tenantId",
+            "'contoso' is not a valid GUID",
+        ),
+    ];
+    for (path, body, target, message) in cases {
+        let refused = emulator.call("PUT", &path, body).await;
+        assert_eq!(refused.status, 400, "{body}: {}", refused.json);
+        assert_eq!(refused.error_code(), "ValidationError");
+        assert_eq!(refused.json["error"]["target"], target, "{body}");
+        assert!(
+            refused.error_message().contains(message),
+            "{}",
+            refused.json
+        );
+    }
+    let malformed = emulator.call("PUT", &path, r#"{"principalType":1}"#).await;
+    assert_eq!(malformed.status, 400);
+    assert_eq!(malformed.error_code(), "InvalidRequestBody");
+    // HMAC with another key: denied, nothing stored.
+    let other_key = AccessKey::from_base64("b3RoZXIta2V5LW90aGVyLWtleS1vdGhlci1rZXktMDA=").unwrap();
+    let denied = emulator
+        .call_as(
+            &other_key,
+            SystemTime::now(),
+            "PUT",
+            &path,
+            r#"{"principalType":"user"}"#,
+        )
+        .await;
+    assert_eq!(denied.status, 401);
+    assert_eq!(denied.error_code(), "Denied");
+    assert_eq!(emulator.call("GET", &path, "").await.status, 404);
+    // Other methods on the assignment are not routes.
+    assert_eq!(emulator.call("POST", &path, "{}").await.status, 404);
+}
+
+#[tokio::test]
+async fn teams_extension_assignments_survive_a_restart_with_a_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_path_buf();
+    let path = teams_extension_path(TENANT, OBJECT, STABLE_ACCESS);
+    let second = teams_extension_path(TENANT, CLIENT, STABLE_ACCESS);
+    let first_run = start(|config| config.data_dir = Some(data_dir.clone())).await;
+    let put = first_run
+        .call("PUT", &path, r#"{"principalType":"user"}"#)
+        .await;
+    assert_eq!(put.status, 201);
+    let put = first_run
+        .call("PUT", &second, r#"{"principalType":"user"}"#)
+        .await;
+    assert_eq!(put.status, 201);
+    assert_eq!(first_run.call("DELETE", &second, "").await.status, 204);
+    first_run.handle.shutdown().await;
+
+    // Twice: the first restart replays the changes, the second reads the compacted file.
+    for _ in 0..2 {
+        let run = start(|config| config.data_dir = Some(data_dir.clone())).await;
+        let read = run.call("GET", &path, "").await;
+        assert_eq!(read.status, 200, "{}", read.json);
+        assert_eq!(read.json["principalType"], "user");
+        assert_eq!(run.call("GET", &second, "").await.status, 404);
+        run.handle.shutdown().await;
+    }
+}
+
+const RESOURCE: &str = "2dee53b4-368b-45b4-ab52-8493fb117652";
+
+/// An emulator over HTTPS (bearer tokens count only there), with a known resource id.
+async fn start_tls(configure: impl FnOnce(&mut EmulatorConfig)) -> Emulator {
+    let ca = test_ca();
+    let mut emulator = start(|config| {
+        config.tls = Some(ca.server.clone());
+        config.resource_id = Some(RESOURCE.into());
+        configure(config);
+    })
+    .await;
+    emulator.http = reqwest::Client::builder()
+        .timeout(WAIT)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem.as_bytes()).unwrap())
+        .resolve("localhost", emulator.handle.local_addr())
+        .build()
+        .unwrap();
+    emulator.admin = Admin::new(&emulator.handle, Some(&ca.ca_pem));
+    emulator
+}
+
+impl Emulator {
+    /// An Entra ID token of a test user (`POST /admin/teamsUsers`), with `extra` fields.
+    async fn entra_user_token(&self, app: &str, object: &str, extra: Value) -> (String, Value) {
+        let mut spec = json!({"appId": app, "userId": object, "tenantId": TENANT});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let user = self.admin.post("admin/teamsUsers", spec).await;
+        (user["token"].as_str().unwrap().to_string(), user)
+    }
+
+    /// An exchange as `EntraTokenCredential` sends it: the Entra token as bearer, body `{}`.
+    async fn exchange(&self, path_and_query: &str, bearer: Option<&str>) -> Answer {
+        let mut request = self
+            .http
+            .post(self.url(path_and_query))
+            .header("content-type", "application/json")
+            .body("{}");
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        answer(request.send().await.unwrap()).await
+    }
+}
+
+fn teams_extension_exchange_path(version: &str) -> String {
+    format!("/access/teamsExtension/:exchangeAccessToken?api-version={version}")
+}
+
+#[tokio::test]
+async fn the_teams_extension_exchange_answers_assigned_users_of_listed_clients_only() {
+    let emulator = start_tls(|_| {}).await;
+    let path = teams_extension_exchange_path(STABLE_ACCESS);
+    let (token, user) = emulator.entra_user_token(CLIENT, OBJECT, json!({})).await;
+
+    let unassigned = emulator.exchange(&path, Some(&token)).await;
+    assert_eq!(unassigned.status, 403, "{}", unassigned.json);
+    assert_eq!(unassigned.error_code(), "Forbidden");
+
+    let assign = json!({"principalType": "user", "clientIds": [CLIENT]}).to_string();
+    let put = emulator
+        .call(
+            "PUT",
+            &teams_extension_path(TENANT, OBJECT, STABLE_ACCESS),
+            &assign,
+        )
+        .await;
+    assert_eq!(put.status, 201, "{}", put.json);
+    let ok = emulator.exchange(&path, Some(&token)).await;
+    assert_eq!(ok.status, 200, "{}", ok.json);
+    assert_eq!(
+        ok.json["identity"]["id"],
+        format!("8:acs:{RESOURCE}_{TENANT}_{OBJECT}")
+    );
+    assert_eq!(
+        ok.json["accessToken"]["expiresOn"], user["expiresOn"],
+        "expires with the Entra token"
+    );
+    let acs_token = ok.json["accessToken"]["token"].as_str().unwrap();
+    assert_eq!(emulator.verdict(acs_token).await, "ok");
+    assert!(emulator.admin.live_identities().await.is_empty());
+    // Every version with the extension exchanges; 2025-04-01-preview has no such call.
+    for version in ["2025-03-02-preview", "2026-07-22", "2026-09-23"] {
+        let other = emulator
+            .exchange(&teams_extension_exchange_path(version), Some(&token))
+            .await;
+        assert_eq!(other.status, 200, "{version}: {}", other.json);
+    }
+    let preview = emulator
+        .exchange(
+            &teams_extension_exchange_path("2025-04-01-preview"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(preview.error_code(), "UnsupportedApiVersion");
+
+    let other_client = "11111111-2222-3333-4444-555555555555";
+    let (other_app, _) = emulator
+        .entra_user_token(other_client, OBJECT, json!({}))
+        .await;
+    let (expired, _) = emulator
+        .entra_user_token(CLIENT, OBJECT, json!({"lifetimeSeconds": 0}))
+        .await;
+    let (clients_audience, _) = emulator
+        .entra_user_token(
+            CLIENT,
+            OBJECT,
+            json!({"audience": "https://communication.azure.com/clients"}),
+        )
+        .await;
+    let cases = [
+        (
+            Some(other_app.as_str()),
+            403,
+            "Forbidden",
+            "does not allow client",
+        ),
+        (Some(expired.as_str()), 401, "InvalidAccessToken", "expired"),
+        (
+            Some(clients_audience.as_str()),
+            401,
+            "InvalidAccessToken",
+            "audience",
+        ),
+        (
+            Some(acs_token),
+            401,
+            "InvalidAccessToken",
+            "not issued by the emulator",
+        ),
+        (None, 401, "InvalidAccessToken", "Authorization: Bearer"),
+    ];
+    for (bearer, status, code, message) in cases {
+        let refused = emulator.exchange(&path, bearer).await;
+        assert_eq!(refused.status, status, "{message}: {}", refused.json);
+        assert_eq!(refused.error_code(), code, "{message}");
+        assert!(
+            refused.error_message().contains(message),
+            "{}",
+            refused.json
+        );
+        assert!(!refused.error_message().contains(&token));
+    }
+    // Signed with the access key, the exchange has no user: refused.
+    let signed = emulator.call("POST", &path, "{}").await;
+    assert_eq!(signed.status, 401, "{}", signed.json);
+
+    // Once the assignment is gone, so is the exchange.
+    let removed = emulator
+        .call(
+            "DELETE",
+            &teams_extension_path(TENANT, OBJECT, STABLE_ACCESS),
+            "",
+        )
+        .await;
+    assert_eq!(removed.status, 204);
+    assert_eq!(emulator.exchange(&path, Some(&token)).await.status, 403);
+    assert_eq!(
+        emulator
+            .admin
+            .count("exchangeTeamsExtensionToken", 200)
+            .await,
+        4
+    );
+    emulator.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_exchanges_refuse_bearer_tokens_over_plain_http() {
+    let emulator = start(|_| {}).await;
+    let (token, _) = emulator.entra_user_token(CLIENT, OBJECT, json!({})).await;
+    let refused = emulator
+        .exchange(&teams_extension_exchange_path(STABLE_ACCESS), Some(&token))
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.json);
+    assert!(
+        refused.error_message().contains("HTTPS only"),
+        "{}",
+        refused.json
+    );
+}
+
+const ACCESS_PREVIEW: &str = "2025-03-02-preview";
+const CLIENTS_AUDIENCE: &str = "https://communication.azure.com/clients";
+
+fn entra_assignment_path(object: &str) -> String {
+    format!("/access/entra/assignments/{object}?api-version={ACCESS_PREVIEW}")
+}
+
+/// A GUID numbered `n`, for making many object ids.
+fn numbered_guid(n: usize) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+#[tokio::test]
+async fn entra_assignments_are_put_patched_listed_in_pages_and_removed() {
+    let emulator = start(|_| {}).await;
+    let path = entra_assignment_path(OBJECT);
+    let body = json!({"tenantId": TENANT, "principalType": "user", "clientIds": [CLIENT]});
+    let created = emulator.call("PUT", &path, &body.to_string()).await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    assert_eq!(
+        created.json,
+        json!({"objectId": OBJECT, "tenantId": TENANT, "principalType": "user", "clientIds": [CLIENT]})
+    );
+    let replaced = emulator
+        .call(
+            "PUT",
+            &path,
+            &json!({"tenantId": TENANT, "principalType": "group", "clientIds": []}).to_string(),
+        )
+        .await;
+    assert_eq!(replaced.status, 200, "{}", replaced.json);
+    assert_eq!(
+        emulator.call("GET", &path, "").await.json["principalType"],
+        "group"
+    );
+    let missing = emulator
+        .call(
+            "PUT",
+            &path,
+            &json!({"tenantId": TENANT, "principalType": "user"}).to_string(),
+        )
+        .await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(missing.json["error"]["target"], "ClientIds");
+    // Only the preview has the Entra ID operations.
+    let stable = emulator
+        .call(
+            "GET",
+            &format!("/access/entra/assignments/{OBJECT}?api-version={STABLE_ACCESS}"),
+            "",
+        )
+        .await;
+    assert_eq!(stable.error_code(), "UnsupportedApiVersion");
+
+    // One PATCH adds 60 and removes the first; the listing pages through all of them once.
+    let mut patch = serde_json::Map::new();
+    for n in 0..60 {
+        patch.insert(
+            numbered_guid(n),
+            json!({"tenantId": TENANT, "principalType": "user", "clientIds": []}),
+        );
+    }
+    patch.insert(OBJECT.into(), Value::Null);
+    let patched = emulator
+        .call(
+            "PATCH",
+            &format!("/access/entra/assignments?api-version={ACCESS_PREVIEW}"),
+            &Value::Object(patch).to_string(),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.json);
+    assert_eq!(patched.json["value"].as_array().unwrap().len(), 60);
+    assert_eq!(emulator.call("GET", &path, "").await.status, 404);
+    let mut listed = Vec::new();
+    let mut next = Some(emulator.url(&format!(
+        "/access/entra/assignments?api-version={ACCESS_PREVIEW}"
+    )));
+    let mut pages = 0;
+    while let Some(url) = next.take() {
+        pages += 1;
+        assert!(pages <= 3, "the listing does not end");
+        let page = emulator
+            .call("GET", &url[url::Position::BeforePath..], "")
+            .await;
+        assert_eq!(page.status, 200, "{}", page.json);
+        for assignment in page.json["value"].as_array().unwrap() {
+            listed.push(assignment["objectId"].as_str().unwrap().to_string());
+        }
+        next = page.json["nextLink"]
+            .as_str()
+            .map(|link| Url::parse(link).unwrap());
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(listed, (0..60).map(numbered_guid).collect::<Vec<_>>());
+
+    // A PATCH with one bad entry changes nothing.
+    let bad = json!({
+        numbered_guid(0): null,
+        numbered_guid(99): {"tenantId": TENANT, "principalType": "everyone", "clientIds": []},
+    });
+    let refused = emulator
+        .call(
+            "PATCH",
+            &format!("/access/entra/assignments?api-version={ACCESS_PREVIEW}"),
+            &bad.to_string(),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    assert!(
+        refused.error_message().contains(&numbered_guid(99)),
+        "{}",
+        refused.json
+    );
+    assert_eq!(
+        emulator
+            .call("GET", &entra_assignment_path(&numbered_guid(0)), "")
+            .await
+            .status,
+        200
+    );
+
+    let removed = emulator
+        .call("DELETE", &entra_assignment_path(&numbered_guid(0)), "")
+        .await;
+    assert_eq!(removed.status, 204);
+    assert_eq!(emulator.admin.count("updateEntraAssignments", 200).await, 1);
+    assert_eq!(emulator.admin.count("listEntraAssignments", 200).await, 2);
+}
+
+#[tokio::test]
+async fn the_entra_exchange_answers_users_covered_by_a_user_group_or_tenant_assignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_path_buf();
+    let emulator = start_tls(|config| config.data_dir = Some(data_dir.clone())).await;
+    let path = format!("/access/entra/:exchangeAccessToken?api-version={ACCESS_PREVIEW}");
+    let group = numbered_guid(7);
+    let member = numbered_guid(8);
+    let audience = json!({"audience": CLIENTS_AUDIENCE});
+    let (token, user) = emulator
+        .entra_user_token(CLIENT, OBJECT, audience.clone())
+        .await;
+    let (member_token, _) = emulator
+        .entra_user_token(
+            CLIENT,
+            &member,
+            json!({"audience": CLIENTS_AUDIENCE, "groups": [group]}),
+        )
+        .await;
+    assert_eq!(emulator.exchange(&path, Some(&token)).await.status, 403);
+
+    let assign = |principal: &str, clients: Value| {
+        json!({"tenantId": TENANT, "principalType": principal, "clientIds": clients}).to_string()
+    };
+    let put = emulator
+        .call(
+            "PUT",
+            &entra_assignment_path(OBJECT),
+            &assign("user", json!([CLIENT])),
+        )
+        .await;
+    assert_eq!(put.status, 201);
+    let ok = emulator.exchange(&path, Some(&token)).await;
+    assert_eq!(ok.status, 200, "{}", ok.json);
+    assert_eq!(
+        ok.json["identity"]["id"],
+        format!("8:acs:{RESOURCE}_wf_{TENANT}_{OBJECT}")
+    );
+    assert_eq!(ok.json["accessToken"]["expiresOn"], user["expiresOn"]);
+    let acs_token = ok.json["accessToken"]["token"].as_str().unwrap();
+    assert_eq!(emulator.verdict(acs_token).await, "ok");
+    // The group member has no assignment of their own: the group's admits them.
+    assert_eq!(
+        emulator.exchange(&path, Some(&member_token)).await.status,
+        403
+    );
+    let put = emulator
+        .call(
+            "PUT",
+            &entra_assignment_path(&group),
+            &assign("group", json!([])),
+        )
+        .await;
+    assert_eq!(put.status, 201);
+    assert_eq!(
+        emulator.exchange(&path, Some(&member_token)).await.status,
+        200
+    );
+    // The Teams extension's audience is not this exchange's, nor the reverse.
+    let (teams_token, _) = emulator.entra_user_token(CLIENT, OBJECT, json!({})).await;
+    let wrong = emulator.exchange(&path, Some(&teams_token)).await;
+    assert_eq!(wrong.status, 401, "{}", wrong.json);
+    assert!(wrong.error_message().contains("audience"));
+    let stable = emulator
+        .exchange(
+            &format!("/access/entra/:exchangeAccessToken?api-version={STABLE_ACCESS}"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(stable.error_code(), "UnsupportedApiVersion");
+    emulator.handle.shutdown().await;
+
+    // The assignments are the resource's state: a restart keeps them, a tenant-wide one too.
+    let emulator = start_tls(|config| config.data_dir = Some(data_dir.clone())).await;
+    let (stranger, _) = emulator
+        .entra_user_token(CLIENT, &numbered_guid(9), audience.clone())
+        .await;
+    assert_eq!(emulator.exchange(&path, Some(&stranger)).await.status, 403);
+    let put = emulator
+        .call(
+            "PUT",
+            &entra_assignment_path(TENANT),
+            &assign("tenant", json!([])),
+        )
+        .await;
+    assert_eq!(put.status, 201);
+    assert_eq!(emulator.exchange(&path, Some(&stranger)).await.status, 200);
+    assert_eq!(
+        emulator.exchange(&path, Some(&member_token)).await.status,
+        200
+    );
+    emulator.handle.shutdown().await;
+    let emulator = start_tls(|config| config.data_dir = Some(data_dir.clone())).await;
+    let (again, _) = emulator.entra_user_token(CLIENT, OBJECT, audience).await;
+    assert_eq!(emulator.exchange(&path, Some(&again)).await.status, 200);
+    assert_eq!(
+        emulator
+            .call("GET", &entra_assignment_path(TENANT), "")
+            .await
+            .status,
+        200
+    );
+    emulator.handle.shutdown().await;
 }

@@ -7,6 +7,9 @@
 //! `@azure/communication-identity` 1.3.1) against `https://localhost:PORT/`, trusting the CA
 //! through `REQUESTS_CA_BUNDLE` / `NODE_EXTRA_CA_CERTS` exactly as a developer would.
 //!
+//! `tests/sdk/entra_exchange.mjs` runs `@azure/communication-common` 2.5.0's
+//! `EntraTokenCredential` through both `/access` exchanges the same way.
+//!
 //! The script prints one JSON line per quickstart step and then waits for a line on stdin, so
 //! the harness checks the emulator's admin view after every step, not only at the end: the
 //! identities with their token and revocation counts, every token the SDK received so far
@@ -1264,6 +1267,180 @@ async fn js_sdk_exchanges_teams_user_tokens_over_tls() {
         ],
     )
     .await;
+    emulator.stop().await;
+}
+
+const RESOURCE_ID: &str = "6e1f3c2a-5b4d-4e8f-9a0b-1c2d3e4f5a6b";
+const TENANT_ID: &str = "c70d068c-2f32-484d-9455-73070cd5aadd";
+const CLIENT_ID: &str = "07474a86-625a-452f-977b-db4e13f21260";
+
+impl Emulator {
+    /// A data-plane request signed with the access key, as the SDKs sign it: the assignments,
+    /// which no SDK here makes.
+    async fn signed(&self, method: &str, path_and_query: &str, body: &Value) -> (u16, Value) {
+        let key = acs_client::AccessKey::from_base64(ACCESS_KEY).expect("access key");
+        let url = url::Url::parse(&format!("https://localhost:{}{path_and_query}", self.port))
+            .expect("URL");
+        let body = body.to_string();
+        let signature = acs_client::signing::sign_request(
+            &key,
+            method,
+            &url,
+            body.as_bytes(),
+            std::time::SystemTime::now(),
+        );
+        let response = self
+            .admin
+            .request(method.parse().expect("method"), url)
+            .header("x-ms-date", signature.x_ms_date)
+            .header("x-ms-content-sha256", signature.x_ms_content_sha256)
+            .header("authorization", signature.authorization)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path_and_query}: {e}"));
+        let status = response.status().as_u16();
+        let json = response.json().await.unwrap_or(Value::Null);
+        (status, json)
+    }
+}
+
+/// The claims of an emulator token (base64url JSON payload).
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("JWT");
+    serde_json::from_slice(&B64URL.decode(payload).expect("base64url")).expect("JSON claims")
+}
+
+/// `@azure/communication-common` 2.5.0's `EntraTokenCredential`, unmodified, through both
+/// exchanges: a Teams Phone extension user and an Entra ID user with assignments get ACS tokens
+/// of their identities that verify and expire with their Entra tokens, each after exactly one
+/// request (the second `getToken` is the SDK's cache), and a user without an assignment is
+/// refused with the emulator's 403.
+#[tokio::test]
+async fn js_sdk_entra_token_credential_exchanges_both_ways_over_tls() {
+    let sdks = sdks();
+    let tls = TestTls::generate();
+    let emulator = Emulator::start_with(&tls, &["--resource-id", RESOURCE_ID]).await;
+    let (phone_user, entra_user, stranger) = (
+        "b27b64b9-39d2-44a3-869d-67700b74e805",
+        "fd63f3cb-3731-4d15-8e47-9d062aba58c5",
+        "350adb03-7be9-4846-b078-35adb0d0e119",
+    );
+    let assigned = emulator
+        .signed(
+            "PUT",
+            &format!(
+                "/access/teamsExtension/tenants/{TENANT_ID}/assignments/{phone_user}?api-version=2025-06-30"
+            ),
+            &json!({"principalType": "user", "clientIds": [CLIENT_ID]}),
+        )
+        .await;
+    assert_eq!(assigned.0, 201, "{}", assigned.1);
+    let assigned = emulator
+        .signed(
+            "PUT",
+            &format!("/access/entra/assignments/{entra_user}?api-version=2025-03-02-preview"),
+            &json!({"tenantId": TENANT_ID, "principalType": "user", "clientIds": [CLIENT_ID]}),
+        )
+        .await;
+    assert_eq!(assigned.0, 201, "{}", assigned.1);
+    let user = |object: &str, audience: Option<&str>| {
+        let mut spec = json!({"appId": CLIENT_ID, "userId": object, "tenantId": TENANT_ID});
+        if let Some(audience) = audience {
+            spec["audience"] = audience.into();
+        }
+        emulator.teams_user_token(spec)
+    };
+    let clients = Some("https://communication.azure.com/clients");
+    let phone = user(phone_user, None).await;
+    let entra = user(entra_user, clients).await;
+    let unassigned = user(stranger, clients).await;
+    let tokens = json!({
+        "teamsExtension": phone["token"],
+        "clients": entra["token"],
+        "unassigned": unassigned["token"],
+    });
+    let env = vec![
+        ("NODE_EXTRA_CA_CERTS", tls.ca_path().into()),
+        ("SDK_JS_DIR", sdks.js_dir.clone().into()),
+        (
+            "ACS_RESOURCE_ENDPOINT",
+            format!("https://localhost:{}", emulator.port).into(),
+        ),
+        ("ENTRA_TOKENS", tokens.to_string().into()),
+    ];
+    let mut run = Script::spawn(
+        "js entra",
+        &emulator,
+        Path::new("node"),
+        &[repo_root().join("tests/sdk/entra_exchange.mjs").into()],
+        &env,
+    );
+    let cases = [
+        (
+            "teams_extension",
+            &phone,
+            format!("acs:{RESOURCE_ID}_{TENANT_ID}_{phone_user}"),
+            "https://auth.msft.communication.azure.com/TeamsExtension.ManageCalls",
+        ),
+        (
+            "entra",
+            &entra,
+            format!("acs:{RESOURCE_ID}_wf_{TENANT_ID}_{entra_user}"),
+            "https://communication.azure.com/clients/.default",
+        ),
+    ];
+    for (name, entra_token, skypeid, scope) in cases {
+        let step = run.next(name).await;
+        let token = string(&step, "token");
+        assert_eq!(emulator.reason(&token).await, "ok", "{name}: verifies");
+        let claims = claims_of(&token);
+        assert_eq!(claims["skypeid"], skypeid, "{name}: the user's identity");
+        let entra_exp = jiff::Timestamp::from_str(entra_token["expiresOn"].as_str().unwrap())
+            .unwrap()
+            .as_second();
+        assert_eq!(
+            claims["exp"], entra_exp,
+            "{name}: expires with the Entra token"
+        );
+        assert_eq!(
+            step["expiresOnTimestamp"],
+            entra_exp * 1000,
+            "{name}: the SDK read the expiry"
+        );
+        assert_eq!(
+            step["scopes"],
+            json!([scope]),
+            "{name}: {}",
+            redacted(&step)
+        );
+        run.ack().await;
+    }
+    let step = run.next("unassigned_rejected").await;
+    let message = string(&step, "message");
+    assert!(
+        message.contains("Status: 403") && message.contains("Forbidden"),
+        "{}",
+        redacted(&step)
+    );
+    run.ack().await;
+    run.next("done").await;
+    run.finish(true).await;
+    assert!(
+        emulator.identities().await.is_empty(),
+        "no ACS identity made"
+    );
+    assert_eq!(
+        emulator.counts().await,
+        json!({
+            "upsertTeamsExtensionAssignment": {"201": 1},
+            "upsertEntraAssignment": {"201": 1},
+            "exchangeTeamsExtensionToken": {"200": 1},
+            "exchangeEntraToken": {"200": 1, "403": 1},
+        }),
+        "one request per exchange: the SDK's cache serves the second getToken"
+    );
     emulator.stop().await;
 }
 

@@ -2,10 +2,11 @@
 //! [`FIELD_MANAGER`], never forced), Events on the workload and the AcsIdentity, and the
 //! AcsIdentity's [`CONDITION`] when a workload could not be restarted.
 
-use super::{CONDITION, FIELD_MANAGER, TargetKey};
+use super::{CONDITION, FIELD_MANAGER, WorkloadKey};
 use crate::api::AcsIdentity;
 use crate::controller::events::Publisher;
-use crate::policy::restart::RESTARTED_FOR_ANNOTATION;
+use crate::policy::Reason;
+use crate::policy::restart::{RESTARTED_FOR_ANNOTATION, WriteFailure};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -29,66 +30,45 @@ pub struct IdentityRef {
     pub conditions: Vec<Condition>,
 }
 
-/// Why a restart was not written.
+/// A failed write to a workload: what it means (the policy decides what follows) and the API
+/// server's words, shortened.
 #[derive(Debug)]
-pub enum Failure {
-    /// Another field manager holds the annotation with another value.
-    Conflict(String),
-    /// The workload is gone (or was made again under its name).
-    Missing(String),
-    /// The operator may not patch it (RBAC).
-    Forbidden(String),
-    Other(String),
+pub struct WriteError {
+    pub failure: WriteFailure,
+    message: String,
 }
 
-impl Failure {
-    /// Not retried for the same tokens: retrying would fight the other manager.
-    pub fn give_up(&self) -> bool {
-        matches!(self, Failure::Conflict(_))
-    }
-
-    /// Worth an Event and a condition: the operator cannot write it, not a passing race.
-    pub fn worth_reporting(&self) -> bool {
-        matches!(self, Failure::Forbidden(_) | Failure::Other(_))
-    }
-
+impl WriteError {
     fn from_error(e: kube::Error) -> Self {
         match e {
             kube::Error::Api(s) => {
                 let message: String = s.message.chars().take(MAX_MESSAGE).collect();
-                match s.code {
-                    409 if message.contains("conflict") => Failure::Conflict(message),
-                    // 409 for a uid that no longer matches; 422 for an apply that would
-                    // create it (a partial object is not a valid workload).
-                    404 | 409 | 422 => Failure::Missing(message),
-                    403 => Failure::Forbidden(message),
-                    _ => Failure::Other(format!("{} ({})", message, s.code)),
-                }
+                let failure = WriteFailure::from_status(s.code, &message);
+                let message = match failure {
+                    WriteFailure::Other => format!("{} ({})", message, s.code),
+                    _ => message,
+                };
+                WriteError { failure, message }
             }
-            other => Failure::Other(other.to_string().chars().take(MAX_MESSAGE).collect()),
-        }
-    }
-
-    fn reason(&self) -> &'static str {
-        match self {
-            Failure::Conflict(_) => "RestartConflict",
-            Failure::Missing(_) => "RestartTargetMissing",
-            Failure::Forbidden(_) => "RestartForbidden",
-            Failure::Other(_) => "RestartFailed",
+            other => WriteError {
+                failure: WriteFailure::Other,
+                message: other.to_string().chars().take(MAX_MESSAGE).collect(),
+            },
         }
     }
 }
 
-impl std::fmt::Display for Failure {
+impl std::fmt::Display for WriteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Conflict(m) => write!(
+        let m = &self.message;
+        match self.failure {
+            WriteFailure::Conflict => write!(
                 f,
                 "another field manager sets {RESTARTED_FOR_ANNOTATION}; not overriding it: {m}"
             ),
-            Failure::Missing(m) => write!(f, "the workload is gone: {m}"),
-            Failure::Forbidden(m) => write!(f, "not allowed to patch it: {m}"),
-            Failure::Other(m) => write!(f, "{m}"),
+            WriteFailure::Missing => write!(f, "the workload is gone: {m}"),
+            WriteFailure::Forbidden => write!(f, "not allowed to patch it: {m}"),
+            WriteFailure::Other => write!(f, "{m}"),
         }
     }
 }
@@ -110,7 +90,7 @@ impl Actor {
         }
     }
 
-    fn api(&self, key: &TargetKey) -> Api<DynamicObject> {
+    fn api(&self, key: &WorkloadKey) -> Api<DynamicObject> {
         Api::namespaced_with(
             self.client.clone(),
             &key.namespace,
@@ -119,27 +99,24 @@ impl Actor {
     }
 
     /// Publishes an Event without waiting for it; a failure is logged.
-    fn event(
-        &self,
-        regarding: ObjectReference,
-        type_: EventType,
-        reason: &'static str,
-        note: String,
-    ) {
+    fn event(&self, regarding: ObjectReference, type_: EventType, reason: Reason, note: String) {
         let events = self.events.clone();
         tokio::spawn(async move {
-            if let Err(e) = events.publish(regarding, type_, reason, &note).await {
+            if let Err(e) = events
+                .publish(regarding, type_, reason.as_str(), &note)
+                .await
+            {
                 warn!(error = %e, "could not publish Event");
             }
         });
     }
 
     /// Tells the workload that its restart annotation is not understood.
-    pub fn annotation_problem(&self, key: &TargetKey, uid: Option<String>, problem: String) {
+    pub fn annotation_problem(&self, key: &WorkloadKey, uid: Option<String>, problem: String) {
         self.event(
             target_ref(key, uid),
             EventType::Warning,
-            "RestartAnnotationInvalid",
+            Reason::RestartAnnotationInvalid,
             problem,
         );
     }
@@ -148,18 +125,18 @@ impl Actor {
     /// it: the pod template's value if it has one, else `wanted`. Returns the value recorded.
     pub async fn baseline(
         &self,
-        key: &TargetKey,
+        key: &WorkloadKey,
         uid: Option<String>,
         wanted: &str,
-    ) -> Result<String, Failure> {
+    ) -> Result<String, WriteError> {
         self.try_baseline(key, uid, wanted)
             .await
-            .map_err(Failure::from_error)
+            .map_err(WriteError::from_error)
     }
 
     async fn try_baseline(
         &self,
-        key: &TargetKey,
+        key: &WorkloadKey,
         uid: Option<String>,
         wanted: &str,
     ) -> Result<String, kube::Error> {
@@ -184,22 +161,22 @@ impl Actor {
     /// to `value`, under the restart field manager, never forced.
     pub async fn restart(
         &self,
-        key: &TargetKey,
+        key: &WorkloadKey,
         uid: Option<String>,
         value: &str,
         identities: &[String],
-    ) -> Result<(), Failure> {
+    ) -> Result<(), WriteError> {
         let patch = apply_body(key, uid.clone(), value);
         timed(
             self.api(key)
                 .patch(&key.name, &apply_params(), &Patch::Apply(&patch)),
         )
         .await
-        .map_err(Failure::from_error)?;
+        .map_err(WriteError::from_error)?;
         self.event(
             target_ref(key, uid),
             EventType::Normal,
-            "Restarted",
+            Reason::Restarted,
             format!(
                 "Restarted for the renewed tokens of AcsIdentity {}",
                 identities.join(", ")
@@ -212,16 +189,17 @@ impl Actor {
     /// their condition, so that the owner of either sees it.
     pub async fn report_failure(
         &self,
-        key: &TargetKey,
-        failure: &Failure,
+        key: &WorkloadKey,
+        error: &WriteError,
         identities: &[IdentityRef],
     ) {
-        let message = format!("{key}: {failure}");
-        if !matches!(failure, Failure::Missing(_)) {
+        let message = format!("{key}: {error}");
+        let reason = error.failure.reason();
+        if error.failure != WriteFailure::Missing {
             self.event(
                 target_ref(key, None),
                 EventType::Warning,
-                failure.reason(),
+                reason,
                 message.clone(),
             );
         }
@@ -229,11 +207,11 @@ impl Actor {
             self.event(
                 identity_ref(&key.namespace, identity),
                 EventType::Warning,
-                failure.reason(),
+                reason,
                 message.clone(),
             );
             let reported = identity.conditions.iter().any(|c| {
-                c.type_ == CONDITION && c.reason == failure.reason() && c.message == message
+                c.type_ == CONDITION && c.reason == reason.as_str() && c.message == message
             });
             if reported {
                 // Already says so: its lastTransitionTime stays.
@@ -248,7 +226,7 @@ impl Actor {
             conditions.push(Condition {
                 type_: CONDITION.into(),
                 status: "False".into(),
-                reason: failure.reason().into(),
+                reason: reason.as_str().into(),
                 message: message.clone(),
                 observed_generation: None,
                 last_transition_time: Time(jiff::Timestamp::now()),
@@ -259,7 +237,7 @@ impl Actor {
     }
 
     /// Removes the condition a failed restart of this workload left on its identities.
-    pub async fn clear_failures(&self, key: &TargetKey, identities: &[IdentityRef]) {
+    pub async fn clear_failures(&self, key: &WorkloadKey, identities: &[IdentityRef]) {
         let prefix = format!("{key}: ");
         for identity in identities {
             let ours = identity
@@ -318,7 +296,7 @@ impl Actor {
 }
 
 /// The apply configuration of a restart: the annotation on the metadata and the pod template.
-fn apply_body(key: &TargetKey, uid: Option<String>, value: &str) -> Value {
+fn apply_body(key: &WorkloadKey, uid: Option<String>, value: &str) -> Value {
     let resource = key.kind.api_resource();
     let mut metadata = json!({
         "name": key.name,
@@ -348,7 +326,7 @@ async fn timed<T>(
     }
 }
 
-fn target_ref(key: &TargetKey, uid: Option<String>) -> ObjectReference {
+fn target_ref(key: &WorkloadKey, uid: Option<String>) -> ObjectReference {
     let resource = key.kind.api_resource();
     ObjectReference {
         api_version: Some(resource.api_version),
@@ -378,7 +356,7 @@ mod tests {
 
     #[test]
     fn the_apply_body_sets_the_annotation_on_metadata_and_template_only() {
-        let key = TargetKey {
+        let key = WorkloadKey {
             kind: WorkloadKind::StatefulSet,
             namespace: "team".into(),
             name: "db".into(),

@@ -5,9 +5,10 @@
 //! Observe: AcsIdentity statuses (`status.issuedFor.tokenHash` says which token the Secret
 //! holds; nothing else is kept) and the metadata of the Deployments, StatefulSets and
 //! DaemonSets of the chosen kinds (only those that opt in with
-//! [`CONSUMES_ANNOTATION`] are kept). Decide: [`crate::policy::restart`] — each target's
-//! [`step`], and [`Turns`] for whose restart goes next within the cluster-wide rate (a
-//! revoke's first, then fairly between namespaces). Act: [`act`].
+//! [`CONSUMES_ANNOTATION`] are kept), in an [`Index`]. Decide: [`plan()`] — each round's
+//! baselines, waits and restarts, in order within the cluster-wide rate (a revoke's first, then
+//! fairly between namespaces). Act: [`act`], each write's result fed back to the policy
+//! ([`after_baseline`], [`after_restart`]).
 //!
 //! It never writes an AcsIdentity's spec or Secret, so a restart cannot lead to a new token,
 //! and it runs beside the identity controller, so a failed restart never holds up a renewal.
@@ -17,8 +18,8 @@ mod act;
 use crate::api::AcsIdentity;
 use crate::metrics::Metrics;
 use crate::policy::restart::{
-    CONSUMES_ANNOTATION, Limits, RESTARTED_FOR_ANNOTATION, RateWindow, Skip, Step, TargetState,
-    Turns, consumed, restart_value, step,
+    CONSUMES_ANNOTATION, InNamespace, Limits, Pacer, RESTARTED_FOR_ANNOTATION, WorkloadIndex,
+    WorkloadState, after_baseline, after_restart, consumed, plan, restart_value,
 };
 use futures::stream::{BoxStream, SelectAll};
 use futures::{StreamExt, TryStreamExt};
@@ -38,9 +39,6 @@ use tracing::{debug, info, warn};
 /// The field manager of every restart write: the annotation is this manager's alone, so a
 /// re-apply of the workload's manifest by another manager leaves it as it is.
 pub const FIELD_MANAGER: &str = "acs-identity-operator-restarts";
-
-/// The least wait before a failed write is tried again, whatever the minimum interval.
-const MIN_RETRY: Duration = Duration::from_secs(5);
 
 /// The AcsIdentity condition that reports a consuming workload that could not be restarted.
 pub const CONDITION: &str = "WorkloadsRestarted";
@@ -102,21 +100,28 @@ pub struct RestartSettings {
 
 /// A workload, by kind, namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TargetKey {
+pub struct WorkloadKey {
     pub kind: WorkloadKind,
     pub namespace: String,
     pub name: String,
 }
 
-impl std::fmt::Display for TargetKey {
+impl std::fmt::Display for WorkloadKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}/{}", self.kind.as_str(), self.namespace, self.name)
     }
 }
 
-/// What is kept of an AcsIdentity.
+impl InNamespace for WorkloadKey {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+}
+
+/// What is kept of an AcsIdentity: its current token (by hash and expiry), and what the
+/// restart condition is written against.
 #[derive(Clone, Debug, Default)]
-struct Token {
+struct ObservedIdentity {
     uid: Option<String>,
     hash: Option<String>,
     expires: Option<jiff::Timestamp>,
@@ -127,15 +132,11 @@ struct Token {
 
 /// What is kept of an opted-in workload.
 #[derive(Debug)]
-struct Target {
+struct ObservedWorkload {
     uid: Option<String>,
     /// The identities it consumes, or why its annotation is not understood.
     consumes: Result<Vec<String>, String>,
-    state: TargetState,
-    /// The wait already counted in the metrics (one count per wait, not per look).
-    counted: Option<Skip>,
-    /// When to look again.
-    wake: Option<Instant>,
+    state: WorkloadState,
 }
 
 /// A watch event, from any of the watched kinds.
@@ -155,26 +156,28 @@ fn erase<K>(e: watcher::Event<PartialObjectMeta<K>>) -> watcher::Event<ObjectMet
     }
 }
 
-/// Everything the restart controller knows, and the clients it acts with.
-struct Restarter {
-    act: act::Actor,
-    limits: Limits,
-    metrics: Arc<Metrics>,
-    tokens: HashMap<(String, String), Token>,
-    targets: BTreeMap<TargetKey, Target>,
-    /// (namespace, identity) -> the targets that consume it.
-    consumers: HashMap<(String, String), BTreeSet<TargetKey>>,
-    rate: RateWindow,
-    /// The due restarts the rate holds back, in the order they go.
-    turns: Turns<TargetKey>,
-    /// When the rate allows the next start, while some wait.
-    rate_free_at: Option<Instant>,
+/// Everything the restart controller knows of the cluster, from its watches.
+struct Index {
+    identities: HashMap<(String, String), ObservedIdentity>,
+    workloads: BTreeMap<WorkloadKey, ObservedWorkload>,
+    /// (namespace, identity) -> the workloads that consume it.
+    consumers: HashMap<(String, String), BTreeSet<WorkloadKey>>,
     /// Streams between a (re)list's start and its end: nothing is decided meanwhile, as the
     /// picture is incomplete. All start listing.
     listing: HashSet<Option<WorkloadKind>>,
     /// Objects seen during a stream's current list, to drop those gone at its end.
     relisted: HashMap<Option<WorkloadKind>, HashSet<(String, String)>>,
-    dirty: BTreeSet<TargetKey>,
+    /// Workloads to look at in the next round (they, or their identities, changed).
+    dirty: BTreeSet<WorkloadKey>,
+}
+
+/// The restart controller: its index, the policy's pace of restarts, and the clients it acts
+/// with.
+struct Restarter {
+    index: Index,
+    pacer: Pacer<WorkloadKey>,
+    act: act::Actor,
+    metrics: Arc<Metrics>,
 }
 
 /// Runs the restart controller for `namespace` (or the whole cluster) until dropped; never
@@ -211,18 +214,17 @@ pub async fn run(
     let mut listing: HashSet<Option<WorkloadKind>> = kinds.iter().map(|k| Some(*k)).collect();
     listing.insert(None);
     let mut r = Restarter {
+        index: Index {
+            identities: HashMap::new(),
+            workloads: BTreeMap::new(),
+            consumers: HashMap::new(),
+            relisted: HashMap::new(),
+            listing,
+            dirty: BTreeSet::new(),
+        },
+        pacer: Pacer::new(settings.limits),
         act: act::Actor::new(client, instance),
-        rate: RateWindow::new(&settings.limits),
-        turns: Turns::default(),
-        rate_free_at: None,
-        limits: settings.limits,
         metrics,
-        tokens: HashMap::new(),
-        targets: BTreeMap::new(),
-        consumers: HashMap::new(),
-        relisted: HashMap::new(),
-        listing,
-        dirty: BTreeSet::new(),
     };
     loop {
         let wake = r.next_wake();
@@ -240,8 +242,8 @@ pub async fn run(
         while let Some(Some(input)) = futures::FutureExt::now_or_never(inputs.next()) {
             r.observe(input);
         }
-        if r.listing.is_empty() {
-            r.decide_and_act().await;
+        if r.index.listing.is_empty() {
+            r.round().await;
         }
     }
 }
@@ -300,15 +302,17 @@ fn time_left(t: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
 }
 
 impl Restarter {
+    /// When the loop must run a round without an event: at once while workloads changed, else
+    /// when the first wait is over.
     fn next_wake(&self) -> Option<Instant> {
-        if !self.dirty.is_empty() && self.listing.is_empty() {
+        if !self.index.dirty.is_empty() && self.index.listing.is_empty() {
             return Some(Instant::now());
         }
-        let rate = self.rate_free_at.filter(|_| !self.turns.is_empty());
-        self.targets
+        self.index
+            .workloads
             .values()
-            .filter_map(|t| t.wake)
-            .chain(rate)
+            .filter_map(|w| w.state.wake)
+            .chain(self.pacer.wake())
             .min()
     }
 
@@ -320,35 +324,201 @@ impl Restarter {
     }
 
     fn observe_identities(&mut self, event: watcher::Event<AcsIdentity>) {
+        let index = &mut self.index;
         match event {
-            watcher::Event::Init => self.start_list(None),
+            watcher::Event::Init => index.start_list(None),
             watcher::Event::InitApply(obj) => {
-                self.seen(None, obj.meta());
-                self.identity_applied(&obj);
+                index.seen(None, obj.meta());
+                index.identity_applied(&obj);
             }
-            watcher::Event::Apply(obj) => self.identity_applied(&obj),
+            watcher::Event::Apply(obj) => index.identity_applied(&obj),
             watcher::Event::Delete(obj) => {
                 let key = (obj.namespace().unwrap_or_default(), obj.name_any());
-                self.tokens.remove(&key);
-                self.mark_consumers(&key, None, false);
+                index.identities.remove(&key);
+                index.mark_consumers(&key, None, false);
             }
             watcher::Event::InitDone => {
-                let seen = self.relisted.remove(&None).unwrap_or_default();
-                let gone: Vec<_> = self
-                    .tokens
+                let seen = index.relisted.remove(&None).unwrap_or_default();
+                let gone: Vec<_> = index
+                    .identities
                     .keys()
                     .filter(|k| !seen.contains(*k))
                     .cloned()
                     .collect();
                 for key in gone {
-                    self.tokens.remove(&key);
-                    self.mark_consumers(&key, None, false);
+                    index.identities.remove(&key);
+                    index.mark_consumers(&key, None, false);
                 }
-                self.listing.remove(&None);
+                index.listing.remove(&None);
             }
         }
     }
 
+    fn observe_workloads(&mut self, kind: WorkloadKind, event: watcher::Event<ObjectMeta>) {
+        match event {
+            watcher::Event::Init => self.index.start_list(Some(kind)),
+            watcher::Event::InitApply(obj) => {
+                self.index.seen(Some(kind), &obj);
+                self.workload_applied(kind, obj);
+            }
+            watcher::Event::Apply(obj) => self.workload_applied(kind, obj),
+            watcher::Event::Delete(obj) => {
+                let key = workload_key(kind, &obj);
+                self.forget_workload(&key);
+            }
+            watcher::Event::InitDone => {
+                let seen = self.index.relisted.remove(&Some(kind)).unwrap_or_default();
+                let gone: Vec<_> = self
+                    .index
+                    .workloads
+                    .keys()
+                    .filter(|k| {
+                        k.kind == kind && !seen.contains(&(k.namespace.clone(), k.name.clone()))
+                    })
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    self.forget_workload(&key);
+                }
+                self.index.listing.remove(&Some(kind));
+            }
+        }
+    }
+
+    fn workload_applied(&mut self, kind: WorkloadKind, obj: ObjectMeta) {
+        let key = workload_key(kind, &obj);
+        let empty = BTreeMap::new();
+        let annotations = obj.annotations.as_ref().unwrap_or(&empty);
+        let Some(consumes) = annotations.get(CONSUMES_ANNOTATION) else {
+            // Not (or no longer) opted in: nothing of it is kept.
+            self.forget_workload(&key);
+            return;
+        };
+        let consumes = consumed(consumes);
+        let applied = annotations.get(RESTARTED_FOR_ANNOTATION).cloned();
+        let uid = obj.uid.clone();
+        let index = &mut self.index;
+        let previous = index.workloads.remove(&key);
+        if let Some(p) = &previous {
+            index.unindex(&key, p);
+        }
+        if let Err(problem) = &consumes {
+            let known = previous
+                .as_ref()
+                .is_some_and(|p| p.consumes.as_ref().err() == Some(problem));
+            if !known {
+                warn!(target = %key, %problem, "workload's restart annotation not understood");
+                self.act
+                    .annotation_problem(&key, uid.clone(), problem.clone());
+            }
+        }
+        let mut workload = previous.unwrap_or(ObservedWorkload {
+            uid: None,
+            consumes: Ok(Vec::new()),
+            state: WorkloadState::default(),
+        });
+        if workload.uid.is_some() && workload.uid != uid {
+            // Deleted and made again under the same name: a new workload.
+            workload.state = WorkloadState::default();
+        }
+        workload.uid = uid;
+        workload.consumes = consumes;
+        workload.state.applied = applied;
+        if let Ok(names) = &workload.consumes {
+            for name in names {
+                index
+                    .consumers
+                    .entry((key.namespace.clone(), name.clone()))
+                    .or_default()
+                    .insert(key.clone());
+            }
+        }
+        index.workloads.insert(key.clone(), workload);
+        index.dirty.insert(key);
+    }
+
+    fn forget_workload(&mut self, key: &WorkloadKey) {
+        self.index.forget(key);
+        self.pacer.forget(key);
+    }
+
+    /// One round: the policy's plan for the workloads that changed or whose wait is over, then
+    /// its writes, each result fed back.
+    async fn round(&mut self) {
+        let now = Instant::now();
+        let look = self.index.due(now);
+        let planned = plan(&mut self.pacer, &mut self.index, look, now);
+        for (key, why) in &planned.new_waits {
+            self.metrics
+                .observe_restart_skipped(key.kind.as_str(), why.as_str());
+        }
+        for (key, wanted) in planned.baselines {
+            self.baseline(key, wanted).await;
+        }
+        for (key, wanted) in planned.restarts {
+            let started = Instant::now();
+            self.pacer.restart_started(started);
+            self.restart(key, wanted, started).await;
+            self.pacer.restart_answered(Instant::now());
+        }
+        self.pacer.round_done(Instant::now());
+    }
+
+    async fn baseline(&mut self, key: WorkloadKey, wanted: String) {
+        let uid = self.index.workloads.get(&key).and_then(|w| w.uid.clone());
+        let result = self.act.baseline(&key, uid, &wanted).await;
+        let answered = Instant::now();
+        match &result {
+            Ok(value) => {
+                debug!(target = %key, %value, "restart annotation recorded");
+                // The value written may be the template's, older than wanted.
+                if self.index.workloads.contains_key(&key) {
+                    self.index.dirty.insert(key.clone());
+                }
+            }
+            Err(error) => {
+                warn!(target = %key, %error, "could not record the restart annotation");
+                if error.failure.worth_reporting() {
+                    self.metrics.observe_restart(key.kind.as_str(), false);
+                    let identities = self.index.identity_refs(&key);
+                    self.act.report_failure(&key, error, &identities).await;
+                }
+            }
+        }
+        if let Some(w) = self.index.workloads.get_mut(&key) {
+            let result = result.map_err(|e| e.failure);
+            after_baseline(&mut w.state, result, answered, self.pacer.limits());
+        }
+    }
+
+    async fn restart(&mut self, key: WorkloadKey, wanted: String, started: Instant) {
+        let Some(workload) = self.index.workloads.get(&key) else {
+            return;
+        };
+        let names = workload.consumes.clone().unwrap_or_default();
+        let uid = workload.uid.clone();
+        let identities = self.index.identity_refs(&key);
+        let result = self.act.restart(&key, uid, &wanted, &names).await;
+        match &result {
+            Ok(()) => {
+                info!(target = %key, identities = ?names, "restarted for renewed tokens");
+                self.metrics.observe_restart(key.kind.as_str(), true);
+                self.act.clear_failures(&key, &identities).await;
+            }
+            Err(error) => {
+                warn!(target = %key, %error, "restart failed");
+                self.metrics.observe_restart(key.kind.as_str(), false);
+                self.act.report_failure(&key, error, &identities).await;
+            }
+        }
+        if let Some(w) = self.index.workloads.get_mut(&key) {
+            let result = result.map_err(|e| e.failure);
+            after_restart(&mut w.state, wanted, started, result, self.pacer.limits());
+        }
+    }
+}
+
+impl Index {
     fn start_list(&mut self, stream: Option<WorkloadKind>) {
         self.listing.insert(stream);
         self.relisted.insert(stream, HashSet::new());
@@ -365,7 +535,7 @@ impl Restarter {
     fn identity_applied(&mut self, obj: &AcsIdentity) {
         let key = (obj.namespace().unwrap_or_default(), obj.name_any());
         let status = obj.status.as_ref();
-        let token = Token {
+        let identity = ObservedIdentity {
             uid: obj.uid(),
             hash: status
                 .and_then(|s| s.issued_for.as_ref())
@@ -376,131 +546,48 @@ impl Restarter {
             revoke_handled: status.and_then(|s| s.handled_revoke_request.clone()),
             conditions: status.map(|s| s.conditions.clone()).unwrap_or_default(),
         };
-        let previous = self.tokens.insert(key.clone(), token.clone());
+        let previous = self.identities.insert(key.clone(), identity.clone());
         match previous {
-            Some(p) if p.hash == token.hash => {}
+            Some(p) if p.hash == identity.hash => {}
             // A new token: the old one's expiry is the consumers' budget; written with a
             // revoke request newly handled, the old one no longer works at all.
             Some(p) => {
-                let revoked =
-                    token.revoke_handled.is_some() && token.revoke_handled != p.revoke_handled;
+                let revoked = identity.revoke_handled.is_some()
+                    && identity.revoke_handled != p.revoke_handled;
                 self.mark_consumers(&key, p.expires, revoked)
             }
             None => self.mark_consumers(&key, None, false),
         }
     }
 
-    /// Queues a look at the targets consuming `identity`; `old_expiry`: the replaced token's;
-    /// `revoked`: the replaced token was revoked.
+    /// Queues a look at the workloads consuming `identity`; `old_expiry`: the replaced
+    /// token's; `revoked`: the replaced token was revoked.
     fn mark_consumers(
         &mut self,
         identity: &(String, String),
         old_expiry: Option<jiff::Timestamp>,
         revoked: bool,
     ) {
-        let Some(targets) = self.consumers.get(identity) else {
+        let Some(keys) = self.consumers.get(identity) else {
             return;
         };
         let budget = old_expiry.map(|e| {
             let now = jiff::Timestamp::now();
             Instant::now() + time_left(e, now)
         });
-        for key in targets {
-            if let Some(t) = self.targets.get_mut(key) {
+        for key in keys {
+            if let Some(w) = self.workloads.get_mut(key) {
                 if let Some(b) = budget {
-                    t.state.budget = Some(t.state.budget.map_or(b, |old| old.min(b)));
+                    w.state.budget = Some(w.state.budget.map_or(b, |old| old.min(b)));
                 }
-                t.state.revoked |= revoked;
+                w.state.revoked |= revoked;
             }
             self.dirty.insert(key.clone());
         }
     }
 
-    fn observe_workloads(&mut self, kind: WorkloadKind, event: watcher::Event<ObjectMeta>) {
-        match event {
-            watcher::Event::Init => self.start_list(Some(kind)),
-            watcher::Event::InitApply(obj) => {
-                self.seen(Some(kind), &obj);
-                self.workload_applied(kind, obj);
-            }
-            watcher::Event::Apply(obj) => self.workload_applied(kind, obj),
-            watcher::Event::Delete(obj) => {
-                let key = target_key(kind, &obj);
-                self.forget_target(&key);
-            }
-            watcher::Event::InitDone => {
-                let seen = self.relisted.remove(&Some(kind)).unwrap_or_default();
-                let gone: Vec<_> = self
-                    .targets
-                    .keys()
-                    .filter(|k| {
-                        k.kind == kind && !seen.contains(&(k.namespace.clone(), k.name.clone()))
-                    })
-                    .cloned()
-                    .collect();
-                for key in gone {
-                    self.forget_target(&key);
-                }
-                self.listing.remove(&Some(kind));
-            }
-        }
-    }
-
-    fn workload_applied(&mut self, kind: WorkloadKind, obj: ObjectMeta) {
-        let key = target_key(kind, &obj);
-        let empty = BTreeMap::new();
-        let annotations = obj.annotations.as_ref().unwrap_or(&empty);
-        let Some(consumes) = annotations.get(CONSUMES_ANNOTATION) else {
-            // Not (or no longer) opted in: nothing of it is kept.
-            self.forget_target(&key);
-            return;
-        };
-        let consumes = consumed(consumes);
-        let applied = annotations.get(RESTARTED_FOR_ANNOTATION).cloned();
-        let uid = obj.uid.clone();
-        let previous = self.targets.remove(&key);
-        if let Some(p) = &previous {
-            self.unindex(&key, p);
-        }
-        if let Err(problem) = &consumes {
-            let known = previous
-                .as_ref()
-                .is_some_and(|p| p.consumes.as_ref().err() == Some(problem));
-            if !known {
-                warn!(target = %key, %problem, "workload's restart annotation not understood");
-                self.act
-                    .annotation_problem(&key, uid.clone(), problem.clone());
-            }
-        }
-        let mut target = previous.unwrap_or(Target {
-            uid: None,
-            consumes: Ok(Vec::new()),
-            state: TargetState::default(),
-            counted: None,
-            wake: None,
-        });
-        if target.uid.is_some() && target.uid != uid {
-            // Deleted and made again under the same name: a new workload.
-            target.state = TargetState::default();
-            target.counted = None;
-        }
-        target.uid = uid;
-        target.consumes = consumes;
-        target.state.applied = applied;
-        if let Ok(names) = &target.consumes {
-            for name in names {
-                self.consumers
-                    .entry((key.namespace.clone(), name.clone()))
-                    .or_default()
-                    .insert(key.clone());
-            }
-        }
-        self.targets.insert(key.clone(), target);
-        self.dirty.insert(key);
-    }
-
-    fn unindex(&mut self, key: &TargetKey, target: &Target) {
-        if let Ok(names) = &target.consumes {
+    fn unindex(&mut self, key: &WorkloadKey, workload: &ObservedWorkload) {
+        if let Ok(names) = &workload.consumes {
             for name in names {
                 let ident = (key.namespace.clone(), name.clone());
                 if let Some(set) = self.consumers.get_mut(&ident) {
@@ -513,200 +600,61 @@ impl Restarter {
         }
     }
 
-    fn forget_target(&mut self, key: &TargetKey) {
-        if let Some(t) = self.targets.remove(key) {
-            self.unindex(key, &t);
+    fn forget(&mut self, key: &WorkloadKey) {
+        if let Some(w) = self.workloads.remove(key) {
+            self.unindex(key, &w);
         }
         self.dirty.remove(key);
-        self.turns.remove(key);
     }
 
-    /// The annotation value `target` should have, from its identities' current tokens.
-    fn wanted(&self, key: &TargetKey, names: &[String]) -> String {
-        restart_value(names.iter().map(|n| {
-            let token = self.tokens.get(&(key.namespace.clone(), n.clone()));
-            (n.as_str(), token.and_then(|t| t.hash.as_deref()))
-        }))
-    }
-
-    /// Looks at every target that changed or whose wait is over, puts the due ones in line,
-    /// and restarts from the line as the cluster-wide rate allows.
-    async fn decide_and_act(&mut self) {
-        let now = Instant::now();
-        let mut look: BTreeSet<TargetKey> = std::mem::take(&mut self.dirty);
+    /// The workloads to look at now: those that changed, and those whose wait is over.
+    fn due(&mut self, now: Instant) -> BTreeSet<WorkloadKey> {
+        let mut look = std::mem::take(&mut self.dirty);
         look.extend(
-            self.targets
+            self.workloads
                 .iter()
-                .filter(|(_, t)| t.wake.is_some_and(|w| w <= now))
+                .filter(|(_, w)| w.state.wake.is_some_and(|at| at <= now))
                 .map(|(k, _)| k.clone()),
         );
-        let mut baselines: Vec<(TargetKey, String)> = Vec::new();
-        for key in look {
-            let Some(names) = self.targets.get(&key).and_then(|t| t.consumes.clone().ok()) else {
-                self.turns.remove(&key);
-                continue;
-            };
-            let wanted = self.wanted(&key, &names);
-            let target = self.targets.get_mut(&key).expect("looked up above");
-            target.wake = None;
-            if target.state.applied.as_deref() == Some(wanted.as_str()) {
-                target.state.pending_since = None;
-                target.state.budget = None;
-                target.state.revoked = false;
-                target.counted = None;
-                self.turns.remove(&key);
-                continue;
-            }
-            if target.state.applied.is_some() && target.state.pending_since.is_none() {
-                target.state.pending_since = Some(now);
-            }
-            // The cluster's rate is applied below, in turns.
-            match step(&wanted, &target.state, now, &self.limits, None) {
-                Step::Idle => self.turns.remove(&key),
-                Step::Baseline => {
-                    self.turns.remove(&key);
-                    baselines.push((key, wanted));
-                }
-                Step::Wait { until, why } => {
-                    self.turns.remove(&key);
-                    target.wake = Some(until);
-                    if target.counted != Some(why) {
-                        target.counted = Some(why);
-                        self.metrics
-                            .observe_restart_skipped(key.kind.as_str(), why.as_str());
-                    }
-                }
-                Step::Restart => {
-                    let cause = target.state.cause();
-                    let namespace = key.namespace.clone();
-                    self.turns.push(&namespace, key, cause);
-                }
-            }
-        }
-        for (key, wanted) in baselines {
-            let uid = self.targets.get(&key).and_then(|t| t.uid.clone());
-            match self.act.baseline(&key, uid, &wanted).await {
-                Ok(value) => {
-                    debug!(target = %key, %value, "restart annotation recorded");
-                    if let Some(t) = self.targets.get_mut(&key) {
-                        t.state.applied = Some(value);
-                        // The value written may be the template's, older than wanted.
-                        self.dirty.insert(key);
-                    }
-                }
-                Err(failure) => {
-                    warn!(target = %key, error = %failure, "could not record the restart annotation");
-                    if let Some(t) = self.targets.get_mut(&key) {
-                        t.wake = Some(Instant::now() + self.limits.min_interval.max(MIN_RETRY));
-                    }
-                    if failure.worth_reporting() {
-                        self.metrics.observe_restart(key.kind.as_str(), false);
-                        let identities = self.identity_refs(&key);
-                        self.act.report_failure(&key, &failure, &identities).await;
-                    }
-                }
-            }
-        }
-        self.take_turns().await;
+        look
     }
 
-    /// Restarts from the line while the cluster-wide rate allows; the rest wait for it.
-    async fn take_turns(&mut self) {
-        self.rate_free_at = None;
-        while !self.turns.is_empty() {
-            let now = Instant::now();
-            if let Some(until) = self.rate.free_at(now) {
-                self.rate_free_at = Some(until);
-                break;
-            }
-            let Some((key, _)) = self.turns.pop() else {
-                break;
-            };
-            // Its tokens may have changed while it waited: restart for the current ones.
-            let Some(names) = self.targets.get(&key).and_then(|t| t.consumes.clone().ok()) else {
-                continue;
-            };
-            let wanted = self.wanted(&key, &names);
-            if self.targets[&key].state.applied.as_deref() == Some(wanted.as_str()) {
-                continue;
-            }
-            self.rate.started(now);
-            self.restart(key, wanted, now).await;
-            self.rate.finished(Instant::now());
-        }
-        let held: Vec<TargetKey> = self.turns.waiting().cloned().collect();
-        for key in held {
-            if let Some(t) = self.targets.get_mut(&key)
-                && t.counted != Some(Skip::RateLimited)
-            {
-                t.counted = Some(Skip::RateLimited);
-                self.metrics
-                    .observe_restart_skipped(key.kind.as_str(), Skip::RateLimited.as_str());
-            }
-        }
-    }
-
-    async fn restart(&mut self, key: TargetKey, wanted: String, now: Instant) {
-        let Some(target) = self.targets.get(&key) else {
-            return;
-        };
-        let names = target.consumes.clone().unwrap_or_default();
-        let uid = target.uid.clone();
-        let identities = self.identity_refs(&key);
-        let result = self.act.restart(&key, uid, &wanted, &names).await;
-        let target = self.targets.get_mut(&key).expect("checked above");
-        target.state.last_attempt = Some(now);
-        // Done, given up or retried after the interval in the renewals' lane: a failing write
-        // must not hold the head of the line.
-        target.state.revoked = false;
-        target.counted = None;
-        match result {
-            Ok(()) => {
-                info!(target = %key, identities = ?names, "restarted for renewed tokens");
-                self.metrics.observe_restart(key.kind.as_str(), true);
-                target.state.applied = Some(wanted);
-                target.state.pending_since = None;
-                target.state.budget = None;
-                self.act.clear_failures(&key, &identities).await;
-            }
-            Err(failure) => {
-                warn!(target = %key, error = %failure, "restart failed");
-                self.metrics.observe_restart(key.kind.as_str(), false);
-                if failure.give_up() {
-                    // Someone else manages the annotation: not fought over.
-                    target.state.given_up = Some(wanted);
-                } else {
-                    target.wake = Some(now + self.limits.min_interval.max(MIN_RETRY));
-                    target.state.budget = None;
-                }
-                self.act.report_failure(&key, &failure, &identities).await;
-            }
-        }
-    }
-}
-
-impl Restarter {
     /// The identities `key` consumes that exist, as last seen.
-    fn identity_refs(&self, key: &TargetKey) -> Vec<act::IdentityRef> {
-        let Some(Ok(names)) = self.targets.get(key).map(|t| &t.consumes) else {
+    fn identity_refs(&self, key: &WorkloadKey) -> Vec<act::IdentityRef> {
+        let Some(Ok(names)) = self.workloads.get(key).map(|w| &w.consumes) else {
             return Vec::new();
         };
         names
             .iter()
             .filter_map(|n| {
-                let t = self.tokens.get(&(key.namespace.clone(), n.clone()))?;
+                let i = self.identities.get(&(key.namespace.clone(), n.clone()))?;
                 Some(act::IdentityRef {
                     name: n.clone(),
-                    uid: t.uid.clone(),
-                    conditions: t.conditions.clone(),
+                    uid: i.uid.clone(),
+                    conditions: i.conditions.clone(),
                 })
             })
             .collect()
     }
 }
 
-fn target_key(kind: WorkloadKind, obj: &ObjectMeta) -> TargetKey {
-    TargetKey {
+impl WorkloadIndex<WorkloadKey> for Index {
+    /// The annotation value the workload should have, from its identities' current tokens.
+    fn wanted(&self, key: &WorkloadKey) -> Option<String> {
+        let names = self.workloads.get(key)?.consumes.as_ref().ok()?;
+        Some(restart_value(names.iter().map(|n| {
+            let identity = self.identities.get(&(key.namespace.clone(), n.clone()));
+            (n.as_str(), identity.and_then(|i| i.hash.as_deref()))
+        })))
+    }
+
+    fn state_mut(&mut self, key: &WorkloadKey) -> Option<&mut WorkloadState> {
+        self.workloads.get_mut(key).map(|w| &mut w.state)
+    }
+}
+
+fn workload_key(kind: WorkloadKind, obj: &ObjectMeta) -> WorkloadKey {
+    WorkloadKey {
         kind,
         namespace: obj.namespace.clone().unwrap_or_default(),
         name: obj.name.clone().unwrap_or_default(),
