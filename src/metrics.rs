@@ -78,6 +78,7 @@ pub struct Metrics {
     restarts_skipped: Family<SkipLabels, Counter>,
     acs_refused: Family<RefusalLabels, Counter>,
     acs_circuits_open: Gauge,
+    idempotent_create_fallbacks: Counter,
 }
 
 impl Default for Metrics {
@@ -97,6 +98,7 @@ impl Default for Metrics {
             restarts_skipped: Family::default(),
             acs_refused: Family::default(),
             acs_circuits_open: Gauge::default(),
+            idempotent_create_fallbacks: Counter::default(),
             registry: Registry::default(),
         };
         registry.register_collector(Box::new(m.identities.clone()));
@@ -151,6 +153,11 @@ impl Default for Metrics {
             "acs_api_circuits_open",
             "ACS endpoints whose circuit breaker is open or half-open (calls refused at once)",
             m.acs_circuits_open.clone(),
+        );
+        registry.register(
+            "acs_idempotent_create_fallbacks",
+            "Connection clients whose ACS resource refused the idempotent create's preview api-version (customId), which create with the GA api-version since",
+            m.idempotent_create_fallbacks.clone(),
         );
         Self { registry, ..m }
     }
@@ -212,6 +219,11 @@ impl Metrics {
         self.acs_refused
             .get_or_create(&RefusalLabels { reason })
             .inc();
+    }
+
+    /// Counts a connection client that fell back to the GA create.
+    pub fn idempotent_create_fell_back(&self) {
+        self.idempotent_create_fallbacks.inc();
     }
 
     /// Sets how many endpoints' breakers are open.

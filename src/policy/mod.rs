@@ -15,6 +15,7 @@
 //! - may an ACS call go now (caps in flight, the endpoint's breaker)? [`bulkhead`]
 
 pub mod bulkhead;
+pub mod create;
 pub mod decision;
 pub mod endpoint;
 pub mod failure;

@@ -91,6 +91,8 @@ impl Reason {
             Reason::RestartTargetMissing | Reason::RestartForbidden | Reason::RestartFailed => {
                 Retrying
             }
+            // A notice: the create goes on with the GA api-version at once.
+            Reason::IdempotentCreateUnavailable => Retrying,
         }
     }
 }
@@ -369,6 +371,7 @@ mod tests {
             (Reason::RestartForbidden, Retrying),
             (Reason::RestartFailed, Retrying),
             (Reason::RestartAnnotationInvalid, Stalled),
+            (Reason::IdempotentCreateUnavailable, Retrying),
         ];
         for (reason, standing) in table {
             assert_eq!(reason.standing(), standing, "{reason}");

@@ -137,6 +137,12 @@ reasons! {
     RestartFailed,
     /// The workload's restart-on-renewal annotation is not understood.
     RestartAnnotationInvalid,
+
+    // Notices about a connection's ACS resource (Warning Events, once).
+    /// The resource refused the preview api-version of the idempotent create (`customId`):
+    /// identities are created with the GA create from then on, their ids recorded in status
+    /// before their tokens are stored.
+    IdempotentCreateUnavailable,
 }
 
 impl fmt::Display for Reason {

@@ -64,3 +64,59 @@ async fn without_idempotent_create_a_lost_answer_leaks_an_identity() {
     assert_eq!(leaked.len(), 1, "{live:?}");
     assert!(live.iter().all(|i| i.get("customId").is_none()), "{live:?}");
 }
+
+/// The day Azure retires the preview api-version of the create with `customId`: the first
+/// create is refused as an unsupported version, the operator says so once and creates with
+/// the GA api-version from then on, recording each id before storing its token, and no
+/// identity is left behind (each one in ACS is an AcsIdentity's, and deleting it deletes it).
+#[tokio::test]
+async fn a_retired_preview_falls_back_to_the_ga_create_once_and_leaks_nothing() {
+    use acs_identity_operator::acs::model::CUSTOM_ID_API_VERSION;
+    let mut w = World::without_operator(|c| {
+        c.refused_api_versions = vec![CUSTOM_ID_API_VERSION.to_string()];
+    })
+    .await;
+    w.start_operator();
+    let spec = json!({"connectionRef": {"name": "acs"}, "scopes": ["chat"]});
+    w.identity("first", spec.clone()).await;
+    let first = w.wait_ready("first").await;
+    for name in ["second", "third"] {
+        w.identity(name, spec.clone()).await;
+    }
+    let mut ready = vec![first];
+    for name in ["second", "third"] {
+        ready.push(w.wait_ready(name).await);
+    }
+    // One refused preview create in all: the client remembers.
+    assert_eq!(w.admin.count("createIdentityWithToken", 400).await, 1);
+    assert_eq!(w.admin.count("createIdentityWithToken", 201).await, 3);
+    let live = w.admin.live_identities().await;
+    assert_eq!(live.len(), 3, "{live:?}");
+    assert!(live.iter().all(|i| i.get("customId").is_none()), "{live:?}");
+    for obj in &ready {
+        let id = status_of(obj).identity_id.clone().unwrap();
+        assert!(
+            live.iter().any(|i| i["id"] == id.as_str()),
+            "{id} not in {live:?}"
+        );
+        let secret = w.get::<Secret>(&obj.name_any()).await.unwrap();
+        assert_eq!(secret_text(&secret, "identityId"), id);
+    }
+    // Said once: one Warning Event, on the identity that found out, and the metric.
+    let mut notices = 0;
+    for name in ["first", "second", "third"] {
+        notices += w
+            .events_for(name)
+            .await
+            .iter()
+            .filter(|(reason, _)| reason == "IdempotentCreateUnavailable")
+            .count();
+    }
+    assert_eq!(notices, 1);
+    w.wait_metrics("acs_idempotent_create_fallbacks_total 1")
+        .await;
+    // An identity created the GA way is cleaned up like any other.
+    w.delete::<AcsIdentity>("second").await;
+    w.wait_gone("second").await;
+    assert_eq!(w.admin.live_identities().await.len(), 2);
+}

@@ -142,6 +142,7 @@ impl Connections {
             summary: format!("connection string for {} parsed", connection.endpoint),
             client,
             limiter,
+            custom_id: Default::default(),
         })
     }
 
@@ -207,6 +208,7 @@ impl Connections {
             ),
             client,
             limiter,
+            custom_id: Default::default(),
         })
     }
 

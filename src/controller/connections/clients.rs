@@ -30,6 +30,29 @@ pub struct Resolved {
     pub fingerprint: String,
     /// What the connection was checked to be, for its Ready condition (no secret in it).
     pub summary: String,
+    /// Whether the resource still serves the idempotent create's preview api-version.
+    pub custom_id: CustomIdSupport,
+}
+
+/// Whether an ACS resource serves the preview api-version of the create with `customId`:
+/// assumed until a create is refused as an unsupported version, then never again for this
+/// client (a rebuilt client, e.g. after a key rotation, tries once more).
+#[derive(Debug, Default)]
+pub struct CustomIdSupport {
+    retired: std::sync::atomic::AtomicBool,
+}
+
+impl CustomIdSupport {
+    pub fn served(&self) -> bool {
+        !self.retired.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records that the preview is not served; true the first time only (to say so once).
+    pub fn retire(&self) -> bool {
+        !self
+            .retired
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Kind, namespace (empty for a ClusterAcsConnection, whose client all namespaces share)

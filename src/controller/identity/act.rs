@@ -14,6 +14,7 @@ use crate::controller::context::{Context, MANAGER, admission_key};
 use crate::controller::error::Error;
 use crate::controller::status::Handled;
 use crate::controller::token_secret::{self, TokenContent, token_hash};
+use crate::policy::create;
 use crate::policy::provenance::{self, Here};
 use crate::policy::{
     Decision, IssueReason, Reason, TokenRecord, check_expiry, issue_deadline, renewal_time,
@@ -23,6 +24,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::EventType;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -156,10 +158,14 @@ async fn create(facts: &Facts, target: &Target<'_>) -> Result<Acted, Failed> {
         }));
     }
     // The uid as customId makes a retry after a lost answer return the identity the lost
-    // attempt created, instead of leaking it (ACS cannot list identities).
+    // attempt created, instead of leaking it (ACS cannot list identities). Only while the
+    // resource serves the preview api-version that takes it.
     let uid = obj.uid();
+    let custom_id = uid
+        .as_deref()
+        .filter(|_| ctx.idempotent_create && facts.connection.custom_id.served());
     let params = CreateIdentityParams {
-        custom_id: uid.as_deref().filter(|_| ctx.idempotent_create),
+        custom_id,
         first_token: Some(FirstToken {
             scopes: &obj.spec.scopes,
             lifetime: facts.lifetime,
@@ -173,16 +179,51 @@ async fn create(facts: &Facts, target: &Target<'_>) -> Result<Acted, Failed> {
             .await?;
         created.into_id_and_token()
     };
-    let (id, token) = pass.call(Operation::CreateIdentityWithToken, call).await?;
+    let (id, token) = match pass.call(Operation::CreateIdentityWithToken, call).await {
+        Err(e) if custom_id.is_some() && create::preview_refused(&e) => {
+            drop(pass);
+            preview_retired(target, facts).await;
+            return Ok(Acted::Done(Step::Crowded));
+        }
+        answer => answer?,
+    };
     drop(pass);
     check_created(&id, facts, target)?;
     info!(identity = %id, "created ACS identity");
     let created = Created { id, token };
-    if ctx.idempotent_create {
+    if custom_id.is_some() {
         store_created(created, facts, target).await.map(Acted::Done)
     } else {
         Ok(Acted::Created(created))
     }
+}
+
+/// The resource refused the preview api-version of the create with `customId` (Azure
+/// retires previews): from now on this connection's client creates with the GA api-version,
+/// whose created id is recorded in status before its token is stored (so a failure after the
+/// create leaves the id where cleanup finds it). Said once per client: a Warning Event on the
+/// identity that found out, a metric and a log line. The identity is looked at again shortly
+/// (no ACS call was counted against it), and creates then.
+async fn preview_retired(target: &Target<'_>, facts: &Facts) {
+    if !facts.connection.custom_id.retire() {
+        return;
+    }
+    let ctx = target.ctx;
+    warn!(
+        "the ACS resource refused the idempotent create's preview api-version; creating with the GA api-version from now on"
+    );
+    ctx.metrics.idempotent_create_fell_back();
+    let note = format!(
+        "the ACS resource refused api-version {} of the idempotent create (customId): identities of this connection are created with the GA api-version from now on, each id recorded in status before its token is stored",
+        crate::acs::model::CUSTOM_ID_API_VERSION
+    );
+    ctx.publish(
+        target.obj,
+        EventType::Warning,
+        Reason::IdempotentCreateUnavailable,
+        note,
+    )
+    .await;
 }
 
 /// Stores the first token of a created identity.
