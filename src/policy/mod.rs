@@ -11,6 +11,7 @@
 //! - where does an ACS identity live, and is a create's answer one of that resource? [`provenance`]
 //! - when is a consuming workload restarted, and with what annotation? [`restart`]
 //! - may an ACS call go now (caps in flight, the endpoint's breaker)? [`bulkhead`]
+//! - how much of an ACS resource's limits may one of several instances use? [`shard`]
 
 pub mod bulkhead;
 pub mod decision;
@@ -21,6 +22,7 @@ pub mod reason;
 pub mod requeue;
 pub mod restart;
 pub mod schedule;
+pub mod shard;
 pub mod tenancy;
 #[cfg(test)]
 mod tenancy_walk;
