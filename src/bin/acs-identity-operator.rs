@@ -108,6 +108,15 @@ struct RunArgs {
     /// with ConnectionLimitReached. ClusterAcsConnections are not counted.
     #[arg(long, default_value_t = controller::connections::DEFAULT_MAX_CLIENTS_PER_NAMESPACE)]
     max_clients_per_namespace: usize,
+    /// Reconcile only the AcsIdentities this label selector matches (e.g. `shard=a`, or
+    /// `!shard` for those without the label): one of several instances that split a cluster,
+    /// each with its own selector and leader Lease. Default: every AcsIdentity.
+    #[arg(long)]
+    watch_label_selector: Option<String>,
+    /// Use at most this percentage of each ACS resource's rate limits (1-100), when several
+    /// instances share resources: their percentages should add up to at most 100.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
+    acs_budget_percent: u8,
 }
 
 #[tokio::main]
@@ -140,8 +149,21 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(selector) = &args.watch_label_selector
+        && let Err(e) = check_selector(&client, args.namespace.as_deref(), selector).await
+    {
+        tracing::error!(selector = %selector, error = %e, "--watch-label-selector is not usable");
+        return ExitCode::FAILURE;
+    }
+    let budget = args.acs_budget_percent;
     let settings = controller::Settings {
         namespace: args.namespace,
+        identity_selector: args.watch_label_selector,
+        rate_limiter: Arc::new(move || {
+            acs_identity_operator::acs::AcsRateLimiter::with_limits(|operation| {
+                policy::shard::budget(operation.acs_limit(), budget)
+            })
+        }),
         concurrency: args.concurrency.max(1),
         acs_timeout: Duration::from_secs(args.acs_timeout_seconds.max(1)),
         acs_connect_timeout: Duration::from_secs(args.acs_connect_timeout_seconds.max(1)),
@@ -225,4 +247,19 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "operator".into())
+}
+
+/// Lists one AcsIdentity with `selector`, so that a selector the API server refuses stops the
+/// start with its reason instead of failing every watch afterwards.
+async fn check_selector(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    selector: &str,
+) -> Result<(), kube::Error> {
+    let api: kube::Api<api::AcsIdentity> = match namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    };
+    let params = kube::api::ListParams::default().labels(selector).limit(1);
+    api.list_metadata(&params).await.map(|_| ())
 }

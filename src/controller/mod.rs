@@ -264,18 +264,19 @@ fn identity_controller(
     // work. Spec (generation), annotations (refresh, skip-cleanup) and deletion (which bumps
     // the generation) do trigger.
     let (identity_reader, identity_writer) = reflector::store();
-    let triggers = watcher(
-        apis.identities.clone(),
-        watcher::Config::default().any_semantic(),
-    )
-    .default_backoff()
-    .modify(trim_for_cache)
-    .reflect(identity_writer)
-    .applied_objects()
-    .predicate_filter(
-        predicates::generation.combine(predicates::annotations),
-        Default::default(),
-    );
+    let mut identities = watcher::Config::default().any_semantic();
+    if let Some(selector) = &settings.identity_selector {
+        identities = identities.labels(selector);
+    }
+    let triggers = watcher(apis.identities.clone(), identities)
+        .default_backoff()
+        .modify(trim_for_cache)
+        .reflect(identity_writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::annotations),
+            Default::default(),
+        );
     Controller::for_stream(triggers, identity_reader)
         .owns_stream(owned_secrets)
         .reconcile_on(nudges)

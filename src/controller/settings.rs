@@ -14,6 +14,9 @@ pub type ReconcileHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
 pub struct Settings {
     /// Watch only this namespace (namespaced install); `None` watches the whole cluster.
     pub namespace: Option<String>,
+    /// Reconcile only the AcsIdentities this label selector matches (one instance of several
+    /// that split a cluster); `None`: all of them.
+    pub identity_selector: Option<String>,
     /// Reconciles running at once.
     pub concurrency: u16,
     /// Upper bound of one ACS call.
@@ -55,6 +58,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             namespace: None,
+            identity_selector: None,
             concurrency: 32,
             acs_timeout: Duration::from_secs(30),
             acs_connect_timeout: crate::acs::ClientOptions::DEFAULT_CONNECT_TIMEOUT,

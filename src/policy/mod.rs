@@ -13,6 +13,8 @@
 //! - where does an ACS identity live, and is a create's answer one of that resource? [`provenance`]
 //! - when is a consuming workload restarted, and with what annotation? [`restart`]
 //! - may an ACS call go now (caps in flight, the endpoint's breaker)? [`bulkhead`]
+//! - how much of an ACS resource's limits may one of several instances use? [`shard`]
+//! - does a create's refusal retire the idempotent create's preview? [`create`]
 
 pub mod bulkhead;
 pub mod create;
@@ -26,6 +28,7 @@ pub mod requeue;
 pub mod restart;
 pub mod schedule;
 pub mod secret_state;
+pub mod shard;
 pub mod tenancy;
 #[cfg(test)]
 mod tenancy_walk;

@@ -264,6 +264,20 @@ fn every_documented_values_set_renders_what_it_documents() {
     assert_eq!(pod["tolerations"][0]["key"], "dedicated");
     assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux");
     assert_eq!(container(single)["resources"]["limits"]["memory"], "512Mi");
+
+    let shard = set("shard-b-values");
+    let shard_args = args(shard);
+    for arg in ["--watch-label-selector=shard=b", "--acs-budget-percent=50"] {
+        assert!(shard_args.contains(&arg.to_string()), "{shard_args:?}");
+    }
+    assert!(!kinds(shard).contains("CustomResourceDefinition"));
+    let default_args = args(&defaults);
+    assert!(
+        !default_args
+            .iter()
+            .any(|a| a.starts_with("--watch-label-selector") || a.starts_with("--acs-budget")),
+        "{default_args:?}"
+    );
 }
 
 /// /metrics names every tenant's AcsIdentities: with the NetworkPolicy on, only the peers
