@@ -232,8 +232,8 @@ pub async fn store_created(
     facts: &Facts,
     target: &Target<'_>,
 ) -> Result<Step, Failed> {
-    let id = created.id.clone();
-    let stored = store(facts, target, &id, created.token, IssueReason::FirstToken)
+    let Created { id, token } = created;
+    let stored = store(facts, target, &id, token, IssueReason::FirstToken)
         .await
         .map_err(|error| Failed {
             error,
