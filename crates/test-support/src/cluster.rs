@@ -10,7 +10,7 @@
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
@@ -48,7 +48,7 @@ fn start() -> Result<Cluster, String> {
         .tempdir()
         .map_err(|e| format!("creating a directory for the test cluster: {e}"))?
         .keep(); // removed by `cluster down`, run by the watchdog
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kube-apiserver/cluster");
+    let script = super::workspace_root().join("tests/kube-apiserver/cluster");
     // Its progress and errors go straight to the terminal (the test harness
     // captures only what Rust code prints).
     let status = Command::new(&script)
