@@ -5,6 +5,12 @@
 //!
 //! Children are started through `setpriv --pdeathsig KILL` when it exists, so that even a
 //! SIGKILLed driver takes them along; the cluster gets `CLUSTER_OWNER_PID` for the same reason.
+//!
+//! The operator is started here, not by the tests' `acs_test_support::process::OperatorProcess`:
+//! that one points the process at the test binary's own cluster and allows the emulators'
+//! endpoints, while here the process may be the baseline binary, runs under `setpriv`, is
+//! measured from `/proc`, stopped by the signal a scenario names, and its time to ready is a
+//! figure polled every 50 ms.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
