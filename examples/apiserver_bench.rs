@@ -7,8 +7,7 @@
 //!
 //! Each phase is bounded: the whole run gives up after ten minutes.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use acs_test_support as support;
 
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::ByteString;

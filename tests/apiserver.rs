@@ -3,7 +3,7 @@
 //! pin down that the test server is real enough: if one fails here, tests
 //! built on the server would prove nothing.
 
-mod support;
+use acs_test_support as support;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};

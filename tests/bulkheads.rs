@@ -4,8 +4,7 @@
 //! ClusterAcsConnection (the emulator), must not wait for it. Runs a cluster-wide operator on
 //! the test API server, so the tests take turns ([`ONE_OPERATOR`]).
 
-#[path = "support/mod.rs"]
-mod support;
+use acs_test_support as support;
 
 use acs_emulator::testing::TEST_KEY;
 use acs_identity_operator::api::{AcsConnection, AcsIdentity, ClusterAcsConnection};

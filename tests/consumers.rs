@@ -6,7 +6,7 @@
 //! refresher. Every token a credential hands out must be one the Secret held, valid in the
 //! emulator at that moment, and not expired; each consumer must see several renewals.
 
-mod support;
+use acs_test_support as support;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;

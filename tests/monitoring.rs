@@ -5,7 +5,7 @@
 //! operator binary exports, with the same labels (scraped from its /metrics after ACS answered
 //! it 429 and 503).
 
-mod support;
+use acs_test_support as support;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -306,6 +306,7 @@ const TARGET_LABELS: [&str; 6] = [
 async fn scrape_of_a_real_operator() -> String {
     let w = World::without_operator(|_| {}).await;
     let operator = OperatorProcess::spawn(
+        support::operator_binary!(),
         [
             "run",
             "--namespace",

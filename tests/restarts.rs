@@ -3,7 +3,7 @@
 //! pods, so a restart is seen as what it is to Kubernetes: a new pod template, i.e. a new
 //! `metadata.generation` with the operator's annotation on the template.
 
-mod support;
+use acs_test_support as support;
 
 use acs_identity_operator::api::AcsIdentity;
 use acs_identity_operator::controller::identity::{REFRESH_ANNOTATION, REVOKE_ANNOTATION};

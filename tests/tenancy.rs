@@ -7,17 +7,14 @@
 //! A cluster-wide operator reconciles every namespace of this binary's cluster, so these
 //! tests take turns ([`ONE_OPERATOR`]).
 
-#[path = "hostile/fake_acs.rs"]
-mod fake_acs;
-#[path = "support/mod.rs"]
-mod support;
+use acs_test_support as support;
 
 use acs_identity_operator::acs::{AcsClient, ClientOptions};
 use acs_identity_operator::api::{AcsConnection, AcsIdentity, ClusterAcsConnection};
-use fake_acs::FakeAcs;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
+use support::fake_acs::FakeAcs;
 use support::operator::{World, ready_reason, secret_text, status_of};
 use support::tenant::Tenant;
 

@@ -8,7 +8,7 @@
 //! Everything is configured explicitly (tenant, client, token file, authority): no test reads
 //! or writes process environment, which is shared by tests running in parallel.
 
-mod support;
+use acs_test_support as support;
 
 use acs_emulator::testing::{Admin, start_emulator};
 use acs_emulator::testing::{TestCa, test_ca};

@@ -276,10 +276,10 @@ impl World {
             Some(tmp)
         };
         let cluster = match &cli.kubeconfig {
-            Some(k) => Cluster::existing(k, repo()),
+            Some(k) => Cluster::existing(k),
             None => {
                 let dir = logs.join("cluster");
-                tokio::task::spawn_blocking(move || Cluster::up(&dir, repo())).await??
+                tokio::task::spawn_blocking(move || Cluster::up(&dir)).await??
             }
         };
         let client = cluster.client().await?;

@@ -1,9 +1,16 @@
-//! The processes a benchmark runs: the test API server (via `tests/kube-apiserver/cluster`),
-//! the `acs-emulator` binary, and the operator (or the baseline) binary. Each is stopped when
-//! its handle is dropped, so a failed or timed-out run leaves nothing behind.
+//! The processes a benchmark runs: the test API server (started by the tests' launcher,
+//! `acs_test_support::cluster`), the `acs-emulator` binary, and the operator (or the baseline)
+//! binary. Each is stopped when its handle is dropped, so a failed or timed-out run leaves
+//! nothing behind.
 //!
 //! Children are started through `setpriv --pdeathsig KILL` when it exists, so that even a
 //! SIGKILLed driver takes them along; the cluster gets `CLUSTER_OWNER_PID` for the same reason.
+//!
+//! The operator is started here, not by the tests' `acs_test_support::process::OperatorProcess`:
+//! that one points the process at the test binary's own cluster and allows the emulators'
+//! endpoints, while here the process may be the baseline binary, runs under `setpriv`, is
+//! measured from `/proc`, stopped by the signal a scenario names, and its time to ready is a
+//! figure polled every 50 ms.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -165,39 +172,26 @@ pub struct Cluster {
     owned: Option<PathBuf>,
     /// Where `apiserver.pid` and `etcd.pid` are (also for a reused cluster of the script).
     dir: PathBuf,
-    script: PathBuf,
 }
 
 impl Cluster {
-    pub fn up(dir: &Path, repo: &Path) -> Result<Cluster, Error> {
-        let script = repo.join("tests/kube-apiserver/cluster");
-        let status = std::process::Command::new(&script)
-            .arg("up")
-            .arg(dir)
-            .env("CLUSTER_OWNER_PID", std::process::id().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .status()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        let cluster = Cluster {
+    /// Starts one in `dir` with the tests' launcher (`tests/kube-apiserver/cluster up`).
+    pub fn up(dir: &Path) -> Result<Cluster, Error> {
+        // Made first, so that a failed start is brought down too.
+        let mut cluster = Cluster {
             kubeconfig: dir.join("kubeconfig"),
             owned: Some(dir.to_path_buf()),
             dir: dir.to_path_buf(),
-            script,
         };
-        if !status.success() {
-            return Err(format!("`cluster up {}` failed: {status}", dir.display()).into());
-        }
+        cluster.kubeconfig = acs_test_support::cluster::up(dir)?;
         Ok(cluster)
     }
 
-    pub fn existing(kubeconfig: &Path, repo: &Path) -> Cluster {
+    pub fn existing(kubeconfig: &Path) -> Cluster {
         Cluster {
             kubeconfig: kubeconfig.to_path_buf(),
             owned: None,
             dir: kubeconfig.parent().unwrap_or(Path::new(".")).to_path_buf(),
-            script: repo.join("tests/kube-apiserver/cluster"),
         }
     }
 
@@ -283,11 +277,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if let Some(dir) = &self.owned {
-            let _ = std::process::Command::new(&self.script)
-                .arg("down")
-                .arg(dir)
-                .stdin(Stdio::null())
-                .status();
+            acs_test_support::cluster::down(dir);
         }
     }
 }

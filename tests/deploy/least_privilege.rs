@@ -71,7 +71,7 @@ fn start_deployed(install: &Install, pod: &str) -> OperatorProcess {
         })
         .collect();
     let (user, groups) = service_account_identity(&install.namespace, &install.service_account());
-    OperatorProcess::spawn(args, |command, dir| {
+    OperatorProcess::spawn(crate::support::operator_binary!(), args, |command, dir| {
         for inherited in [
             "WATCH_NAMESPACE",
             "POD_NAME",

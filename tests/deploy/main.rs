@@ -5,8 +5,7 @@
 //! (`user_roles`); and the test server judges RBAC the way kube-apiserver does, or those
 //! proofs would prove nothing (`authorizer`).
 
-#[path = "../support/mod.rs"]
-mod support;
+use acs_test_support as support;
 
 mod authorizer;
 mod helm;

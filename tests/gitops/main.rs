@@ -11,5 +11,4 @@
 
 mod argocd;
 mod capture;
-#[path = "../support/mod.rs"]
-mod support;
+use acs_test_support as support;

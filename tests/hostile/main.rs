@@ -14,8 +14,7 @@
 
 mod cases;
 mod server;
-#[path = "../support/mod.rs"]
-mod support;
+use acs_test_support as support;
 
 use acs_emulator::testing::test_ca;
 use acs_emulator::testing::{Admin, TEST_KEY, start_emulator};

@@ -3,8 +3,7 @@
 
 mod idempotent_create;
 mod processes;
-#[path = "../support/mod.rs"]
-mod support;
+use acs_test_support as support;
 
 use acs_identity_operator::acs::{AcsClient, ClientOptions};
 use acs_identity_operator::api::AcsIdentity;

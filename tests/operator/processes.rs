@@ -10,9 +10,13 @@ use std::time::{Duration, Instant};
 
 /// One replica of the operator in the test's namespace, as `POD_NAME` `name`.
 fn spawn(w: &World, name: &str, rust_log: &str, extra: &[&str]) -> OperatorProcess {
-    OperatorProcess::spawn(["run", "--namespace", &w.ns].iter().chain(extra), |c, _| {
-        c.env("RUST_LOG", rust_log).env("POD_NAME", name);
-    })
+    OperatorProcess::spawn(
+        crate::support::operator_binary!(),
+        ["run", "--namespace", &w.ns].iter().chain(extra),
+        |c, _| {
+            c.env("RUST_LOG", rust_log).env("POD_NAME", name);
+        },
+    )
 }
 
 fn spec() -> serde_json::Value {

@@ -1,4 +1,6 @@
-//! What the integration tests share, one module per concern:
+//! What the operator's integration tests (`tests/`) and benchmarks (`examples/`) share, one
+//! module per concern; they take this crate as a dev-dependency (`use acs_test_support as
+//! support;`):
 //!
 //! - [`cluster`]: the Kubernetes API server of the test binary, either the one `KUBECONFIG`
 //!   names (kind, AKS, ...) or, when that variable is unset, a local one started once by
@@ -11,14 +13,14 @@
 //! - [`tenant`]: a user bound to `view`, `edit` or `admin` in one namespace, acting through
 //!   impersonation with only the rights that role gives.
 //! - [`process`]: the one launcher of the operator binary (a process of the test's own).
+//! - [`fake_acs`]: a tenant's own "ACS" that answers creates with whatever id it is told.
 //! - [`tools`]: the pinned helm, kubectl and promtool (`tests/tools/install`).
 //!
-//! A test file at `tests/NAME.rs` takes it with `mod support;`; a test binary in a folder
-//! (`tests/NAME/main.rs`) needs `#[path = "../support/mod.rs"] mod support;`, as Cargo
-//! resolves its modules inside that folder.
+//! The scripts behind them (`tests/kube-apiserver/`, `tests/tools/`) and the chart stay where
+//! they are; [`workspace_root`] finds them.
 //!
 //! ```ignore
-//! mod support;
+//! use acs_test_support as support;
 //!
 //! #[tokio::test]
 //! async fn secret_round_trips() {
@@ -31,23 +33,20 @@
 //!
 //! Every wait in a test is bounded: use [`within`].
 
-// Each test binary compiles the whole tree and uses a different part of it.
-#![allow(dead_code)]
-
-mod cluster;
+pub mod cluster;
+pub mod fake_acs;
 pub mod kstatus;
 mod namespace;
 pub mod operator;
-#[cfg(test)] // examples include this tree too, and Cargo gives binaries to tests only
 pub mod process;
 pub mod tenant;
 pub mod tools;
 
-#[allow(unused_imports)] // each test binary uses a different part of the harness
 pub use cluster::{client, cluster_config, kubeconfig_env};
 pub use namespace::TestNamespace;
 
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 /// Server-side applies `body` to `api`, completed with apiVersion, kind and name, as field
@@ -79,4 +78,14 @@ pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
         Ok(output) => output,
         Err(_) => panic!("timed out after {TIMEOUT:?} waiting for {what}"),
     }
+}
+
+/// The workspace's root directory (the operator's package), where the test scripts, the chart
+/// and the deploy manifests are.
+pub fn workspace_root() -> &'static Path {
+    // This crate is crates/test-support.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .and_then(Path::parent)
+        .expect("crates/test-support lies two levels below the workspace root")
 }

@@ -1,14 +1,12 @@
 //! The Rust ACS client runs the quickstart flow against the emulator over HTTP and HTTPS, and
 //! the emulator's admin view confirms each step took effect.
 
-mod support;
-
-use acs_emulator::testing::test_ca;
-use acs_emulator::testing::{Admin, start_emulator};
-use acs_identity_operator::acs::{
+use acs_client::{
     AcsClient, AcsError, ClientOptions, ConnectionString, CreateIdentityParams, FirstToken, Scope,
     TokenLifetime,
 };
+use acs_emulator::testing::test_ca;
+use acs_emulator::testing::{Admin, start_emulator};
 use std::time::Duration;
 
 async fn quickstart_flow(client: &AcsClient, admin: &Admin) {
@@ -367,7 +365,7 @@ async fn a_server_that_never_answers_is_given_up_on_at_the_first_byte() {
         matches!(
             err,
             AcsError::Timeout {
-                phase: acs_identity_operator::acs::TimeoutPhase::FirstByte,
+                phase: acs_client::TimeoutPhase::FirstByte,
                 ..
             }
         ),
@@ -408,7 +406,7 @@ async fn a_listener_that_never_accepts_is_given_up_on_at_the_connect_bound() {
         matches!(
             err,
             AcsError::Timeout {
-                phase: acs_identity_operator::acs::TimeoutPhase::Connect,
+                phase: acs_client::TimeoutPhase::Connect,
                 ..
             }
         ),

@@ -229,7 +229,6 @@ impl World {
     /// Another namespace (a second tenant) served by this world's emulator and by its
     /// operator once that is started cluster-wide: the same helpers, bound to the new
     /// namespace. It starts no operator of its own.
-    #[allow(dead_code)] // used by the tenancy tests only
     pub async fn neighbour(&self, hint: &str) -> World {
         let namespace = TestNamespace::create(hint).await;
         World {

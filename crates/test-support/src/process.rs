@@ -1,12 +1,27 @@
 //! The one launcher of the `acs-identity-operator` binary in tests: a process of the test's
 //! own, with its metrics endpoint on a free loopback port, the emulators' endpoints allowed,
 //! the test cluster's kubeconfig, its output in a log file, and killed when dropped.
+//!
+//! Cargo tells the binary's path only to the operator package's own tests
+//! (`CARGO_BIN_EXE_acs-identity-operator`), so the caller gives it: [`operator_binary!`]
+//! expands to it there.
+//!
+//! [`operator_binary!`]: crate::operator_binary
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
+
+/// The path of the operator binary, in a test of the operator package (where Cargo sets
+/// `CARGO_BIN_EXE_acs-identity-operator`), for [`OperatorProcess::spawn`].
+#[macro_export]
+macro_rules! operator_binary {
+    () => {
+        ::std::path::Path::new(env!("CARGO_BIN_EXE_acs-identity-operator"))
+    };
+}
 
 /// One operator process.
 pub struct OperatorProcess {
@@ -18,11 +33,13 @@ pub struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    /// Starts the binary with `args` (a subcommand first, e.g. `run`), then
-    /// `--metrics-bind` and `--allowed-endpoints`; `configure` may add environment or
-    /// replace `KUBECONFIG` (set to the test cluster's) before the process starts, and write
-    /// files it needs into the process's own directory (removed when it is dropped).
+    /// Starts `binary` (the operator's: [`operator_binary!`](crate::operator_binary)) with `args`
+    /// (a subcommand first, e.g. `run`), then `--metrics-bind` and `--allowed-endpoints`;
+    /// `configure` may add environment or replace `KUBECONFIG` (set to the test cluster's)
+    /// before the process starts, and write files it needs into the process's own directory
+    /// (removed when it is dropped).
     pub fn spawn<S: AsRef<OsStr>>(
+        binary: &Path,
         args: impl IntoIterator<Item = S>,
         configure: impl FnOnce(&mut Command, &Path),
     ) -> OperatorProcess {
@@ -30,7 +47,7 @@ impl OperatorProcess {
         let log = dir.path().join("operator.log");
         let file = std::fs::File::create(&log).unwrap();
         let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_acs-identity-operator"));
+        let mut command = Command::new(binary);
         command
             .args(args)
             .arg(format!("--metrics-bind=127.0.0.1:{port}"))

@@ -19,7 +19,7 @@ fn bin_dir() -> &'static Path {
 }
 
 fn install() -> Result<PathBuf, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/install");
+    let script = super::workspace_root().join("tests/tools/install");
     let log = tempfile::NamedTempFile::new().map_err(|e| format!("log file: {e}"))?;
     let out = tempfile::NamedTempFile::new().map_err(|e| format!("output file: {e}"))?;
     let mut child = Command::new(&script)
@@ -84,5 +84,5 @@ pub fn helm_command() -> Command {
 
 /// The chart's directory.
 pub fn chart_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/acs-identity-operator")
+    super::workspace_root().join("charts/acs-identity-operator")
 }

@@ -2,8 +2,8 @@
 //! file comes from: its README): HMAC signing vectors from the official SDKs, the SDKs' recorded
 //! requests and responses, and the REST spec's examples.
 
-use acs_identity_operator::acs::AccessKey;
-use acs_identity_operator::acs::signing;
+use acs_client::AccessKey;
+use acs_client::signing;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -131,8 +131,8 @@ fn body_bytes(body: &Option<serde_json::Value>) -> Vec<u8> {
 
 #[test]
 fn every_recorded_response_parses_into_its_typed_result() {
-    use acs_identity_operator::acs::AcsError;
-    use acs_identity_operator::acs::client::{parse_create_response, parse_token_response};
+    use acs_client::AcsError;
+    use acs_client::client::{parse_create_response, parse_token_response};
 
     let entries = recorded_entries();
     assert_eq!(entries.len(), 19, "the recording set changed");
@@ -189,7 +189,7 @@ fn every_recorded_response_parses_into_its_typed_result() {
 
 #[test]
 fn spec_examples_parse() {
-    use acs_identity_operator::acs::client::{parse_create_response, parse_token_response};
+    use acs_client::client::{parse_create_response, parse_token_response};
     let dir = fixtures_dir().join("spec-examples/2023-10-01");
     let read = |name: &str| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap()
@@ -214,7 +214,7 @@ fn spec_examples_parse() {
 fn create_request_body_hashes_like_the_js_sdk_recording() {
     // The JS recording kept its real x-ms-content-sha256: our compact serialization of the same
     // request must hash identically, or the service would answer 401 Denied.
-    use acs_identity_operator::acs::model::CreateIdentityRequest;
+    use acs_client::model::CreateIdentityRequest;
     let entries = recorded_entries();
     let (_, entry) = entries
         .iter()

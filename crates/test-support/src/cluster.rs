@@ -7,6 +7,9 @@
 //! `CLUSTER_OWNER_PID=<this process>` and leaves a watchdog that runs
 //! `cluster down` (stopping etcd and the server, removing the directory) once
 //! this process has exited, however it exited.
+//!
+//! [`up`] and [`down`] start and stop one such server in a directory of the caller's: the
+//! benchmarks' cluster (`examples/operator_bench`) is started the same way.
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -48,12 +51,25 @@ fn start() -> Result<Cluster, String> {
         .tempdir()
         .map_err(|e| format!("creating a directory for the test cluster: {e}"))?
         .keep(); // removed by `cluster down`, run by the watchdog
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kube-apiserver/cluster");
-    // Its progress and errors go straight to the terminal (the test harness
-    // captures only what Rust code prints).
+    let kubeconfig = up(&dir)?;
+    Ok(Cluster::Local { kubeconfig })
+}
+
+/// `tests/kube-apiserver/cluster`, the script that starts and stops a test API server.
+fn script() -> PathBuf {
+    super::workspace_root().join("tests/kube-apiserver/cluster")
+}
+
+/// The one launcher of the test API server: `cluster up DIR`, with a watchdog that brings it
+/// down once this process has exited, however it exited (`CLUSTER_OWNER_PID`). Returns the
+/// path of its admin kubeconfig. Blocks until the server is ready (minutes on a cold build
+/// cache); the script's progress and errors go straight to the terminal (a test harness
+/// captures only what Rust code prints).
+pub fn up(dir: &Path) -> Result<PathBuf, String> {
+    let script = script();
     let status = Command::new(&script)
         .arg("up")
-        .arg(&dir)
+        .arg(dir)
         .env("CLUSTER_OWNER_PID", std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
@@ -67,9 +83,17 @@ fn start() -> Result<Cluster, String> {
             dir.display()
         ));
     }
-    Ok(Cluster::Local {
-        kubeconfig: dir.join("kubeconfig"),
-    })
+    Ok(dir.join("kubeconfig"))
+}
+
+/// `cluster down DIR`: stops the server [`up`] started in `dir` and removes the directory,
+/// without waiting for this process to exit.
+pub fn down(dir: &Path) {
+    let _ = Command::new(script())
+        .arg("down")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .status();
 }
 
 /// The client configuration of the test cluster (admin: may do anything).

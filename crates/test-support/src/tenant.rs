@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 /// The shipped namespace-user roles, as a cluster's installer applies them.
-const USER_ROLES: &str = include_str!("../../deploy/base/user-roles.yaml");
+const USER_ROLES: &str = include_str!("../../../deploy/base/user-roles.yaml");
 
 /// A client that acts as `user` in `groups` (impersonation by the admin).
 pub async fn impersonating(user: &str, groups: &[String]) -> Client {
