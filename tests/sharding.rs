@@ -5,7 +5,7 @@
 //! holds exactly one identity per live AcsIdentity, and two instances at half the budget each
 //! never draw a 429 from a resource whose limit either alone would reach.
 
-mod support;
+use acs_test_support as support;
 
 use acs_identity_operator::acs::AcsRateLimiter;
 use acs_identity_operator::acs::limits::Operation;
