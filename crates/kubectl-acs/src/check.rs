@@ -62,6 +62,15 @@ pub fn lease_held(lease: &Lease, now: Timestamp) -> Result<String, String> {
     }
 }
 
+/// Whether the pod's Ready condition is True.
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
 fn ready_line(kind: &str, name: &str, conditions: &[Condition]) -> Finding {
     match conditions.iter().find(|c| c.type_ == "Ready") {
         Some(c) if c.status == "True" => Finding::ok(format!("{kind} {name} is usable")),
@@ -128,13 +137,7 @@ async fn operator(client: &Client, lease: &LeaseRef<'_>) -> Vec<Finding> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), lease.namespace);
     match pods.get_opt(&holder).await {
         Ok(Some(pod)) => {
-            let ready = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-                .is_some_and(|c| c.status == "True");
-            if ready {
+            if pod_ready(&pod) {
                 findings.push(Finding::ok(format!("pod {holder} is Ready")));
             } else {
                 findings.push(Finding::bad(format!(
@@ -239,6 +242,32 @@ mod tests {
                 (Err(e), Err(w)) => assert!(e.contains(w), "{e}"),
                 (got, want) => panic!("{holder:?} {renewed:?}: {got:?}, wanted {want:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_pod_is_ready_only_when_its_ready_condition_is_true() {
+        let pod = |status: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "status": status}))
+                .unwrap()
+        };
+        let cases = [
+            (
+                serde_json::json!({"conditions": [{"type": "Ready", "status": "True"}]}),
+                true,
+            ),
+            (
+                serde_json::json!({"conditions": [{"type": "Ready", "status": "False"}]}),
+                false,
+            ),
+            (
+                serde_json::json!({"conditions": [{"type": "PodScheduled", "status": "True"}]}),
+                false,
+            ),
+            (serde_json::json!({}), false),
+        ];
+        for (status, want) in cases {
+            assert_eq!(pod_ready(&pod(status.clone())), want, "{status}");
         }
     }
 
