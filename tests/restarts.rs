@@ -681,16 +681,6 @@ async fn tenant(platform: &World, hint: &str) -> World {
     t
 }
 
-/// Sets annotation `key` of `t`'s AcsIdentity `name` to `value` (a merge patch: the spec
-/// stays as applied).
-async fn annotate(t: &World, name: &str, key: &str, value: &str) {
-    let patch = json!({"metadata": {"annotations": {key: value}}});
-    t.api::<AcsIdentity>()
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-}
-
 /// How many of `t`'s Deployments consuming `identity` still wait for the restart its
 /// current token asks for.
 async fn behind(t: &World, identity: &str) -> usize {
@@ -773,7 +763,9 @@ async fn another_namespaces_backlog_holds_neither_a_renewal_nor_a_revoke_back() 
 
     // team-a revokes: the new token is written, and the Deployment restarted for it in time.
     let revoked = token_hash(&team_a.get::<AcsIdentity>("alice").await.unwrap());
-    annotate(&team_a, "alice", REVOKE_ANNOTATION, "incident-1").await;
+    team_a
+        .annotate("alice", REVOKE_ANNOTATION, "incident-1")
+        .await;
     let after_revoke = wait_new_token(&team_a, "alice", &revoked).await;
     let handled = Instant::now();
     let value = restart_value([("alice", Some(token_hash(&after_revoke).as_str()))]);
@@ -790,7 +782,7 @@ async fn another_namespaces_backlog_holds_neither_a_renewal_nor_a_revoke_back() 
 
     // A plain renewal of team-a: in its turn, not behind the whole backlog.
     let still = behind(&team_b, "bulk").await;
-    annotate(&team_a, "alice", REFRESH_ANNOTATION, "r1").await;
+    team_a.annotate("alice", REFRESH_ANNOTATION, "r1").await;
     let renewed = wait_new_token(&team_a, "alice", &token_hash(&after_revoke)).await;
     let handled = Instant::now();
     let value = restart_value([("alice", Some(token_hash(&renewed).as_str()))]);

@@ -10,6 +10,7 @@ use acs_test_support as support;
 use acs_identity_operator::acs::AcsRateLimiter;
 use acs_identity_operator::acs::limits::Operation;
 use acs_identity_operator::api::AcsIdentity;
+use acs_identity_operator::controller::identity::{REFRESH_ANNOTATION, REVOKE_ANNOTATION};
 use acs_identity_operator::controller::{self, Settings};
 use acs_identity_operator::policy::shard::budget;
 use serde_json::json;
@@ -95,14 +96,6 @@ async fn labelled(w: &World, name: &str, shard: Option<&str>) {
     .await;
 }
 
-async fn annotate(w: &World, name: &str, key: &str, value: &str) {
-    let patch = json!({"metadata": {"annotations": {key: value}}});
-    w.api::<AcsIdentity>()
-        .patch(name, &Default::default(), &kube::api::Patch::Merge(&patch))
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn two_instances_split_the_identities_and_never_reconcile_the_same_one() {
     let w = world().await;
@@ -120,7 +113,7 @@ async fn two_instances_split_the_identities_and_never_reconcile_the_same_one() {
     // A sequence of what users do: refresh some, revoke some, delete some.
     for name in &names[..4] {
         let before = support::operator::status_of(&w.wait_ready(name).await).clone();
-        annotate(&w, name, "acsoperator.io/refresh-requested", "r1").await;
+        w.annotate(name, REFRESH_ANNOTATION, "r1").await;
         w.wait_identity(name, "refreshed", |o| {
             o.status
                 .as_ref()
@@ -131,7 +124,7 @@ async fn two_instances_split_the_identities_and_never_reconcile_the_same_one() {
         .await;
     }
     for name in &names[4..6] {
-        annotate(&w, name, "acsoperator.io/revoke-requested", "v1").await;
+        w.annotate(name, REVOKE_ANNOTATION, "v1").await;
         w.wait_identity(name, "revoked", |o| {
             o.status
                 .as_ref()

@@ -341,6 +341,16 @@ impl World {
             .await
     }
 
+    /// Sets annotation `key` of the AcsIdentity `name` to `value` (a merge patch: the spec
+    /// stays as applied).
+    pub async fn annotate(&self, name: &str, key: &str, value: &str) {
+        let patch = json!({"metadata": {"annotations": {key: value}}});
+        self.api::<AcsIdentity>()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
     pub async fn put_secret(&self, name: &str, key: &str, value: &str) {
         self.apply::<Secret>(
             name,
