@@ -8,6 +8,7 @@
 
 use acs_test_support as support;
 
+use acs_emulator::testing::{repo_root, sdks};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -26,29 +27,6 @@ const LIFETIME: Duration = Duration::from_secs(15);
 const RUN_SECONDS: u64 = 45;
 /// kubelet's delay before a changed Secret shows in the volume (scaled down with the lifetime).
 const KUBELET_DELAY: Duration = Duration::from_millis(800);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
-}
-
-/// The official SDKs, installed by the same script as the emulator's SDK tests (idempotent).
-fn install_sdks() -> PathBuf {
-    let cache = std::env::var_os("SDK_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".cache/sdk"));
-    let output = std::process::Command::new("bash")
-        .arg(repo_root().join("tests/sdk/setup.sh"))
-        .env("SDK_CACHE_DIR", &cache)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tests/sdk/setup.sh");
-    assert!(
-        output.status.success(),
-        "tests/sdk/setup.sh failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    cache
-}
 
 /// 16 hex digits of the token's SHA-256, as the consumers log it.
 fn hash(token: &str) -> String {
@@ -180,7 +158,7 @@ async fn consume(
 
 #[tokio::test]
 async fn sdk_credentials_hand_out_only_valid_tokens_across_renewals() {
-    let cache = tokio::task::spawn_blocking(install_sdks).await.unwrap();
+    let sdks = tokio::task::spawn_blocking(sdks).await.unwrap();
     let w = World::new(|c| c.token_lifetime = Some(LIFETIME)).await;
     w.identity(
         "app",
@@ -204,14 +182,14 @@ async fn sdk_credentials_hand_out_only_valid_tokens_across_renewals() {
     })
     .await;
 
-    let mut python = tokio::process::Command::new(cache.join("venv/bin/python"));
+    let mut python = tokio::process::Command::new(&sdks.python);
     python
         .arg(repo_root().join("examples/consumers/consumer.py"))
         .env("ACS_TOKEN_DIR", volume.path());
     // ESM resolves packages from the script's own folder up: run a copy beside the SDK.
     let js_dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(
-        cache.join("js/node_modules"),
+        sdks.js_dir.join("node_modules"),
         js_dir.path().join("node_modules"),
     )
     .unwrap();

@@ -20,7 +20,7 @@
 //! Tokens are test tokens of a throw-away emulator, but they are still kept out of failure
 //! messages.
 
-use acs_emulator::testing::{TestCa, test_ca};
+use acs_emulator::testing::{TestCa, repo_root, sdks, test_ca};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
 use serde::Deserialize;
@@ -30,15 +30,12 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::str::FromStr;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 /// The emulator's access key for these tests (base64 of `sdk-compat-test-key-0123456789abcdef`).
 const ACCESS_KEY: &str = "c2RrLWNvbXBhdC10ZXN0LWtleS0wMTIzNDU2Nzg5YWJjZGVm";
-/// Installing both SDKs from nothing takes well under a minute here; this only bounds a hang.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const EMULATOR_START_TIMEOUT: Duration = Duration::from_secs(30);
 const EMULATOR_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bounds a whole quickstart run (it takes a second or two).
@@ -69,68 +66,7 @@ const STEPS: [&str; 14] = [
 ];
 
 // ---------------------------------------------------------------------------------------------
-// SDK installation (once per test binary)
-
-struct Sdks {
-    python: PathBuf,
-    js_dir: PathBuf,
-}
-
-/// The workspace root: `.cache/` and `tests/sdk/` live there.
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn sdks() -> &'static Sdks {
-    static SDKS: OnceLock<Result<Sdks, String>> = OnceLock::new();
-    match SDKS.get_or_init(install_sdks) {
-        Ok(sdks) => sdks,
-        Err(e) => panic!("installing the official SDKs failed:\n{e}"),
-    }
-}
-
-fn install_sdks() -> Result<Sdks, String> {
-    let root = repo_root();
-    let cache = std::env::var_os("SDK_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".cache/sdk"));
-    let log = tempfile::NamedTempFile::new().map_err(|e| format!("log file: {e}"))?;
-    let started = Instant::now();
-    let mut child = std::process::Command::new("bash")
-        .arg(root.join("tests/sdk/setup.sh"))
-        .env("SDK_CACHE_DIR", &cache)
-        .stdin(Stdio::null())
-        .stdout(log.reopen().map_err(|e| e.to_string())?)
-        .stderr(log.reopen().map_err(|e| e.to_string())?)
-        .spawn()
-        .map_err(|e| format!("cannot run tests/sdk/setup.sh: {e}"))?;
-    let status = loop {
-        match child.try_wait().map_err(|e| e.to_string())? {
-            Some(status) => break status,
-            None if started.elapsed() > SETUP_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "tests/sdk/setup.sh did not finish within {SETUP_TIMEOUT:?}:\n{}",
-                    read_lossy(log.path())
-                ));
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    let output = read_lossy(log.path());
-    if !status.success() {
-        return Err(format!("tests/sdk/setup.sh failed ({status}):\n{output}"));
-    }
-    eprintln!(
-        "SDK setup took {:.1}s:\n{output}",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(Sdks {
-        python: cache.join("venv/bin/python"),
-        js_dir: cache.join("js"),
-    })
-}
+// The SDKs are installed once per test binary by `acs_emulator::testing::sdks`.
 
 fn read_lossy(path: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
