@@ -159,37 +159,34 @@ async fn consumers(
     secret: &str,
 ) -> Vec<ConsumerView> {
     let mut found = Vec::new();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    for d in deployments
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-    {
+    for d in listed::<Deployment>(client, namespace).await {
         let template = d.spec.as_ref().map(|s| &s.template);
         push_consumer(&mut found, "Deployment", &d, template, identity, secret);
     }
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
-    for s in sets
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-    {
+    for s in listed::<StatefulSet>(client, namespace).await {
         let template = s.spec.as_ref().map(|s| &s.template);
         push_consumer(&mut found, "StatefulSet", &s, template, identity, secret);
     }
-    let daemons: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
-    for d in daemons
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-    {
+    for d in listed::<DaemonSet>(client, namespace).await {
         let template = d.spec.as_ref().map(|s| &s.template);
         push_consumer(&mut found, "DaemonSet", &d, template, identity, secret);
     }
     found
+}
+
+/// The `K`s in `namespace`; none when the user may not list them (status shows what it can).
+async fn listed<K>(client: &Client, namespace: &str) -> Vec<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    api.list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
 }
 
 fn push_consumer<K: ResourceExt>(
