@@ -18,6 +18,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::wait::await_condition;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -619,7 +620,8 @@ async fn a_workload_that_cannot_be_patched_is_reported_and_renewal_goes_on() {
         ..Settings::default()
     };
     let mut settings = settings;
-    restarts(limits(0, 60_000, 100, 1000))(&mut settings);
+    // A failed write is tried again after min_interval: short, so the grant below is seen soon.
+    restarts(limits(0, 5_000, 100, 1000))(&mut settings);
     let operator = tokio::spawn(controller::run(client, settings));
     let _stop = AbortOnDrop(operator);
 
@@ -647,12 +649,50 @@ async fn a_workload_that_cannot_be_patched_is_reported_and_renewal_goes_on() {
     assert_eq!(old, token_hash(&alice));
     let renewed = wait_new_token(&w, "alice", &old).await;
     assert_eq!(ready_reason(&renewed).0, "True");
+    // The identity controller's status write of the renewal keeps the report: each controller
+    // applies only its own conditions.
+    assert!(
+        restart_condition(&renewed).is_some(),
+        "the renewal's status write dropped the restart condition: {:?}",
+        renewed.status.map(|s| s.conditions)
+    );
     assert_eq!(generation(&w.get::<Deployment>("web").await.unwrap()), 1);
     assert!(
         metrics
             .encode()
             .contains(r#"acs_identity_workload_restarts_total{kind="Deployment",result="failed"}"#)
     );
+
+    // Once the workload can be patched, the next restart succeeds and the report goes, while
+    // the identity's own conditions stay.
+    w.apply::<Role>(
+        "operator",
+        json!({"rules": [
+            {"apiGroups": ["", "acsoperator.io", "events.k8s.io"], "resources": ["*"], "verbs": ["*"]},
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "patch"]},
+        ]}),
+    )
+    .await;
+    // The retried baseline write goes through and the report goes; then a renewal restarts.
+    let cleared = w
+        .wait_identity("alice", "clearing the report", |o| {
+            restart_condition(o).is_none()
+        })
+        .await;
+    assert_eq!(ready_reason(&cleared).0, "True");
+    wait_deployment(&w, "web", "the baseline", |d| restarted_for(d).0.is_some()).await;
+    let old = refresh(&w, "alice", "r2").await;
+    wait_new_token(&w, "alice", &old).await;
+    wait_deployment(&w, "web", "the restart", |d| generation(d) == 2).await;
+    assert!(restart_condition(&w.get::<AcsIdentity>("alice").await.unwrap()).is_none());
+}
+
+fn restart_condition(o: &AcsIdentity) -> Option<&Condition> {
+    o.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION)
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -183,8 +183,10 @@ pub struct AcsIdentityStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_revoke_request: Option<String>,
     /// `Ready`: True while the Secret holds a valid token for the current spec; the reason
-    /// says which state it is in (README: "Ready condition reasons").
+    /// says which state it is in (README: "Ready condition reasons"). Keyed by type: each
+    /// controller applies only the conditions it owns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

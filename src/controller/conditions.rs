@@ -2,6 +2,7 @@
 //! Reconciling and Stalled beside it, and the server-side apply of `status` under the
 //! operator's field manager.
 
+use crate::api::AcsIdentityStatus;
 use crate::policy::{Progress, Readiness, Reason};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -9,11 +10,29 @@ use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use std::fmt::Debug;
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
+
+/// The condition types the identity controller writes. Others on an AcsIdentity (the restart
+/// controller's `WorkloadsRestarted`) belong to their writers: `status.conditions` is a list
+/// keyed by type, so each writer's server-side apply keeps to its own entries.
+const IDENTITY_OWNED: [&str; 3] = [READY, RECONCILING, STALLED];
+
+/// `status` as the identity controller writes and compares it: without the conditions other
+/// controllers own (borrowed unchanged in the common case, where there are none).
+pub fn identity_owned(status: &AcsIdentityStatus) -> Cow<'_, AcsIdentityStatus> {
+    let owned = |c: &Condition| IDENTITY_OWNED.contains(&c.type_.as_str());
+    if status.conditions.iter().all(owned) {
+        return Cow::Borrowed(status);
+    }
+    let mut own = status.clone();
+    own.conditions.retain(owned);
+    Cow::Owned(own)
+}
 
 /// The Ready condition, keeping the lastTransitionTime of the `previous` Ready condition
 /// while its status stays the same (conditions say since when, not when last checked).

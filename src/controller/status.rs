@@ -3,13 +3,14 @@
 //! and the statuses written that the cache may not show yet. Writing it is the identity
 //! reconcile's record step's alone.
 
-use super::conditions::conditions;
+use super::conditions::{conditions, identity_owned};
 use crate::api::{AcsIdentity, AcsIdentityStatus, IssuedFor, Provenance};
 use crate::policy::failure::{self, Class};
 use crate::policy::{Setback, TokenParams, TokenRecord, progress, readiness};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Resource, ResourceExt};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -173,19 +174,21 @@ struct Written {
 }
 
 impl WrittenStatuses {
-    /// The newest status of `obj`: what we last wrote until the cache shows it, else the cache's.
+    /// The newest status of `obj`: what we last wrote until the cache shows it, else the
+    /// cache's; in both, only the conditions the identity controller owns.
     pub fn current(&self, obj: &AcsIdentity) -> Option<AcsIdentityStatus> {
+        let cached = obj.status.as_ref().map(|s| identity_owned(s));
         let Some(uid) = obj.uid() else {
-            return obj.status.clone();
+            return cached.map(Cow::into_owned);
         };
         let mut written = self.0.lock().expect("status ledger lock");
         match written.get(&uid) {
-            Some(ours) if obj.status.as_ref() != Some(&ours.status) => Some(ours.status.clone()),
+            Some(ours) if cached.as_deref() != Some(&ours.status) => Some(ours.status.clone()),
             Some(_) => {
                 written.remove(&uid);
-                obj.status.clone()
+                cached.map(Cow::into_owned)
             }
-            None => obj.status.clone(),
+            None => cached.map(Cow::into_owned),
         }
     }
 
@@ -198,7 +201,12 @@ impl WrittenStatuses {
         cached: impl Fn(&str, &str) -> Option<AcsIdentityStatus>,
     ) {
         self.0.lock().expect("status ledger lock").retain(|_, w| {
-            w.at.elapsed() < min_age || cached(&w.namespace, &w.name).as_ref() != Some(&w.status)
+            w.at.elapsed() < min_age
+                || cached(&w.namespace, &w.name)
+                    .as_ref()
+                    .map(|s| identity_owned(s))
+                    .as_deref()
+                    != Some(&w.status)
         });
     }
 
@@ -224,7 +232,7 @@ impl WrittenStatuses {
     ) {
         if let (Some(uid), Some(status)) = (obj.uid(), status) {
             let entry = Written {
-                status,
+                status: identity_owned(&status).into_owned(),
                 namespace: obj.namespace().unwrap_or_default(),
                 name: obj.name_any(),
                 at: Instant::now(),
@@ -417,5 +425,36 @@ mod tests {
         ledger.record(&caught_up, Some(with_id("newer")));
         ledger.forget(&caught_up);
         assert_eq!(ledger.current(&stale), Some(with_id("old")));
+    }
+
+    /// Another controller's condition (the restart controller's) is neither compared nor
+    /// written by the identity controller: it does not keep a ledger entry alive, and the
+    /// status a reconcile starts from does not hold it.
+    #[test]
+    fn conditions_of_other_controllers_are_not_the_identity_controllers() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+        let foreign = |mut s: AcsIdentityStatus| {
+            s.conditions.push(Condition {
+                type_: "WorkloadsRestarted".into(),
+                status: "False".into(),
+                reason: "RestartForbidden".into(),
+                message: "m".into(),
+                observed_generation: None,
+                last_transition_time: Time(Timestamp::from_second(5).unwrap()),
+            });
+            s
+        };
+        let ledger = WrittenStatuses::default();
+        let obj = identity(Some(foreign(with_id("a"))));
+        assert_eq!(ledger.current(&obj), Some(with_id("a")), "cache only");
+        // Our write came back from the server with the other condition beside ours.
+        ledger.record(&obj, Some(foreign(with_id("b"))));
+        assert_eq!(ledger.current(&obj), Some(with_id("b")), "cache behind");
+        let shown = identity(Some(foreign(with_id("b"))));
+        assert_eq!(ledger.current(&shown), Some(with_id("b")));
+        assert!(ledger.is_empty(), "the cache shows our write: dropped");
+        ledger.record(&shown, Some(with_id("c")));
+        ledger.prune(Duration::ZERO, |_, _| Some(foreign(with_id("c"))));
+        assert!(ledger.is_empty(), "pruned though the cache has more");
     }
 }

@@ -217,21 +217,15 @@ impl Actor {
                 // Already says so: its lastTransitionTime stays.
                 continue;
             }
-            let mut conditions: Vec<Condition> = identity
-                .conditions
-                .iter()
-                .filter(|c| c.type_ != CONDITION)
-                .cloned()
-                .collect();
-            conditions.push(Condition {
+            let condition = Condition {
                 type_: CONDITION.into(),
                 status: "False".into(),
                 reason: reason.as_str().into(),
                 message: message.clone(),
                 observed_generation: None,
                 last_transition_time: Time(jiff::Timestamp::now()),
-            });
-            self.set_conditions(&key.namespace, identity, conditions)
+            };
+            self.apply_condition(&key.namespace, identity, Some(condition))
                 .await;
         }
     }
@@ -245,54 +239,49 @@ impl Actor {
                 .iter()
                 .any(|c| c.type_ == CONDITION && c.message.starts_with(&prefix));
             if ours {
-                let rest = identity
-                    .conditions
-                    .iter()
-                    .filter(|c| c.type_ != CONDITION)
-                    .cloned()
-                    .collect();
-                self.set_conditions(&key.namespace, identity, rest).await;
+                self.apply_condition(&key.namespace, identity, None).await;
             }
         }
     }
 
-    /// Replaces the identity's conditions if they are still those it was seen with (a JSON
-    /// patch with a test), so that a status the identity controller wrote meanwhile is never
-    /// overwritten. Skipped for an identity without conditions yet.
-    async fn set_conditions(
+    /// Sets (or with `None` removes) the identity's [`CONDITION`] by server-side apply under
+    /// [`FIELD_MANAGER`]. `status.conditions` is keyed by type, so the apply touches only this
+    /// entry: the identity controller's conditions, written before or after, stand. Forced, to
+    /// take over an entry an older release wrote with a JSON patch.
+    async fn apply_condition(
         &self,
         namespace: &str,
         identity: &IdentityRef,
-        conditions: Vec<Condition>,
+        condition: Option<Condition>,
     ) {
-        if identity.conditions.is_empty() {
-            return;
-        }
-        let mut ops = vec![];
-        if let Some(uid) = &identity.uid {
-            ops.push(json!({"op": "test", "path": "/metadata/uid", "value": uid}));
-        }
-        ops.push(json!({"op": "test", "path": "/status/conditions", "value": identity.conditions}));
-        ops.push(json!({"op": "replace", "path": "/status/conditions", "value": conditions}));
-        let patch: json_patch::Patch = match serde_json::from_value(Value::Array(ops)) {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(error = %e, "could not build the condition patch");
-                return;
-            }
-        };
         let api: Api<AcsIdentity> = Api::namespaced(self.client.clone(), namespace);
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        if let Err(e) =
-            timed(api.patch_status(&identity.name, &params, &Patch::Json::<()>(patch))).await
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let body = condition_body(&identity.name, identity.uid.as_deref(), condition);
+        if let Err(e) = timed(api.patch_status(&identity.name, &params, &Patch::Apply(body))).await
         {
-            // Its status changed meanwhile: the identity controller's write stands.
+            // Gone, or made again under another uid: nothing of ours to report on.
             debug!(identity = %identity.name, error = %e, "restart condition not written");
         }
     }
+}
+
+/// The apply configuration of the restart condition on an AcsIdentity: the condition, or no
+/// status at all, which removes the entry this manager applied before.
+fn condition_body(name: &str, uid: Option<&str>, condition: Option<Condition>) -> Value {
+    let resource = AcsIdentity::api_version(&());
+    let mut body = json!({
+        "apiVersion": resource,
+        "kind": AcsIdentity::kind(&()),
+        "metadata": {"name": name},
+    });
+    if let Some(uid) = uid {
+        // A precondition: an identity deleted and made again does not get this one's report.
+        body["metadata"]["uid"] = json!(uid);
+    }
+    if let Some(condition) = condition {
+        body["status"] = json!({"conditions": [condition]});
+    }
+    body
 }
 
 /// The apply configuration of a restart: the annotation on the metadata and the pod template.

@@ -475,6 +475,9 @@ impl Restarter {
                 if self.index.workloads.contains_key(&key) {
                     self.index.dirty.insert(key.clone());
                 }
+                // The workload can be written now: an earlier failure's report goes.
+                let identities = self.index.identity_refs(&key);
+                self.act.clear_failures(&key, &identities).await;
             }
             Err(error) => {
                 warn!(target = %key, %error, "could not record the restart annotation");
