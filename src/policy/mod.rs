@@ -5,7 +5,7 @@
 //! - what to do next with an identity? [`decision`]
 //! - which state is the token Secret in? [`secret_state`]
 //! - when does the operator look again? [`requeue`]
-//! - what does the Ready condition say? [`readiness`]
+//! - what does the Ready condition say, and must a wait in line be written? [`readiness`]
 //! - what does a reason mean? [`reason`]
 //! - what does a failure mean: retried, waiting for a change, held back? [`failure`]
 //! - may a request go to this endpoint? [`endpoint`]
@@ -38,7 +38,10 @@ pub use decision::{
     Decision, IssueReason, Observed, SecretState, TokenParams, TokenRecord, current_token, decide,
     issue_deadline,
 };
-pub use readiness::{Failure, Progress, Raised, Readiness, Setback, Standing, progress, readiness};
+pub use readiness::{
+    Failure, Progress, Raised, Readiness, Setback, Shown, Standing, in_line_needs_writing,
+    progress, readiness,
+};
 pub use reason::Reason;
 pub use requeue::{Outcome, next_look, retry_delay};
 pub use schedule::{Phase, RenewBefore, check_expiry, renewal_time};

@@ -96,6 +96,13 @@ pub struct Recorded<'a> {
     pub home: Option<Home<'a>>,
 }
 
+/// Whether `r` can bear on [`check_created`]'s answer for `id`: it names `id`, or it was
+/// learned through a shared connection (only those tell resources apart). The rest need not
+/// be gathered: a create at 10,000 identities would otherwise look at every one of them.
+pub fn bears_on(r: &Recorded<'_>, id: &str) -> bool {
+    r.id == id || r.home.is_some_and(|h| h.via.shared())
+}
+
 /// Why an answer to a create is not taken as a new identity of the resource asked. The
 /// message does not say which (a tenant's own server chose the id; it learns nothing of
 /// where else an id is held).
@@ -129,10 +136,13 @@ pub fn check_created<'a>(
         // Only what the platform's connections learned is trusted: a namespace's own server
         // could otherwise teach the operator to refuse the platform's answers (each refused
         // answer an identity left on the shared bill).
-        let trusted = home.via.shared();
-        let same_endpoint = home.endpoint == here.endpoint;
-        let same_resource = resource_of(r.id) == Some(resource);
-        other_resource |= trusted && resource_of(r.id).is_some() && same_endpoint != same_resource;
+        if !home.via.shared() {
+            continue;
+        }
+        let Some(theirs) = resource_of(r.id) else {
+            continue;
+        };
+        other_resource |= (home.endpoint == here.endpoint) != (theirs == resource);
     }
     if other_resource {
         return Err(NotNew::OtherResource);
@@ -286,6 +296,12 @@ mod tests {
         for (what, id, here, want) in cases {
             let recorded = [alice, fake_c, legacy];
             assert_eq!(check_created(id, here, "me", recorded), want, "{what}");
+            let bearing = recorded.into_iter().filter(|r| bears_on(r, id));
+            assert_eq!(
+                check_created(id, here, "me", bearing),
+                want,
+                "{what}: the records that bear on it give the same answer"
+            );
         }
         // A namespace's own server teaches nothing, not even to refuse the platform.
         let poisoned = Recorded {

@@ -277,9 +277,13 @@ fn check_created(id: &str, facts: &Facts, target: &Target<'_>) -> Result<(), Err
         endpoint: &facts.home.endpoint,
         via: observe::via_of(&namespace, &facts.home.connection_ref),
     };
-    let all = target.ctx.identities.state();
+    // Only those that can bear on the answer are taken out of the cache, not every one.
+    let bearing = target
+        .ctx
+        .identities
+        .state_filter(|o| observe::recorded(o).is_some_and(|r| provenance::bears_on(&r, id)));
     let uid = obj.uid().unwrap_or_default();
-    let recorded = all.iter().filter_map(|o| observe::recorded(o));
+    let recorded = bearing.iter().filter_map(|o| observe::recorded(o));
     provenance::check_created(id, here, &uid, recorded).map_err(|why| {
         warn!(identity = %id, ?why, "refused the answer to a create");
         Error::ForeignIdentity {

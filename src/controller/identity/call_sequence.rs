@@ -164,6 +164,11 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(Box::new(|| Arc::new(AcsRateLimiter::at_acs_limits()))).await
+}
+
+/// The fixture, its connection's ACS limits made by `limiter`.
+async fn fixture_with(limiter: Box<dyn Fn() -> Arc<AcsRateLimiter> + Send + Sync>) -> Fixture {
     let key = AccessKey::from_base64(KEY).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let emulator = serve(EmulatorConfig::new(key), listener).await.unwrap();
@@ -183,7 +188,7 @@ async fn fixture() -> Fixture {
         reflector::store().0,
         Duration::from_secs(5),
         Default::default(),
-        Box::new(|| Arc::new(AcsRateLimiter::at_acs_limits())),
+        limiter,
     )
     .with_allowed_endpoints(
         crate::policy::endpoint::AllowedEndpoints::acs_and_parsed(["127.0.0.1:*"]).unwrap(),
@@ -283,6 +288,57 @@ async fn a_new_identity_costs_one_reconcile_a_finalizer_patch_one_secret_apply_o
     let stats = acs_stats(&f.emulator).await;
     assert_eq!(stats["total"], 1, "one ACS call: {stats}");
     // The next look is the renewal, two thirds into a day.
+    let wait = format!("{action:?}");
+    assert!(wait.contains("requeue_after: Some("), "{wait}");
+    f.emulator.shutdown().await;
+}
+
+/// Past the ACS window a new identity waits in line: the finalizer and what the decision
+/// reads, and no status write (it reads observedGeneration 0 without conditions, in progress
+/// for kstatus and Argo CD already).
+#[tokio::test]
+async fn a_new_identity_waiting_in_line_costs_a_finalizer_patch_and_no_status_write() {
+    use crate::acs::{Admission, Operation};
+    let f = fixture_with(Box::new(|| {
+        let limiter = AcsRateLimiter::with_limits(|op| match op {
+            Operation::CreateIdentityWithToken => 1,
+            op => op.acs_limit(),
+        });
+        // The window's one create is taken by another namespace.
+        let taken = limiter.admit_fair(Operation::CreateIdentityWithToken, "a/b", "a", false);
+        assert_eq!(taken, Admission::Now);
+        Arc::new(limiter)
+    }))
+    .await;
+    let mut new = identity();
+    new.status = Some(crate::api::AcsIdentityStatus {
+        observed_generation: Some(0),
+        ..Default::default()
+    });
+    let script = vec![
+        Expect {
+            content_type: Some("application/json-patch+json"),
+            ..expect(
+                Method::PATCH,
+                &format!("{IDENTITIES}/alice"),
+                StatusCode::OK,
+                with_finalizer(new.clone(), "12"),
+            )
+        },
+        connection_secret_read(&f.connection_string),
+        expect(
+            Method::GET,
+            &format!("{SECRETS}/alice"),
+            StatusCode::NOT_FOUND,
+            not_found(),
+        ),
+    ];
+    let server = tokio::spawn(serve_script(f.handle, script));
+    // A status write beyond the script finds no server: the reconcile would fail.
+    let action = reconcile(Arc::new(new), f.ctx.clone()).await.unwrap();
+    assert_eq!(server.await.unwrap().len(), 3);
+    let stats = acs_stats(&f.emulator).await;
+    assert_eq!(stats["total"], 0, "no ACS call: {stats}");
     let wait = format!("{action:?}");
     assert!(wait.contains("requeue_after: Some("), "{wait}");
     f.emulator.shutdown().await;

@@ -9,7 +9,7 @@ use crate::controller::context::{Context, look_again};
 use crate::controller::error::Error;
 use crate::controller::status::{self, Change};
 use crate::policy::failure::{self, Class};
-use crate::policy::{Outcome, TokenRecord, whole_seconds};
+use crate::policy::{Outcome, Shown, TokenRecord, in_line_needs_writing, whole_seconds};
 use jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -88,14 +88,18 @@ impl<'a> Record<'a> {
         let (status, tally, event, next) = match acted {
             Ok(step @ (Step::InLine { .. } | Step::Crowded)) => {
                 debug!("in line for ACS capacity");
-                // Reconciling=True says so to the tools that read status; written once (a
-                // status that did not change is not written again).
-                let change = Change::InLine {
-                    current: current.as_ref(),
-                };
                 let next = match step {
                     Step::InLine { token_valid_for } => Outcome::InLine { token_valid_for },
                     _ => Outcome::Crowded,
+                };
+                // Reconciling=True says so to the tools that read status, where they cannot
+                // read it already; written once (a status that did not change is not written
+                // again).
+                if !in_line_needs_writing(shown(obj, &self.base)) {
+                    return Ok(look_again(next));
+                }
+                let change = Change::InLine {
+                    current: current.as_ref(),
                 };
                 let status = status::build(obj, self.base, change, home, now);
                 (status, Tally::NotYet, None, next)
@@ -148,6 +152,15 @@ impl<'a> Record<'a> {
             ctx.publish(obj, type_, reason, note).await;
         }
         Ok(look_again(next))
+    }
+}
+
+/// What the tools that read status see of `obj` with the newest status `base`.
+fn shown(obj: &AcsIdentity, base: &AcsIdentityStatus) -> Shown {
+    Shown {
+        has_conditions: !base.conditions.is_empty(),
+        observed_generation: base.observed_generation,
+        generation: obj.metadata.generation,
     }
 }
 
