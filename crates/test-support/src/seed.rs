@@ -33,8 +33,9 @@ use std::time::{Duration, Instant};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// Identities per `POST /admin/identities:seed` (the emulator takes up to 5000).
-const BATCH: usize = 1000;
+/// Identities per `POST /admin/identities:seed` (the emulator takes up to 5000, in a body
+/// of at most 64 KiB: about 800 of these).
+const BATCH: usize = 500;
 
 /// What to seed.
 #[derive(Debug, Clone)]
