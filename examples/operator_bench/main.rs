@@ -586,7 +586,14 @@ async fn run(cli: Cli, bins: Bins) -> Result<report::Report, Error> {
     );
     report.add("load_average_start", processes::load_average(), "");
     report.add("count", cli.count, "");
-    scenarios::run(&cli, bins, &mut report).await?;
+    if let Err(e) = scenarios::run(&cli, bins, &mut report).await {
+        // A long run's figures so far are worth keeping (a 100,000 run takes half an hour).
+        eprintln!(
+            "operator_bench: failed; the figures so far:\n{}",
+            report.table()
+        );
+        return Err(e);
+    }
     report.add("load_average_end", processes::load_average(), "");
     Ok(report)
 }

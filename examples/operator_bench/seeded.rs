@@ -306,40 +306,6 @@ async fn memory(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
         "<= 2",
     );
 
-    // A relist of every watch: the API server restarts, and its watch cache starts at the
-    // newest resourceVersion. A write just before makes that newer than every resourceVersion
-    // the operator's watches hold, so they cannot resume ("too old") and list again.
-    if cli.kubeconfig.is_none() {
-        let t0 = Instant::now();
-        let marker: k8s_openapi::api::core::v1::ConfigMap =
-            serde_json::from_value(json!({"metadata": {"name": "relist-marker"}}))?;
-        w.api::<k8s_openapi::api::core::v1::ConfigMap>()
-            .create(&PostParams::default(), &marker)
-            .await?;
-        w.cluster.restart_apiserver().await?;
-        // The operator's watches back: its lists are counted by the new API server.
-        let mut lists = 0.0;
-        while t0.elapsed() < Duration::from_secs(120) {
-            lists = apiserver_requests(&w.client, "LIST", "acsidentities").await?
-                + apiserver_requests(&w.client, "LIST", "secrets").await?;
-            if lists >= 2.0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(20)).await;
-        settle(&w).await?;
-        let after = w.operator_stats();
-        r.add("memory_relist_lists_seen", lists, "");
-        r.add("memory_relist_s", t0.elapsed().as_secs_f64(), "");
-        r.add("memory_after_relist_rss_mib", mib(after.rss_kib), "");
-        r.add(
-            "memory_after_relist_peak_rss_mib",
-            mib(after.hwm_kib),
-            "<= 256",
-        );
-    }
-
     // A wave of renewals, at the ACS rate.
     let wave = cli.renewal_wave.unwrap_or((n / 10).min(3000));
     if wave > 0 {
@@ -371,6 +337,67 @@ async fn memory(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
         r.add("memory_renewal_wave_s", t0.elapsed().as_secs_f64(), "");
         r.add("memory_after_wave_rss_mib", mib(after.rss_kib), "");
     }
+    // A relist of every watch: the API server restarts, and its watch cache starts at the
+    // newest resourceVersion. A write just before makes that newer than every resourceVersion
+    // the operator's watches hold, so they cannot resume ("too old") and list again.
+    if cli.kubeconfig.is_none() {
+        let t0 = Instant::now();
+        let marker: k8s_openapi::api::core::v1::ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": "relist-marker"}}))?;
+        w.api::<k8s_openapi::api::core::v1::ConfigMap>()
+            .create(&PostParams::default(), &marker)
+            .await?;
+        w.cluster.restart_apiserver().await?;
+        // The operator's watches back: its lists are counted by the new API server.
+        let mut lists = 0.0;
+        while t0.elapsed() < Duration::from_secs(120) {
+            lists = apiserver_requests(&w.client, "LIST", "acsidentities").await?
+                + apiserver_requests(&w.client, "LIST", "secrets").await?;
+            if lists >= 2.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        settle(&w).await?;
+        let after = w.operator_stats();
+        // Does the operator still serve requests after the relist? 10 refreshes, 120 s.
+        let stats0 = w.emulator.stats().await?;
+        let probe: Vec<String> = (0..10.min(n))
+            .map(|i| format!("id-{:05}", n - 1 - i))
+            .collect();
+        request_refresh(&w.api::<AcsIdentity>(), &probe, "after-relist").await?;
+        let t1 = Instant::now();
+        let mut served = 0;
+        while t1.elapsed() < Duration::from_secs(120) && served < probe.len() as u64 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            served = w
+                .emulator
+                .stats()
+                .await?
+                .since(&stats0)
+                .operation("issueToken", Some("200"));
+        }
+        r.add(
+            "memory_after_relist_refreshes_served",
+            format!("{served}/{}", probe.len()),
+            "all",
+        );
+        r.add(
+            "memory_after_relist_refresh_s",
+            t1.elapsed().as_secs_f64(),
+            "",
+        );
+        r.add("memory_relist_lists_seen", lists, "");
+        r.add("memory_relist_s", t0.elapsed().as_secs_f64(), "");
+        r.add("memory_after_relist_rss_mib", mib(after.rss_kib), "");
+        r.add(
+            "memory_after_relist_peak_rss_mib",
+            mib(after.hwm_kib),
+            "<= 256",
+        );
+    }
+
     let end = w.operator_stats();
     let side = w.side();
     r.add("memory_rss_mib", mib(end.rss_kib), "");
