@@ -12,7 +12,16 @@
 //! cargo run --release --example operator_bench -- restarts             # 1,000 identities, 200 Deployments
 //! cargo run --release --example operator_bench -- connections          # 1,000 connections, 64 KiB CA bundles
 //! cargo run --release --example operator_bench -- bulkheads --count 500  # a tenant on a tarpit
+//! # Issue 21: from a seeded state (what a previous operator left), 100,000 in minutes
+//! cargo run --release --example operator_bench -- restart --seeded --count 100000
+//! cargo run --release --example operator_bench -- memory --seeded --count 100000 --secret-kib 1
+//! cargo run --release --example operator_bench -- steady --seeded --count 100000 --duration-seconds 600
 //! ```
+//!
+//! `--seeded` (restart, memory, steady; `seeded.rs`) does not create the identities through
+//! the operator at the ACS limit: it seeds the emulator's identities and tokens through its
+//! admin API and writes the AcsIdentities, their status and their token Secrets as the
+//! operator would have (`acs_test_support::seed`), then starts the operator on that state.
 //!
 //! Each run builds what it starts (`cargo build --bins --examples`, the same build as
 //! `cargo build --release --bins --examples` and a no-op after it; `--no-build` skips it), then starts a test API server
@@ -31,6 +40,7 @@ mod processes;
 mod report;
 mod restarts;
 mod scenarios;
+mod seeded;
 
 use acs_identity_operator::api::{AcsConnection, AcsIdentity, ClusterAcsConnection};
 use clap::{Parser, ValueEnum};
@@ -144,6 +154,20 @@ pub struct Cli {
     /// bulkheads: run the operator with the caps and breakers off, for contrast.
     #[arg(long)]
     pub without_bulkheads: bool,
+    /// restart, memory, steady: start from a seeded state instead of creating the identities
+    /// through the operator (issue 21).
+    #[arg(long)]
+    pub seeded: bool,
+    /// --seeded: no renewal falls due before this long after the seeding starts (default:
+    /// 7200 for restart and memory, 0 for steady).
+    #[arg(long)]
+    pub seed_quiet_seconds: Option<u64>,
+    /// --seeded: identities (and memory's unrelated Secrets) written at once.
+    #[arg(long, default_value_t = 32)]
+    pub seed_concurrency: usize,
+    /// memory --seeded: identities asked to refresh at once (default: count/10, at most 3000).
+    #[arg(long)]
+    pub renewal_wave: Option<usize>,
 }
 
 impl Cli {
@@ -562,7 +586,14 @@ async fn run(cli: Cli, bins: Bins) -> Result<report::Report, Error> {
     );
     report.add("load_average_start", processes::load_average(), "");
     report.add("count", cli.count, "");
-    scenarios::run(&cli, bins, &mut report).await?;
+    if let Err(e) = scenarios::run(&cli, bins, &mut report).await {
+        // A long run's figures so far are worth keeping (a 100,000 run takes half an hour).
+        eprintln!(
+            "operator_bench: failed; the figures so far:\n{}",
+            report.table()
+        );
+        return Err(e);
+    }
     report.add("load_average_end", processes::load_average(), "");
     Ok(report)
 }

@@ -25,6 +25,9 @@ const ACS_WINDOW_S: f64 = 30.0;
 const MIB: f64 = 1024.0;
 
 pub async fn run(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
+    if cli.seeded {
+        return crate::seeded::run(cli, bins, r).await;
+    }
     match cli.scenario {
         Scenario::Burst => burst(cli, bins, r).await,
         Scenario::Restart => restart(cli, bins, r).await,
@@ -51,16 +54,16 @@ pub fn acs_floor_seconds(n: usize) -> f64 {
     (n.saturating_sub(1) / ACS_LIMIT as usize) as f64 * ACS_WINDOW_S
 }
 
-fn reconciles(m: &Metrics) -> f64 {
+pub(crate) fn reconciles(m: &Metrics) -> f64 {
     m.sum("acs_identity_reconciles_total", &[])
 }
 
-fn mib(kib: u64) -> f64 {
+pub(crate) fn mib(kib: u64) -> f64 {
     kib as f64 / MIB
 }
 
 /// CPU seconds spent by each side process between two readings, added to the report.
-fn add_side_cpu(r: &mut Report, prefix: &str, before: &Side, after: &Side) {
+pub(crate) fn add_side_cpu(r: &mut Report, prefix: &str, before: &Side, after: &Side) {
     let d = |a: &ProcStats, b: &ProcStats| b.cpu_seconds - a.cpu_seconds;
     r.add(
         &format!("{prefix}_apiserver_cpu_s"),
@@ -247,7 +250,7 @@ async fn unreferenced_identities(w: &World) -> Result<usize, Error> {
 }
 
 /// Waits until the operator's reconcile count has not moved for three seconds (at most 60 s).
-async fn settle(w: &World) -> Result<(), Error> {
+pub(crate) async fn settle(w: &World) -> Result<(), Error> {
     let started = Instant::now();
     let mut last = -1.0;
     let mut quiet_since = Instant::now();

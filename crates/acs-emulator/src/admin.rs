@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `GET /admin/health` | – | `200 {"status":"ok"}` |
 //! | `GET /admin/identities[?limit=N&continue=C]` | – | `200 {"identities":[{"id":"8:acs:…","customId"?:"…","deleted":false,"tokensIssued":2,"revocations":1}],"continue"?:"…"}`, oldest first, deleted ones included; `customId` only when created with one. Without `limit`, all of them; with it (1..=5000), at most that many, and `continue` when more follow, to pass back for the next page |
+//! | `POST /admin/identities:seed` | `{"identities":[{"scopes":["chat"],"expiresInMinutes":1440,"issuedAt":1700000000}]}` (1..=5000 entries, within the 64 KiB body limit; `expiresInMinutes` 60..=1440, default 1440; `issuedAt` unix seconds, default now, may lie in the past) | `201 {"identities":[{"id":"8:acs:…","token":"…","expiresOn":"…"}]}`, in the order asked: each a new identity with one token, as a client that created them earlier would hold them (benchmarks seed a previous operator's state with it). Not counted or throttled like every admin request |
 //! | `POST /admin/tokens:verify` | `{"token":"…"}` | `200 {"valid":true,"reason":"ok"}`; `reason` is one of `ok`, `expired`, `revoked`, `deleted`, `unknown` (not issued by this emulator instance), `malformed` |
 //! | `GET /admin/stats` | – | `200 {"total":7,"operations":{"issueToken":{"200":5,"429":1},"unknown":{"404":1}}}`: data-plane requests by operation and answered status; Entra token requests count as `entraToken` |
 //! | `DELETE /admin/stats` | – | `204`, counters back to zero |
@@ -101,6 +102,81 @@ fn page_request(query: Option<&str>) -> Result<(u64, usize), ErrorReply> {
     Ok((after, limit))
 }
 
+/// The largest `POST /admin/identities:seed` accepted.
+pub const MAX_SEED: usize = 5000;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SeedRequest {
+    identities: Vec<SeedEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SeedEntry {
+    scopes: Vec<String>,
+    #[serde(default)]
+    expires_in_minutes: Option<u32>,
+    /// Unix seconds.
+    #[serde(default)]
+    issued_at: Option<u64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SeededView {
+    id: String,
+    token: String,
+    expires_on: String,
+}
+
+/// Creates the identities and tokens of a `POST /admin/identities:seed`, after checking the
+/// whole request: a bad entry creates nothing.
+fn seed(app: &App, body: &[u8], now: SystemTime) -> Result<HttpResponse, ErrorReply> {
+    let request: SeedRequest = serde_json::from_slice(body).map_err(bad_request)?;
+    if !(1..=MAX_SEED).contains(&request.identities.len()) {
+        return Err(bad_request(format!(
+            "`identities` must hold 1 to {MAX_SEED} entries"
+        )));
+    }
+    let mut checked = Vec::with_capacity(request.identities.len());
+    for entry in &request.identities {
+        let scopes = entry
+            .scopes
+            .iter()
+            .map(|s| s.parse::<acs_client::Scope>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| bad_request(format!("unknown scope in {:?}", entry.scopes)))?;
+        if scopes.is_empty() {
+            return Err(bad_request("`scopes` must not be empty"));
+        }
+        let minutes = entry.expires_in_minutes.unwrap_or(1440);
+        if !(60..=1440).contains(&minutes) {
+            return Err(bad_request("`expiresInMinutes` must be 60 to 1440"));
+        }
+        let at = entry.issued_at.map_or(now, |s| {
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)
+        });
+        if at > now {
+            return Err(bad_request("`issuedAt` must not lie in the future"));
+        }
+        checked.push((scopes, minutes, at));
+    }
+    let mut seeded = Vec::with_capacity(checked.len());
+    for (scopes, minutes, at) in checked {
+        let (id, token) = app.identities.seed(&scopes, minutes, at)?;
+        seeded.push(SeededView {
+            id,
+            token: token.token,
+            expires_on: token.expires_on,
+        });
+    }
+    Ok(admin_json(
+        StatusCode::CREATED,
+        &serde_json::json!({ "identities": seeded }),
+    ))
+}
+
 #[derive(Default, Deserialize)]
 struct VerifyRequest {
     token: Option<String>,
@@ -158,6 +234,7 @@ fn answer(
                 },
             )
         }
+        AdminRoute::SeedIdentities => seed(app, body, SystemTime::now())?,
         AdminRoute::VerifyToken => {
             let request: VerifyRequest = parse_body(body).map_err(bad_request)?;
             let token = request

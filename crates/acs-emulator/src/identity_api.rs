@@ -155,6 +155,23 @@ impl IdentityService {
         })
     }
 
+    /// `POST /admin/identities:seed`, one entry: a new identity and one token for `scopes`,
+    /// issued `at` (which may lie in the past) for `minutes` (or `--token-lifetime-seconds`).
+    /// What a previous client would have left behind, made without a data-plane call.
+    pub fn seed(
+        &self,
+        scopes: &[Scope],
+        minutes: u32,
+        at: SystemTime,
+    ) -> Result<(String, AccessTokenBody), ErrorReply> {
+        let id = self
+            .store
+            .create()
+            .map_err(|error| store_error(error, ""))?;
+        let token = self.mint(&id, scopes, minutes, at)?;
+        Ok((id, token))
+    }
+
     /// `POST /identities/{id}/:issueAccessToken`.
     pub fn issue_token(
         &self,

@@ -76,6 +76,8 @@ impl Verb {
 pub enum AdminRoute {
     Health,
     ListIdentities,
+    /// `POST /admin/identities:seed`: identities with a token each, made at once.
+    SeedIdentities,
     VerifyToken,
     Stats,
     ResetStats,
@@ -178,6 +180,7 @@ fn admin_route(method: &Method, rest: &str) -> Option<AdminRoute> {
     Some(match (method, rest) {
         (&Method::GET, "health") => Health,
         (&Method::GET, "identities") => ListIdentities,
+        (&Method::POST, "identities:seed") => SeedIdentities,
         (&Method::POST, "tokens:verify") => VerifyToken,
         (&Method::GET, "stats") => Stats,
         (&Method::DELETE, "stats") => ResetStats,
@@ -382,6 +385,15 @@ mod tests {
             route(&Method::DELETE, "/admin/faults"),
             Route::Admin(AdminRoute::ClearFaults)
         );
+        assert_eq!(
+            route(&Method::POST, "/admin/identities:seed"),
+            Route::Admin(AdminRoute::SeedIdentities)
+        );
+        // Not on the data plane: only under /admin/.
+        assert!(!matches!(
+            route(&Method::POST, "/identities:seed"),
+            Route::Admin(_)
+        ));
     }
 
     #[test]

@@ -892,6 +892,65 @@ async fn admin_answers_malformed_and_foreign_tokens() {
 }
 
 #[tokio::test]
+async fn seeded_identities_hold_backdated_tokens_and_count_no_calls() {
+    let emulator = start(|_| {}).await;
+    let issued_at = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600;
+    let seeded = emulator
+        .admin_send(
+            "POST",
+            "/admin/identities:seed",
+            json!({"identities": [
+                {"scopes": ["chat", "voip"], "expiresInMinutes": 120, "issuedAt": issued_at},
+                {"scopes": ["chat"]},
+            ]}),
+        )
+        .await;
+    assert_eq!(seeded.status, 201, "{}", seeded.json);
+    let list = seeded.json["identities"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let first = &list[0];
+    let token = first["token"].as_str().unwrap();
+    assert_eq!(emulator.verdict(token).await, "ok");
+    let claims = python_claims(token);
+    assert_eq!(claims["iat"].as_u64(), Some(issued_at));
+    assert_eq!(claims["exp"].as_u64(), Some(issued_at + 7200));
+    // The identity is real: the data plane issues it more tokens.
+    let id = first["id"].as_str().unwrap();
+    assert_eq!(
+        emulator.issue(id, r#"{"scopes":["chat"]}"#).await.status,
+        200
+    );
+    assert_eq!(emulator.identity_view(id).await["tokensIssued"], 2);
+    // Admin requests are not data-plane calls: only the issue above counts.
+    assert_eq!(emulator.admin_get("/admin/stats").await["total"], 1);
+    // One bad entry creates nothing.
+    let before = emulator.admin_get("/admin/identities").await["identities"]
+        .as_array()
+        .unwrap()
+        .len();
+    for bad in [
+        json!({"identities": [{"scopes": ["chat"]}, {"scopes": ["nope"]}]}),
+        json!({"identities": [{"scopes": ["chat"], "expiresInMinutes": 30}]}),
+        json!({"identities": [{"scopes": ["chat"], "issuedAt": issued_at + 86_400}]}),
+        json!({"identities": []}),
+    ] {
+        let refused = emulator
+            .admin_send("POST", "/admin/identities:seed", bad)
+            .await;
+        assert_eq!(refused.status, 400, "{}", refused.json);
+    }
+    let after = emulator.admin_get("/admin/identities").await["identities"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
 async fn unknown_routes_are_404_and_counted() {
     let emulator = start(|_| {}).await;
     let answer = emulator

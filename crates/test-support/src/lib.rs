@@ -13,6 +13,8 @@
 //! - [`tenant`]: a user bound to `view`, `edit` or `admin` in one namespace, acting through
 //!   impersonation with only the rights that role gives.
 //! - [`process`]: the one launcher of the operator binary (a process of the test's own).
+//! - [`seed`]: the state a previous operator left (identities, tokens, statuses, Secrets),
+//!   written fast for the 100,000-identity benchmarks and the memory guard.
 //! - [`fake_acs`]: a tenant's own "ACS" that answers creates with whatever id it is told.
 //! - [`tools`]: the pinned helm, kubectl and promtool (`tests/tools/install`).
 //!
@@ -39,6 +41,7 @@ pub mod kstatus;
 mod namespace;
 pub mod operator;
 pub mod process;
+pub mod seed;
 pub mod tenant;
 pub mod tools;
 
