@@ -487,24 +487,7 @@ pub async fn create_identities_with(
     Ok(started.elapsed())
 }
 
-/// Retries what the API server may refuse for a moment (429 right after a CRD is
-/// established, 5xx, a dropped connection), at most 20 times.
-pub async fn retry_api<T, F, Fut>(call: F) -> Result<T, kube::Error>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, kube::Error>>,
-{
-    let mut attempt = 0u64;
-    loop {
-        attempt += 1;
-        match call().await {
-            Err(kube::Error::Api(s)) if (s.code == 429 || s.code >= 500) && attempt < 20 => {}
-            Err(kube::Error::HyperError(_) | kube::Error::Service(_)) if attempt < 20 => {}
-            other => return other,
-        }
-        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-    }
-}
+pub use acs_test_support::retry_api;
 
 async fn install_crds(client: &kube::Client, operator: &Path) -> Result<(), Error> {
     let output = tokio::process::Command::new(operator)

@@ -10,7 +10,7 @@ use crate::observe::{
 };
 use crate::processes::{Error, ProcStats};
 use crate::report::{Report, num};
-use crate::scenarios::{add_refresh_figures, add_side_cpu, mib, reconciles, settle};
+use crate::scenarios::{add_refresh_figures, add_side_cpu, idle_phase, mib, reconciles, settle};
 use crate::{Bins, Cli, Scenario, World, create_namespace, retry_api};
 use acs_identity_operator::api::AcsIdentity;
 use acs_test_support::seed::{Plan, seed};
@@ -148,45 +148,9 @@ async fn restart(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
     r.add("restart_operator_peak_rss_mib", mib(cpu.hwm_kib), "");
     add_side_cpu(r, "restart", &side0, &side1);
 
-    // Idle: nothing is due before --seed-quiet-seconds. No /metrics polling here.
-    let idle = Duration::from_secs(cli.idle_seconds);
-    let (cpu0, side0) = (w.operator_stats(), w.side());
-    let writes0 = identity_writes.count() + secret_writes.count();
-    let stats0 = w.emulator.stats().await?;
-    tokio::time::sleep(idle).await;
-    let (cpu1, side1) = (w.operator_stats(), w.side());
-    let minutes = idle.as_secs_f64() / 60.0;
-    let per_10k = n as f64 / 10_000.0;
-    let cpu_per_min = (cpu1.cpu_seconds - cpu0.cpu_seconds) / minutes;
-    r.add("idle_seconds", idle.as_secs(), "");
-    r.add("idle_operator_cpu_s_per_min", cpu_per_min, "");
-    r.add(
-        "idle_operator_cpu_s_per_min_per_10000",
-        cpu_per_min / per_10k,
-        "<= 0.1",
-    );
-    r.add(
-        "idle_apiserver_cpu_s_per_min",
-        (side1.apiserver.cpu_seconds - side0.apiserver.cpu_seconds) / minutes,
-        "",
-    );
-    r.add(
-        "idle_etcd_cpu_s_per_min",
-        (side1.etcd.cpu_seconds - side0.etcd.cpu_seconds) / minutes,
-        "",
-    );
-    r.add(
-        "idle_acs_calls",
-        w.emulator.stats().await?.since(&stats0).calls(),
-        "0",
-    );
-    r.add(
-        "idle_writes",
-        identity_writes.count() + secret_writes.count() - writes0,
-        "0",
-    );
-    r.add("idle_operator_rss_mib", mib(cpu1.rss_kib), "");
-    Ok(())
+    // Idle: nothing is due before --seed-quiet-seconds.
+    let writes = [&identity_writes, &secret_writes];
+    idle_phase(&w, r, Duration::from_secs(cli.idle_seconds), &writes, n).await
 }
 
 /// `m` unrelated Secrets of `kib` KiB (random bytes) in namespace `ns`.

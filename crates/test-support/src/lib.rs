@@ -92,3 +92,22 @@ pub fn workspace_root() -> &'static Path {
         .and_then(Path::parent)
         .expect("crates/test-support lies two levels below the workspace root")
 }
+
+/// Retries what the API server may refuse for a moment (429 right after a CRD is established,
+/// 5xx, a dropped connection), at most 20 times, waiting a little longer each time.
+pub async fn retry_api<T, F, Fut>(call: F) -> Result<T, kube::Error>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        match call().await {
+            Err(kube::Error::Api(s)) if (s.code == 429 || s.code >= 500) && attempt < 20 => {}
+            Err(kube::Error::HyperError(_) | kube::Error::Service(_)) if attempt < 20 => {}
+            other => return other,
+        }
+        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+    }
+}

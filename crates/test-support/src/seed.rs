@@ -248,7 +248,7 @@ async fn write_one(
         },
     }))?;
     let post = PostParams::default();
-    let obj = retry(|| identities.create(&post, &identity)).await?;
+    let obj = crate::retry_api(|| identities.create(&post, &identity)).await?;
     let content = TokenContent {
         token: m.token.clone(),
         expires_on: m.expires_on,
@@ -258,7 +258,7 @@ async fn write_one(
     let apply = PatchParams::apply(MANAGER).force();
     let patch = Patch::Apply(&secret);
     let secret_name = obj.secret_name();
-    let written = retry(|| secrets.patch(&secret_name, &apply, &patch)).await?;
+    let written = crate::retry_api(|| secrets.patch(&secret_name, &apply, &patch)).await?;
     let renewal = renewal_time(
         m.issued_at,
         m.expires_on,
@@ -286,25 +286,6 @@ async fn write_one(
         whole_seconds(Timestamp::now()),
     );
     let name = obj.metadata.name.clone().unwrap_or_default();
-    retry(|| apply_status(identities, &name, &built)).await?;
+    crate::retry_api(|| apply_status(identities, &name, &built)).await?;
     Ok(record.renewal_time)
-}
-
-/// Retries what the API server may refuse for a moment (429, 5xx, a dropped connection), at
-/// most 20 times.
-async fn retry<T, F, Fut>(call: F) -> Result<T, kube::Error>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, kube::Error>>,
-{
-    let mut attempt = 0u64;
-    loop {
-        attempt += 1;
-        match call().await {
-            Err(kube::Error::Api(s)) if (s.code == 429 || s.code >= 500) && attempt < 20 => {}
-            Err(kube::Error::HyperError(_) | kube::Error::Service(_)) if attempt < 20 => {}
-            other => return other,
-        }
-        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-    }
 }
