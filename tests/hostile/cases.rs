@@ -627,11 +627,14 @@ pub fn cases() -> Vec<Case> {
             setup: Setup::Edit(Edit::SecretForeignData),
             expect: Ready,
         },
+        // Another controller took the token Secret: the operator never writes it again and
+        // says so at its next look (the edit itself does not trigger one, since the Secret no
+        // longer names the AcsIdentity as its owner; the case asks for a refresh).
         Case {
             name: "token-secret-other-owner",
             group: "edited",
             setup: Setup::Edit(Edit::SecretOtherOwner),
-            expect: Ready,
+            expect: Reason("SecretConflict"),
         },
         Case {
             name: "connection-secret-deleted-while-renewing",

@@ -20,6 +20,7 @@ use acs_emulator::testing::test_ca;
 use acs_emulator::testing::{Admin, TEST_KEY, start_emulator};
 use acs_emulator::{EmulatorHandle, TlsPem};
 use acs_identity_operator::api::{AcsConnection, AcsIdentity};
+use acs_identity_operator::controller::identity::REFRESH_ANNOTATION;
 use acs_identity_operator::controller::{self, Settings};
 use cases::{Ca, Case, Edit, Expect, Extra, Setup};
 use futures::StreamExt;
@@ -466,7 +467,14 @@ async fn edit_case(env: &mut Env, edit: Edit, victim: &str) -> Result<(), String
         Edit::SecretOtherOwner => {
             let owner = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "other",
                 "uid": "00000000-0000-0000-0000-000000000001", "controller": true}]);
-            merge(json!({"metadata": {"ownerReferences": owner}})).await?
+            merge(json!({"metadata": {"ownerReferences": owner}})).await?;
+            // Whether a reconcile already under way sees the edit is a race; a refresh
+            // request makes the operator look at the Secret now.
+            let note = json!({"metadata": {"annotations": {REFRESH_ANNOTATION: "after-edit"}}});
+            env.api::<AcsIdentity>()
+                .patch(victim, &PatchParams::default(), &Patch::Merge(note))
+                .await
+                .map_err(s)?;
         }
         Edit::ConnectionSecretDeleted => {
             env.api::<Secret>()
