@@ -454,18 +454,8 @@ async fn steady(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
     let stats0 = w.emulator.stats().await?;
     let cpu0 = w.operator_stats();
     let window_start = unix_now();
-    let started = Instant::now();
     let duration = Duration::from_secs(cli.duration_seconds);
-    while started.elapsed() < duration {
-        let left = duration.saturating_sub(started.elapsed());
-        tokio::time::sleep(left.min(Duration::from_secs(30))).await;
-        eprintln!(
-            "[steady] {:6.1} s: refreshes {}, expired tokens seen {}",
-            started.elapsed().as_secs_f64(),
-            recorder.log.lock().expect("lock").refreshes.len(),
-            consumer.expired_count()
-        );
-    }
+    steady_window(duration, Duration::from_secs(30), &recorder, &consumer).await;
     let window_end = unix_now();
     let stats = w.emulator.stats().await?.since(&stats0);
     let cpu1 = w.operator_stats();
@@ -517,6 +507,27 @@ async fn steady(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
 /// replaced was not due). Lateness is measured for answers whose renewalTime lies in the
 /// window. A token still current at the end whose renewalTime is more than `grace` before the
 /// end is *overdue*.
+/// Waits out a steady window of `duration`, printing the refreshes and expired tokens seen so
+/// far every `tick`.
+pub(crate) async fn steady_window(
+    duration: Duration,
+    tick: Duration,
+    recorder: &RefreshRecorder,
+    consumer: &ConsumerView,
+) {
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        let left = duration.saturating_sub(started.elapsed());
+        tokio::time::sleep(left.min(tick)).await;
+        eprintln!(
+            "[steady] {:6.1} s: refreshes {}, expired tokens seen {}",
+            started.elapsed().as_secs_f64(),
+            recorder.log.lock().expect("lock").refreshes.len(),
+            consumer.expired_count()
+        );
+    }
+}
+
 pub(crate) fn add_refresh_figures(
     r: &mut Report,
     prefix: &str,

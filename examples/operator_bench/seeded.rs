@@ -10,7 +10,9 @@ use crate::observe::{
 };
 use crate::processes::{Error, ProcStats};
 use crate::report::{Report, num};
-use crate::scenarios::{add_refresh_figures, add_side_cpu, idle_phase, mib, reconciles, settle};
+use crate::scenarios::{
+    add_refresh_figures, add_side_cpu, idle_phase, mib, reconciles, settle, steady_window,
+};
 use crate::{Bins, Cli, Scenario, World, create_namespace, retry_api};
 use acs_identity_operator::api::AcsIdentity;
 use acs_test_support::seed::{Plan, seed};
@@ -392,18 +394,8 @@ async fn steady(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
     let stats0 = w.emulator.stats().await?;
     let (cpu0, side0) = (w.operator_stats(), w.side());
     let window_start = unix_now();
-    let started = Instant::now();
     let duration = Duration::from_secs(cli.duration_seconds);
-    while started.elapsed() < duration {
-        let left = duration.saturating_sub(started.elapsed());
-        tokio::time::sleep(left.min(Duration::from_secs(60))).await;
-        eprintln!(
-            "[steady] {:6.1} s: refreshes {}, expired tokens seen {}",
-            started.elapsed().as_secs_f64(),
-            recorder.log.lock().expect("lock").refreshes.len(),
-            consumer.expired_count()
-        );
-    }
+    steady_window(duration, Duration::from_secs(60), &recorder, &consumer).await;
     let window_end = unix_now();
     let (cpu1, side1) = (w.operator_stats(), w.side());
     let stats = w.emulator.stats().await?.since(&stats0);

@@ -149,6 +149,20 @@ fn identity() -> AcsIdentity {
     .unwrap()
 }
 
+/// The finalizer added to `obj` by a JSON patch (that tests the finalizers seen), answered
+/// with the object at resourceVersion 12.
+fn finalizer_patch(obj: AcsIdentity) -> Expect {
+    Expect {
+        content_type: Some("application/json-patch+json"),
+        ..expect(
+            Method::PATCH,
+            &format!("{IDENTITIES}/alice"),
+            StatusCode::OK,
+            with_finalizer(obj, "12"),
+        )
+    }
+}
+
 fn with_finalizer(mut obj: AcsIdentity, resource_version: &str) -> Value {
     obj.metadata.finalizers = Some(vec![FINALIZER.into()]);
     obj.metadata.resource_version = Some(resource_version.into());
@@ -229,15 +243,7 @@ async fn a_new_identity_costs_one_reconcile_a_finalizer_patch_one_secret_apply_o
     let script = vec![
         // The finalizer, added by a JSON patch that tests the finalizers seen, and the work
         // goes on in the same reconcile.
-        Expect {
-            content_type: Some("application/json-patch+json"),
-            ..expect(
-                Method::PATCH,
-                &format!("{IDENTITIES}/alice"),
-                StatusCode::OK,
-                with_finalizer(identity(), "12"),
-            )
-        },
+        finalizer_patch(identity()),
         connection_secret_read(&f.connection_string),
         // The token Secret: the index has not synced, so it is read.
         expect(
@@ -316,15 +322,7 @@ async fn a_new_identity_waiting_in_line_costs_a_finalizer_patch_and_no_status_wr
         ..Default::default()
     });
     let script = vec![
-        Expect {
-            content_type: Some("application/json-patch+json"),
-            ..expect(
-                Method::PATCH,
-                &format!("{IDENTITIES}/alice"),
-                StatusCode::OK,
-                with_finalizer(new.clone(), "12"),
-            )
-        },
+        finalizer_patch(new.clone()),
         connection_secret_read(&f.connection_string),
         expect(
             Method::GET,
