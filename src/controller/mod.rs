@@ -8,6 +8,7 @@
 //! without a cache, only to notice when a connection's Secret changes.
 
 pub mod bulkheads;
+pub mod cache;
 pub mod conditions;
 pub mod connection_status;
 pub mod connections;
@@ -268,15 +269,13 @@ fn identity_controller(
     if let Some(selector) = &settings.identity_selector {
         identities = identities.labels(selector);
     }
-    let triggers = watcher(apis.identities.clone(), identities)
+    let watch = watcher(apis.identities.clone(), identities)
         .default_backoff()
-        .modify(trim_for_cache)
-        .reflect(identity_writer)
-        .applied_objects()
-        .predicate_filter(
-            predicates::generation.combine(predicates::annotations),
-            Default::default(),
-        );
+        .modify(trim_for_cache);
+    let triggers = cache::changed_objects(
+        cache::reflect_in_place(watch, identity_writer),
+        predicates::generation.combine(predicates::annotations),
+    );
     Controller::for_stream(triggers, identity_reader)
         .owns_stream(owned_secrets)
         .reconcile_on(nudges)

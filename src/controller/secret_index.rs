@@ -28,13 +28,17 @@ struct Entry {
     /// The label and annotation keys our own apply holds.
     owned_labels: Box<[Box<str>]>,
     owned_annotations: Box<[Box<str>]>,
+    /// The list (the first, or a re-list) that last brought this Secret.
+    list: u32,
 }
 
 #[derive(Debug, Default)]
 struct State {
     entries: HashMap<Key, Entry>,
-    /// While the watch re-lists: the Secrets seen so far, replacing `entries` when done.
-    relisting: Option<HashMap<Key, Entry>>,
+    /// The number of the latest list. A re-list replaces entries where they stand and, when
+    /// it ends, drops those it did not bring: one copy of each at all times, where a second
+    /// map built beside the first would double the index while the watch lists.
+    list: u32,
     synced: bool,
 }
 
@@ -47,26 +51,20 @@ impl TokenSecretIndex {
     pub fn apply<K: kube::Resource>(&self, event: &watcher::Event<PartialObjectMeta<K>>) {
         let mut state = self.0.write().expect("secret index lock");
         match event {
-            watcher::Event::Apply(s) => {
-                if let Some((key, entry)) = entry(s) {
+            watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
+                if let Some((key, entry)) = entry(s, state.list) {
                     state.entries.insert(key, entry);
                 }
             }
             watcher::Event::Delete(s) => {
-                if let Some((key, _)) = entry(s) {
+                if let Some((key, _)) = entry(s, state.list) {
                     state.entries.remove(&key);
                 }
             }
-            watcher::Event::Init => state.relisting = Some(HashMap::new()),
-            watcher::Event::InitApply(s) => {
-                if let (Some((key, entry)), Some(relisting)) = (entry(s), &mut state.relisting) {
-                    relisting.insert(key, entry);
-                }
-            }
+            watcher::Event::Init => state.list = state.list.wrapping_add(1),
             watcher::Event::InitDone => {
-                if let Some(fresh) = state.relisting.take() {
-                    state.entries = fresh;
-                }
+                let list = state.list;
+                state.entries.retain(|_, e| e.list == list);
                 state.synced = true;
             }
         }
@@ -115,7 +113,7 @@ impl TokenSecretIndex {
     }
 }
 
-fn entry<K: kube::Resource>(s: &PartialObjectMeta<K>) -> Option<(Key, Entry)> {
+fn entry<K: kube::Resource>(s: &PartialObjectMeta<K>, list: u32) -> Option<(Key, Entry)> {
     let key = (s.namespace()?.into(), s.name_any().into());
     let owner = s
         .owner_references()
@@ -135,6 +133,7 @@ fn entry<K: kube::Resource>(s: &PartialObjectMeta<K>) -> Option<(Key, Entry)> {
             .iter()
             .map(|k| k.as_str().into())
             .collect(),
+        list,
     };
     Some((key, entry))
 }
@@ -211,8 +210,13 @@ mod tests {
         index.apply(&watcher::Event::InitApply(meta("a", "2")));
         assert!(
             index.at_version("ns", "b", "1").is_some(),
-            "old view until the relist is done"
+            "what the relist has not brought yet is kept until it is done"
         );
+        assert!(
+            index.at_version("ns", "a", "2").is_some(),
+            "replaced in place"
+        );
+        assert_eq!(index.len(), 2, "one entry per Secret while relisting");
         index.apply::<Secret>(&watcher::Event::InitDone);
         assert_eq!(index.len(), 1);
         assert_eq!(index.at_version("ns", "b", "1"), None);
