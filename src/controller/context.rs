@@ -3,10 +3,12 @@
 //! Lower modules import from here, never from the wiring in `super`.
 
 use super::connections::Connections;
+use super::later::Later;
 use super::settings::Settings;
 use super::{bulkheads, connection_status, events, identity, secret_index, status, token_secret};
 use crate::api::{AcsIdentity, ConnectionKind};
 use crate::metrics::Metrics;
+use crate::policy::requeue::{self, Holder};
 use crate::policy::{Outcome, Reason};
 use futures::channel::mpsc;
 use kube::runtime::controller::Action;
@@ -32,9 +34,32 @@ pub fn trim_for_cache(identity: &mut AcsIdentity) {
 /// The kube-runtime action for the policy's answer after `outcome`: every requeue of every
 /// reconciler goes through here.
 pub fn look_again(outcome: Outcome) -> Action {
-    match crate::policy::next_look(outcome, jiff::Timestamp::now(), rand::random::<f64>()) {
+    match next_delay(outcome) {
         Some(delay) => Action::requeue(delay),
         None => Action::await_change(),
+    }
+}
+
+fn next_delay(outcome: Outcome) -> Option<std::time::Duration> {
+    crate::policy::next_look(outcome, jiff::Timestamp::now(), rand::random::<f64>())
+}
+
+/// [`look_again`] for an identity: a far wait is kept in `later`, not in kube-runtime's
+/// scheduler (see [`super::later`]), and a near one or none takes back any far wait.
+fn look_again_later(later: &Later, namespace: &str, name: &str, outcome: Outcome) -> Action {
+    match requeue::holder(next_delay(outcome)) {
+        Holder::Later(delay) => {
+            later.wake_after(namespace, name, delay);
+            Action::await_change()
+        }
+        Holder::Scheduler(delay) => {
+            later.forget(namespace, name);
+            Action::requeue(delay)
+        }
+        Holder::Nobody => {
+            later.forget(namespace, name);
+            Action::await_change()
+        }
     }
 }
 
@@ -63,6 +88,8 @@ pub struct Context {
     pub released: status::Released,
     /// Every ACS call takes a pass here first.
     pub bulkheads: Arc<bulkheads::Bulkheads>,
+    /// The far waits of identities (their renewals, mostly).
+    pub later: Later,
 }
 
 impl Context {
@@ -98,7 +125,15 @@ impl Context {
                 settings.bulkheads,
                 settings.metrics.clone(),
             )),
+            later: Later::default(),
         }
+    }
+
+    /// When to look at `obj` again after `outcome`: [`look_again`], with far waits held
+    /// compactly.
+    pub fn look_again_at(&self, obj: &AcsIdentity, outcome: Outcome) -> Action {
+        let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+        look_again_later(&self.later, &namespace, &name, outcome)
     }
 
     /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.

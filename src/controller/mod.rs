@@ -16,6 +16,7 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod identity;
+pub mod later;
 pub mod restarts;
 pub mod secret_index;
 mod settings;
@@ -105,6 +106,9 @@ pub async fn run(client: Client, settings: Settings) {
         _ = controllers => {},
         _ = watch_connection_secrets(apis.secrets.clone(), ctx.clone()) => {},
         _ = prune_status_ledger(ctx.clone()) => {},
+        _ = ctx.later.run(|namespace, name| {
+            let _ = ctx.nudge.unbounded_send(ObjectRef::new(name).within(namespace));
+        }) => {},
         _ = dispatch_admissions(limiters, ctx.nudge.clone()) => {},
         _ = restarts::run(
             client.clone(),

@@ -58,6 +58,32 @@ pub const FOREIGN_SECRET_RECHECK: Duration = Duration::from_secs(300);
 /// How long a connection that could not be checked waits.
 pub const CONNECTION_RETRY: Duration = Duration::from_secs(30);
 
+/// Who holds a wait for an identity's next look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// kube-runtime's scheduler: precise, and dedups with watch triggers, but holds two
+    /// copies of the object's reference per wait.
+    Scheduler(Duration),
+    /// The operator's compact list of far wake-ups (`controller::later`).
+    Later(Duration),
+    /// Nobody: only a watched change brings the next look.
+    Nobody,
+}
+
+/// Waits longer than this are held by the compact list: at most a few minutes' worth of
+/// identities stay in kube-runtime's scheduler, while the hours-long waits for renewals (all
+/// but a few of them) cost one string and two numbers each.
+pub const SCHEDULER_HORIZON: Duration = Duration::from_secs(600);
+
+/// Who holds a wait of `next` (as [`next_look`] answers).
+pub fn holder(next: Option<Duration>) -> Holder {
+    match next {
+        None => Holder::Nobody,
+        Some(d) if d > SCHEDULER_HORIZON => Holder::Later(d),
+        Some(d) => Holder::Scheduler(d),
+    }
+}
+
 /// When to look again after `outcome` (`None`: only when something watched changes). `now`
 /// is the time the answer is given; `jitter` in `[0, 1)` spreads retries.
 pub fn next_look(outcome: Outcome, now: Timestamp, jitter: f64) -> Option<Duration> {
@@ -172,6 +198,24 @@ mod tests {
     use super::*;
 
     const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn holder_table() {
+        let cases = [
+            (None, Holder::Nobody),
+            (Some(FLOOR), Holder::Scheduler(FLOOR)),
+            (Some(MAX_RETRY), Holder::Scheduler(MAX_RETRY)),
+            (
+                Some(SCHEDULER_HORIZON),
+                Holder::Scheduler(SCHEDULER_HORIZON),
+            ),
+            (Some(S(601)), Holder::Later(S(601))),
+            (Some(S(16 * 3600)), Holder::Later(S(16 * 3600))),
+        ];
+        for (next, want) in cases {
+            assert_eq!(holder(next), want, "{next:?}");
+        }
+    }
 
     /// The one table of "when does the operator look again?".
     #[test]

@@ -39,6 +39,7 @@ pub async fn cleanup(obj: &AcsIdentity, ctx: &Context) -> Result<Action, Error> 
             let namespace = obj.namespace().unwrap_or_default();
             ctx.metrics.forget_identity(&namespace, &obj.name_any());
             ctx.statuses.forget(obj);
+            ctx.later.forget(&namespace, &obj.name_any());
         }
     }
     result.map(|()| Action::await_change())

@@ -14,7 +14,7 @@ mod record;
 
 use super::error::Error;
 use crate::api::AcsIdentity;
-use crate::controller::context::{Context, look_again, trim_for_cache};
+use crate::controller::context::{Context, trim_for_cache};
 use crate::policy::{Outcome, decide};
 use act::Acted;
 use kube::api::Api;
@@ -49,7 +49,7 @@ pub async fn reconcile(obj: Arc<AcsIdentity>, ctx: Arc<Context>) -> Result<Actio
             // older than the server's (our own earlier patch not yet seen).
             Err(kube::Error::Api(s)) if s.code == 422 => {
                 debug!("finalizer patch raced a newer version; looking again");
-                return Ok(look_again(Outcome::FinalizerRaced));
+                return Ok(ctx.look_again_at(&obj, Outcome::FinalizerRaced));
             }
             Err(e) => return Err(Error::Kube(e)),
         };

@@ -5,7 +5,7 @@
 use super::act::{Failed, Step};
 use crate::api::{AcsIdentity, AcsIdentityStatus, Provenance};
 use crate::controller::conditions::apply_status;
-use crate::controller::context::{Context, look_again};
+use crate::controller::context::Context;
 use crate::controller::error::Error;
 use crate::controller::status::{self, Change};
 use crate::policy::failure::{self, Class};
@@ -96,7 +96,7 @@ impl<'a> Record<'a> {
                 // read it already; written once (a status that did not change is not written
                 // again).
                 if !in_line_needs_writing(shown(obj, &self.base)) {
-                    return Ok(look_again(next));
+                    return Ok(ctx.look_again_at(obj, next));
                 }
                 let change = Change::InLine {
                     current: current.as_ref(),
@@ -151,7 +151,7 @@ impl<'a> Record<'a> {
         if let Some((type_, reason, note)) = event {
             ctx.publish(obj, type_, reason, note).await;
         }
-        Ok(look_again(next))
+        Ok(ctx.look_again_at(obj, next))
     }
 }
 
