@@ -113,6 +113,11 @@ struct RunArgs {
     /// each with its own selector and leader Lease. Default: every AcsIdentity.
     #[arg(long)]
     watch_label_selector: Option<String>,
+    /// How the watches get their state at start and after a lost watch: `paged` (lists in
+    /// pages of 500; any Kubernetes version) or `streamed` (Kubernetes' streaming lists,
+    /// one object at a time; needs an API server that serves them).
+    #[arg(long, value_enum, default_value_t = controller::InitialList::Paged, env = "ACS_OPERATOR_INITIAL_LIST")]
+    initial_list: controller::InitialList,
     /// Use at most this percentage of each ACS resource's rate limits (1-100), when several
     /// instances share resources: their percentages should add up to at most 100.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
@@ -159,6 +164,7 @@ async fn run(args: RunArgs) -> ExitCode {
     let settings = controller::Settings {
         namespace: args.namespace,
         identity_selector: args.watch_label_selector,
+        initial_list: args.initial_list,
         rate_limiter: Arc::new(move || {
             acs_identity_operator::acs::AcsRateLimiter::with_limits(|operation| {
                 policy::shard::budget(operation.acs_limit(), budget)

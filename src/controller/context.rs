@@ -4,6 +4,7 @@
 
 use super::connections::Connections;
 use super::later::Later;
+use super::settings::InitialList;
 use super::settings::Settings;
 use super::{bulkheads, connection_status, events, identity, secret_index, status, token_secret};
 use crate::api::{AcsIdentity, ConnectionKind};
@@ -14,6 +15,7 @@ use futures::channel::mpsc;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
 use tracing::warn;
@@ -29,6 +31,18 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 pub fn trim_for_cache(identity: &mut AcsIdentity) {
     identity.managed_fields_mut().clear();
     identity.annotations_mut().remove(LAST_APPLIED);
+}
+
+/// Objects per page of a paged list.
+pub const LIST_PAGE: u32 = 500;
+
+/// The watcher configuration every watch of the operator starts from.
+pub fn watch_config(list: InitialList) -> watcher::Config {
+    let config = watcher::Config::default().page_size(LIST_PAGE);
+    match list {
+        InitialList::Paged => config,
+        InitialList::Streamed => config.streaming_lists(),
+    }
 }
 
 /// The kube-runtime action for the policy's answer after `outcome`: every requeue of every

@@ -24,13 +24,13 @@ pub mod status;
 pub mod token_secret;
 
 pub use context::{Context, MANAGER};
-pub use settings::{ReconcileHook, Settings};
+pub use settings::{InitialList, ReconcileHook, Settings};
 
 use crate::acs::AcsRateLimiter;
 use crate::api::{AcsConnection, AcsIdentity, ClusterAcsConnection};
 use crate::policy::Outcome;
 use connections::Connections;
-use context::{look_again, trim_for_cache};
+use context::{look_again, trim_for_cache, watch_config};
 use error::Error;
 use futures::{StreamExt, channel::mpsc};
 use k8s_openapi::api::core::v1::Secret;
@@ -49,7 +49,9 @@ use tracing::{debug, info, warn};
 /// controllers and the indexes, the reconcilers decide and act.
 pub async fn run(client: Client, settings: Settings) {
     let apis = ScopedApis::new(&client, settings.namespace.as_deref());
-    let connection_ctrls = ConnectionControllers::new(&client, &apis, settings.namespace.is_none());
+    let list = settings.initial_list;
+    let connection_ctrls =
+        ConnectionControllers::new(&client, &apis, settings.namespace.is_none(), list);
     let (nudge, nudges) = mpsc::unbounded();
     let token_secrets = Arc::new(secret_index::TokenSecretIndex::default());
     let identity_ctrl = identity_controller(&apis, token_secrets.clone(), nudges, &settings);
@@ -104,7 +106,7 @@ pub async fn run(client: Client, settings: Settings) {
     );
     tokio::select! {
         _ = controllers => {},
-        _ = watch_connection_secrets(apis.secrets.clone(), ctx.clone()) => {},
+        _ = watch_connection_secrets(apis.secrets.clone(), ctx.clone(), list) => {},
         _ = prune_status_ledger(ctx.clone()) => {},
         _ = ctx.later.run(|namespace, name| {
             let _ = ctx.nudge.unbounded_send(ObjectRef::new(name).within(namespace));
@@ -116,6 +118,7 @@ pub async fn run(client: Client, settings: Settings) {
             settings.restarts.clone(),
             settings.metrics.clone(),
             settings.instance.clone(),
+            list,
         ) => {},
     }
     info!("operator stopped");
@@ -156,11 +159,12 @@ struct ConnectionControllers {
 }
 
 impl ConnectionControllers {
-    fn new(client: &Client, apis: &ScopedApis, cluster_wide: bool) -> Self {
+    fn new(client: &Client, apis: &ScopedApis, cluster_wide: bool, list: InitialList) -> Self {
         Self {
-            namespaced: connection_controller(apis.connections.clone()),
-            cluster: cluster_wide
-                .then(|| connection_controller(Api::<ClusterAcsConnection>::all(client.clone()))),
+            namespaced: connection_controller(apis.connections.clone(), list),
+            cluster: cluster_wide.then(|| {
+                connection_controller(Api::<ClusterAcsConnection>::all(client.clone()), list)
+            }),
             empty_cluster_store: reflector::store::<ClusterAcsConnection>().0,
         }
     }
@@ -212,7 +216,7 @@ impl ConnectionControllers {
 /// A connection controller whose cache keeps what the operator reads of a connection: spec,
 /// status, name, uid and generation. Tenants write connections, and metadata has no bound the
 /// CRD can set (256 KiB of annotations, kubectl's copy of the whole object in one of them).
-fn connection_controller<K>(api: Api<K>) -> Controller<K>
+fn connection_controller<K>(api: Api<K>, list: InitialList) -> Controller<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -223,7 +227,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let objects = watcher(api, watcher::Config::default().any_semantic())
+    let objects = watcher(api, watch_config(list))
         .default_backoff()
         .modify(|c: &mut K| {
             let meta = c.meta_mut();
@@ -254,7 +258,7 @@ fn identity_controller(
 ) -> Controller<AcsIdentity> {
     let owned_secrets = watcher(
         apis.secrets.clone(),
-        watcher::Config::default().labels(token_secret::MANAGED_BY_SELECTOR),
+        watch_config(settings.initial_list).labels(token_secret::MANAGED_BY_SELECTOR),
     )
     .default_backoff()
     .inspect(move |event| {
@@ -269,7 +273,7 @@ fn identity_controller(
     // work. Spec (generation), annotations (refresh, skip-cleanup) and deletion (which bumps
     // the generation) do trigger.
     let (identity_reader, identity_writer) = reflector::store();
-    let mut identities = watcher::Config::default().any_semantic();
+    let mut identities = watch_config(settings.initial_list);
     if let Some(selector) = &settings.identity_selector {
         identities = identities.labels(selector);
     }
@@ -357,8 +361,12 @@ async fn prune_status_ledger(ctx: Arc<Context>) {
 
 /// Streams Secret metadata (no cache) and, when a Secret that a connection reads changes,
 /// drops the cached client and re-checks the connections, which then nudge their identities.
-async fn watch_connection_secrets(secrets: Api<PartialObjectMeta<Secret>>, ctx: Arc<Context>) {
-    let stream = watcher(secrets, watcher::Config::default().any_semantic())
+async fn watch_connection_secrets(
+    secrets: Api<PartialObjectMeta<Secret>>,
+    ctx: Arc<Context>,
+    list: InitialList,
+) {
+    let stream = watcher(secrets, watch_config(list))
         .default_backoff()
         .touched_objects();
     futures::pin_mut!(stream);

@@ -16,6 +16,8 @@
 mod act;
 
 use crate::api::AcsIdentity;
+use crate::controller::InitialList;
+use crate::controller::context::watch_config;
 use crate::metrics::Metrics;
 use crate::policy::restart::{
     CONSUMES_ANNOTATION, InNamespace, Limits, Pacer, RESTARTED_FOR_ANNOTATION, WorkloadIndex,
@@ -188,6 +190,7 @@ pub async fn run(
     settings: Option<RestartSettings>,
     metrics: Arc<Metrics>,
     instance: Option<String>,
+    list: InitialList,
 ) {
     let Some(settings) = settings.filter(|s| !s.kinds.is_empty()) else {
         return std::future::pending().await;
@@ -197,7 +200,7 @@ pub async fn run(
     let mut inputs: SelectAll<BoxStream<'static, Input>> = SelectAll::new();
     let identities: Api<AcsIdentity> = scoped(&client, namespace.as_deref());
     inputs.push(
-        watcher(identities, watcher::Config::default().any_semantic())
+        watcher(identities, watch_config(list))
             .default_backoff()
             .filter_map(|e| async move {
                 log_watch_error("AcsIdentity", e).map(|e| Input::Identity(Box::new(e)))
@@ -206,9 +209,15 @@ pub async fn run(
     );
     for kind in &kinds {
         inputs.push(match kind {
-            WorkloadKind::Deployment => workload_stream::<Deployment>(&client, &namespace, *kind),
-            WorkloadKind::StatefulSet => workload_stream::<StatefulSet>(&client, &namespace, *kind),
-            WorkloadKind::DaemonSet => workload_stream::<DaemonSet>(&client, &namespace, *kind),
+            WorkloadKind::Deployment => {
+                workload_stream::<Deployment>(&client, &namespace, *kind, list)
+            }
+            WorkloadKind::StatefulSet => {
+                workload_stream::<StatefulSet>(&client, &namespace, *kind, list)
+            }
+            WorkloadKind::DaemonSet => {
+                workload_stream::<DaemonSet>(&client, &namespace, *kind, list)
+            }
         });
     }
     let mut listing: HashSet<Option<WorkloadKind>> = kinds.iter().map(|k| Some(*k)).collect();
@@ -270,6 +279,7 @@ fn workload_stream<K>(
     client: &Client,
     namespace: &Option<String>,
     kind: WorkloadKind,
+    list: InitialList,
 ) -> BoxStream<'static, Input>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -280,7 +290,7 @@ where
         + 'static,
 {
     let api: Api<PartialObjectMeta<K>> = scoped(client, namespace.as_deref());
-    watcher(api, watcher::Config::default().any_semantic())
+    watcher(api, watch_config(list))
         .default_backoff()
         .map_ok(move |e| Input::Workload(kind, Box::new(erase(e))))
         .filter_map(move |e| async move { log_watch_error(kind.as_str(), e) })
