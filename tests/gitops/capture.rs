@@ -173,6 +173,18 @@ async fn an_identitys_life_reads_ready_then_in_progress_then_terminating() {
     let alice = w.wait_ready("alice").await;
     let live = fetch::<AcsIdentity>(&w, "alice").await;
     let healthy = capture(&w, IDENTITY_KIND, "healthy", &live, KStatus::Current);
+    // The connection's own status is written by its controller, which may come after the
+    // identity it serves is Ready.
+    let observed = |c: Option<&AcsConnection>| {
+        c.is_some_and(|c| {
+            c.status.as_ref().and_then(|s| s.observed_generation) == c.metadata.generation
+        })
+    };
+    let waited = kube::runtime::wait::await_condition(w.api::<AcsConnection>(), "acs", observed);
+    tokio::time::timeout(std::time::Duration::from_secs(60), waited)
+        .await
+        .expect("the connection's status within 60 s")
+        .expect("watch");
     let connection = fetch::<AcsConnection>(&w, "acs").await;
     capture(
         &w,
