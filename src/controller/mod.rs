@@ -261,10 +261,9 @@ fn identity_controller(
         watch_config(settings.initial_list).labels(token_secret::MANAGED_BY_SELECTOR),
     )
     .default_backoff()
-    .inspect(move |event| {
-        if let Ok(event) = event {
-            index.apply(event);
-        }
+    .filter(move |event| {
+        let new = event.as_ref().map_or(true, |event| index.apply(event));
+        futures::future::ready(new)
     })
     .touched_objects();
     // Status-only changes (our own writes) must not trigger a reconcile: a failure records

@@ -47,25 +47,38 @@ struct State {
 pub struct TokenSecretIndex(RwLock<State>);
 
 impl TokenSecretIndex {
-    /// Applies one event of the metadata watch.
-    pub fn apply<K: kube::Resource>(&self, event: &watcher::Event<PartialObjectMeta<K>>) {
+    /// Applies one event of the metadata watch. Returns whether the event tells something new
+    /// of a Secret: one not known at this version, or its deletion. A re-list brings every
+    /// Secret again, and those already known at their version must not each queue a reconcile
+    /// of their identity (100,000 at once after an API server restart).
+    pub fn apply<K: kube::Resource>(&self, event: &watcher::Event<PartialObjectMeta<K>>) -> bool {
         let mut state = self.0.write().expect("secret index lock");
         match event {
             watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
-                if let Some((key, entry)) = entry(s, state.list) {
-                    state.entries.insert(key, entry);
-                }
+                let Some((key, entry)) = entry(s, state.list) else {
+                    return true;
+                };
+                let known = state.entries.get(&key).is_some_and(|e| {
+                    e.resource_version == entry.resource_version && e.uid == entry.uid
+                });
+                state.entries.insert(key, entry);
+                !known
             }
             watcher::Event::Delete(s) => {
                 if let Some((key, _)) = entry(s, state.list) {
                     state.entries.remove(&key);
                 }
+                true
             }
-            watcher::Event::Init => state.list = state.list.wrapping_add(1),
+            watcher::Event::Init => {
+                state.list = state.list.wrapping_add(1);
+                false
+            }
             watcher::Event::InitDone => {
                 let list = state.list;
                 state.entries.retain(|_, e| e.list == list);
                 state.synced = true;
+                false
             }
         }
     }
@@ -221,5 +234,29 @@ mod tests {
         assert_eq!(index.len(), 1);
         assert_eq!(index.at_version("ns", "b", "1"), None);
         assert!(index.at_version("ns", "a", "2").is_some());
+    }
+
+    /// Only what is new of a Secret passes on to reconcile its identity: not a re-list's
+    /// copy of what the index already holds.
+    #[test]
+    fn tells_what_is_new() {
+        let index = TokenSecretIndex::default();
+        let steps = [
+            (watcher::Event::Init, false),
+            (watcher::Event::InitApply(meta("a", "1")), true),
+            (watcher::Event::InitApply(meta("b", "1")), true),
+            (watcher::Event::InitDone, false),
+            (watcher::Event::Apply(meta("a", "2")), true),
+            (watcher::Event::Init, false),
+            (watcher::Event::InitApply(meta("a", "2")), false),
+            (watcher::Event::InitApply(meta("b", "3")), true),
+            (watcher::Event::InitApply(meta("c", "1")), true),
+            (watcher::Event::InitDone, false),
+            (watcher::Event::Delete(meta("c", "1")), true),
+            (watcher::Event::Apply(meta("c", "1")), true),
+        ];
+        for (i, (event, new)) in steps.into_iter().enumerate() {
+            assert_eq!(index.apply(&event), new, "step {i}: {event:?}");
+        }
     }
 }
