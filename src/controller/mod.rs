@@ -360,20 +360,34 @@ async fn prune_status_ledger(ctx: Arc<Context>) {
 
 /// Streams Secret metadata (no cache) and, when a Secret that a connection reads changes,
 /// drops the cached client and re-checks the connections, which then nudge their identities.
+/// A re-list's copy of a Secret at the version already seen is no change.
 async fn watch_connection_secrets(
     secrets: Api<PartialObjectMeta<Secret>>,
     ctx: Arc<Context>,
     list: InitialList,
 ) {
-    let stream = watcher(secrets, watch_config(list))
-        .default_backoff()
-        .touched_objects();
+    use crate::policy::secret_versions::{SecretVersions, Seen};
+    let stream = watcher(secrets, watch_config(list)).default_backoff();
     futures::pin_mut!(stream);
+    let mut versions = SecretVersions::default();
     while let Some(event) = stream.next().await {
-        let Ok(secret) = event else { continue };
+        let (seen, secret) = match event {
+            Ok(watcher::Event::InitApply(s)) => (Seen::Listed, s),
+            Ok(watcher::Event::Apply(s)) => (Seen::Changed, s),
+            Ok(watcher::Event::Delete(s)) => (Seen::Deleted, s),
+            Ok(watcher::Event::InitDone) => {
+                versions.listed();
+                continue;
+            }
+            Ok(watcher::Event::Init) | Err(_) => continue,
+        };
         let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
         let users = ctx.connections.connections_using_secret(&namespace, &name);
         if users.is_empty() {
+            continue;
+        }
+        let version = secret.resource_version().unwrap_or_default();
+        if !versions.is_news(seen, &namespace, &name, &version) {
             continue;
         }
         debug!(%namespace, %name, "connection Secret changed");

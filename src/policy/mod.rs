@@ -28,6 +28,7 @@ pub mod requeue;
 pub mod restart;
 pub mod schedule;
 pub mod secret_state;
+pub mod secret_versions;
 pub mod shard;
 pub mod tenancy;
 #[cfg(test)]
