@@ -1103,3 +1103,19 @@ async fn service_account_tokens_verify_against_the_issuers_published_keys() {
     let answer = within("the grant to take effect", granted).await;
     assert!(answer.status.and_then(|s| s.token).is_some());
 }
+
+/// `--initial-list auto` streams where the API server serves streaming lists (on by default
+/// from Kubernetes 1.32) and pages elsewhere: the probe must tell which, on a real server.
+#[tokio::test]
+async fn the_streaming_list_probe_tells_what_the_server_serves() {
+    let ns = TestNamespace::create("stream-probe").await;
+    let version = ns.client().apiserver_version().await.expect("version");
+    let minor: u32 = version
+        .minor
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .expect("minor version");
+    let api: Api<ConfigMap> = Api::namespaced(ns.client(), ns.name());
+    let served = acs_identity_operator::controller::cache::serves_streaming_lists(&api).await;
+    assert_eq!(served, minor >= 32, "Kubernetes 1.{minor}");
+}

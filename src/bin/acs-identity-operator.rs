@@ -113,10 +113,11 @@ struct RunArgs {
     /// each with its own selector and leader Lease. Default: every AcsIdentity.
     #[arg(long)]
     watch_label_selector: Option<String>,
-    /// How the watches get their state at start and after a lost watch: `paged` (lists in
-    /// pages of 500; any Kubernetes version) or `streamed` (Kubernetes' streaming lists,
-    /// one object at a time; needs an API server that serves them).
-    #[arg(long, value_enum, default_value_t = controller::InitialList::Paged, env = "ACS_OPERATOR_INITIAL_LIST")]
+    /// How the watches get their state at start and after a lost watch: `auto` (streamed
+    /// where the API server serves streaming lists, else paged), `paged` (lists in pages of
+    /// 500; any Kubernetes version) or `streamed` (Kubernetes' streaming lists, one object at
+    /// a time; needs an API server that serves them).
+    #[arg(long, value_enum, default_value_t = controller::InitialList::Auto, env = "ACS_OPERATOR_INITIAL_LIST")]
     initial_list: controller::InitialList,
     /// Use at most this percentage of each ACS resource's rate limits (1-100), when several
     /// instances share resources: their percentages should add up to at most 100.
@@ -160,11 +161,26 @@ async fn run(args: RunArgs) -> ExitCode {
         tracing::error!(selector = %selector, error = %e, "--watch-label-selector is not usable");
         return ExitCode::FAILURE;
     }
+    let initial_list = match args.initial_list {
+        controller::InitialList::Auto => {
+            let api: kube::Api<api::AcsIdentity> = match args.namespace.as_deref() {
+                Some(ns) => kube::Api::namespaced(client.clone(), ns),
+                None => kube::Api::all(client.clone()),
+            };
+            if controller::cache::serves_streaming_lists(&api).await {
+                controller::InitialList::Streamed
+            } else {
+                controller::InitialList::Paged
+            }
+        }
+        chosen => chosen,
+    };
+    tracing::info!(?initial_list, "how the watches list");
     let budget = args.acs_budget_percent;
     let settings = controller::Settings {
         namespace: args.namespace,
         identity_selector: args.watch_label_selector,
-        initial_list: args.initial_list,
+        initial_list,
         rate_limiter: Arc::new(move || {
             acs_identity_operator::acs::AcsRateLimiter::with_limits(|operation| {
                 policy::shard::budget(operation.acs_limit(), budget)

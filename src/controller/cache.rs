@@ -13,6 +13,7 @@
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use kube::Resource;
+use kube::api::{Api, WatchEvent, WatchParams};
 use kube::runtime::Predicate;
 use kube::runtime::reflector::Lookup;
 use kube::runtime::reflector::store::Writer;
@@ -130,6 +131,35 @@ where
         };
         futures::future::ready(out)
     })
+}
+
+/// A label no object carries: the probe's watch brings no object, only the bookmark that ends
+/// the (empty) initial state.
+const PROBE_SELECTOR: &str = "acsoperator.io/streaming-list-probe=none";
+
+/// Whether the API server serves streaming lists: a watch with `sendInitialEvents` that no
+/// object matches must end its initial state with a bookmark marked
+/// `k8s.io/initial-events-end`. A server without them refuses the request (or ignores the
+/// parameter and sends no such bookmark within the probe's 10 s).
+pub async fn serves_streaming_lists<K>(api: &Api<K>) -> bool
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    const END: &str = "k8s.io/initial-events-end";
+    let params = WatchParams::streaming_lists()
+        .labels(PROBE_SELECTOR)
+        .timeout(10);
+    let Ok(events) = api.watch(&params, "0").await else {
+        return false;
+    };
+    let mut events = Box::pin(events);
+    let first = tokio::time::timeout(std::time::Duration::from_secs(12), events.next()).await;
+    match first {
+        Ok(Some(Ok(WatchEvent::Bookmark(b)))) => {
+            b.metadata.annotations.get(END).map(String::as_str) == Some("true")
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -308,5 +338,52 @@ mod tests {
         let names: Vec<_> = want.iter().map(|w| w.split(' ').next().unwrap()).collect();
         let got_names: Vec<_> = got.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(got_names, names, "{want:?}");
+    }
+
+    /// The probe's answer from the API server's first reply to its watch.
+    async fn probe_answered(status: u16, body: &str) -> (bool, String) {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "team");
+        let api: Api<ConfigMap> = Api::namespaced(client, "team");
+        let body = body.to_string();
+        let server = tokio::spawn(async move {
+            let (request, respond) = handle.next_request().await.expect("the probe's request");
+            respond.send_response(
+                Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.into_bytes()))
+                    .unwrap(),
+            );
+            request.uri().query().unwrap_or_default().to_string()
+        });
+        let answer = serves_streaming_lists(&api).await;
+        (answer, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_probe_reads_the_end_of_the_initial_events() {
+        let end = r#"{"type":"BOOKMARK","object":{"kind":"ConfigMap","apiVersion":"v1","metadata":{"resourceVersion":"7","annotations":{"k8s.io/initial-events-end":"true"}}}}"#;
+        let (served, query) = probe_answered(200, end).await;
+        assert!(served, "a server with streaming lists");
+        for part in [
+            "sendInitialEvents=true",
+            "resourceVersionMatch=NotOlderThan",
+            "labelSelector=",
+        ] {
+            assert!(query.contains(part), "{query}: no {part}");
+        }
+        let plain = r#"{"type":"BOOKMARK","object":{"kind":"ConfigMap","apiVersion":"v1","metadata":{"resourceVersion":"7"}}}"#;
+        assert!(
+            !probe_answered(200, plain).await.0,
+            "a bookmark that ends nothing"
+        );
+        let refused = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Invalid","code":422,"message":"sendInitialEvents is forbidden"}"#;
+        assert!(
+            !probe_answered(422, refused).await.0,
+            "a server that refuses it"
+        );
     }
 }

@@ -40,7 +40,8 @@ pub const LIST_PAGE: u32 = 500;
 pub fn watch_config(list: InitialList) -> watcher::Config {
     let config = watcher::Config::default().page_size(LIST_PAGE);
     match list {
-        InitialList::Paged => config,
+        // Not asked yet: paged is served everywhere.
+        InitialList::Paged | InitialList::Auto => config,
         InitialList::Streamed => config.streaming_lists(),
     }
 }

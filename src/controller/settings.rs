@@ -19,9 +19,14 @@ pub enum InitialList {
     /// once.
     #[default]
     Paged,
-    /// Streams the state as watch events (`sendInitialEvents`, Kubernetes' streaming lists),
-    /// one object at a time; needs an API server that serves them.
+    /// Streams the state as watch events (`sendInitialEvents`, Kubernetes' streaming lists,
+    /// on by default from Kubernetes 1.32), one object at a time; needs an API server that
+    /// serves them.
     Streamed,
+    /// Streamed where the API server serves streaming lists, paged where it does not: the
+    /// binary asks once at start ([`super::cache::serves_streaming_lists`]), as client-go's
+    /// informers fall back to a list.
+    Auto,
 }
 
 /// How the operator runs.
