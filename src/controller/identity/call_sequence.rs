@@ -115,6 +115,16 @@ fn connection_secret_read(connection_string: &str) -> Expect {
     )
 }
 
+/// The token Secret read (the index has not synced), and not there yet.
+fn token_secret_absent() -> Expect {
+    expect(
+        Method::GET,
+        &format!("{SECRETS}/alice"),
+        StatusCode::NOT_FOUND,
+        not_found(),
+    )
+}
+
 fn event_created() -> Expect {
     expect(
         Method::POST,
@@ -247,12 +257,7 @@ async fn a_new_identity_costs_one_reconcile_a_finalizer_patch_one_secret_apply_o
         finalizer_patch(identity()),
         connection_secret_read(&f.connection_string),
         // The token Secret: the index has not synced, so it is read.
-        expect(
-            Method::GET,
-            &format!("{SECRETS}/alice"),
-            StatusCode::NOT_FOUND,
-            not_found(),
-        ),
+        token_secret_absent(),
         // (one createIdentityWithToken call to ACS)
         apply(
             &format!("{SECRETS}/alice"),
@@ -326,12 +331,7 @@ async fn a_new_identity_waiting_in_line_costs_a_finalizer_patch_and_no_status_wr
     let script = vec![
         finalizer_patch(new.clone()),
         connection_secret_read(&f.connection_string),
-        expect(
-            Method::GET,
-            &format!("{SECRETS}/alice"),
-            StatusCode::NOT_FOUND,
-            not_found(),
-        ),
+        token_secret_absent(),
     ];
     let server = tokio::spawn(serve_script(f.handle, script));
     // A status write beyond the script finds no server: the reconcile would fail.
