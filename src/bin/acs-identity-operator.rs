@@ -155,19 +155,21 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The AcsIdentities this instance watches: the selector's check and the list probe ask
+    // about them.
+    let identities: kube::Api<api::AcsIdentity> = match args.namespace.as_deref() {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    };
     if let Some(selector) = &args.watch_label_selector
-        && let Err(e) = check_selector(&client, args.namespace.as_deref(), selector).await
+        && let Err(e) = check_selector(&identities, selector).await
     {
         tracing::error!(selector = %selector, error = %e, "--watch-label-selector is not usable");
         return ExitCode::FAILURE;
     }
     let initial_list = match args.initial_list {
         controller::InitialList::Auto => {
-            let api: kube::Api<api::AcsIdentity> = match args.namespace.as_deref() {
-                Some(ns) => kube::Api::namespaced(client.clone(), ns),
-                None => kube::Api::all(client.clone()),
-            };
-            if controller::cache::serves_streaming_lists(&api).await {
+            if controller::cache::serves_streaming_lists(&identities).await {
                 controller::InitialList::Streamed
             } else {
                 controller::InitialList::Paged
@@ -274,14 +276,9 @@ fn hostname() -> String {
 /// Lists one AcsIdentity with `selector`, so that a selector the API server refuses stops the
 /// start with its reason instead of failing every watch afterwards.
 async fn check_selector(
-    client: &kube::Client,
-    namespace: Option<&str>,
+    api: &kube::Api<api::AcsIdentity>,
     selector: &str,
 ) -> Result<(), kube::Error> {
-    let api: kube::Api<api::AcsIdentity> = match namespace {
-        Some(ns) => kube::Api::namespaced(client.clone(), ns),
-        None => kube::Api::all(client.clone()),
-    };
     let params = kube::api::ListParams::default().labels(selector).limit(1);
     api.list_metadata(&params).await.map(|_| ())
 }

@@ -59,25 +59,6 @@ fn next_delay(outcome: Outcome) -> Option<std::time::Duration> {
     crate::policy::next_look(outcome, jiff::Timestamp::now(), rand::random::<f64>())
 }
 
-/// [`look_again`] for an identity: a far wait is kept in `later`, not in kube-runtime's
-/// scheduler (see [`super::later`]), and a near one or none takes back any far wait.
-fn look_again_later(later: &Later, namespace: &str, name: &str, outcome: Outcome) -> Action {
-    match requeue::holder(next_delay(outcome)) {
-        Holder::Later(delay) => {
-            later.wake_after(namespace, name, delay);
-            Action::await_change()
-        }
-        Holder::Scheduler(delay) => {
-            later.forget(namespace, name);
-            Action::requeue(delay)
-        }
-        Holder::Nobody => {
-            later.forget(namespace, name);
-            Action::await_change()
-        }
-    }
-}
-
 /// The key an identity queues under for ACS requests.
 pub fn admission_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
@@ -144,11 +125,25 @@ impl Context {
         }
     }
 
-    /// When to look at `obj` again after `outcome`: [`look_again`], with far waits held
-    /// compactly.
+    /// When to look at `obj` again after `outcome`: [`look_again`], except that a far wait is
+    /// kept in `later`, not in kube-runtime's scheduler (see [`super::later`]), and a near one
+    /// or none takes back any far wait.
     pub fn look_again_at(&self, obj: &AcsIdentity, outcome: Outcome) -> Action {
         let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-        look_again_later(&self.later, &namespace, &name, outcome)
+        match requeue::holder(next_delay(outcome)) {
+            Holder::Later(delay) => {
+                self.later.wake_after(&namespace, &name, delay);
+                Action::await_change()
+            }
+            Holder::Scheduler(delay) => {
+                self.later.forget(&namespace, &name);
+                Action::requeue(delay)
+            }
+            Holder::Nobody => {
+                self.later.forget(&namespace, &name);
+                Action::await_change()
+            }
+        }
     }
 
     /// Publishes an Event about `obj`; a failure to publish is logged, never fatal.
