@@ -375,11 +375,7 @@ async fn watch_connection_secrets(
             Ok(watcher::Event::InitApply(s)) => (Seen::Listed, s),
             Ok(watcher::Event::Apply(s)) => (Seen::Changed, s),
             Ok(watcher::Event::Delete(s)) => (Seen::Deleted, s),
-            Ok(watcher::Event::InitDone) => {
-                versions.listed();
-                continue;
-            }
-            Ok(watcher::Event::Init) | Err(_) => continue,
+            Ok(watcher::Event::Init | watcher::Event::InitDone) | Err(_) => continue,
         };
         let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
         let users = ctx.connections.connections_using_secret(&namespace, &name);
