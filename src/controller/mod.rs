@@ -4,12 +4,14 @@
 //! result.
 //!
 //! Watches: AcsIdentity (full objects), our own token Secrets (metadata only, selected by the
-//! managed-by label), AcsConnection/ClusterAcsConnection, and the metadata of Secrets, streamed
-//! without a cache, only to notice when a connection's Secret changes.
+//! managed-by label), AcsConnection/ClusterAcsConnection, and changes to the metadata of other
+//! Secrets, without a cache or a list, only to notice when a connection's Secret changes
+//! ([`connection_secrets`]).
 
 pub mod bulkheads;
 pub mod cache;
 pub mod conditions;
+pub mod connection_secrets;
 pub mod connection_status;
 pub mod connections;
 pub mod context;
@@ -106,7 +108,7 @@ pub async fn run(client: Client, settings: Settings) {
     );
     tokio::select! {
         _ = controllers => {},
-        _ = watch_connection_secrets(apis.secrets.clone(), ctx.clone(), list) => {},
+        _ = connection_secrets::watch(apis.secrets.clone(), ctx.clone()) => {},
         _ = prune_status_ledger(ctx.clone()) => {},
         _ = ctx.later.run(|namespace, name| {
             let _ = ctx.nudge.unbounded_send(ObjectRef::new(name).within(namespace));
@@ -355,42 +357,6 @@ async fn prune_status_ledger(ctx: Arc<Context>) {
             let key = ObjectRef::new(name).within(namespace);
             ctx.identities.get(&key).and_then(|o| o.status.clone())
         });
-    }
-}
-
-/// Streams Secret metadata (no cache) and, when a Secret that a connection reads changes,
-/// drops the cached client and re-checks the connections, which then nudge their identities.
-/// A re-list's copy of a Secret at the version already seen is no change.
-async fn watch_connection_secrets(
-    secrets: Api<PartialObjectMeta<Secret>>,
-    ctx: Arc<Context>,
-    list: InitialList,
-) {
-    use crate::policy::secret_versions::{SecretVersions, Seen};
-    let stream = watcher(secrets, watch_config(list)).default_backoff();
-    futures::pin_mut!(stream);
-    let mut versions = SecretVersions::default();
-    while let Some(event) = stream.next().await {
-        let (seen, secret) = match event {
-            Ok(watcher::Event::InitApply(s)) => (Seen::Listed, s),
-            Ok(watcher::Event::Apply(s)) => (Seen::Changed, s),
-            Ok(watcher::Event::Delete(s)) => (Seen::Deleted, s),
-            Ok(watcher::Event::Init | watcher::Event::InitDone) | Err(_) => continue,
-        };
-        let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-        let users = ctx.connections.connections_using_secret(&namespace, &name);
-        if users.is_empty() {
-            continue;
-        }
-        let version = secret.resource_version().unwrap_or_default();
-        if !versions.is_news(seen, &namespace, &name, &version) {
-            continue;
-        }
-        debug!(%namespace, %name, "connection Secret changed");
-        ctx.connections.forget_secret(&namespace, &name);
-        for (kind, conn_ns, conn_name) in users {
-            ctx.nudge_identities(kind, conn_ns.as_deref(), &conn_name);
-        }
     }
 }
 

@@ -1,74 +1,100 @@
-//! Whether an event of a Secret that connections read is news to them. Each piece of news
-//! drops the connection's client and queues a look at every identity it serves: after an API
-//! server restart, a re-list that brought the same Secret again queued all 100,000
-//! identities of the 100,000 run. Only the versions of Secrets that connections read are
-//! kept (a handful), never their content.
+//! Which of the Secrets that connections read changed while the operator was not watching.
+//!
+//! The operator watches Secrets from "now" on, without listing them first (see
+//! [`crate::controller::connection_secrets`]). When that watch is lost for longer than the API
+//! server keeps events, the changes in between are found by comparing, for each Secret a
+//! cached client was built from, the version the client read with the version the Secret has
+//! now. Only versions are compared, never content.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-/// How the watch showed the Secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seen {
-    /// Brought by a list (the first, or a re-list after a lost watch).
-    Listed,
-    /// A change the watch saw happen.
-    Changed,
-    Deleted,
+/// A Secret's (namespace, name).
+pub type SecretKey = (String, String);
+
+/// The Secrets to ask about: each Secret of `read` once. `read` holds (namespace, name,
+/// version read) for every cached client.
+pub fn to_ask(read: &[(String, String, String)]) -> Vec<SecretKey> {
+    let names: BTreeSet<SecretKey> = read
+        .iter()
+        .map(|(namespace, name, _)| (namespace.clone(), name.clone()))
+        .collect();
+    names.into_iter().collect()
 }
 
-/// The versions of the connections' Secrets last seen. A Secret seen for the first time is
-/// always news, also in the watch's first list: that list may reach a Secret only after its
-/// identities were reconciled with an older version of it (seen under load: a rotated Secret
-/// that came in the first list left its identity failed).
-#[derive(Debug, Default)]
-pub struct SecretVersions {
-    known: HashMap<(String, String), String>,
-}
-
-impl SecretVersions {
-    /// Whether `namespace/name`, `seen` at `version`, is news to the connections reading it.
-    pub fn is_news(&mut self, seen: Seen, namespace: &str, name: &str, version: &str) -> bool {
-        let key = (namespace.to_string(), name.to_string());
-        if seen == Seen::Deleted {
-            self.known.remove(&key);
-            return true;
-        }
-        self.known.insert(key, version.to_string()).as_deref() != Some(version)
-    }
+/// The Secrets of `read` that changed: `now` gives each one's version now (`None`: it is
+/// gone). A Secret some client read at another version than its version now changed, and so
+/// did one `now` does not answer for. Each Secret appears once.
+pub fn changed(
+    read: &[(String, String, String)],
+    now: &HashMap<SecretKey, Option<String>>,
+) -> Vec<SecretKey> {
+    let changed: BTreeSet<SecretKey> = read
+        .iter()
+        .filter(|(namespace, name, version)| {
+            let key = (namespace.clone(), name.clone());
+            now.get(&key).and_then(Option::as_deref) != Some(version.as_str())
+        })
+        .map(|(namespace, name, _)| (namespace.clone(), name.clone()))
+        .collect();
+    changed.into_iter().collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn table() {
-        let mut v = SecretVersions::default();
-        let steps = [
-            // First seen, even in the first list: the identities may have read an older one.
-            ("first list", (Seen::Listed, "a", "1"), true),
-            ("first list, another", (Seen::Listed, "b", "1"), true),
-            ("changed", (Seen::Changed, "a", "2"), true),
-            ("re-list, same version", (Seen::Listed, "a", "2"), false),
-            (
-                "re-list, changed while the watch was down",
-                (Seen::Listed, "b", "5"),
-                true,
-            ),
-            ("re-list, new", (Seen::Listed, "c", "1"), true),
-            ("deleted", (Seen::Deleted, "c", "1"), true),
-            ("created again", (Seen::Changed, "c", "1"), true),
-            ("the same version again", (Seen::Changed, "c", "1"), false),
-        ];
-        for (what, (seen, name, version), news) in steps {
-            assert_eq!(v.is_news(seen, "ns", name, version), news, "{what}");
-        }
+    fn read(entries: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+        entries
+            .iter()
+            .map(|(ns, n, v)| (ns.to_string(), n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn key(ns: &str, n: &str) -> SecretKey {
+        (ns.to_string(), n.to_string())
     }
 
     #[test]
-    fn a_change_during_the_first_list_is_news() {
-        let mut v = SecretVersions::default();
-        assert!(v.is_news(Seen::Changed, "ns", "a", "1"));
-        assert!(v.is_news(Seen::Deleted, "ns", "a", "1"));
+    fn each_secret_is_asked_about_once() {
+        let r = read(&[("a", "acs", "1"), ("a", "acs", "2"), ("b", "ca", "7")]);
+        assert_eq!(to_ask(&r), vec![key("a", "acs"), key("b", "ca")]);
+        assert!(to_ask(&[]).is_empty());
+    }
+
+    #[test]
+    fn table() {
+        let now: HashMap<SecretKey, Option<String>> = [
+            (key("a", "same"), Some("5".to_string())),
+            (key("a", "rotated"), Some("9".to_string())),
+            (key("a", "gone"), None),
+            (key("b", "mixed"), Some("3".to_string())),
+        ]
+        .into_iter()
+        .collect();
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, &'a str, &'a str)],
+            &'a [(&'a str, &'a str)],
+        );
+        let cases: [Case; 6] = [
+            ("nothing read", &[], &[]),
+            ("unchanged", &[("a", "same", "5")], &[]),
+            ("rotated", &[("a", "rotated", "8")], &[("a", "rotated")]),
+            ("deleted", &[("a", "gone", "2")], &[("a", "gone")]),
+            (
+                "one client read an older version",
+                &[("b", "mixed", "3"), ("b", "mixed", "2")],
+                &[("b", "mixed")],
+            ),
+            (
+                "not answered for: counted as changed",
+                &[("c", "unknown", "1"), ("a", "same", "5")],
+                &[("c", "unknown")],
+            ),
+        ];
+        for (what, r, want) in cases {
+            let want: Vec<SecretKey> = want.iter().map(|(ns, n)| key(ns, n)).collect();
+            assert_eq!(changed(&read(r), &now), want, "{what}");
+        }
     }
 }

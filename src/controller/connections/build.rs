@@ -4,7 +4,7 @@
 //! or Entra.
 
 use super::Connections;
-use super::clients::{ClientKey, Resolved};
+use super::clients::{ClientKey, Resolved, SecretsRead};
 use super::service_account::ServiceAccountAssertion;
 use super::source::{ConnectionAuth, ConnectionSource};
 use super::workload_identity::{
@@ -26,10 +26,11 @@ impl Connections {
     /// check its endpoint, then take the live client built from the same things, or build
     /// one if the namespace may have another. Never calls ACS or Entra.
     pub(super) async fn build(&self, source: &ConnectionSource) -> Result<Arc<Resolved>, Error> {
+        let mut read = SecretsRead::default();
         let extra_ca_pem = match (&source.ca_bundle, &source.ca_secret) {
             (Some(pem), _) => Some(bounded_ca(pem.clone().into_bytes(), || "caBundle".into())?),
             (None, Some(r)) => {
-                let pem = self.read_secret_key(r).await?.into_bytes();
+                let pem = self.read_secret_key(r, &mut read).await?.into_bytes();
                 Some(bounded_ca(pem, || {
                     format!("caSecretRef {}/{} key {}", r.namespace, r.name, r.key)
                 })?)
@@ -40,7 +41,7 @@ impl Connections {
         let origin = &source.origin;
         match &source.auth {
             ConnectionAuth::ConnectionString(r) => {
-                let connection = self.read_connection_string(r).await?;
+                let connection = self.read_connection_string(r, &mut read).await?;
                 self.allowed_endpoints.check(&connection.endpoint)?;
                 let key = ClientKey {
                     credential: sha256_hex(&[
@@ -50,7 +51,7 @@ impl Connections {
                     ca,
                     owner: None,
                 };
-                self.shared_or_built(source, key, || async {
+                self.shared_or_built(source, key, read, || async {
                     self.with_access_key(&connection, extra_ca_pem)
                 })
                 .await
@@ -68,7 +69,7 @@ impl Connections {
                     ca,
                     owner: Some(origin.clone()),
                 };
-                self.shared_or_built(source, key, || {
+                self.shared_or_built(source, key, read, || {
                     self.with_workload_identity(
                         endpoint,
                         identity,
@@ -85,11 +86,12 @@ impl Connections {
     }
 
     /// The live client of `key`, or a new one from `build` if `source`'s namespace may hold
-    /// another; held for `source` either way.
+    /// another; held for `source` (as read from the Secrets `read`) either way.
     async fn shared_or_built<F>(
         &self,
         source: &ConnectionSource,
         key: ClientKey,
+        read: SecretsRead,
         build: impl FnOnce() -> F,
     ) -> Result<Arc<Resolved>, Error>
     where
@@ -110,6 +112,7 @@ impl Connections {
         Ok(self.clients.hold(
             source.origin.clone(),
             source.built_from.clone(),
+            read,
             key,
             resolved,
         ))
@@ -230,8 +233,9 @@ impl Connections {
     async fn read_connection_string(
         &self,
         r: &NamespacedSecretKeyRef,
+        read: &mut SecretsRead,
     ) -> Result<ConnectionString, Error> {
-        let raw = self.read_secret_key(r).await?;
+        let raw = self.read_secret_key(r, read).await?;
         raw.parse().map_err(|e| Error::InvalidConnectionString {
             namespace: r.namespace.clone(),
             name: r.name.clone(),
@@ -240,7 +244,12 @@ impl Connections {
         })
     }
 
-    async fn read_secret_key(&self, r: &NamespacedSecretKeyRef) -> Result<String, Error> {
+    /// The value of one key of a Secret; the version read goes to `read`.
+    async fn read_secret_key(
+        &self,
+        r: &NamespacedSecretKeyRef,
+        read: &mut SecretsRead,
+    ) -> Result<String, Error> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &r.namespace);
         let secret =
             api.get_opt(&r.name)
@@ -249,6 +258,11 @@ impl Connections {
                     namespace: r.namespace.clone(),
                     name: r.name.clone(),
                 })?;
+        read.add(
+            &r.namespace,
+            &r.name,
+            secret.metadata.resource_version.as_deref(),
+        );
         let missing = || Error::ConnectionSecretKeyMissing {
             namespace: r.namespace.clone(),
             name: r.name.clone(),

@@ -72,9 +72,25 @@ pub struct ClientKey {
     pub owner: Option<CacheKey>,
 }
 
+/// The versions of the Secrets a client was built from, as (namespace, name, resourceVersion):
+/// what the Secret watch compares with after it lost track (see
+/// [`crate::controller::connection_secrets`]). Versions only, never content.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretsRead(Vec<(String, String, String)>);
+
+impl SecretsRead {
+    pub fn add(&mut self, namespace: &str, name: &str, version: Option<&str>) {
+        let version = version.unwrap_or_default().to_string();
+        self.0
+            .push((namespace.to_string(), name.to_string(), version));
+    }
+}
+
 /// A connection object's hold on a client.
 struct Held {
     built_from: BuiltFrom,
+    /// The versions of the Secrets `built_from` names, as read for this hold.
+    read: SecretsRead,
     key: ClientKey,
     resolved: Arc<Resolved>,
     /// False once a Secret it read changed: the next use reads it again.
@@ -157,6 +173,7 @@ impl ClientCache {
         &self,
         origin: CacheKey,
         built_from: BuiltFrom,
+        read: SecretsRead,
         key: ClientKey,
         resolved: Arc<Resolved>,
     ) -> Arc<Resolved> {
@@ -167,6 +184,7 @@ impl ClientCache {
         }
         let held = Held {
             built_from,
+            read,
             key,
             resolved: resolved.clone(),
             fresh: true,
@@ -205,6 +223,20 @@ impl ClientCache {
                 held.fresh = false;
             }
         }
+    }
+
+    /// The Secrets the fresh holds were built from, each at the version read (a Secret read
+    /// by several holds at different versions appears once for each version).
+    pub fn secrets_read(&self) -> Vec<(String, String, String)> {
+        let held = self.held.lock().expect("client cache lock");
+        let mut read: Vec<_> = held
+            .values()
+            .filter(|h| h.fresh)
+            .flat_map(|h| h.read.0.iter().cloned())
+            .collect();
+        read.sort_unstable();
+        read.dedup();
+        read
     }
 
     /// Distinct clients alive.

@@ -188,6 +188,11 @@ impl Connections {
         self.clients.forget_secret(namespace, name);
     }
 
+    /// The Secrets the cached clients were built from, as (namespace, name, version read).
+    pub fn secrets_read(&self) -> Vec<(String, String, String)> {
+        self.clients.secrets_read()
+    }
+
     /// The connections (kind, namespace for namespaced ones, name) that read this Secret.
     pub fn connections_using_secret(
         &self,
@@ -322,7 +327,10 @@ mod tests {
             let body = self.objects.lock().unwrap().get(&path).cloned();
             let (status, body) = match body {
                 Some(body) => (200, body),
-                None => (404, serde_json::json!({"kind": "Status", "code": 404})),
+                None => (
+                    404,
+                    serde_json::json!({"kind": "Status", "code": 404, "reason": "NotFound"}),
+                ),
             };
             let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
             *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
@@ -606,5 +614,42 @@ mod tests {
         // A deleted connection frees its share.
         writer.apply_watcher_event(&watcher::Event::Delete(conn("team", 1)));
         connections.resolve("team", &own(2)).await.unwrap();
+    }
+
+    /// What a lost watch of Secrets compares: the version each client read, with the
+    /// Secret's version now.
+    #[tokio::test]
+    async fn the_versions_read_tell_which_secret_changed_since() {
+        use crate::controller::connection_secrets::versions_now;
+        use crate::policy::secret_versions::{changed, to_ask};
+        const PATH: &str = "/api/v1/namespaces/platform/secrets/acs";
+        let (connections, api) = connections(Duration::from_secs(30)).await;
+        let at = |version: &str| {
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "acs", "namespace": "platform", "resourceVersion": version},
+                "data": {"connectionString": "ZW5kcG9pbnQ9aHR0cHM6Ly9hLztBY2Nlc3NLZXk9YzJWamNtVjA="},
+            })
+        };
+        api.serve(PATH, at("1"));
+        connections.resolve("listed", &shared()).await.unwrap();
+        let read = connections.secrets_read();
+        let acs = ("platform".to_string(), "acs".to_string());
+        assert_eq!(read, [(acs.0.clone(), acs.1.clone(), "1".to_string())]);
+        let client = api.client().await;
+        let now = versions_now(&client, &to_ask(&read)).await.unwrap();
+        assert!(changed(&read, &now).is_empty(), "unchanged");
+
+        api.serve(PATH, at("2"));
+        let now = versions_now(&client, &to_ask(&read)).await.unwrap();
+        assert_eq!(changed(&read, &now), vec![acs.clone()], "rotated");
+        api.objects.lock().unwrap().remove(PATH);
+        let now = versions_now(&client, &to_ask(&read)).await.unwrap();
+        assert_eq!(now[&acs], None);
+        assert_eq!(changed(&read, &now), vec![acs], "deleted");
+
+        // A client already told to read its Secret again needs no re-check.
+        connections.forget_secret("platform", "acs");
+        assert!(connections.secrets_read().is_empty());
     }
 }
