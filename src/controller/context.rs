@@ -23,14 +23,40 @@ use tracing::warn;
 /// Field manager for every write, and the Events' reporting controller.
 pub const MANAGER: &str = "acs-identity-operator";
 
-/// The annotation in which `kubectl apply` keeps the whole manifest.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// The annotations the operator reads on an AcsIdentity: the only ones its cache keeps.
+const READ_ANNOTATIONS: [&str; 3] = [
+    identity::REFRESH_ANNOTATION,
+    identity::REVOKE_ANNOTATION,
+    identity::SKIP_CLEANUP_ANNOTATION,
+];
 
-/// An AcsIdentity as the operator keeps it: without managedFields and kubectl's copy of the
-/// last applied manifest, which are never read here and are the bulk of each object.
+/// An AcsIdentity as the operator keeps it: what it reads, in no more memory than that
+/// takes. Nothing here is read: managedFields (and the buffer that held them), labels, and
+/// every annotation but the operator's own (kubectl's copy of the last applied manifest, and
+/// what GitOps tools and others write: a label map costs half a kilobyte even for one label).
+/// A change to those alone is then no change to the operator. Lists get no more room than
+/// their items take.
 pub fn trim_for_cache(identity: &mut AcsIdentity) {
-    identity.managed_fields_mut().clear();
-    identity.annotations_mut().remove(LAST_APPLIED);
+    let meta = &mut identity.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.annotations = meta.annotations.take().and_then(|all| {
+        let ours: std::collections::BTreeMap<_, _> = all
+            .into_iter()
+            .filter(|(k, _)| READ_ANNOTATIONS.contains(&k.as_str()))
+            .collect();
+        (!ours.is_empty()).then_some(ours)
+    });
+    if let Some(finalizers) = meta.finalizers.as_mut() {
+        finalizers.shrink_to_fit();
+    }
+    identity.spec.scopes.shrink_to_fit();
+    if let Some(status) = identity.status.as_mut() {
+        status.conditions.shrink_to_fit();
+        if let Some(issued) = status.issued_for.as_mut() {
+            issued.scopes.shrink_to_fit();
+        }
+    }
 }
 
 /// Objects per page of a paged list.
@@ -218,4 +244,77 @@ struct IdentityEvents {
     /// Warnings: they repeat while a failure lasts; kube-runtime's Recorder counts repeats
     /// as a series on one Event.
     warnings: Recorder,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_what_the_operator_reads_and_nothing_else() {
+        let mut obj: AcsIdentity = serde_json::from_value(serde_json::json!({
+            "apiVersion": "acsoperator.io/v1alpha1", "kind": "AcsIdentity",
+            "metadata": {
+                "name": "alice", "namespace": "team", "uid": "u-1", "generation": 3,
+                "finalizers": ["acsoperator.io/cleanup"],
+                "labels": {"argocd.argoproj.io/instance": "team-apps"},
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{\"a\":1}",
+                    "argocd.argoproj.io/tracking-id": "team-apps:acsoperator.io/AcsIdentity:team/alice",
+                    "acsoperator.io/refresh-requested": "1",
+                },
+                "managedFields": [
+                    {"manager": "kubectl", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}},
+                    {"manager": "acs-identity-operator", "operation": "Apply", "subresource": "status"},
+                ],
+            },
+            "spec": {"connectionRef": {"name": "acs"}, "scopes": ["chat"]},
+            "status": {"identityId": "8:acs:x", "conditions": [{
+                "type": "Ready", "status": "True", "reason": "TokenIssued", "message": "m",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }]},
+        }))
+        .unwrap();
+        let before = obj.clone();
+        trim_for_cache(&mut obj);
+        let meta = &obj.metadata;
+        assert_eq!(meta.managed_fields, None, "not even an empty list");
+        assert_eq!(meta.labels, None);
+        let kept: Vec<_> = meta.annotations.iter().flatten().collect();
+        assert_eq!(
+            kept,
+            [(
+                &"acsoperator.io/refresh-requested".to_string(),
+                &"1".to_string()
+            )]
+        );
+        // What decisions read is untouched.
+        assert_eq!(obj.spec, before.spec);
+        assert_eq!(obj.status, before.status);
+        assert_eq!(
+            (
+                &meta.name,
+                &meta.namespace,
+                &meta.uid,
+                meta.generation,
+                &meta.finalizers
+            ),
+            (
+                &before.metadata.name,
+                &before.metadata.namespace,
+                &before.metadata.uid,
+                before.metadata.generation,
+                &before.metadata.finalizers
+            )
+        );
+        let status = obj.status.as_ref().unwrap();
+        assert_eq!(status.conditions.capacity(), status.conditions.len());
+
+        // Without our annotations, none at all.
+        let mut bare = before;
+        bare.annotations_mut()
+            .remove("acsoperator.io/refresh-requested");
+        trim_for_cache(&mut bare);
+        assert_eq!(bare.metadata.annotations, None);
+    }
 }

@@ -2,14 +2,19 @@
 //! Secret its resourceVersion, the controller owner's uid, labels and annotations. Fed by the
 //! metadata watch of our Secrets. A reflector store of the watched metadata would keep a full
 //! ObjectMeta per Secret, about four times as much (10 MB at 10,000 identities).
+//!
+//! Labels and annotations, with the keys our apply holds, are the same for most Secrets (the
+//! operator's label and the template of identities written alike), so one copy of each such
+//! [`Shape`] serves them all: about 290 bytes less per Secret. A Secret whose labels are its
+//! own alone costs what it did.
 
 use super::token_secret::OwnedKeys;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 type Key = (Box<str>, Box<str>);
 type Pairs = Box<[(Box<str>, Box<str>)]>;
@@ -23,13 +28,46 @@ struct Entry {
     uid: Option<Box<str>>,
     /// uid of the controller owner.
     owner: Option<Box<str>>,
-    labels: Pairs,
-    annotations: Pairs,
-    /// The label and annotation keys our own apply holds.
-    owned_labels: Box<[Box<str>]>,
-    owned_annotations: Box<[Box<str>]>,
+    shape: Arc<Shape>,
     /// The list (the first, or a re-list) that last brought this Secret.
     list: u32,
+}
+
+/// Labels and annotations of a Secret, and the keys of them our own apply holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Shape {
+    labels: Pairs,
+    annotations: Pairs,
+    owned_labels: Box<[Box<str>]>,
+    owned_annotations: Box<[Box<str>]>,
+}
+
+/// One copy of each shape in use.
+#[derive(Debug, Default)]
+struct Shapes {
+    all: HashSet<Arc<Shape>>,
+    /// The count after the last sweep: the next comes when it has doubled.
+    swept_at: usize,
+}
+
+impl Shapes {
+    fn share(&mut self, shape: Shape) -> Arc<Shape> {
+        if let Some(shared) = self.all.get(&shape) {
+            return shared.clone();
+        }
+        if self.all.len() >= 2 * self.swept_at.max(64) {
+            self.sweep();
+        }
+        let shared = Arc::new(shape);
+        self.all.insert(shared.clone());
+        shared
+    }
+
+    /// Drops the shapes no Secret has any more.
+    fn sweep(&mut self) {
+        self.all.retain(|s| Arc::strong_count(s) > 1);
+        self.swept_at = self.all.len();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +78,7 @@ struct State {
     /// map built beside the first would double the index while the watch lists.
     list: u32,
     synced: bool,
+    shapes: Shapes,
 }
 
 /// Index of our token Secrets' metadata.
@@ -55,7 +94,8 @@ impl TokenSecretIndex {
         let mut state = self.0.write().expect("secret index lock");
         match event {
             watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
-                let Some((key, entry)) = entry(s, state.list) else {
+                let list = state.list;
+                let Some((key, entry)) = entry(s, list, &mut state.shapes) else {
                     return true;
                 };
                 let known = state.entries.get(&key).is_some_and(|e| {
@@ -65,7 +105,7 @@ impl TokenSecretIndex {
                 !known
             }
             watcher::Event::Delete(s) => {
-                if let Some((key, _)) = entry(s, state.list) {
+                if let Some(key) = key(s) {
                     state.entries.remove(&key);
                 }
                 true
@@ -77,6 +117,7 @@ impl TokenSecretIndex {
             watcher::Event::InitDone => {
                 let list = state.list;
                 state.entries.retain(|_, e| e.list == list);
+                state.shapes.sweep();
                 state.synced = true;
                 false
             }
@@ -97,9 +138,14 @@ impl TokenSecretIndex {
             return None;
         }
         let e = state.entries.get(&(namespace.into(), name.into()))?;
+        let shape = &e.shape;
         let owned = OwnedKeys {
-            labels: e.owned_labels.iter().map(|k| k.to_string()).collect(),
-            annotations: e.owned_annotations.iter().map(|k| k.to_string()).collect(),
+            labels: shape.owned_labels.iter().map(|k| k.to_string()).collect(),
+            annotations: shape
+                .owned_annotations
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
         };
         let meta = ObjectMeta {
             name: Some(name.to_string()),
@@ -113,8 +159,8 @@ impl TokenSecretIndex {
                     ..OwnerReference::default()
                 }]
             }),
-            labels: Some(to_map(&e.labels)),
-            annotations: (!e.annotations.is_empty()).then(|| to_map(&e.annotations)),
+            labels: Some(to_map(&shape.labels)),
+            annotations: (!shape.annotations.is_empty()).then(|| to_map(&shape.annotations)),
             ..ObjectMeta::default()
         };
         (&*e.resource_version == resource_version).then_some((meta, owned))
@@ -124,20 +170,31 @@ impl TokenSecretIndex {
     fn len(&self) -> usize {
         self.0.read().expect("secret index lock").entries.len()
     }
+
+    #[cfg(test)]
+    fn shapes(&self) -> usize {
+        self.0.read().expect("secret index lock").shapes.all.len()
+    }
 }
 
-fn entry<K: kube::Resource>(s: &PartialObjectMeta<K>, list: u32) -> Option<(Key, Entry)> {
-    let key = (s.namespace()?.into(), s.name_any().into());
+fn key<K: kube::Resource>(s: &PartialObjectMeta<K>) -> Option<Key> {
+    Some((s.namespace()?.into(), s.name_any().into()))
+}
+
+fn entry<K: kube::Resource>(
+    s: &PartialObjectMeta<K>,
+    list: u32,
+    shapes: &mut Shapes,
+) -> Option<(Key, Entry)> {
+    let key = key(s)?;
     let owner = s
         .owner_references()
         .iter()
         .find(|o| o.controller == Some(true))
         .map(|o| o.uid.as_str().into());
     let owned = OwnedKeys::of(&s.metadata);
-    let entry = Entry {
-        resource_version: s.resource_version()?.into(),
-        uid: s.uid().map(Into::into),
-        owner,
+    let resource_version = s.resource_version()?.into();
+    let shape = Shape {
         labels: pairs(s.labels()),
         annotations: pairs(s.annotations()),
         owned_labels: owned.labels.iter().map(|k| k.as_str().into()).collect(),
@@ -146,6 +203,12 @@ fn entry<K: kube::Resource>(s: &PartialObjectMeta<K>, list: u32) -> Option<(Key,
             .iter()
             .map(|k| k.as_str().into())
             .collect(),
+    };
+    let entry = Entry {
+        resource_version,
+        uid: s.uid().map(Into::into),
+        owner,
+        shape: shapes.share(shape),
         list,
     };
     Some((key, entry))
@@ -258,5 +321,34 @@ mod tests {
         for (i, (event, new)) in steps.into_iter().enumerate() {
             assert_eq!(index.apply(&event), new, "step {i}: {event:?}");
         }
+    }
+
+    /// Secrets labelled alike share one copy of their labels; a shape no Secret has any
+    /// more is dropped.
+    #[test]
+    fn secrets_labelled_alike_share_their_labels() {
+        let index = TokenSecretIndex::default();
+        index.apply::<Secret>(&watcher::Event::Init);
+        for name in ["a", "b", "c"] {
+            index.apply(&watcher::Event::InitApply(meta(name, "1")));
+        }
+        let mut other = meta("d", "1");
+        other.labels_mut().insert("team".into(), "b".into());
+        index.apply(&watcher::Event::InitApply(other.clone()));
+        index.apply::<Secret>(&watcher::Event::InitDone);
+        assert_eq!(index.shapes(), 2, "three Secrets alike, one apart");
+        let (m, _) = index.at_version("ns", "d", "1").unwrap();
+        assert_eq!(m.labels.unwrap()["team"], "b", "each answers with its own");
+        let (m, _) = index.at_version("ns", "a", "1").unwrap();
+        assert_eq!(m.labels.unwrap()["team"], "a");
+
+        index.apply(&watcher::Event::Delete(other));
+        index.apply::<Secret>(&watcher::Event::Init);
+        index.apply::<Secret>(&watcher::Event::InitDone);
+        assert_eq!(
+            index.shapes(),
+            0,
+            "nothing left after a re-list that brought nothing"
+        );
     }
 }

@@ -330,14 +330,19 @@ async fn an_unknown_adopted_identity_is_reported_never_replaced() {
 
     // A permanent failure waits for a change: recording it in status must not trigger the
     // next attempt (that would be a hot loop against ACS). One change, one more attempt.
+    // Other annotations are no change to the operator; its own refresh request is.
     let before = w.reconcile_count("frank");
     let (attempts, calls) = (
         status_of(&frank).failed_attempts.unwrap(),
         w.admin.count("issueToken", 404).await,
     );
-    let mut touched =
-        json!({"metadata": {"annotations": {"example.com/touch": "1"}}, "spec": frank.spec});
+    let mut touched = json!({
+        "metadata": {"annotations": {"example.com/touch": "1"}},
+        "spec": frank.spec.clone(),
+    });
     touched["spec"]["identityId"] = json!("8:acs:00000000-0000-0000-0000-000000000000_nobody");
+    w.apply::<AcsIdentity>("frank", touched.clone()).await;
+    touched["metadata"]["annotations"][REFRESH_ANNOTATION] = json!("retry-1");
     w.apply::<AcsIdentity>("frank", touched).await;
     w.wait_reconciled("frank", before).await;
     let frank = w
