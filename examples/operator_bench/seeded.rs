@@ -65,11 +65,28 @@ async fn apiserver_requests(
     verb: &str,
     resource: &str,
 ) -> Result<f64, Error> {
+    apiserver_metric(client, "apiserver_request_total", verb, resource).await
+}
+
+/// The API server's watches of `resource` open now. A watch is counted in
+/// `apiserver_request_total` only when it ends, so a streamed list is not seen there.
+async fn apiserver_watches(client: &kube::Client, resource: &str) -> Result<f64, Error> {
+    apiserver_metric(client, "apiserver_longrunning_requests", "WATCH", resource).await
+}
+
+/// The sum of the API server's `metric` series for `verb` on `resource`.
+async fn apiserver_metric(
+    client: &kube::Client,
+    metric: &str,
+    verb: &str,
+    resource: &str,
+) -> Result<f64, Error> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(request).await?;
+    let prefix = format!("{metric}{{");
     Ok(text
         .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| l.starts_with(&prefix))
         .filter(|l| {
             l.contains(&format!("verb=\"{verb}\""))
                 && l.contains(&format!("resource=\"{resource}\""))
@@ -315,12 +332,16 @@ async fn memory(cli: &Cli, bins: Bins, r: &mut Report) -> Result<(), Error> {
             .await?;
         let reconciled = reconciles(&w.operator()?.metrics().await);
         w.cluster.restart_apiserver().await?;
-        // The operator's watches back: its lists are counted by the new API server.
+        // The operator's watches back, as the new API server counts them: a paged list ends
+        // before its watch starts; a streamed one is an open watch. Its watches are one of
+        // AcsIdentities and two of Secrets (its own, and changes to the others).
         let mut lists = 0.0;
         while t0.elapsed() < Duration::from_secs(120) {
             lists = apiserver_requests(&w.client, "LIST", "acsidentities").await?
                 + apiserver_requests(&w.client, "LIST", "secrets").await?;
-            if lists >= 2.0 {
+            let identities = apiserver_watches(&w.client, "acsidentities").await?;
+            let secrets = apiserver_watches(&w.client, "secrets").await?;
+            if lists >= 2.0 || (identities >= 1.0 && secrets >= 2.0) {
                 break;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
