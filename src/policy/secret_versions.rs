@@ -11,9 +11,12 @@ use std::collections::{BTreeSet, HashMap};
 /// A Secret's (namespace, name).
 pub type SecretKey = (String, String);
 
-/// The Secrets to ask about: each Secret of `read` once. `read` holds (namespace, name,
-/// version read) for every cached client.
-pub fn to_ask(read: &[(String, String, String)]) -> Vec<SecretKey> {
+/// (namespace, name, the version read; `None`: it was not found).
+pub type Read = (String, String, Option<String>);
+
+/// The Secrets to ask about: each Secret of `read` once. `read` holds what every cached
+/// client, and every build that failed, read of its Secrets.
+pub fn to_ask(read: &[Read]) -> Vec<SecretKey> {
     let names: BTreeSet<SecretKey> = read
         .iter()
         .map(|(namespace, name, _)| (namespace.clone(), name.clone()))
@@ -22,17 +25,15 @@ pub fn to_ask(read: &[(String, String, String)]) -> Vec<SecretKey> {
 }
 
 /// The Secrets of `read` that changed: `now` gives each one's version now (`None`: it is
-/// gone). A Secret some client read at another version than its version now changed, and so
-/// did one `now` does not answer for. Each Secret appears once.
-pub fn changed(
-    read: &[(String, String, String)],
-    now: &HashMap<SecretKey, Option<String>>,
-) -> Vec<SecretKey> {
+/// gone). A Secret read at another version than its version now changed (also one that was
+/// missing and is there now, or the reverse), and so did one `now` does not answer for. Each
+/// Secret appears once.
+pub fn changed(read: &[Read], now: &HashMap<SecretKey, Option<String>>) -> Vec<SecretKey> {
     let changed: BTreeSet<SecretKey> = read
         .iter()
         .filter(|(namespace, name, version)| {
             let key = (namespace.clone(), name.clone());
-            now.get(&key).and_then(Option::as_deref) != Some(version.as_str())
+            now.get(&key) != Some(version)
         })
         .map(|(namespace, name, _)| (namespace.clone(), name.clone()))
         .collect();
@@ -43,10 +44,14 @@ pub fn changed(
 mod tests {
     use super::*;
 
-    fn read(entries: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    /// Version "-" stands for not found.
+    fn read(entries: &[(&str, &str, &str)]) -> Vec<Read> {
         entries
             .iter()
-            .map(|(ns, n, v)| (ns.to_string(), n.to_string(), v.to_string()))
+            .map(|(ns, n, v)| {
+                let version = (*v != "-").then(|| v.to_string());
+                (ns.to_string(), n.to_string(), version)
+            })
             .collect()
     }
 
@@ -68,6 +73,8 @@ mod tests {
             (key("a", "rotated"), Some("9".to_string())),
             (key("a", "gone"), None),
             (key("b", "mixed"), Some("3".to_string())),
+            (key("b", "appeared"), Some("1".to_string())),
+            (key("b", "still-missing"), None),
         ]
         .into_iter()
         .collect();
@@ -76,7 +83,7 @@ mod tests {
             &'a [(&'a str, &'a str, &'a str)],
             &'a [(&'a str, &'a str)],
         );
-        let cases: [Case; 6] = [
+        let cases: [Case; 8] = [
             ("nothing read", &[], &[]),
             ("unchanged", &[("a", "same", "5")], &[]),
             ("rotated", &[("a", "rotated", "8")], &[("a", "rotated")]),
@@ -86,6 +93,12 @@ mod tests {
                 &[("b", "mixed", "3"), ("b", "mixed", "2")],
                 &[("b", "mixed")],
             ),
+            (
+                "missing when read, there now",
+                &[("b", "appeared", "-")],
+                &[("b", "appeared")],
+            ),
+            ("missing then and now", &[("b", "still-missing", "-")], &[]),
             (
                 "not answered for: counted as changed",
                 &[("c", "unknown", "1"), ("a", "same", "5")],

@@ -27,10 +27,24 @@ impl Connections {
     /// one if the namespace may have another. Never calls ACS or Entra.
     pub(super) async fn build(&self, source: &ConnectionSource) -> Result<Arc<Resolved>, Error> {
         let mut read = SecretsRead::default();
+        let built = self.build_reading(source, &mut read).await;
+        if built.is_err() {
+            let uid = &source.built_from.uid;
+            self.clients.build_failed(source.origin.clone(), uid, read);
+        }
+        built
+    }
+
+    /// [`Self::build`], noting in `read` what it read of the Secrets.
+    async fn build_reading(
+        &self,
+        source: &ConnectionSource,
+        read: &mut SecretsRead,
+    ) -> Result<Arc<Resolved>, Error> {
         let extra_ca_pem = match (&source.ca_bundle, &source.ca_secret) {
             (Some(pem), _) => Some(bounded_ca(pem.clone().into_bytes(), || "caBundle".into())?),
             (None, Some(r)) => {
-                let pem = self.read_secret_key(r, &mut read).await?.into_bytes();
+                let pem = self.read_secret_key(r, read).await?.into_bytes();
                 Some(bounded_ca(pem, || {
                     format!("caSecretRef {}/{} key {}", r.namespace, r.name, r.key)
                 })?)
@@ -41,7 +55,7 @@ impl Connections {
         let origin = &source.origin;
         match &source.auth {
             ConnectionAuth::ConnectionString(r) => {
-                let connection = self.read_connection_string(r, &mut read).await?;
+                let connection = self.read_connection_string(r, read).await?;
                 self.allowed_endpoints.check(&connection.endpoint)?;
                 let key = ClientKey {
                     credential: sha256_hex(&[
@@ -51,7 +65,7 @@ impl Connections {
                     ca,
                     owner: None,
                 };
-                self.shared_or_built(source, key, read, || async {
+                self.shared_or_built(source, key, read.clone(), || async {
                     self.with_access_key(&connection, extra_ca_pem)
                 })
                 .await
@@ -69,7 +83,7 @@ impl Connections {
                     ca,
                     owner: Some(origin.clone()),
                 };
-                self.shared_or_built(source, key, read, || {
+                self.shared_or_built(source, key, read.clone(), || {
                     self.with_workload_identity(
                         endpoint,
                         identity,
@@ -251,18 +265,15 @@ impl Connections {
         read: &mut SecretsRead,
     ) -> Result<String, Error> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &r.namespace);
-        let secret =
-            api.get_opt(&r.name)
-                .await?
-                .ok_or_else(|| Error::ConnectionSecretNotFound {
-                    namespace: r.namespace.clone(),
-                    name: r.name.clone(),
-                })?;
-        read.add(
-            &r.namespace,
-            &r.name,
-            secret.metadata.resource_version.as_deref(),
-        );
+        let found = api.get_opt(&r.name).await?;
+        let version = found
+            .as_ref()
+            .map(|s| s.metadata.resource_version.as_deref());
+        read.add(&r.namespace, &r.name, version.flatten());
+        let secret = found.ok_or_else(|| Error::ConnectionSecretNotFound {
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+        })?;
         let missing = || Error::ConnectionSecretKeyMissing {
             namespace: r.namespace.clone(),
             name: r.name.clone(),

@@ -72,15 +72,19 @@ pub struct ClientKey {
     pub owner: Option<CacheKey>,
 }
 
-/// The versions of the Secrets a client was built from, as (namespace, name, resourceVersion):
-/// what the Secret watch compares with after it lost track (see
-/// [`crate::controller::connection_secrets`]). Versions only, never content.
+/// The versions of the Secrets a client was built from, or a build that failed tried to read,
+/// as (namespace, name, resourceVersion; `None`: not found): what the Secret watch compares
+/// with after it lost track (see [`crate::controller::connection_secrets`]). Versions only,
+/// never content.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SecretsRead(Vec<(String, String, String)>);
+pub struct SecretsRead(Vec<SecretRead>);
+
+/// (namespace, name, version read; `None`: not found).
+pub type SecretRead = (String, String, Option<String>);
 
 impl SecretsRead {
     pub fn add(&mut self, namespace: &str, name: &str, version: Option<&str>) {
-        let version = version.unwrap_or_default().to_string();
+        let version = version.map(str::to_string);
         self.0
             .push((namespace.to_string(), name.to_string(), version));
     }
@@ -105,6 +109,10 @@ pub struct OverLimit {
 
 pub struct ClientCache {
     held: Mutex<HashMap<CacheKey, Held>>,
+    /// Connection objects whose last build failed, with their uid and what that build read
+    /// of their Secrets (a missing Secret, or one that did not parse): they wait for a change
+    /// of those Secrets, and a change missed while the watch was away must still reach them.
+    failed: Mutex<HashMap<CacheKey, (String, SecretsRead)>>,
     built: Mutex<HashMap<ClientKey, Weak<Resolved>>>,
     limiters: Mutex<HashMap<String, Arc<AcsRateLimiter>>>,
     new_limiter: Box<dyn Fn() -> Arc<AcsRateLimiter> + Send + Sync>,
@@ -118,6 +126,7 @@ impl ClientCache {
     pub fn new(new_limiter: Box<dyn Fn() -> Arc<AcsRateLimiter> + Send + Sync>) -> Self {
         Self {
             held: Mutex::default(),
+            failed: Mutex::default(),
             built: Mutex::default(),
             limiters: Mutex::default(),
             new_limiter,
@@ -182,6 +191,10 @@ impl ClientCache {
             built.insert(key.clone(), Arc::downgrade(&resolved));
             built.retain(|_, client| client.strong_count() > 0);
         }
+        self.failed
+            .lock()
+            .expect("client cache lock")
+            .remove(&origin);
         let held = Held {
             built_from,
             read,
@@ -199,9 +212,19 @@ impl ClientCache {
         resolved
     }
 
+    /// Records that `origin` (uid `uid`) could not be built from what `read` found.
+    pub fn build_failed(&self, origin: CacheKey, uid: &str, read: SecretsRead) {
+        let mut failed = self.failed.lock().expect("client cache lock");
+        failed.insert(origin, (uid.to_string(), read));
+    }
+
     /// Drops the holds of connection objects that are gone (`alive` says which remain, by
     /// origin and uid); their clients go once nothing else holds them.
     pub fn release_gone(&self, alive: impl Fn(&CacheKey, &str) -> bool) {
+        self.failed
+            .lock()
+            .expect("client cache lock")
+            .retain(|origin, (uid, _)| alive(origin, uid));
         let gone: Vec<Held> = {
             let mut held = self.held.lock().expect("client cache lock");
             let keys: Vec<CacheKey> = held
@@ -225,15 +248,18 @@ impl ClientCache {
         }
     }
 
-    /// The Secrets the fresh holds were built from, each at the version read (a Secret read
-    /// by several holds at different versions appears once for each version).
-    pub fn secrets_read(&self) -> Vec<(String, String, String)> {
-        let held = self.held.lock().expect("client cache lock");
-        let mut read: Vec<_> = held
-            .values()
-            .filter(|h| h.fresh)
-            .flat_map(|h| h.read.0.iter().cloned())
-            .collect();
+    /// The Secrets the fresh holds were built from, and those the failed builds read, each at
+    /// the version read (a Secret read at several versions appears once for each).
+    pub fn secrets_read(&self) -> Vec<SecretRead> {
+        let mut read: Vec<SecretRead> = {
+            let held = self.held.lock().expect("client cache lock");
+            held.values()
+                .filter(|h| h.fresh)
+                .flat_map(|h| h.read.0.iter().cloned())
+                .collect()
+        };
+        let failed = self.failed.lock().expect("client cache lock");
+        read.extend(failed.values().flat_map(|(_, r)| r.0.iter().cloned()));
         read.sort_unstable();
         read.dedup();
         read

@@ -189,7 +189,7 @@ impl Connections {
     }
 
     /// The Secrets the cached clients were built from, as (namespace, name, version read).
-    pub fn secrets_read(&self) -> Vec<(String, String, String)> {
+    pub fn secrets_read(&self) -> Vec<clients::SecretRead> {
         self.clients.secrets_read()
     }
 
@@ -631,12 +631,25 @@ mod tests {
                 "data": {"connectionString": "ZW5kcG9pbnQ9aHR0cHM6Ly9hLztBY2Nlc3NLZXk9YzJWamNtVjA="},
             })
         };
+        let client = api.client().await;
+        let acs = ("platform".to_string(), "acs".to_string());
+        // A build that found no Secret waits for one: its appearing is a change.
+        api.objects.lock().unwrap().remove(PATH);
+        connections.resolve("listed", &shared()).await.unwrap_err();
+        let read = connections.secrets_read();
+        assert_eq!(read, [(acs.0.clone(), acs.1.clone(), None)]);
+        let now = versions_now(&client, &to_ask(&read)).await.unwrap();
+        assert!(changed(&read, &now).is_empty(), "still missing");
         api.serve(PATH, at("1"));
+        let now = versions_now(&client, &to_ask(&read)).await.unwrap();
+        assert_eq!(changed(&read, &now), vec![acs.clone()], "there now");
+
         connections.resolve("listed", &shared()).await.unwrap();
         let read = connections.secrets_read();
-        let acs = ("platform".to_string(), "acs".to_string());
-        assert_eq!(read, [(acs.0.clone(), acs.1.clone(), "1".to_string())]);
-        let client = api.client().await;
+        assert_eq!(
+            read,
+            [(acs.0.clone(), acs.1.clone(), Some("1".to_string()))]
+        );
         let now = versions_now(&client, &to_ask(&read)).await.unwrap();
         assert!(changed(&read, &now).is_empty(), "unchanged");
 
