@@ -45,11 +45,32 @@ fn step<K>(event: &Event<K>, synced: bool) -> Step {
     }
 }
 
-/// [`kube::runtime::WatchStreamExt::reflect`] without the second copy during a re-list.
+/// What keeps a summary of the store in step with it: told of every object that enters the
+/// store and every one that leaves it (a replaced object leaves, its new version enters).
+pub trait Follower<K> {
+    /// The store is empty again (a first list that starts over).
+    fn clear(&mut self);
+    fn entered(&mut self, obj: &K);
+    fn left(&mut self, obj: &K);
+}
+
+/// No summary.
+impl<K> Follower<K> for () {
+    fn clear(&mut self) {}
+    fn entered(&mut self, _: &K) {}
+    fn left(&mut self, _: &K) {}
+}
+
+/// [`kube::runtime::WatchStreamExt::reflect`] without the second copy during a re-list, and
+/// with `follower` told of each change of the store.
 /// Objects are counted seen by a 64-bit hash of their reference: a collision (odds about
 /// 10⁻¹⁰ at 100,000 objects) could keep one deleted object until the next re-list, and a
 /// reconcile of it finds it gone when it writes.
-pub fn reflect_in_place<K, S>(stream: S, mut writer: Writer<K>) -> impl Stream<Item = S::Item>
+pub fn reflect_in_place<K, S>(
+    stream: S,
+    mut writer: Writer<K>,
+    mut follower: impl Follower<K>,
+) -> impl Stream<Item = S::Item>
 where
     K: Lookup + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone + Default,
@@ -61,8 +82,26 @@ where
     let mut seen: Option<HashSet<u64>> = None;
     stream.inspect_ok(move |event| {
         let key = |obj: &K| hasher.hash_one(obj.to_object_ref(Default::default()));
+        // The version the store holds now, which leaves it when `obj` is applied.
+        let replace = |obj: &K, follower: &mut dyn Follower<K>| {
+            if let Some(old) = reader.get(&obj.to_object_ref(Default::default())) {
+                follower.left(&old);
+            }
+        };
         match step(event, synced) {
             Step::Pass => {
+                match event {
+                    // The first list is gathered apart and swapped in at its end; one that
+                    // starts over drops what it had gathered.
+                    Event::Init => follower.clear(),
+                    Event::InitApply(obj) => follower.entered(obj),
+                    Event::InitDone => {}
+                    Event::Apply(obj) => {
+                        replace(obj, &mut follower);
+                        follower.entered(obj);
+                    }
+                    Event::Delete(obj) => replace(obj, &mut follower),
+                }
                 writer.apply_watcher_event(event);
                 synced |= matches!(event, Event::InitDone);
             }
@@ -70,6 +109,8 @@ where
             Step::ApplyInPlace => {
                 if let Event::InitApply(obj) = event {
                     seen.get_or_insert_default().insert(key(obj));
+                    replace(obj, &mut follower);
+                    follower.entered(obj);
                     writer.apply_watcher_event(&Event::Apply(obj.clone()));
                 }
             }
@@ -77,6 +118,7 @@ where
                 let seen = seen.take().unwrap_or_default();
                 for obj in reader.state() {
                     if !seen.contains(&key(&obj)) {
+                        follower.left(&obj);
                         writer.apply_watcher_event(&Event::Delete(obj.as_ref().clone()));
                     }
                 }
@@ -222,7 +264,7 @@ mod tests {
     async fn relist_replaces_in_place_and_sweeps_the_missing() {
         let (reader, writer) = store::<ConfigMap>();
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        let mut out = Box::pin(reflect_in_place(rx, writer));
+        let mut out = Box::pin(reflect_in_place(rx, writer, ()));
         let send = |e: Event<ConfigMap>| tx.unbounded_send(Ok(e)).expect("send");
         for e in [
             Event::Init,
@@ -272,6 +314,81 @@ mod tests {
         send(Event::Delete(cm("a", "1")));
         out.next().await;
         assert_eq!(reader.len(), 2);
+    }
+
+    /// A follower that keeps its own copy of what the store holds, by name and version.
+    #[derive(Default, Clone)]
+    struct Mirror(
+        std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<(String, String), u32>>>,
+    );
+
+    impl Follower<ConfigMap> for Mirror {
+        fn clear(&mut self) {
+            self.0.lock().unwrap().clear();
+        }
+        fn entered(&mut self, obj: &ConfigMap) {
+            *self.0.lock().unwrap().entry(name_version(obj)).or_default() += 1;
+        }
+        fn left(&mut self, obj: &ConfigMap) {
+            let mut held = self.0.lock().unwrap();
+            let key = name_version(obj);
+            let n = held.get_mut(&key).expect("left without having entered");
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&key);
+            }
+        }
+    }
+
+    fn name_version(c: &ConfigMap) -> (String, String) {
+        (
+            c.metadata.name.clone().unwrap_or_default(),
+            c.metadata.resource_version.clone().unwrap_or_default(),
+        )
+    }
+
+    /// The follower sees every change of the store, and only those: after each event of a
+    /// first list that starts over, changes, deletions and a re-list that sweeps, its copy
+    /// is the store's.
+    #[tokio::test]
+    async fn the_follower_keeps_step_with_the_store() {
+        let (reader, writer) = store::<ConfigMap>();
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let mirror = Mirror::default();
+        let mut out = Box::pin(reflect_in_place(rx, writer, mirror.clone()));
+        let events = [
+            Event::Init,
+            Event::InitApply(cm("x", "1")),
+            // The first list starts over: x never reaches the store.
+            Event::Init,
+            Event::InitApply(cm("a", "1")),
+            Event::InitApply(cm("b", "1")),
+            Event::InitDone,
+            Event::Apply(cm("a", "2")),
+            Event::Apply(cm("c", "1")),
+            Event::Delete(cm("b", "1")),
+            Event::Init,
+            Event::InitApply(cm("a", "3")),
+            Event::InitApply(cm("d", "1")),
+            Event::InitDone,
+            Event::Delete(cm("zz", "1")),
+        ];
+        let mut synced = false;
+        for (i, e) in events.into_iter().enumerate() {
+            synced |= matches!(e, Event::InitDone);
+            tx.unbounded_send(Ok(e)).expect("send");
+            out.next().await;
+            if synced {
+                let held: std::collections::BTreeMap<_, _> =
+                    versions(&reader).into_iter().map(|k| (k, 1)).collect();
+                assert_eq!(*mirror.0.lock().unwrap(), held, "after event {i}");
+            }
+        }
+        assert_eq!(
+            mirror.0.lock().unwrap().keys().cloned().collect::<Vec<_>>(),
+            [("a", "3"), ("d", "1")].map(|(n, v)| (n.to_string(), v.to_string())),
+            "c, not in the re-list, left with the sweep"
+        );
     }
 
     fn gen_cm(name: &str, uid: &str, generation: i64, note: &str) -> ConfigMap {

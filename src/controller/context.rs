@@ -112,6 +112,8 @@ pub struct Context {
     pub bulkheads: Arc<bulkheads::Bulkheads>,
     /// The far waits of identities (their renewals, mostly).
     pub later: Later,
+    /// Who holds which id, and what the shared connections taught, kept beside the cache.
+    pub provenance: Arc<identity::ProvenanceIndex>,
 }
 
 impl Context {
@@ -120,6 +122,7 @@ impl Context {
         settings: &Settings,
         connections: Connections,
         identities: Store<AcsIdentity>,
+        provenance: Arc<identity::ProvenanceIndex>,
         token_secrets: Arc<secret_index::TokenSecretIndex>,
         nudge: mpsc::UnboundedSender<ObjectRef<AcsIdentity>>,
     ) -> Self {
@@ -148,6 +151,7 @@ impl Context {
                 settings.metrics.clone(),
             )),
             later: Later::default(),
+            provenance,
         }
     }
 

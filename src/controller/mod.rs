@@ -56,7 +56,14 @@ pub async fn run(client: Client, settings: Settings) {
         ConnectionControllers::new(&client, &apis, settings.namespace.is_none(), list);
     let (nudge, nudges) = mpsc::unbounded();
     let token_secrets = Arc::new(secret_index::TokenSecretIndex::default());
-    let identity_ctrl = identity_controller(&apis, token_secrets.clone(), nudges, &settings);
+    let provenance = Arc::new(identity::ProvenanceIndex::default());
+    let identity_ctrl = identity_controller(
+        &apis,
+        token_secrets.clone(),
+        provenance.clone(),
+        nudges,
+        &settings,
+    );
     // Each ACS resource's limiter is made when its first client is; its dispatchers run
     // here, owned by this function, and stop with the controllers.
     let limiter = settings.rate_limiter.clone();
@@ -86,6 +93,7 @@ pub async fn run(client: Client, settings: Settings) {
         &settings,
         connections,
         identity_ctrl.store(),
+        provenance,
         token_secrets,
         nudge,
     ));
@@ -255,6 +263,7 @@ const CONNECTION_CHECKS_AT_ONCE: u16 = 4;
 fn identity_controller(
     apis: &ScopedApis,
     index: Arc<secret_index::TokenSecretIndex>,
+    provenance: Arc<identity::ProvenanceIndex>,
     nudges: mpsc::UnboundedReceiver<ObjectRef<AcsIdentity>>,
     settings: &Settings,
 ) -> Controller<AcsIdentity> {
@@ -282,7 +291,7 @@ fn identity_controller(
         .default_backoff()
         .modify(trim_for_cache);
     let triggers = cache::changed_objects(
-        cache::reflect_in_place(watch, identity_writer),
+        cache::reflect_in_place(watch, identity_writer, provenance),
         predicates::generation.combine(predicates::annotations),
     );
     Controller::for_stream(triggers, identity_reader)

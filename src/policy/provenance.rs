@@ -96,13 +96,6 @@ pub struct Recorded<'a> {
     pub home: Option<Home<'a>>,
 }
 
-/// Whether `r` can bear on [`check_created`]'s answer for `id`: it names `id`, or it was
-/// learned through a shared connection (only those tell resources apart). The rest need not
-/// be gathered: a create at 10,000 identities would otherwise look at every one of them.
-pub fn bears_on(r: &Recorded<'_>, id: &str) -> bool {
-    r.id == id || r.home.is_some_and(|h| h.via.shared())
-}
-
 /// Why an answer to a create is not taken as a new identity of the resource asked. The
 /// message does not say which (a tenant's own server chose the id; it learns nothing of
 /// where else an id is held).
@@ -125,25 +118,43 @@ pub fn check_created<'a>(
     uid: &str,
     recorded: impl IntoIterator<Item = Recorded<'a>>,
 ) -> Result<(), NotNew> {
+    let others: Vec<Recorded<'a>> = recorded.into_iter().filter(|r| r.uid != uid).collect();
+    let held = others.iter().any(|r| holds_here(r, id, here));
+    let shared = others.iter().filter_map(shared_home);
+    check_answer(id, here, held, shared)
+}
+
+/// Whether `r` holds `id` here, or where nobody knows (the previous version's records).
+pub fn holds_here(r: &Recorded<'_>, id: &str, here: Here<'_>) -> bool {
+    r.id == id && r.home.is_none_or(|h| h.endpoint == here.endpoint)
+}
+
+/// The (endpoint, resource) that `r` teaches: its home's endpoint and its id's resource, when
+/// it was learned through a shared connection. Only what the platform's connections learned
+/// is trusted: a namespace's own server could otherwise teach the operator to refuse the
+/// platform's answers (each refused answer an identity left on the shared bill).
+pub fn shared_home<'a>(r: &Recorded<'a>) -> Option<(&'a str, &'a str)> {
+    let home = r.home.filter(|h| h.via.shared())?;
+    Some((home.endpoint, resource_of(r.id)?))
+}
+
+/// [`check_created`] from what it reads of the others: whether another holds `id` here
+/// ([`holds_here`]), and the (endpoint, resource) pairs the shared connections taught
+/// ([`shared_home`]). The operator keeps both as counts beside its cache, so that a create
+/// does not walk every identity.
+pub fn check_answer<'a>(
+    id: &str,
+    here: Here<'_>,
+    held: bool,
+    shared: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), NotNew> {
     let resource = resource_of(id).ok_or(NotNew::Malformed)?;
-    let mut other_resource = false;
-    for r in recorded.into_iter().filter(|r| r.uid != uid) {
-        // Held here, or held where nobody knows (the previous version's records).
-        if r.id == id && r.home.is_none_or(|h| h.endpoint == here.endpoint) {
-            return Err(NotNew::Held);
-        }
-        let Some(home) = r.home else { continue };
-        // Only what the platform's connections learned is trusted: a namespace's own server
-        // could otherwise teach the operator to refuse the platform's answers (each refused
-        // answer an identity left on the shared bill).
-        if !home.via.shared() {
-            continue;
-        }
-        let Some(theirs) = resource_of(r.id) else {
-            continue;
-        };
-        other_resource |= (home.endpoint == here.endpoint) != (theirs == resource);
+    if held {
+        return Err(NotNew::Held);
     }
+    let other_resource = shared
+        .into_iter()
+        .any(|(endpoint, theirs)| (endpoint == here.endpoint) != (theirs == resource));
     if other_resource {
         return Err(NotNew::OtherResource);
     }
@@ -296,11 +307,12 @@ mod tests {
         for (what, id, here, want) in cases {
             let recorded = [alice, fake_c, legacy];
             assert_eq!(check_created(id, here, "me", recorded), want, "{what}");
-            let bearing = recorded.into_iter().filter(|r| bears_on(r, id));
+            let held = recorded.iter().any(|r| holds_here(r, id, here));
+            let shared = recorded.iter().filter_map(shared_home);
             assert_eq!(
-                check_created(id, here, "me", bearing),
+                check_answer(id, here, held, shared),
                 want,
-                "{what}: the records that bear on it give the same answer"
+                "{what}: what the operator counts gives the same answer"
             );
         }
         // A namespace's own server teaches nothing, not even to refuse the platform.

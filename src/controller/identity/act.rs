@@ -25,6 +25,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use std::time::Duration;
 use tracing::{info, warn};
 
@@ -277,14 +278,21 @@ fn check_created(id: &str, facts: &Facts, target: &Target<'_>) -> Result<(), Err
         endpoint: &facts.home.endpoint,
         via: observe::via_of(&namespace, &facts.home.connection_ref),
     };
-    // Only those that can bear on the answer are taken out of the cache, not every one.
-    let bearing = target
-        .ctx
-        .identities
-        .state_filter(|o| observe::recorded(o).is_some_and(|r| provenance::bears_on(&r, id)));
     let uid = obj.uid().unwrap_or_default();
-    let recorded = bearing.iter().filter_map(|o| observe::recorded(o));
-    provenance::check_created(id, here, &uid, recorded).map_err(|why| {
+    let identities = &target.ctx.identities;
+    let own = identities
+        .get(&ObjectRef::from_obj(obj))
+        .filter(|o| o.uid().as_deref() == Some(uid.as_str()));
+    let answer = target.ctx.provenance.check(id, here, own.as_deref(), || {
+        // Only where the counts say another may hold the id.
+        !identities
+            .state_filter(|o| {
+                observe::recorded(o)
+                    .is_some_and(|r| r.uid != uid && provenance::holds_here(&r, id, here))
+            })
+            .is_empty()
+    });
+    answer.map_err(|why| {
         warn!(identity = %id, ?why, "refused the answer to a create");
         Error::ForeignIdentity {
             id: id.to_string(),

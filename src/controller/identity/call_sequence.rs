@@ -224,6 +224,7 @@ async fn fixture_with(limiter: Box<dyn Fn() -> Arc<AcsRateLimiter> + Send + Sync
         &Settings::default(),
         connections,
         reflector::store().0,
+        Arc::default(),
         Arc::new(TokenSecretIndex::default()),
         nudge,
     );

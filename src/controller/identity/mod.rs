@@ -10,7 +10,10 @@ mod act;
 mod call_sequence;
 mod cleanup;
 mod observe;
+mod provenance_index;
 mod record;
+
+pub use provenance_index::ProvenanceIndex;
 
 use super::error::Error;
 use crate::api::AcsIdentity;
