@@ -59,6 +59,8 @@ pub async fn watch(secrets: Api<PartialObjectMeta<Secret>>, ctx: Arc<Context>) {
         }
         follow(&secrets, &selector, version, &ctx, &mut backoff).await;
         info!("watch of connection Secrets lost; re-checking and starting again");
+        // A server that keeps saying "gone" at once is asked again at the backoff's pace.
+        pause(&mut backoff).await;
     }
 }
 
@@ -105,6 +107,7 @@ async fn follow(
                 Ok(WatchEvent::Error(s)) if s.code == 410 => return,
                 Ok(WatchEvent::Error(s)) => {
                     debug!(code = s.code, message = %s.message, "watch of connection Secrets ended");
+                    pause(backoff).await;
                     break;
                 }
                 Err(error) => {
