@@ -11,8 +11,10 @@
 //!
 //! When the watch is lost for longer than the API server keeps events (410 Gone, as after an
 //! API server restart), the changes in between are found without a list: the version each
-//! cached client read of each of its Secrets is compared with the Secret's version now, one
-//! GET of metadata per Secret ([`crate::policy::secret_versions`]).
+//! cached client read of each of its Secrets, and what each failed build found (a missing
+//! Secret too), is compared with the Secret's version now, one GET of metadata per Secret
+//! ([`crate::policy::secret_versions`]). The same re-check runs after the first list, for
+//! what changed before it answered.
 //!
 //! Our own token Secrets are left out by label: they change at every renewal and no
 //! connection reads them.
@@ -139,8 +141,8 @@ fn changed(ctx: &Context, (namespace, name): &SecretKey) {
     }
 }
 
-/// The Secrets the cached clients read that changed since they read them, each counted as a
-/// change.
+/// The Secrets the cached clients and the failed builds read that changed since, each
+/// counted as a change.
 async fn recheck(ctx: &Context) -> Result<(), kube::Error> {
     let read = ctx.connections.secrets_read();
     let versions = versions_now(&ctx.client, &secret_versions::to_ask(&read)).await?;
