@@ -3,8 +3,9 @@
 //! The operator watches Secrets from "now" on, without listing them first (see
 //! [`crate::controller::connection_secrets`]). When that watch is lost for longer than the API
 //! server keeps events, the changes in between are found by comparing, for each Secret a
-//! cached client was built from, the version the client read with the version the Secret has
-//! now. Only versions are compared, never content.
+//! cached client was built from or a failed build tried to read, the version read (or that it
+//! was missing) with the version the Secret has now. Only versions are compared, never
+//! content.
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -16,6 +16,7 @@
 use super::source::BuiltFrom;
 use crate::acs::{AcsClient, AcsRateLimiter};
 use crate::api::ConnectionKind;
+use crate::policy::secret_versions::Read as SecretRead;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -78,9 +79,6 @@ pub struct ClientKey {
 /// never content.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecretsRead(Vec<SecretRead>);
-
-/// (namespace, name, version read; `None`: not found).
-pub type SecretRead = (String, String, Option<String>);
 
 impl SecretsRead {
     pub fn add(&mut self, namespace: &str, name: &str, version: Option<&str>) {

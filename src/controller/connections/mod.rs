@@ -188,8 +188,9 @@ impl Connections {
         self.clients.forget_secret(namespace, name);
     }
 
-    /// The Secrets the cached clients were built from, as (namespace, name, version read).
-    pub fn secrets_read(&self) -> Vec<clients::SecretRead> {
+    /// The Secrets the cached clients were built from and the failed builds tried, each with
+    /// the version read.
+    pub fn secrets_read(&self) -> Vec<crate::policy::secret_versions::Read> {
         self.clients.secrets_read()
     }
 

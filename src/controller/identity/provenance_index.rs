@@ -38,15 +38,6 @@ impl ProvenanceIndex {
         counts.held.contains_key(&self.hasher.hash_one(id))
     }
 
-    /// The pairs the shared connections taught, each with how many identities teach it.
-    pub fn shared_homes(&self) -> HashMap<SharedHome, u32> {
-        self.counts
-            .read()
-            .expect("provenance index lock")
-            .shared
-            .clone()
-    }
-
     /// [`provenance::check_created`]'s answer for `id`, answered to a create `here`, from the
     /// counts: `own` is the creating identity as cached (what it taught itself is no
     /// conflict), and `another_holds` looks in the cache for another identity holding `id`
@@ -59,17 +50,16 @@ impl ProvenanceIndex {
         another_holds: impl FnOnce() -> bool,
     ) -> Result<(), provenance::NotNew> {
         let held = self.may_be_held(id) && another_holds();
-        let mut taught = self.shared_homes();
         let own = own.and_then(observe::recorded);
-        if let Some((endpoint, resource)) = own.as_ref().and_then(provenance::shared_home)
-            && let Some(n) = taught.get_mut(&(endpoint.into(), resource.into()))
-        {
-            *n = n.saturating_sub(1);
-        }
-        let shared = taught
+        let own = own.as_ref().and_then(provenance::shared_home);
+        let counts = self.counts.read().expect("provenance index lock");
+        // A pair only this identity teaches is taught by no other.
+        let shared = counts
+            .shared
             .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|((endpoint, resource), _)| (&**endpoint, &**resource));
+            .map(|((endpoint, resource), n)| ((&**endpoint, &**resource), *n))
+            .filter(|(pair, n)| *n > u32::from(own == Some(*pair)))
+            .map(|(pair, _)| pair);
         provenance::check_answer(id, here, held, shared)
     }
 
