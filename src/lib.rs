@@ -7,6 +7,7 @@
 //! - [`controller`]: the reconcilers: thin orchestration of watches, policy and I/O.
 //! - [`health`], [`leader`]: the /metrics, /healthz, /readyz endpoint and leader election.
 //! - [`metrics`]: Prometheus metrics of the operator.
+//! - [`memory`]: handing what a burst of work freed back to the system.
 //! - [`policy`]: pure decisions (renewal schedule, backoff, next action, readiness), no I/O.
 
 /// The ACS Identity client, its own crate (`crates/acs-client`): re-exported so that the
@@ -18,6 +19,7 @@ pub mod controller;
 pub mod fuzzing;
 pub mod health;
 pub mod leader;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod telemetry;

@@ -1,7 +1,7 @@
 //! The operator binary: `run` the controllers, or print the `crds`.
 
 use acs_identity_operator::{api, controller, telemetry};
-use acs_identity_operator::{health, leader, policy};
+use acs_identity_operator::{health, leader, memory, policy};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -260,6 +260,7 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     tokio::spawn(health::serve(listener, health));
+    tokio::spawn(memory::release_after_bursts());
 
     let operator_client = client.clone();
     let metrics = settings.metrics.clone();

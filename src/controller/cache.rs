@@ -81,6 +81,7 @@ where
     let mut synced = false;
     let mut seen: Option<HashSet<u64>> = None;
     stream.inspect_ok(move |event| {
+        crate::memory::churned(1);
         let key = |obj: &K| hasher.hash_one(obj.to_object_ref(Default::default()));
         // The version the store holds now, which leaves it when `obj` is applied.
         let replace = |obj: &K, follower: &mut dyn Follower<K>| {

@@ -383,6 +383,7 @@ async fn reconcile_identity(
     runs: Arc<IdentityRuns>,
 ) -> Result<Action, Error> {
     let ctx = &runs.ctx;
+    crate::memory::churned(1);
     let key = ObjectRef::from_obj(obj.as_ref());
     let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
     let span = tracing::info_span!("reconcile", %namespace, %name);

@@ -91,6 +91,7 @@ impl TokenSecretIndex {
     /// Secret again, and those already known at their version must not each queue a reconcile
     /// of their identity (100,000 at once after an API server restart).
     pub fn apply<K: kube::Resource>(&self, event: &watcher::Event<PartialObjectMeta<K>>) -> bool {
+        crate::memory::churned(1);
         let mut state = self.0.write().expect("secret index lock");
         match event {
             watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {

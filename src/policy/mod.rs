@@ -15,12 +15,14 @@
 //! - may an ACS call go now (caps in flight, the endpoint's breaker)? [`bulkhead`]
 //! - how much of an ACS resource's limits may one of several instances use? [`shard`]
 //! - does a create's refusal retire the idempotent create's preview? [`create`]
+//! - is a burst of work over, so that freed memory goes back to the system? [`memory`]
 
 pub mod bulkhead;
 pub mod create;
 pub mod decision;
 pub mod endpoint;
 pub mod failure;
+pub mod memory;
 pub mod provenance;
 pub mod readiness;
 pub mod reason;
