@@ -22,15 +22,60 @@ type Pairs = Box<[(Box<str>, Box<str>)]>;
 /// The parts of one Secret's metadata that matter to us.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
-    resource_version: Box<str>,
+    resource_version: Opaque,
     /// The Secret's own uid: a write pins it, so a Secret that took the name meanwhile is
     /// never touched.
-    uid: Option<Box<str>>,
+    uid: Option<Opaque>,
     /// uid of the controller owner.
-    owner: Option<Box<str>>,
+    owner: Option<Opaque>,
     shape: Arc<Shape>,
     /// The list (the first, or a re-list) that last brought this Secret.
     list: u32,
+}
+
+/// A string the API server gives and compares whole (a resourceVersion, a uid), kept without
+/// an allocation in the forms it nearly always has: a decimal number (etcd's revision) or a
+/// UUID. Any other text is kept as it is. About 100 bytes less per Secret than three boxed
+/// strings; the text given back is always exactly the one read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Opaque {
+    Number(u64),
+    Uuid(uuid::Uuid),
+    Text(Box<str>),
+}
+
+impl Opaque {
+    fn new(s: &str) -> Opaque {
+        if let Ok(n) = s.parse::<u64>()
+            && n.to_string() == s
+        {
+            return Opaque::Number(n);
+        }
+        if let Ok(u) = uuid::Uuid::try_parse(s)
+            && u.hyphenated().to_string() == s
+        {
+            return Opaque::Uuid(u);
+        }
+        Opaque::Text(s.into())
+    }
+
+    /// Whether this is `s`.
+    fn is(&self, s: &str) -> bool {
+        match self {
+            Opaque::Text(t) => **t == *s,
+            other => *other == Opaque::new(s),
+        }
+    }
+}
+
+impl std::fmt::Display for Opaque {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Opaque::Number(n) => n.fmt(f),
+            Opaque::Uuid(u) => u.hyphenated().fmt(f),
+            Opaque::Text(t) => t.fmt(f),
+        }
+    }
 }
 
 /// Labels and annotations of a Secret, and the keys of them our own apply holds.
@@ -164,7 +209,9 @@ impl TokenSecretIndex {
             annotations: (!shape.annotations.is_empty()).then(|| to_map(&shape.annotations)),
             ..ObjectMeta::default()
         };
-        (&*e.resource_version == resource_version).then_some((meta, owned))
+        e.resource_version
+            .is(resource_version)
+            .then_some((meta, owned))
     }
 
     #[cfg(test)]
@@ -192,9 +239,9 @@ fn entry<K: kube::Resource>(
         .owner_references()
         .iter()
         .find(|o| o.controller == Some(true))
-        .map(|o| o.uid.as_str().into());
+        .map(|o| Opaque::new(&o.uid));
     let owned = OwnedKeys::of(&s.metadata);
-    let resource_version = s.resource_version()?.into();
+    let resource_version = Opaque::new(&s.resource_version()?);
     let shape = Shape {
         labels: pairs(s.labels()),
         annotations: pairs(s.annotations()),
@@ -207,7 +254,7 @@ fn entry<K: kube::Resource>(
     };
     let entry = Entry {
         resource_version,
-        uid: s.uid().map(Into::into),
+        uid: s.uid().map(|u| Opaque::new(&u)),
         owner,
         shape: shapes.share(shape),
         list,
@@ -248,6 +295,36 @@ mod tests {
             }
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn opaque_strings_come_back_exactly_as_read() {
+        let uuid = "0b7c3f5e-8a1d-4c2b-9e6f-1a2b3c4d5e6f";
+        let cases = [
+            ("123456", "Number"),
+            ("0", "Number"),
+            ("0123", "Text"),                 // a leading zero would not come back
+            ("18446744073709551616", "Text"), // past u64
+            (uuid, "Uuid"),
+            ("0B7C3F5E-8A1D-4C2B-9E6F-1A2B3C4D5E6F", "Text"), // upper case would not come back
+            ("0b7c3f5e8a1d4c2b9e6f1a2b3c4d5e6f", "Text"),     // nor without hyphens
+            ("u-1", "Text"),
+            ("", "Text"),
+        ];
+        for (text, form) in cases {
+            let o = Opaque::new(text);
+            let kind = match o {
+                Opaque::Number(_) => "Number",
+                Opaque::Uuid(_) => "Uuid",
+                Opaque::Text(_) => "Text",
+            };
+            assert_eq!((kind, o.to_string().as_str()), (form, text));
+            assert!(o.is(text), "{text}");
+        }
+        assert!(!Opaque::new("123").is("0123"));
+        assert!(!Opaque::new("0123").is("123"));
+        assert!(!Opaque::new(uuid).is(&uuid.to_uppercase()));
+        assert!(!Opaque::new("5").is("6"));
     }
 
     #[test]
