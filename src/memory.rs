@@ -34,11 +34,13 @@ pub async fn release_after_bursts() {
         seen = total;
         if release(total.saturating_sub(released_at), last_period) {
             released_at = total;
-            let started = Instant::now();
+            let (started, before) = (Instant::now(), resident_kib());
             let returned = trim();
             debug!(
                 returned,
                 elapsed_ms = started.elapsed().as_millis() as u64,
+                resident_before_kib = before,
+                resident_after_kib = resident_kib(),
                 "freed memory handed back"
             );
         }
@@ -56,4 +58,14 @@ fn trim() -> bool {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() -> bool {
     false
+}
+
+/// The process's resident size in KiB, for the log line (0 where /proc is not there).
+fn resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
