@@ -178,13 +178,36 @@ pub struct Shown {
 /// So a new identity waiting for its create costs no write while it waits (at 10,000 new
 /// identities, 9,000 waited and each cost one); one that holds a token or a failure shows
 /// `Reconciling=True` `InLine`, written once (an unchanged status is not written again).
-pub fn in_line_needs_writing(shown: Shown) -> bool {
+///
+/// Nor for a renewal's moment in line ([`routine_renewal_wait`]): `token` is the token the
+/// Secret holds for the current spec, `now` the reconcile's time.
+pub fn in_line_needs_writing(shown: Shown, token: Option<&TokenRecord>, now: Timestamp) -> bool {
     let in_progress_unwritten = !shown.has_conditions
         && shown
             .observed_generation
             .zip(shown.generation)
             .is_some_and(|(observed, generation)| observed != generation);
-    !in_progress_unwritten
+    !in_progress_unwritten && !routine_renewal_wait(token, now)
+}
+
+/// The longest a due renewal waits in line without its status saying so.
+pub const ROUTINE_WAIT_CAP: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whether a wait in line is a due renewal's routine moment: the token is still valid and
+/// came due for renewal less than a quarter of its margin (renewal to expiry) ago, at most
+/// [`ROUTINE_WAIT_CAP`]. Where the issue limit is busy every renewal waits a moment; writing
+/// it would cost a status write each, and turn Ready False (renewal overdue) until the
+/// renewal's own write a moment later. A wait that lasts longer is written: then the operator
+/// is behind. A refresh or revoke request waits visibly, as does a token not yet due.
+pub fn routine_renewal_wait(token: Option<&TokenRecord>, now: Timestamp) -> bool {
+    let Some(t) = token else {
+        return false;
+    };
+    let Some(margin) = super::time_until(t.expires_on, t.renewal_time) else {
+        return false;
+    };
+    let grace = (margin / 4).min(ROUTINE_WAIT_CAP);
+    now < t.expires_on && super::time_until(now, t.renewal_time).is_some_and(|late| late < grace)
 }
 
 /// The Ready condition from the token the Secret holds for the current spec (`None` if it
@@ -532,7 +555,46 @@ mod tests {
             ),
         ];
         for (case, shown, write) in cases {
-            assert_eq!(in_line_needs_writing(shown), write, "{case}");
+            assert_eq!(in_line_needs_writing(shown, None, at(0)), write, "{case}");
+        }
+        // A renewal's moment in line is not written, whatever was shown.
+        let t = token();
+        let written = shown(true, Some(1), Some(1));
+        assert!(!in_line_needs_writing(written, Some(&t), at(1500)));
+        assert!(in_line_needs_writing(written, Some(&t), at(1499)));
+    }
+
+    /// token(): renewal at 1,500 s, expiry at 2,000 s: a margin of 500 s, a grace of 125 s.
+    #[test]
+    fn a_renewal_waits_unseen_for_a_quarter_of_its_margin_at_most_five_minutes() {
+        let t = token();
+        let long = TokenRecord {
+            renewal_time: at(10_000),
+            expires_on: at(10_000 + 8 * 3600),
+            ..token()
+        };
+        let cases = [
+            ("no token", None, at(1500), false),
+            (
+                "not due yet: a refresh or revoke request",
+                Some(&t),
+                at(1499),
+                false,
+            ),
+            ("just due", Some(&t), at(1500), true),
+            ("due 124 s ago", Some(&t), at(1624), true),
+            ("due 125 s ago: behind", Some(&t), at(1625), false),
+            ("expired", Some(&t), at(2000), false),
+            ("8 h margin, due 299 s ago", Some(&long), at(10_299), true),
+            (
+                "8 h margin, due 300 s ago: the cap",
+                Some(&long),
+                at(10_300),
+                false,
+            ),
+        ];
+        for (case, token, now, routine) in cases {
+            assert_eq!(routine_renewal_wait(token, now), routine, "{case}");
         }
     }
 

@@ -345,9 +345,9 @@ async fn a_new_identity_waiting_in_line_costs_a_finalizer_patch_and_no_status_wr
     f.emulator.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_due_renewal_costs_one_secret_apply_one_status_apply_and_one_event() {
-    let f = fixture().await;
+/// An identity whose token fell due `late` seconds ago, with a day's token still valid for
+/// an hour and its Secret holding it: the object and the Secret as the API server has them.
+async fn due_renewal(f: &Fixture, late: i64) -> (AcsIdentity, Value) {
     let acs = crate::acs::AcsClient::new(
         &f.connection_string.parse().unwrap(),
         crate::acs::ClientOptions::default(),
@@ -355,7 +355,7 @@ async fn a_due_renewal_costs_one_secret_apply_one_status_apply_and_one_event() {
     .unwrap();
     let id = acs.create_identity().await.unwrap();
 
-    // Status says a token was written and fell due a minute ago; the Secret holds it.
+    // Status says a token was written and fell due `late` seconds ago; the Secret holds it.
     let now = jiff::Timestamp::now().as_second();
     let at = |s: i64| jiff::Timestamp::from_second(now + s).unwrap().to_string();
     let fingerprint = {
@@ -366,7 +366,7 @@ async fn a_due_renewal_costs_one_secret_apply_one_status_apply_and_one_event() {
     obj["metadata"]["finalizers"] = json!([FINALIZER]);
     obj["status"] = json!({
         "identityId": id, "secretName": "alice",
-        "tokenExpiresOn": at(3600), "renewalTime": at(-60), "lastIssuedAt": at(-7200),
+        "tokenExpiresOn": at(3600), "renewalTime": at(-late), "lastIssuedAt": at(-7200),
         "issuedFor": {"scopes": ["chat"], "tokenLifetimeMinutes": 1440,
                       "connectionFingerprint": fingerprint,
                       "tokenHash": crate::controller::token_secret::token_hash("old-token"),
@@ -387,6 +387,13 @@ async fn a_due_renewal_costs_one_secret_apply_one_status_apply_and_one_event() {
                "data": {"token": b64("old-token"), "expiresOn": b64(&at(3600)),
                         "identityId": b64(&id)}})
     };
+    (obj, secret)
+}
+
+#[tokio::test]
+async fn a_due_renewal_costs_one_secret_apply_one_status_apply_and_one_event() {
+    let f = fixture().await;
+    let (obj, secret) = due_renewal(&f, 60).await;
     let mut renewed = secret.clone();
     renewed["metadata"]["resourceVersion"] = json!("21");
     let script = vec![
@@ -430,4 +437,64 @@ async fn a_due_renewal_costs_one_secret_apply_one_status_apply_and_one_event() {
         "the test's create and one issue: {stats}"
     );
     f.emulator.shutdown().await;
+}
+
+/// A due renewal that finds the issue limit used up waits in line. For a moment (less than a
+/// quarter of its margin, at most five minutes) that writes nothing: its renewal's own write
+/// follows. Past that, status says it waits (Reconciling InLine, Ready False).
+#[tokio::test]
+async fn a_due_renewal_in_line_for_a_moment_writes_no_status_and_for_long_does() {
+    use crate::acs::{Admission, Operation};
+    for (late, written) in [(60, false), (400, true)] {
+        let f = fixture_with(Box::new(|| {
+            let limiter = AcsRateLimiter::with_limits(|op| match op {
+                Operation::IssueToken => 1,
+                op => op.acs_limit(),
+            });
+            // The one turn is taken by another identity.
+            let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+            let taken = limiter.admit(Operation::IssueToken, "a/b", deadline);
+            assert_eq!(taken, Admission::Now);
+            Arc::new(limiter)
+        }))
+        .await;
+        let (obj, secret) = due_renewal(&f, late).await;
+        let mut script = vec![
+            connection_secret_read(&f.connection_string),
+            expect(
+                Method::GET,
+                &format!("{SECRETS}/alice"),
+                StatusCode::OK,
+                secret,
+            ),
+        ];
+        if written {
+            script.push(apply(
+                &format!("{IDENTITIES}/alice/status"),
+                StatusCode::OK,
+                with_finalizer(obj.clone(), "22"),
+            ));
+        }
+        let server = tokio::spawn(serve_script(f.handle, script));
+        // A status write beyond the script finds no server: the reconcile would fail.
+        // A status write beyond the script finds no server: the reconcile would fail.
+        reconcile(Arc::new(obj), f.ctx.clone()).await.unwrap();
+        let sent = server.await.unwrap();
+        if written {
+            let conditions = &sent[2]["status"]["conditions"];
+            let find = |t: &str| {
+                conditions
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == t))
+                    .map(|c| (c["status"].clone(), c["reason"].clone()))
+            };
+            assert_eq!(find("Reconciling"), Some((json!("True"), json!("InLine"))));
+            assert_eq!(find("Ready"), Some((json!("False"), json!("Expired"))));
+        } else {
+            assert_eq!(sent.len(), 2, "late {late} s");
+        }
+        let stats = acs_stats(&f.emulator).await;
+        assert_eq!(stats["total"], 1, "the test's create, no issue: {stats}");
+        f.emulator.shutdown().await;
+    }
 }

@@ -94,8 +94,8 @@ impl<'a> Record<'a> {
                 };
                 // Reconciling=True says so to the tools that read status, where they cannot
                 // read it already; written once (a status that did not change is not written
-                // again).
-                if !in_line_needs_writing(shown(obj, &self.base)) {
+                // again), and not for a renewal's moment in line.
+                if !in_line_needs_writing(shown(obj, &self.base), current.as_ref(), now) {
                     return Ok(ctx.look_again_at(obj, next));
                 }
                 let change = Change::InLine {
