@@ -2,12 +2,13 @@
 //! endpoint's breaker, kept here and decided by [`crate::policy::bulkhead`]. Every ACS call
 //! of a reconcile (creating, issuing, revoking, deleting in cleanup) goes through a [`Pass`]:
 //! taken before the first call, it is the only way to make one, and it gives its place back
-//! when dropped.
+//! when dropped. A reconcile that found no room is woken when a place it waited for is given
+//! back ([`Bulkheads::enter_or_wait`]), and looks again by itself in 1 to 4 s if no place is.
 
 use crate::acs::{AcsError, Operation};
 use crate::metrics::Metrics;
 use crate::policy::bulkhead::{self, Answer, Breaker, Crowd, Limits, Load, Verdict};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,12 +34,28 @@ struct State {
     endpoints: HashMap<String, Endpoint>,
     /// Namespaces with calls in flight.
     namespaces: HashMap<String, usize>,
+    /// Who waits for a place, by what was full: the identities' keys, oldest first.
+    waiting: HashMap<Full, VecDeque<String>>,
 }
+
+/// What a waiter found full: an endpoint or a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Full {
+    Endpoint(String),
+    Namespace(String),
+}
+
+/// The most waiters kept for one endpoint or namespace; the others look again by themselves.
+const MAX_WAITERS: usize = 1024;
+
+/// Wakes the identity of a key (`namespace/name`).
+pub type Wake = Box<dyn Fn(&str) + Send + Sync>;
 
 pub struct Bulkheads {
     limits: Limits,
     state: Mutex<State>,
     metrics: Arc<Metrics>,
+    wake: Option<Wake>,
 }
 
 impl Bulkheads {
@@ -47,6 +64,65 @@ impl Bulkheads {
             limits,
             state: Mutex::default(),
             metrics,
+            wake: None,
+        }
+    }
+
+    /// The same, waking the waiters of a place given back with `wake`.
+    pub fn waking(limits: Limits, metrics: Arc<Metrics>, wake: Wake) -> Self {
+        Self {
+            wake: Some(wake),
+            ..Self::new(limits, metrics)
+        }
+    }
+
+    /// [`Bulkheads::enter`]; when the endpoint or the namespace is full, `key` waits for a
+    /// place there and is woken when one is given back. Where the issue limit is busy, a
+    /// namespace's renewals fall due together and most find its places taken for a moment:
+    /// looking again only after 1 to 4 s made them that late.
+    pub fn enter_or_wait(
+        self: &Arc<Self>,
+        endpoint: &str,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Pass, Refused> {
+        let refused = match self.enter(endpoint, namespace) {
+            Err(Refused::Crowded(crowd)) => crowd,
+            other => return other,
+        };
+        let full = match refused {
+            Crowd::Endpoint => Full::Endpoint(endpoint.to_string()),
+            Crowd::Namespace => Full::Namespace(namespace.to_string()),
+        };
+        let mut state = self.state.lock().expect("bulkheads lock");
+        let line = state.waiting.entry(full).or_default();
+        if line.len() < MAX_WAITERS {
+            line.push_back(key.to_string());
+        }
+        Err(Refused::Crowded(refused))
+    }
+
+    /// Wakes the oldest waiter for each of `places`, now that a place there was given back.
+    fn wake_next(&self, places: [Full; 2]) {
+        let Some(wake) = &self.wake else {
+            return;
+        };
+        let woken: Vec<String> = {
+            let mut state = self.state.lock().expect("bulkheads lock");
+            places
+                .into_iter()
+                .filter_map(|full| {
+                    let line = state.waiting.get_mut(&full)?;
+                    let next = line.pop_front();
+                    if line.is_empty() {
+                        state.waiting.remove(&full);
+                    }
+                    next
+                })
+                .collect()
+        };
+        for key in woken {
+            wake(&key);
         }
     }
 
@@ -162,13 +238,19 @@ impl Drop for Pass {
                 e.breaker = bulkhead::probe_abandoned(e.breaker, Instant::now());
             }
         });
-        let mut state = self.owner.state.lock().expect("bulkheads lock");
-        if let Some(n) = state.namespaces.get_mut(&self.namespace) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                state.namespaces.remove(&self.namespace);
+        {
+            let mut state = self.owner.state.lock().expect("bulkheads lock");
+            if let Some(n) = state.namespaces.get_mut(&self.namespace) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    state.namespaces.remove(&self.namespace);
+                }
             }
         }
+        self.owner.wake_next([
+            Full::Endpoint(std::mem::take(&mut self.endpoint)),
+            Full::Namespace(std::mem::take(&mut self.namespace)),
+        ]);
     }
 }
 
@@ -186,6 +268,70 @@ mod tests {
             phase: TimeoutPhase::FirstByte,
             after: Duration::from_secs(1),
         })
+    }
+
+    #[test]
+    fn who_found_no_room_is_woken_when_a_place_is_given_back() {
+        let woken: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = woken.clone();
+        let b = Arc::new(Bulkheads::waking(
+            Limits {
+                per_endpoint: 2,
+                per_namespace: 1,
+                ..Limits::default()
+            },
+            Arc::default(),
+            Box::new(move |key| seen.lock().unwrap().push(key.to_string())),
+        ));
+        let taken = || woken.lock().unwrap().drain(..).collect::<Vec<_>>();
+        let first = b
+            .enter_or_wait("https://a/", "team-b", "team-b/one")
+            .unwrap();
+        // The namespace is full: two wait for it, in the order they came.
+        for key in ["team-b/two", "team-b/three"] {
+            assert_eq!(
+                b.enter_or_wait("https://a/", "team-b", key).err(),
+                Some(Refused::Crowded(Crowd::Namespace))
+            );
+        }
+        let other = b
+            .enter_or_wait("https://a/", "team-a", "team-a/one")
+            .unwrap();
+        // The endpoint is full too now.
+        assert_eq!(
+            b.enter_or_wait("https://a/", "team-c", "team-c/one").err(),
+            Some(Refused::Crowded(Crowd::Endpoint))
+        );
+        assert!(taken().is_empty(), "nobody gave a place back yet");
+        drop(first);
+        assert_eq!(taken(), ["team-c/one", "team-b/two"]);
+        drop(other);
+        assert!(taken().is_empty(), "team-a had nobody waiting");
+        let again = b
+            .enter_or_wait("https://a/", "team-b", "team-b/two")
+            .unwrap();
+        drop(again);
+        assert_eq!(taken(), ["team-b/three"]);
+        drop(
+            b.enter_or_wait("https://a/", "team-b", "team-b/three")
+                .unwrap(),
+        );
+        assert!(taken().is_empty(), "the line is empty");
+    }
+
+    #[test]
+    fn the_waiting_line_is_bounded() {
+        let b = bulkheads(Limits {
+            per_namespace: 1,
+            ..Limits::default()
+        });
+        let _held = b.enter("https://a/", "team-b").unwrap();
+        for i in 0..MAX_WAITERS + 10 {
+            let _ = b.enter_or_wait("https://a/", "team-b", &format!("team-b/{i}"));
+        }
+        let state = b.state.lock().unwrap();
+        let line = &state.waiting[&Full::Namespace("team-b".into())];
+        assert_eq!(line.len(), MAX_WAITERS);
     }
 
     #[test]

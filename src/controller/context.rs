@@ -90,6 +90,15 @@ pub fn admission_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
+/// Queues a reconcile of the identity of a key made by [`admission_key`].
+fn wake_on(nudge: mpsc::UnboundedSender<ObjectRef<AcsIdentity>>) -> bulkheads::Wake {
+    Box::new(move |key| {
+        if let Some((namespace, name)) = key.split_once('/') {
+            let _ = nudge.unbounded_send(ObjectRef::new(name).within(namespace));
+        }
+    })
+}
+
 /// Shared by all reconciles.
 pub struct Context {
     pub client: Client,
@@ -141,14 +150,15 @@ impl Context {
             connections,
             identities,
             token_secrets,
-            nudge,
+            nudge: nudge.clone(),
             idempotent_create: settings.idempotent_create,
             metrics: settings.metrics.clone(),
             statuses: Arc::default(),
             released: Default::default(),
-            bulkheads: Arc::new(bulkheads::Bulkheads::new(
+            bulkheads: Arc::new(bulkheads::Bulkheads::waking(
                 settings.bulkheads,
                 settings.metrics.clone(),
+                wake_on(nudge.clone()),
             )),
             later: Later::default(),
             provenance,

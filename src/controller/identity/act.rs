@@ -255,7 +255,11 @@ pub async fn store_created(
 fn enter(facts: &Facts, target: &Target<'_>) -> Result<Pass, Refused> {
     let namespace = target.obj.namespace().unwrap_or_default();
     let endpoint = facts.connection.client.endpoint().as_str();
-    target.ctx.bulkheads.enter(endpoint, &namespace)
+    let key = admission_key(&namespace, &target.obj.name_any());
+    target
+        .ctx
+        .bulkheads
+        .enter_or_wait(endpoint, &namespace, &key)
 }
 
 /// What a reconcile the bulkheads refused answers: [`Step::Crowded`], or the open breaker as
