@@ -45,7 +45,8 @@ struct RunArgs {
     #[arg(long, default_value_t = 10)]
     acs_first_byte_timeout_seconds: u64,
     /// At most this many ACS calls in flight to one endpoint; a reconcile that finds no room
-    /// does not wait for it (it would hold a worker) and looks again in 1 to 4 s.
+    /// does not wait for it (it would hold a worker): it goes on when a place is given back,
+    /// at the latest in 1 to 4 s.
     #[arg(long, default_value_t = policy::bulkhead::Limits::DEFAULT_PER_ENDPOINT)]
     max_acs_calls_per_endpoint: usize,
     /// At most this many ACS calls in flight for one namespace's identities (keep it well

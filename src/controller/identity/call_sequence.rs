@@ -125,6 +125,16 @@ fn token_secret_absent() -> Expect {
     )
 }
 
+/// The token Secret read, and found as `secret`.
+fn token_secret_read(secret: Value) -> Expect {
+    expect(
+        Method::GET,
+        &format!("{SECRETS}/alice"),
+        StatusCode::OK,
+        secret,
+    )
+}
+
 fn event_created() -> Expect {
     expect(
         Method::POST,
@@ -399,12 +409,7 @@ async fn a_due_renewal_costs_one_secret_apply_one_status_apply_and_one_event() {
     let script = vec![
         connection_secret_read(&f.connection_string),
         // Not yet synced, the index cannot vouch for the Secret: it is read.
-        expect(
-            Method::GET,
-            &format!("{SECRETS}/alice"),
-            StatusCode::OK,
-            secret,
-        ),
+        token_secret_read(secret),
         // (one issueToken call to ACS)
         apply(&format!("{SECRETS}/alice"), StatusCode::OK, renewed),
         apply(
@@ -461,12 +466,7 @@ async fn a_due_renewal_in_line_for_a_moment_writes_no_status_and_for_long_does()
         let (obj, secret) = due_renewal(&f, late).await;
         let mut script = vec![
             connection_secret_read(&f.connection_string),
-            expect(
-                Method::GET,
-                &format!("{SECRETS}/alice"),
-                StatusCode::OK,
-                secret,
-            ),
+            token_secret_read(secret),
         ];
         if written {
             script.push(apply(
