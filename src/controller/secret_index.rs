@@ -45,14 +45,20 @@ enum Opaque {
 }
 
 impl Opaque {
+    /// Without allocating: it runs for every Secret the watch brings and every reconcile that
+    /// asks the index. Only forms that print back the same are kept inline: digits without a
+    /// leading zero, and a UUID in its 36-character hyphenated form in lower case.
     fn new(s: &str) -> Opaque {
-        if let Ok(n) = s.parse::<u64>()
-            && n.to_string() == s
+        let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if digits
+            && (s == "0" || !s.starts_with('0'))
+            && let Ok(n) = s.parse::<u64>()
         {
             return Opaque::Number(n);
         }
-        if let Ok(u) = uuid::Uuid::try_parse(s)
-            && u.hyphenated().to_string() == s
+        if s.len() == 36
+            && !s.bytes().any(|b| b.is_ascii_uppercase())
+            && let Ok(u) = uuid::Uuid::try_parse(s)
         {
             return Opaque::Uuid(u);
         }
