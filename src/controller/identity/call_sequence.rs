@@ -477,7 +477,6 @@ async fn a_due_renewal_in_line_for_a_moment_writes_no_status_and_for_long_does()
         }
         let server = tokio::spawn(serve_script(f.handle, script));
         // A status write beyond the script finds no server: the reconcile would fail.
-        // A status write beyond the script finds no server: the reconcile would fail.
         reconcile(Arc::new(obj), f.ctx.clone()).await.unwrap();
         let sent = server.await.unwrap();
         if written {
